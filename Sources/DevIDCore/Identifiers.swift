@@ -1,0 +1,134 @@
+/// Identifiers that end up in certificate names, SPIFFE URIs, topics and file names.
+///
+/// They are deliberately narrow: 1–64 characters of `A–Z a–z 0–9 . _ -`, not starting with `.` or `-`.
+/// That keeps them safe in every place they are pasted into (URIs, MQTT topics, paths, SQL identifiers
+/// are never built from them, but logs and file names are).
+public enum IdentifierRules {
+    public static let maximumLength = 64
+
+    public static func isValid(_ value: String) -> Bool {
+        guard !value.isEmpty, value.utf8.count <= maximumLength else { return false }
+        guard let first = value.utf8.first, first != UInt8(ascii: "."), first != UInt8(ascii: "-") else {
+            return false
+        }
+        return value.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
+                return true
+            default:
+                return false
+            }
+        }
+    }
+}
+
+/// A device's id: the LDevID's subject CN and the last segment of its SPIFFE id.
+public struct DeviceID: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible, Comparable {
+    public let rawValue: String
+    public init?(rawValue: String) {
+        guard IdentifierRules.isValid(rawValue) else { return nil }
+        self.rawValue = rawValue
+    }
+    public init(_ value: String) throws(DevIDCoreError) {
+        guard let id = DeviceID(rawValue: value) else { throw .invalidIdentifier(kind: "device id") }
+        self = id
+    }
+    public var description: String { rawValue }
+    public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
+    public init(from decoder: any Decoder) throws {
+        let value = try decoder.singleValueContainer().decode(String.self)
+        guard let id = DeviceID(rawValue: value) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "invalid device id"))
+        }
+        self = id
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+}
+
+/// A tenant: the customer or site a device belongs to; the boundary no identity may cross.
+public struct TenantID: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible, Comparable {
+    public let rawValue: String
+    public init?(rawValue: String) {
+        guard IdentifierRules.isValid(rawValue) else { return nil }
+        self.rawValue = rawValue
+    }
+    public init(_ value: String) throws(DevIDCoreError) {
+        guard let id = TenantID(rawValue: value) else { throw .invalidIdentifier(kind: "tenant") }
+        self = id
+    }
+    public var description: String { rawValue }
+    public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
+    public init(from decoder: any Decoder) throws {
+        let value = try decoder.singleValueContainer().decode(String.self)
+        guard let id = TenantID(rawValue: value) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "invalid tenant"))
+        }
+        self = id
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+}
+
+/// A manufacturing lot: the unit of batch revocation.
+public struct LotID: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible, Comparable {
+    public let rawValue: String
+    public init?(rawValue: String) {
+        guard IdentifierRules.isValid(rawValue) else { return nil }
+        self.rawValue = rawValue
+    }
+    public init(_ value: String) throws(DevIDCoreError) {
+        guard let id = LotID(rawValue: value) else { throw .invalidIdentifier(kind: "lot") }
+        self = id
+    }
+    public var description: String { rawValue }
+    public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
+    public init(from decoder: any Decoder) throws {
+        let value = try decoder.singleValueContainer().decode(String.self)
+        guard let id = LotID(rawValue: value) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "invalid lot"))
+        }
+        self = id
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+}
+
+/// A certificate serial number as lowercase hex without separators (what `openssl x509 -serial` prints, lowercased).
+public struct SerialNumber: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible, Comparable {
+    public let rawValue: String
+    public init?(rawValue: String) {
+        let lowered = rawValue.lowercased()
+        guard !lowered.isEmpty, lowered.count <= 40, lowered.utf8.allSatisfy({ $0.isHexDigit }) else { return nil }
+        self.rawValue = lowered
+    }
+    public init(bytes: some Sequence<UInt8>) {
+        self.rawValue = Hex.encode(bytes)
+    }
+    public var description: String { rawValue }
+    public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
+    public init(from decoder: any Decoder) throws {
+        let value = try decoder.singleValueContainer().decode(String.self)
+        guard let serial = SerialNumber(rawValue: value) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "invalid serial"))
+        }
+        self = serial
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+}
+
+extension UInt8 {
+    fileprivate var isHexDigit: Bool {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(self) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(self)
+    }
+}

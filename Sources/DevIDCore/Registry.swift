@@ -1,0 +1,146 @@
+public import Foundation
+
+/// A customer or site.
+public struct Tenant: Sendable, Hashable, Codable {
+    public var id: TenantID
+    public var displayName: String
+    public var createdAt: Date
+
+    public init(id: TenantID, displayName: String, createdAt: Date) {
+        self.id = id
+        self.displayName = displayName
+        self.createdAt = createdAt
+    }
+}
+
+/// A manufacturing batch.
+public struct Lot: Sendable, Hashable, Codable {
+    public var id: LotID
+    public var tenant: TenantID
+    public var createdAt: Date
+
+    public init(id: LotID, tenant: TenantID, createdAt: Date) {
+        self.id = id
+        self.tenant = tenant
+        self.createdAt = createdAt
+    }
+}
+
+/// A registry entry for one device.
+public struct Device: Sendable, Hashable, Codable {
+    public var id: DeviceID
+    public var tenant: TenantID
+    public var hardwareSerial: String
+    public var lot: LotID?
+    public var state: DeviceState
+    public var createdAt: Date
+    public var lastSeen: Date?
+
+    public init(
+        id: DeviceID, tenant: TenantID, hardwareSerial: String, lot: LotID?, state: DeviceState,
+        createdAt: Date, lastSeen: Date? = nil
+    ) {
+        self.id = id
+        self.tenant = tenant
+        self.hardwareSerial = hardwareSerial
+        self.lot = lot
+        self.state = state
+        self.createdAt = createdAt
+        self.lastSeen = lastSeen
+    }
+}
+
+/// A bootstrap secret for devices without an IDevID. Only the hash of the secret is ever stored.
+public struct ClaimToken: Sendable, Hashable, Codable {
+    /// A public handle for the token (safe to log and to pass to `devid token revoke`).
+    public var id: String
+    /// SHA-256 of the secret, lowercase hex.
+    public var secretHash: String
+    public var tenant: TenantID
+    public var device: DeviceID?
+    public var expiresAt: Date
+    public var usesRemaining: Int
+    public var revoked: Bool
+    public var createdAt: Date
+
+    public init(
+        id: String, secretHash: String, tenant: TenantID, device: DeviceID?, expiresAt: Date,
+        usesRemaining: Int, revoked: Bool = false, createdAt: Date
+    ) {
+        self.id = id
+        self.secretHash = secretHash
+        self.tenant = tenant
+        self.device = device
+        self.expiresAt = expiresAt
+        self.usesRemaining = usesRemaining
+        self.revoked = revoked
+        self.createdAt = createdAt
+    }
+}
+
+/// An operator credential for the admin API. Only the hash of the secret is stored.
+public struct AdminToken: Sendable, Hashable, Codable {
+    public var id: String
+    public var secretHash: String
+    public var createdAt: Date
+
+    public init(id: String, secretHash: String, createdAt: Date) {
+        self.id = id
+        self.secretHash = secretHash
+        self.createdAt = createdAt
+    }
+}
+
+/// One entry of the audit trail: every decision that grants or denies, and every change.
+///
+/// The store chains entries with SHA-256 (`hash = SHA-256(previousHash ‖ canonical entry)`), so editing or
+/// deleting an entry in the middle breaks the chain and `verifyAuditChain` reports where.
+public struct AuditEvent: Sendable, Hashable, Codable {
+    public enum Outcome: String, Sendable, Codable, Hashable {
+        case success, denied, failure
+    }
+
+    /// Position in the trail, assigned by the store (0 until stored).
+    public var sequence: Int64
+    public var time: Date
+    /// Who acted: `admin:<token id>`, `device:<id>`, `system`, `anonymous`.
+    public var actor: String
+    /// What happened, dotted: `ca.init`, `admin.auth`, `est.enroll`, ...
+    public var action: String
+    public var outcome: Outcome
+    /// One line, secret-free.
+    public var reason: String
+    public var tenant: TenantID?
+    public var device: DeviceID?
+    public var serial: SerialNumber?
+    /// Hash of the previous entry (hex), assigned by the store.
+    public var previousHash: String
+    /// Hash of this entry (hex), assigned by the store.
+    public var hash: String
+
+    public init(
+        time: Date, actor: String, action: String, outcome: Outcome, reason: String = "",
+        tenant: TenantID? = nil, device: DeviceID? = nil, serial: SerialNumber? = nil
+    ) {
+        self.sequence = 0
+        self.time = time
+        self.actor = actor
+        self.action = action
+        self.outcome = outcome
+        self.reason = reason
+        self.tenant = tenant
+        self.device = device
+        self.serial = serial
+        self.previousHash = ""
+        self.hash = ""
+    }
+
+    /// The bytes the chain hash covers: every field but the hashes, in a fixed order, unambiguously separated.
+    public var canonicalContent: String {
+        let millis = Int64((time.timeIntervalSince1970 * 1000).rounded())
+        return [
+            String(sequence), String(millis), actor, action, outcome.rawValue, reason,
+            tenant?.rawValue ?? "", device?.rawValue ?? "", serial?.rawValue ?? "",
+        ].map { "\($0.utf8.count):\($0)" }.joined(separator: "|")
+    }
+}

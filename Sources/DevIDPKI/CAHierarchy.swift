@@ -1,0 +1,310 @@
+import DevIDCore
+public import Foundation
+import SwiftASN1
+public import X509
+
+/// Where the CA hierarchy lives in the data directory.
+///
+/// ```
+/// DATA/ca/root.crt                     root CA (P-384, 20 years, pathLen 1)
+/// DATA/ca/root.key                     its key, encrypted (absent when written elsewhere with --root-key-out)
+/// DATA/ca/issuing.crt, issuing.key     issuing CA for LDevIDs (P-256, 5 years, pathLen 0)
+/// DATA/ca/issuing-chain.pem            issuing + root, what EST /cacerts serves
+/// DATA/ca/manufacturer.crt, .key       DevID's own manufacturer CA for IDevIDs (self-signed, separate chain)
+/// DATA/ca/trusted-manufacturers/*.pem  every manufacturer CA whose IDevIDs may enroll
+/// DATA/tls/server.crt, server.key      the listeners' certificate (chain: server + issuing)
+/// DATA/ca/hierarchy.json               trust domain and creation time
+/// ```
+/// Keys are PKCS#8 encrypted with PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC), mode 0600.
+public struct CALayout: Sendable, Hashable {
+    public let dataDirectory: String
+
+    public init(dataDirectory: String) {
+        self.dataDirectory = dataDirectory
+    }
+
+    public var caDirectory: String { dataDirectory + "/ca" }
+    public var tlsDirectory: String { dataDirectory + "/tls" }
+    public var rootCertificate: String { caDirectory + "/root.crt" }
+    public var rootKey: String { caDirectory + "/root.key" }
+    public var issuingCertificate: String { caDirectory + "/issuing.crt" }
+    public var issuingKey: String { caDirectory + "/issuing.key" }
+    public var issuingChain: String { caDirectory + "/issuing-chain.pem" }
+    public var manufacturerCertificate: String { caDirectory + "/manufacturer.crt" }
+    public var manufacturerKey: String { caDirectory + "/manufacturer.key" }
+    public var trustedManufacturers: String { caDirectory + "/trusted-manufacturers" }
+    public var serverCertificate: String { tlsDirectory + "/server.crt" }
+    public var serverKey: String { tlsDirectory + "/server.key" }
+    public var metadata: String { caDirectory + "/hierarchy.json" }
+
+    public var isInitialized: Bool { FileManager.default.fileExists(atPath: metadata) }
+}
+
+/// What `devid ca init` records beside the certificates.
+public struct CAMetadata: Codable, Sendable, Hashable {
+    public var trustDomain: String
+    public var createdAt: Date
+    /// Where the root key was written, when not in the data directory.
+    public var rootKeyLocation: String?
+    public var serverNames: [String]
+}
+
+/// Options for creating a hierarchy.
+public struct CAInitOptions: Sendable {
+    public var trustDomain: String
+    /// Write the root key here instead of the data directory (the server never needs it day to day).
+    public var rootKeyOut: String?
+    /// External manufacturer CA certificates to trust. When given, DevID does not create its own manufacturer CA
+    /// unless `createManufacturerCA` is also set.
+    public var externalManufacturerCAs: [Certificate]
+    public var createManufacturerCA: Bool
+    /// Extra DNS names or IP addresses for the server certificate (besides localhost and 127.0.0.1).
+    public var serverNames: [String]
+    public var organization: String
+    /// PBKDF2 rounds for the key files.
+    public var keyEncryptionRounds: Int
+
+    public init(
+        trustDomain: String, rootKeyOut: String? = nil, externalManufacturerCAs: [Certificate] = [],
+        createManufacturerCA: Bool? = nil, serverNames: [String] = [], organization: String = "DevID",
+        keyEncryptionRounds: Int = 100_000
+    ) {
+        self.trustDomain = trustDomain
+        self.rootKeyOut = rootKeyOut
+        self.externalManufacturerCAs = externalManufacturerCAs
+        self.createManufacturerCA = createManufacturerCA ?? externalManufacturerCAs.isEmpty
+        self.serverNames = serverNames
+        self.organization = organization
+        self.keyEncryptionRounds = keyEncryptionRounds
+    }
+
+    /// A trust domain is a DNS-like name: lowercase letters, digits, dots and dashes (SPIFFE §2.1).
+    public static func isValidTrustDomain(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 255
+            && name.utf8.allSatisfy {
+                (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0)
+                    || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_")
+            }
+    }
+}
+
+/// The loaded hierarchy the server runs with. The root key is never loaded.
+public struct CAHierarchy: Sendable {
+    public let metadata: CAMetadata
+    public let root: Certificate
+    public let issuing: CertificateAuthority
+    /// DevID's own manufacturer CA, when it has one (the factory tooling uses it).
+    public let manufacturer: CertificateAuthority?
+    /// Every manufacturer CA whose IDevIDs may enroll (DevID's own included).
+    public let trustedManufacturers: [Certificate]
+    /// Server certificate followed by the issuing CA.
+    public let serverChain: [Certificate]
+    /// The server's PKCS#8 key DER, for the TLS stack.
+    public let serverKeyPKCS8: [UInt8]
+
+    public var trustDomain: String { metadata.trustDomain }
+
+    /// Verifies device certificates: LDevIDs chain to the root through the issuing CA; IDevIDs to a manufacturer CA.
+    public var deviceTrust: TrustVerifier {
+        TrustVerifier(anchors: [root] + trustedManufacturers, intermediates: [issuing.certificate])
+    }
+
+    /// The certificates EST `/cacerts` returns: issuing CA and root.
+    public var estCACertificates: [Certificate] { [issuing.certificate, root] }
+}
+
+/// Creates and loads the CA hierarchy on disk.
+public enum CAStore {
+    /// The result of creating a hierarchy.
+    public struct Created: Sendable {
+        public let hierarchy: CAHierarchy
+        public let rootKeyPath: String
+    }
+
+    /// Creates root, issuing, manufacturer CA and server certificate under `layout`.
+    /// Fails with `.alreadyExists` (changing nothing) if a hierarchy is already there.
+    public static func initialize(
+        layout: CALayout, options: CAInitOptions, passphrase: [UInt8], now: Date
+    ) throws(DevIDPKIError) -> Created {
+        guard !layout.isInitialized, !FileManager.default.fileExists(atPath: layout.rootCertificate) else {
+            throw DevIDPKIError(.alreadyExists, "a CA hierarchy already exists in \(layout.dataDirectory)")
+        }
+        guard CAInitOptions.isValidTrustDomain(options.trustDomain) else {
+            throw DevIDPKIError(.policyViolation, "trust domain must be a lowercase DNS-like name (a-z 0-9 . - _)")
+        }
+        guard !passphrase.isEmpty else {
+            throw DevIDPKIError(.wrongPassphrase, "the CA passphrase is empty")
+        }
+        for ca in options.externalManufacturerCAs where !ca.isCertificateAuthority {
+            throw DevIDPKIError(.policyViolation, "manufacturer certificate \(ca.subject) is not a CA certificate")
+        }
+        if let out = options.rootKeyOut, FileManager.default.fileExists(atPath: out) {
+            throw DevIDPKIError(.alreadyExists, "root key output \(out) already exists")
+        }
+        let org = options.organization
+        func name(_ cn: String) throws(DevIDPKIError) -> DistinguishedName {
+            do {
+                return try DistinguishedName {
+                    OrganizationName(org)
+                    OrganizationalUnitName(options.trustDomain)
+                    CommonName(cn)
+                }
+            } catch { throw DevIDPKIError(.malformed, "CA name could not be encoded") }
+        }
+
+        let (rootKey, rootPKCS8) = try KeyMaterial.generateWithDER(.p384)
+        let root = try CertificateAuthority.makeRoot(
+            subject: try name("DevID Root CA"), key: rootKey, profile: .root, now: now)
+
+        let (issuingKey, issuingPKCS8) = try KeyMaterial.generateWithDER(.p256)
+        let issuingCert = try root.issue(
+            subject: try name("DevID Issuing CA"), publicKey: issuingKey.publicKey, profile: .issuing, now: now)
+        let issuing = try CertificateAuthority(certificate: issuingCert, signingKey: issuingKey)
+
+        var manufacturer: (CertificateAuthority, [UInt8])?
+        if options.createManufacturerCA {
+            let (key, pkcs8) = try KeyMaterial.generateWithDER(.p256)
+            let ca = try CertificateAuthority.makeRoot(
+                subject: try name("DevID Manufacturer CA"), key: key, profile: .manufacturer, now: now)
+            manufacturer = (ca, pkcs8)
+        }
+
+        let serverNames = ["localhost", "127.0.0.1"] + options.serverNames.filter { $0 != "localhost" && $0 != "127.0.0.1" }
+        let (serverKey, serverPKCS8) = try KeyMaterial.generateWithDER(.p256)
+        let serverCert = try issuing.issue(
+            subject: try name("DevID Server"), publicKey: serverKey.publicKey, profile: .serverTLS,
+            subjectAlternativeNames: serverNames.map(generalName(forHost:)), now: now)
+
+        let metadata = CAMetadata(
+            trustDomain: options.trustDomain, createdAt: now, rootKeyLocation: options.rootKeyOut,
+            serverNames: serverNames)
+
+        // Write everything; the metadata file last, so a crash midway leaves no "initialized" hierarchy.
+        try SecureFile.createDirectory(layout.dataDirectory)
+        try SecureFile.createDirectory(layout.caDirectory)
+        try SecureFile.createDirectory(layout.tlsDirectory)
+        try SecureFile.createDirectory(layout.trustedManufacturers)
+        let rounds = options.keyEncryptionRounds
+        func writeKey(_ der: [UInt8], _ path: String) throws(DevIDPKIError) {
+            let pem = try EncryptedPrivateKey.encryptPEM(privateKeyInfoDER: der, passphrase: passphrase, iterations: rounds)
+            try SecureFile.write(Array(pem.utf8), to: path, mode: 0o600)
+        }
+        func writeCert(_ certs: [Certificate], _ path: String) throws(DevIDPKIError) {
+            try SecureFile.write(Array(PEM.bundle(certs).utf8), to: path, mode: 0o644)
+        }
+        let rootKeyPath = options.rootKeyOut ?? layout.rootKey
+        try writeKey(rootPKCS8, rootKeyPath)
+        try writeCert([root.certificate], layout.rootCertificate)
+        try writeKey(issuingPKCS8, layout.issuingKey)
+        try writeCert([issuing.certificate], layout.issuingCertificate)
+        try writeCert([issuing.certificate, root.certificate], layout.issuingChain)
+        if let (ca, pkcs8) = manufacturer {
+            try writeKey(pkcs8, layout.manufacturerKey)
+            try writeCert([ca.certificate], layout.manufacturerCertificate)
+            try writeCert([ca.certificate], layout.trustedManufacturers + "/devid-manufacturer.pem")
+        }
+        for external in options.externalManufacturerCAs {
+            try writeCert([external], layout.trustedManufacturers + "/\(external.sha256Fingerprint.prefix(16)).pem")
+        }
+        try writeKey(serverPKCS8, layout.serverKey)
+        try writeCert([serverCert, issuing.certificate], layout.serverCertificate)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        guard let json = try? encoder.encode(metadata) else {
+            throw DevIDPKIError(.malformed, "CA metadata could not be encoded")
+        }
+        try SecureFile.write(Array(json), to: layout.metadata, mode: 0o644)
+
+        let hierarchy = try load(layout: layout, passphrase: passphrase)
+        return Created(hierarchy: hierarchy, rootKeyPath: rootKeyPath)
+    }
+
+    /// Loads the hierarchy the server needs (never the root key).
+    public static func load(layout: CALayout, passphrase: [UInt8]) throws(DevIDPKIError) -> CAHierarchy {
+        guard layout.isInitialized else {
+            throw DevIDPKIError(.notFound, "no CA hierarchy in \(layout.dataDirectory); run `devid ca init`")
+        }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        guard let metadata = try? decoder.decode(CAMetadata.self, from: Data(SecureFile.read(layout.metadata))) else {
+            throw DevIDPKIError(.malformed, "\(layout.metadata) is not valid CA metadata")
+        }
+        let root = try readCertificate(layout.rootCertificate)
+        let issuing = try CertificateAuthority(
+            certificate: try readCertificate(layout.issuingCertificate),
+            signingKey: try readKey(layout.issuingKey, passphrase: passphrase))
+        var manufacturer: CertificateAuthority?
+        if FileManager.default.fileExists(atPath: layout.manufacturerKey) {
+            manufacturer = try CertificateAuthority(
+                certificate: try readCertificate(layout.manufacturerCertificate),
+                signingKey: try readKey(layout.manufacturerKey, passphrase: passphrase))
+        }
+        var trusted: [Certificate] = []
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: layout.trustedManufacturers)) ?? []
+        for file in files.sorted() where file.hasSuffix(".pem") || file.hasSuffix(".crt") {
+            let text = String(decoding: try SecureFile.read(layout.trustedManufacturers + "/" + file), as: UTF8.self)
+            trusted.append(contentsOf: try PEM.certificates(text))
+        }
+        let serverChain = try PEM.certificates(
+            String(decoding: try SecureFile.read(layout.serverCertificate), as: UTF8.self))
+        let serverPEM = String(decoding: try SecureFile.read(layout.serverKey), as: UTF8.self)
+        let serverPKCS8 = try EncryptedPrivateKey.decrypt(pem: serverPEM, passphrase: passphrase)
+        return CAHierarchy(
+            metadata: metadata, root: root, issuing: issuing, manufacturer: manufacturer,
+            trustedManufacturers: trusted, serverChain: serverChain, serverKeyPKCS8: serverPKCS8)
+    }
+
+    /// Adds an external manufacturer CA to the trusted set.
+    public static func trustManufacturer(_ certificate: Certificate, layout: CALayout) throws(DevIDPKIError) {
+        guard certificate.isCertificateAuthority else {
+            throw DevIDPKIError(.policyViolation, "manufacturer certificate is not a CA certificate")
+        }
+        try SecureFile.write(
+            Array(PEM.bundle([certificate]).utf8),
+            to: layout.trustedManufacturers + "/\(certificate.sha256Fingerprint.prefix(16)).pem", mode: 0o644)
+    }
+
+    static func readCertificate(_ path: String) throws(DevIDPKIError) -> Certificate {
+        let text = String(decoding: try SecureFile.read(path), as: UTF8.self)
+        guard let first = try PEM.certificates(text).first else {
+            throw DevIDPKIError(.malformed, "\(path) holds no certificate")
+        }
+        return first
+    }
+
+    static func readKey(_ path: String, passphrase: [UInt8]) throws(DevIDPKIError) -> Certificate.PrivateKey {
+        let pem = String(decoding: try SecureFile.read(path), as: UTF8.self)
+        return try KeyMaterial.privateKey(pkcs8: EncryptedPrivateKey.decrypt(pem: pem, passphrase: passphrase))
+    }
+
+    static func generalName(forHost host: String) -> GeneralName {
+        if let bytes = IPAddress.bytes(host) {
+            return .ipAddress(ASN1OctetString(contentBytes: ArraySlice(bytes)))
+        }
+        return .dnsName(host)
+    }
+}
+
+extension Certificate {
+    /// True when basicConstraints says CA.
+    public var isCertificateAuthority: Bool {
+        if case .isCertificateAuthority = (try? extensions.basicConstraints) ?? nil { return true }
+        return false
+    }
+}
+
+/// Parses dotted IPv4 and textual IPv6 addresses into network-order bytes.
+public enum IPAddress {
+    public static func bytes(_ text: String) -> [UInt8]? {
+        var v4 = in_addr()
+        if inet_pton(AF_INET, text, &v4) == 1 {
+            return withUnsafeBytes(of: &v4) { Array($0) }
+        }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, text, &v6) == 1 {
+            return withUnsafeBytes(of: &v6) { Array($0) }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,71 @@
+import Crypto
+import CryptoExtras
+public import DevIDCore
+public import X509
+
+/// A certificate profile: which kind of certificate, and the policy data (lifetime, keys, backdate) it is cut with.
+///
+/// The extensions each kind carries are fixed by RFC 5280 and 802.1AR; the numbers are data in ``ProfilePolicy``.
+public struct CertificateProfile: Sendable, Hashable {
+    public enum Kind: Sendable, Hashable {
+        /// Self-signed trust anchor: CA with the given path length, keyCertSign + cRLSign.
+        case rootCA(pathLength: Int)
+        /// Subordinate CA (issuing, manufacturer): CA with the given path length, keyCertSign + cRLSign.
+        case intermediateCA(pathLength: Int)
+        /// Factory identity: subject serialNumber = hardware serial; clientAuth.
+        case idevid
+        /// Operational identity: CN = device id, O = tenant, one SPIFFE URI SAN; clientAuth.
+        case ldevid
+        /// The listeners' certificate: serverAuth, DNS and IP SANs.
+        case serverTLS
+    }
+
+    public var kind: Kind
+    public var policy: ProfilePolicy
+
+    public init(kind: Kind, policy: ProfilePolicy) {
+        self.kind = kind
+        self.policy = policy
+    }
+
+    public static let root = CertificateProfile(kind: .rootCA(pathLength: 1), policy: .rootCA)
+    public static let issuing = CertificateProfile(kind: .intermediateCA(pathLength: 0), policy: .intermediateCA)
+    /// The manufacturer CA is a trust anchor of its own (a separate chain from the operational one).
+    public static let manufacturer = CertificateProfile(
+        kind: .rootCA(pathLength: 0),
+        policy: ProfilePolicy(
+            name: "manufacturer-ca", lifetime: 20 * 365 * ProfilePolicy.day, backdate: 300,
+            allowedKeyAlgorithms: [.p256]))
+    public static let idevid = CertificateProfile(kind: .idevid, policy: .idevid)
+    public static let ldevid = CertificateProfile(kind: .ldevid, policy: .ldevid)
+    public static let serverTLS = CertificateProfile(kind: .serverTLS, policy: .serverTLS)
+
+    public var isCA: Bool {
+        switch kind {
+        case .rootCA, .intermediateCA: true
+        case .idevid, .ldevid, .serverTLS: false
+        }
+    }
+}
+
+extension KeyAlgorithm {
+    /// The algorithm of a certificate or CSR public key, or nil if DevID does not know it.
+    public init?(_ key: Certificate.PublicKey) {
+        if P256.Signing.PublicKey(key) != nil {
+            self = .p256
+        } else if P384.Signing.PublicKey(key) != nil {
+            self = .p384
+        } else if Curve25519.Signing.PublicKey(key) != nil {
+            self = .ed25519
+        } else if let rsa = _RSA.Signing.PublicKey(key) {
+            switch rsa.keySizeInBits {
+            case 2048: self = .rsa2048
+            case 3072: self = .rsa3072
+            case 4096: self = .rsa4096
+            default: return nil
+            }
+        } else {
+            return nil
+        }
+    }
+}

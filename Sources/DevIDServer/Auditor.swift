@@ -1,0 +1,46 @@
+public import DevIDCore
+public import DevIDStore
+public import Logging
+
+/// Records every grant and denial in the audit trail and the log.
+public struct Auditor: Sendable {
+    let store: any Store
+    let clock: any WallClock
+    let logger: Logger
+
+    public init(store: any Store, clock: any WallClock, logger: Logger) {
+        self.store = store
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// Appends an event. An audit failure is logged loudly but does not turn a denial into a crash.
+    public func record(
+        actor: String, action: String, outcome: AuditEvent.Outcome, reason: String,
+        tenant: TenantID? = nil, device: DeviceID? = nil, serial: SerialNumber? = nil
+    ) async {
+        let event = event(
+            actor: actor, action: action, outcome: outcome, reason: reason, tenant: tenant, device: device,
+            serial: serial)
+        do {
+            try await store.appendAudit(event)
+        } catch {
+            logger.error("audit append failed", metadata: ["action": "\(action)", "error": "\(error)"])
+        }
+    }
+
+    /// An event stamped with the injected clock, for methods that store it in the same transaction as a change.
+    public func event(
+        actor: String, action: String, outcome: AuditEvent.Outcome, reason: String,
+        tenant: TenantID? = nil, device: DeviceID? = nil, serial: SerialNumber? = nil
+    ) -> AuditEvent {
+        var metadata: Logger.Metadata = ["actor": "\(actor)", "action": "\(action)", "outcome": "\(outcome.rawValue)"]
+        if let device { metadata["device"] = "\(device)" }
+        if let tenant { metadata["tenant"] = "\(tenant)" }
+        if let serial { metadata["serial"] = "\(serial)" }
+        logger.debug("\(reason)", metadata: metadata)
+        return AuditEvent(
+            time: clock.now(), actor: actor, action: action, outcome: outcome, reason: reason,
+            tenant: tenant, device: device, serial: serial)
+    }
+}

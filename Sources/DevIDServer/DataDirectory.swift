@@ -1,0 +1,137 @@
+import Crypto
+public import DevIDCore
+public import DevIDPKI
+public import DevIDStore
+import Foundation
+public import Logging
+
+/// What the first start (or `devid ca init`) created, for the operator to read once.
+public struct FirstStartReport: Sendable, Hashable {
+    public var createdHierarchy: Bool
+    public var rootCertificatePath: String?
+    public var rootKeyPath: String?
+    /// The admin token in clear: shown once, stored only as a hash in the registry (and, in dev mode, in a
+    /// 0600 file so the CLI on this machine can find it).
+    public var adminToken: String?
+    public var adminTokenPath: String?
+    /// Set when DevID generated the CA passphrase itself (dev mode).
+    public var generatedPassphrasePath: String?
+
+    public var isEmpty: Bool { !createdHierarchy && adminToken == nil && generatedPassphrasePath == nil }
+}
+
+/// Prepares a data directory: passphrase, CA hierarchy, registry, first admin token.
+public enum DataDirectory {
+    public struct Prepared: Sendable {
+        public let hierarchy: CAHierarchy
+        public let store: SQLiteStore
+        public let report: FirstStartReport
+    }
+
+    /// Creates whatever is missing and loads the rest.
+    public static func prepare(
+        configuration: ServerConfiguration,
+        initOptions: CAInitOptions? = nil,
+        clock: any WallClock,
+        logger: Logger
+    ) async throws -> Prepared {
+        var report = FirstStartReport(createdHierarchy: false)
+        try SecureFile.createDirectory(configuration.dataDirectory)
+        let layout = CALayout(dataDirectory: configuration.dataDirectory)
+        let (passphrase, generatedPath) = try resolvePassphrase(configuration, creating: !layout.isInitialized)
+        report.generatedPassphrasePath = generatedPath
+
+        let store = try SQLiteStore(path: configuration.databasePath)
+        let hierarchy: CAHierarchy
+        if layout.isInitialized {
+            hierarchy = try CAStore.load(layout: layout, passphrase: passphrase)
+        } else {
+            var options = initOptions ?? CAInitOptions(trustDomain: configuration.trustDomain)
+            if initOptions == nil { options.serverNames = configuration.serverNames }
+            options.keyEncryptionRounds = configuration.keyEncryptionRounds
+            let created = try CAStore.initialize(layout: layout, options: options, passphrase: passphrase, now: clock.now())
+            hierarchy = created.hierarchy
+            report.createdHierarchy = true
+            report.rootCertificatePath = layout.rootCertificate
+            report.rootKeyPath = created.rootKeyPath
+            try await store.appendAudit(
+                AuditEvent(
+                    time: clock.now(), actor: "system", action: "ca.init", outcome: .success,
+                    reason: "created CA hierarchy for trust domain \(options.trustDomain)"))
+            logger.info(
+                "created CA hierarchy",
+                metadata: ["trust_domain": "\(options.trustDomain)", "root": "\(hierarchy.root.sha256Fingerprint)"])
+        }
+        if try await store.adminTokens().isEmpty {
+            let token = AdminTokens.generate()
+            try await store.insertAdminToken(
+                AdminToken(id: token.id, secretHash: token.hash, createdAt: clock.now()),
+                audit: AuditEvent(
+                    time: clock.now(), actor: "system", action: "admin.token.create", outcome: .success,
+                    reason: "created admin token \(token.id)"))
+            try SecureFile.createDirectory(configuration.secretsDirectory)
+            try SecureFile.write(Array(token.secret.utf8), to: configuration.devAdminTokenPath, mode: 0o600)
+            report.adminToken = token.secret
+            report.adminTokenPath = configuration.devAdminTokenPath
+        }
+        return Prepared(hierarchy: hierarchy, store: store, report: report)
+    }
+
+    /// The CA passphrase: `DEVID_CA_PASSPHRASE`, else the passphrase file, else the dev-mode file (generated when
+    /// the hierarchy is about to be created). Returns the path when it generated one.
+    static func resolvePassphrase(_ configuration: ServerConfiguration, creating: Bool) throws -> ([UInt8], String?) {
+        if let passphrase = configuration.caPassphrase, !passphrase.isEmpty {
+            return (Array(passphrase.utf8), nil)
+        }
+        if let file = configuration.caPassphraseFile {
+            return (try readPassphrase(file), nil)
+        }
+        let devPath = configuration.devPassphrasePath
+        if FileManager.default.fileExists(atPath: devPath) {
+            return (try readPassphrase(devPath), nil)
+        }
+        guard creating else {
+            throw DevIDPKIError(
+                .wrongPassphrase,
+                "no CA passphrase: set DEVID_CA_PASSPHRASE or DEVID_CA_PASSPHRASE_FILE (or restore \(devPath))")
+        }
+        var generator = SystemRandomNumberGenerator()
+        let secret = Data((0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }).base64EncodedString()
+        try SecureFile.createDirectory(configuration.secretsDirectory)
+        try SecureFile.write(Array(secret.utf8), to: devPath, mode: 0o600)
+        return (Array(secret.utf8), devPath)
+    }
+
+    static func readPassphrase(_ path: String) throws -> [UInt8] {
+        var bytes = try SecureFile.read(path)
+        while let last = bytes.last, last == UInt8(ascii: "\n") || last == UInt8(ascii: "\r") { bytes.removeLast() }
+        guard !bytes.isEmpty else { throw DevIDPKIError(.wrongPassphrase, "passphrase file \(path) is empty") }
+        return bytes
+    }
+}
+
+/// Admin bearer tokens: `devid_<id>_<secret>`; only SHA-256 of the whole token is stored.
+public enum AdminTokens {
+    public struct Generated: Sendable {
+        public let id: String
+        public let secret: String
+        public let hash: String
+    }
+
+    public static func generate() -> Generated {
+        let id = randomBase32(8)
+        let secret = "devid_adm_\(id)_\(randomBase32(32))"
+        return Generated(id: id, secret: secret, hash: hash(secret))
+    }
+
+    public static func hash(_ secret: String) -> String {
+        Hex.encode(SHA256.hash(data: Array(secret.utf8)))
+    }
+
+    /// Lowercase base32 (RFC 4648 alphabet) of `count` characters, 5 random bits each.
+    static func randomBase32(_ count: Int) -> String {
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567")
+        var generator = SystemRandomNumberGenerator()
+        return String((0..<count).map { _ in alphabet[Int.random(in: 0..<32, using: &generator)] })
+    }
+}

@@ -1,0 +1,188 @@
+public import DevIDCore
+import DevIDPKI
+import DevIDStore
+import Foundation
+import Hummingbird
+import HummingbirdCore
+public import Logging
+import NIOCore
+import NIOSSL
+public import ServiceLifecycle
+import SwiftASN1
+import X509
+
+/// `devid serve`: the EST / mTLS listener and the operations listener, run as one `Service`.
+///
+/// Both Hummingbird applications run in a `ServiceGroup` inside `run()`; the caller puts this service in its own
+/// group with the signal handling (SIGINT/SIGTERM → graceful shutdown).
+public struct DevIDServerApp: Service {
+    public let state: ServerState
+    /// What the first start created; empty on later starts.
+    public let firstStart: FirstStartReport
+    private let bound: BoundAddresses
+
+    /// Prepares the data directory (creating the CA hierarchy and the first admin token if missing).
+    public init(configuration: ServerConfiguration, clock: any WallClock = SystemWallClock(), logger: Logger) async throws {
+        let prepared = try await DataDirectory.prepare(configuration: configuration, clock: clock, logger: logger)
+        self.state = ServerState(
+            configuration: configuration, hierarchy: prepared.hierarchy, store: prepared.store, clock: clock,
+            logger: logger)
+        self.firstStart = prepared.report
+        self.bound = BoundAddresses()
+    }
+
+    /// Waits until both listeners are bound and returns their ports (useful with port 0).
+    public func waitUntilRunning() async -> (est: Int, ops: Int) {
+        await bound.wait()
+    }
+
+    public func run() async throws {
+        let state = self.state
+        let configuration = state.configuration
+
+        let deviceRouter = Router(context: DeviceRequestContext.self)
+        Routes.device(deviceRouter, state: state)
+        let opsRouter = Router(context: OpsRequestContext.self)
+        Routes.ops(opsRouter, state: state)
+
+        let tlsConfiguration = try Self.tlsConfiguration(state.hierarchy)
+        let verifier = ClientCertificateVerifier(state: state)
+        let estServer = HTTPServerBuilder { responder in
+            try MTLSChannel(
+                HTTP1Channel(responder: responder), tlsConfiguration: tlsConfiguration,
+                verify: { certificates in await verifier.verify(certificates) })
+        }
+        let bound = self.bound
+        let est = Application(
+            router: deviceRouter,
+            server: estServer,
+            configuration: .init(address: .hostname(configuration.estHost, port: configuration.estPort), serverName: "DevID"),
+            onServerRunning: { channel in await bound.set(est: channel.localAddress?.port ?? 0) },
+            logger: state.logger
+        )
+        let ops = Application(
+            router: opsRouter,
+            configuration: .init(address: .hostname(configuration.opsHost, port: configuration.opsPort), serverName: "DevID"),
+            onServerRunning: { channel in await bound.set(ops: channel.localAddress?.port ?? 0) },
+            logger: state.logger
+        )
+        let endpointsWriter = EndpointsWriter(state: state, bound: bound)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: est), .init(service: ops),
+                    .init(service: endpointsWriter, successTerminationBehavior: .ignore),
+                ],
+                logger: state.logger))
+        try await withGracefulShutdownHandler {
+            try await group.run()
+        } onGracefulShutdown: {
+            Task { await group.triggerGracefulShutdown() }
+        }
+    }
+
+    static func tlsConfiguration(_ hierarchy: CAHierarchy) throws -> TLSConfiguration {
+        let chain = try hierarchy.serverChain.map {
+            NIOSSLCertificateSource.certificate(try NIOSSLCertificate(bytes: $0.derBytes, format: .der))
+        }
+        let key = try NIOSSLPrivateKey(bytes: hierarchy.serverKeyPKCS8, format: .der)
+        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+        tls.minimumTLSVersion = .tlsv12
+        // Request a client certificate, accept a connection without one, verify one that is presented.
+        tls.certificateVerification = .optionalVerification
+        // Names the acceptable CAs in the CertificateRequest; verification itself is DevID's callback.
+        tls.trustRoots = .certificates(
+            try ([hierarchy.root, hierarchy.issuing.certificate] + hierarchy.trustedManufacturers).map {
+                try NIOSSLCertificate(bytes: $0.derBytes, format: .der)
+            })
+        return tls
+    }
+}
+
+/// Verifies client certificates at the injected time against the device trust (root via issuing CA for LDevIDs,
+/// trusted manufacturer CAs for IDevIDs), and audits every refusal.
+struct ClientCertificateVerifier: Sendable {
+    let state: ServerState
+
+    func verify(_ presented: [NIOSSLCertificate]) async -> NIOSSLVerificationResultWithMetadata {
+        let certificates: [X509.Certificate]
+        do {
+            certificates = try presented.map { try X509.Certificate(derEncoded: $0.toDERBytes()) }
+        } catch {
+            await state.auditor.record(
+                actor: "anonymous", action: "tls.client_auth", outcome: .denied,
+                reason: "client certificate does not parse")
+            return .failed
+        }
+        guard let leaf = certificates.first else { return .failed }
+        switch await state.hierarchy.deviceTrust.validate(
+            leaf: leaf, presented: Array(certificates.dropFirst()), at: state.clock.now())
+        {
+        case .trusted(let chain):
+            do {
+                let validated = try chain.map { try NIOSSLCertificate(bytes: $0.derBytes, format: .der) }
+                return .certificateVerified(VerificationMetadata(ValidatedCertificateChain(validated)))
+            } catch {
+                return .failed
+            }
+        case .untrusted(let reason):
+            await state.auditor.record(
+                actor: "anonymous", action: "tls.client_auth", outcome: .denied, reason: reason,
+                serial: leaf.devidSerial)
+            return .failed
+        }
+    }
+}
+
+/// The ports the listeners actually bound, for `waitUntilRunning()` and `server.json`.
+actor BoundAddresses {
+    private var est: Int?
+    private var ops: Int?
+    private var waiters: [CheckedContinuation<(est: Int, ops: Int), Never>] = []
+
+    func set(est port: Int) {
+        est = port
+        resume()
+    }
+
+    func set(ops port: Int) {
+        ops = port
+        resume()
+    }
+
+    func wait() async -> (est: Int, ops: Int) {
+        if let est, let ops { return (est, ops) }
+        return await withCheckedContinuation { waiters.append($0) }
+    }
+
+    private func resume() {
+        guard let est, let ops else { return }
+        for waiter in waiters { waiter.resume(returning: (est, ops)) }
+        waiters.removeAll()
+    }
+}
+
+/// Writes `DATA/server.json` once both listeners are up, so CLI commands find the server from `--data-dir`.
+struct EndpointsWriter: Service {
+    let state: ServerState
+    let bound: BoundAddresses
+
+    func run() async throws {
+        let ports = await bound.wait()
+        let configuration = state.configuration
+        let endpoints = ServerEndpoints(
+            estURL: "https://\(Self.urlHost(configuration.estHost)):\(ports.est)",
+            opsURL: "http://\(Self.urlHost(configuration.opsHost)):\(ports.ops)",
+            pid: getpid())
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try SecureFile.write(Array(try encoder.encode(endpoints)), to: configuration.endpointsPath, mode: 0o644)
+        state.logger.info(
+            "DevID listening", metadata: ["est": "\(endpoints.estURL)", "ops": "\(endpoints.opsURL)"])
+    }
+
+    static func urlHost(_ host: String) -> String {
+        if host == "0.0.0.0" || host == "::" { return "127.0.0.1" }
+        return host.contains(":") ? "[\(host)]" : host
+    }
+}

@@ -1,0 +1,53 @@
+public import HummingbirdCore
+public import Logging
+public import NIOCore
+public import NIOSSL
+
+/// A TLS child channel whose client-certificate check is DevID's own, returning the validated chain.
+///
+/// Hummingbird's `TLSChannel` takes NIOSSL's plain custom verification callback, which cannot hand the validated
+/// chain to the handler. This is the same shape with `customVerificationCallbackWithMetadata`, so request
+/// handlers read the chain that was actually verified (`NIOSSLHandler.peerValidatedCertificateChain`) rather
+/// than re-parsing what the peer sent.
+public struct MTLSChannel<BaseChannel: ServerChildChannel>: ServerChildChannel {
+    public typealias Value = BaseChannel.Value
+    /// Verifies the certificates the peer presented (leaf first). Runs off the event loop; must not block it.
+    public typealias Verify = @Sendable ([NIOSSLCertificate]) async -> NIOSSLVerificationResultWithMetadata
+
+    let sslContext: NIOSSLContext
+    let verify: Verify
+    var baseChannel: BaseChannel
+
+    public init(_ baseChannel: BaseChannel, tlsConfiguration: TLSConfiguration, verify: @escaping Verify) throws {
+        self.sslContext = try NIOSSLContext(configuration: tlsConfiguration)
+        self.verify = verify
+        self.baseChannel = baseChannel
+    }
+
+    public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        let verify = self.verify
+        return channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(
+                NIOSSLServerHandler(
+                    context: self.sslContext,
+                    configuration: .init(),
+                    customVerificationCallbackWithMetadata: { certificates, promise in
+                        promise.completeWithTask { await verify(certificates) }
+                    }
+                )
+            )
+        }.flatMap {
+            self.baseChannel.setup(channel: channel, logger: logger)
+        }
+    }
+
+    public func handle(value: BaseChannel.Value, logger: Logger) async {
+        await self.baseChannel.handle(value: value, logger: logger)
+    }
+}
+
+extension MTLSChannel: HTTPChannelHandler where BaseChannel: HTTPChannelHandler {
+    public var responder: HTTPChannelHandler.Responder {
+        self.baseChannel.responder
+    }
+}

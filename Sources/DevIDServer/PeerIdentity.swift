@@ -1,0 +1,30 @@
+public import DevIDCore
+import DevIDPKI
+import X509
+
+/// Who a verified client certificate says the peer is.
+public enum PeerIdentity: Sendable, Hashable {
+    /// An operational identity DevID issued.
+    case ldevid(device: DeviceID, tenant: TenantID, serial: SerialNumber)
+    /// A factory identity from a trusted manufacturer CA.
+    case idevid(hardwareSerial: String, serial: SerialNumber)
+    /// Chains to a trusted anchor but is shaped like neither.
+    case unrecognized(serial: SerialNumber)
+
+    /// Classifies a verified chain (leaf first) against the hierarchy.
+    static func classify(chain: [Certificate], hierarchy: CAHierarchy) -> PeerIdentity? {
+        guard let leaf = chain.first else { return nil }
+        let serial = leaf.devidSerial
+        if chain.contains(hierarchy.issuing.certificate),
+            let (device, tenant) = DeviceNames.ldevidIdentity(of: leaf, trustDomain: hierarchy.trustDomain)
+        {
+            return .ldevid(device: device, tenant: tenant, serial: serial)
+        }
+        if let anchor = chain.last, hierarchy.trustedManufacturers.contains(anchor),
+            let hardwareSerial = DeviceNames.hardwareSerial(of: leaf)
+        {
+            return .idevid(hardwareSerial: hardwareSerial, serial: serial)
+        }
+        return .unrecognized(serial: serial)
+    }
+}

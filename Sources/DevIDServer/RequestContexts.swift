@@ -1,0 +1,59 @@
+public import Foundation
+public import Hummingbird
+public import NIOCore
+import NIOSSL
+import SwiftASN1
+public import X509
+
+/// Request context on the EST / mTLS listener: carries the connection so handlers can read the verified peer.
+public struct DeviceRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let channel: any Channel
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.channel = source.channel
+    }
+
+    public var responseEncoder: JSONEncoder { DevIDJSON.encoder }
+    public var requestDecoder: JSONDecoder { DevIDJSON.decoder }
+
+    /// The client-certificate chain that DevID's verifier accepted during the handshake (leaf first, anchor
+    /// last), or nil when the client presented none.
+    public func verifiedPeerChain() async -> [X509.Certificate]? {
+        guard let chain = try? await channel.nioSSL_peerValidatedCertificateChain().get() else { return nil }
+        let certificates = chain.compactMap { try? X509.Certificate(derEncoded: $0.toDERBytes()) }
+        return certificates.isEmpty ? nil : certificates
+    }
+}
+
+/// Request context on the operations listener; the admin middleware records which token authenticated.
+public struct OpsRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// Set by `AdminAuthMiddleware`: the id of the admin token that authenticated this request.
+    public var adminTokenID: String?
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+    }
+
+    public var responseEncoder: JSONEncoder { DevIDJSON.encoder }
+    public var requestDecoder: JSONDecoder { DevIDJSON.decoder }
+    public var actor: String { adminTokenID.map { "admin:\($0)" } ?? "anonymous" }
+}
+
+/// The one JSON style of every DevID API: ISO 8601 dates, sorted keys.
+public enum DevIDJSON {
+    public static var encoder: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+
+    public static var decoder: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }
+}

@@ -1,0 +1,174 @@
+import DevIDCore
+import DevIDPKI
+import DevIDStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import X509
+
+/// `GET /healthz`: the registry answers.
+struct HealthResponse: ResponseCodable {
+    var status: String
+    var time: Date
+}
+
+/// `GET /v1/tls/peer` on the mTLS listener: what the server made of the client certificate.
+struct PeerResponse: ResponseCodable {
+    var authenticated: Bool
+    var kind: String?
+    var device: String?
+    var tenant: String?
+    var hardwareSerial: String?
+    var serial: String?
+    var subject: String?
+    var issuer: String?
+}
+
+struct TenantRequest: Decodable {
+    var id: String
+    var displayName: String?
+}
+
+struct ListResponse<Item: Encodable & Sendable>: ResponseEncodable {
+    var items: [Item]
+}
+
+/// Encodes any value as the response body with the context's JSON encoder.
+struct JSONBody<Value: Encodable & Sendable>: ResponseGenerator {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        try context.responseEncoder.encode(value, from: request, context: context)
+    }
+}
+
+struct AuditVerifyResponse: ResponseCodable {
+    var intact: Bool
+    var firstBrokenSequence: Int64?
+}
+
+
+enum Routes {
+    static func health<Context: RequestContext>(_ router: Router<Context>, state: ServerState) {
+        router.get("/healthz") { _, _ -> HealthResponse in
+            do {
+                _ = try await state.store.credentialCount()
+            } catch {
+                throw HTTPError(.serviceUnavailable, message: "registry unavailable")
+            }
+            return HealthResponse(status: "ok", time: state.clock.now())
+        }
+    }
+
+    /// The mTLS listener's routes for this stage: health and peer introspection.
+    static func device(_ router: Router<DeviceRequestContext>, state: ServerState) {
+        health(router, state: state)
+        router.get("/v1/tls/peer") { _, context -> PeerResponse in
+            guard let chain = await context.verifiedPeerChain(), let leaf = chain.first else {
+                throw HTTPError(
+                    .unauthorized, headers: [.wwwAuthenticate: "Basic realm=\"devid\""],
+                    message: "no client certificate")
+            }
+            var response = PeerResponse(
+                authenticated: true, serial: leaf.devidSerial.rawValue, subject: String(describing: leaf.subject),
+                issuer: String(describing: leaf.issuer))
+            switch PeerIdentity.classify(chain: chain, hierarchy: state.hierarchy) {
+            case .ldevid(let device, let tenant, _):
+                response.kind = "ldevid"
+                response.device = device.rawValue
+                response.tenant = tenant.rawValue
+            case .idevid(let hardwareSerial, _):
+                response.kind = "idevid"
+                response.hardwareSerial = hardwareSerial
+            case .unrecognized, nil:
+                response.kind = "unrecognized"
+            }
+            return response
+        }
+    }
+
+    /// The operations listener: health, and the admin API behind the bearer token.
+    static func ops(_ router: Router<OpsRequestContext>, state: ServerState) {
+        health(router, state: state)
+        let admin = router.group("/v1/admin").add(
+            middleware: AdminAuthMiddleware(store: state.store, auditor: state.auditor))
+
+        admin.get("/ca") { _, _ -> JSONBody<HierarchySummary> in
+            JSONBody(HierarchySummary(hierarchy: state.hierarchy))
+        }
+        admin.get("/tenants") { _, _ -> ListResponse<Tenant> in
+            ListResponse(items: try await state.store.tenants())
+        }
+        admin.post("/tenants") { request, context -> EditedResponse<JSONBody<Tenant>> in
+            let body = try await request.decode(as: TenantRequest.self, context: context)
+            guard let id = TenantID(rawValue: body.id) else {
+                throw HTTPError(.badRequest, message: DevIDCoreError.invalidIdentifier(kind: "tenant").reason)
+            }
+            let tenant = Tenant(id: id, displayName: body.displayName ?? body.id, createdAt: state.clock.now())
+            do {
+                try await state.store.createTenant(
+                    tenant,
+                    audit: state.auditor.event(
+                        actor: context.actor, action: "tenant.create", outcome: .success,
+                        reason: "created tenant \(id)", tenant: id))
+            } catch let error as StoreError where error.code == .duplicate {
+                await state.auditor.record(
+                    actor: context.actor, action: "tenant.create", outcome: .denied,
+                    reason: "tenant \(id) already exists", tenant: id)
+                throw HTTPError(.conflict, message: "tenant \(id) already exists")
+            }
+            return EditedResponse(status: .created, response: JSONBody(tenant))
+        }
+        admin.get("/devices") { request, _ -> ListResponse<Device> in
+            var filter = DeviceFilter()
+            let query = request.uri.queryParameters
+            if let tenant = query["tenant"] {
+                guard let id = TenantID(rawValue: String(tenant)) else {
+                    throw HTTPError(.badRequest, message: "invalid tenant")
+                }
+                filter.tenant = id
+            }
+            if let lot = query["lot"] {
+                guard let id = LotID(rawValue: String(lot)) else { throw HTTPError(.badRequest, message: "invalid lot") }
+                filter.lot = id
+            }
+            if let stateName = query["state"] {
+                guard let value = DeviceState(rawValue: String(stateName)) else {
+                    throw HTTPError(.badRequest, message: "invalid state")
+                }
+                filter.state = value
+            }
+            if let limit = query["limit"] {
+                guard let value = Int(limit), (1...10_000).contains(value) else {
+                    throw HTTPError(.badRequest, message: "limit must be 1-10000")
+                }
+                filter.limit = value
+            }
+            return ListResponse(items: try await state.store.devices(filter))
+        }
+        admin.get("/audit") { request, _ -> ListResponse<AuditEvent> in
+            var filter = AuditFilter()
+            let query = request.uri.queryParameters
+            if let action = query["action"] { filter.action = String(action) }
+            if let outcome = query["outcome"] {
+                guard let value = AuditEvent.Outcome(rawValue: String(outcome)) else {
+                    throw HTTPError(.badRequest, message: "outcome must be success, denied or failure")
+                }
+                filter.outcome = value
+            }
+            if let limit = query["limit"] {
+                guard let value = Int(limit), (1...10_000).contains(value) else {
+                    throw HTTPError(.badRequest, message: "limit must be 1-10000")
+                }
+                filter.limit = value
+            }
+            return ListResponse(items: try await state.store.auditEvents(filter))
+        }
+        admin.get("/audit/verify") { _, _ -> AuditVerifyResponse in
+            let broken = try await state.store.verifyAuditChain()
+            return AuditVerifyResponse(intact: broken == nil, firstBrokenSequence: broken)
+        }
+    }
+}
+

@@ -1,0 +1,53 @@
+public import Configuration
+import Foundation
+import Logging
+import SystemPackage
+
+extension ServerConfiguration {
+    /// Reads the configuration from a `ConfigReader`.
+    ///
+    /// Keys (JSON file key → environment variable):
+    /// - `data.dir` → `DEVID_DATA_DIR` (default `./devid-data`)
+    /// - `trust.domain` → `DEVID_TRUST_DOMAIN` (default `devid.local`)
+    /// - `est.host`, `est.port` → `DEVID_EST_HOST`, `DEVID_EST_PORT` (default `127.0.0.1`, `8443`)
+    /// - `ops.host`, `ops.port` → `DEVID_OPS_HOST`, `DEVID_OPS_PORT` (default `127.0.0.1`, `8080`)
+    /// - `server.names` → `DEVID_SERVER_NAMES` (comma-separated; extra SANs for the server certificate)
+    /// - `log.level` → `DEVID_LOG_LEVEL` (`trace` … `critical`, default `info`)
+    /// - `ca.passphrase.file` → `DEVID_CA_PASSPHRASE_FILE`
+    /// - `ca.passphrase` → `DEVID_CA_PASSPHRASE` (secret)
+    /// - `keys.pbkdf2.rounds` → `DEVID_KEYS_PBKDF2_ROUNDS` (default 100000)
+    /// - `est.max.body.bytes` → `DEVID_EST_MAX_BODY_BYTES` (default 65536)
+    public init(reader: ConfigReader) {
+        self.init()
+        dataDirectory = reader.string(forKey: "data.dir", default: dataDirectory)
+        trustDomain = reader.string(forKey: "trust.domain", default: trustDomain)
+        estHost = reader.string(forKey: "est.host", default: estHost)
+        estPort = reader.int(forKey: "est.port", default: estPort)
+        opsHost = reader.string(forKey: "ops.host", default: opsHost)
+        opsPort = reader.int(forKey: "ops.port", default: opsPort)
+        serverNames = reader.stringArray(forKey: "server.names", default: serverNames)
+        if let level = reader.string(forKey: "log.level").flatMap(Logger.Level.init(rawValue:)) {
+            logLevel = level
+        }
+        caPassphraseFile = reader.string(forKey: "ca.passphrase.file")
+        caPassphrase = reader.string(forKey: "ca.passphrase", isSecret: true)
+        keyEncryptionRounds = reader.int(forKey: "keys.pbkdf2.rounds", default: keyEncryptionRounds)
+        maxRequestBodyBytes = reader.int(forKey: "est.max.body.bytes", default: maxRequestBodyBytes)
+    }
+
+    /// Environment variables over the optional JSON file over defaults. Flags are applied by the caller on top.
+    public static func load(
+        configFile: String?, environment: [String: String]? = nil
+    ) async throws -> ServerConfiguration {
+        var providers: [any ConfigProvider] = [
+            EnvironmentVariablesProvider(
+                environmentVariables: environment ?? ProcessInfo.processInfo.environment,
+                secretsSpecifier: .specific(["DEVID_CA_PASSPHRASE", "DEVID_ADMIN_TOKEN"])
+            ).prefixKeys(with: "devid")
+        ]
+        if let configFile {
+            providers.append(try await FileProvider<JSONSnapshot>(filePath: FilePath(configFile)))
+        }
+        return ServerConfiguration(reader: ConfigReader(providers: providers))
+    }
+}

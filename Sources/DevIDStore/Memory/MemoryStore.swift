@@ -1,0 +1,249 @@
+public import DevIDCore
+public import Foundation
+
+/// The registry in memory: an actor with the same semantics as the SQL backends (unique and foreign-key
+/// checks, optimistic updates, audit events written atomically with their change, the same hash chain).
+///
+/// For unit tests of logic above the store and for `devid simulate`; nothing survives the process.
+public actor MemoryStore: Store {
+    private var tenantRows: [TenantID: Tenant] = [:]
+    private var lotRows: [LotID: Lot] = [:]
+    private var deviceRows: [DeviceID: Device] = [:]
+    private var deviceByHardwareSerial: [String: DeviceID] = [:]
+    private var credentialRows: [SerialNumber: Credential] = [:]
+    private var credentialByFingerprint: [String: SerialNumber] = [:]
+    private var claimTokenRows: [String: ClaimToken] = [:]
+    private var claimTokenBySecretHash: [String: String] = [:]
+    private var adminTokenRows: [String: AdminToken] = [:]
+    private var adminTokenSecretHashes: Set<String> = []
+    private var auditTrail: [AuditEvent] = []
+
+    public init() {}
+
+    // MARK: Tenants and lots
+
+    public func createTenant(_ tenant: Tenant, audit: AuditEvent?) throws(StoreError) {
+        guard tenantRows[tenant.id] == nil else { throw StoreError(.duplicate, "create tenant: tenants.id already exists") }
+        var tenant = tenant
+        tenant.createdAt = StoreTime.normalized(tenant.createdAt)
+        tenantRows[tenant.id] = tenant
+        append(audit)
+    }
+
+    public func tenant(_ id: TenantID) -> Tenant? { tenantRows[id] }
+
+    public func tenants() -> [Tenant] { tenantRows.values.sorted { $0.id < $1.id } }
+
+    public func createLot(_ lot: Lot) throws(StoreError) {
+        guard lotRows[lot.id] == nil else { throw StoreError(.duplicate, "create lot: lots.id already exists") }
+        try requireTenant(lot.tenant, "create lot")
+        var lot = lot
+        lot.createdAt = StoreTime.normalized(lot.createdAt)
+        lotRows[lot.id] = lot
+    }
+
+    public func lot(_ id: LotID) -> Lot? { lotRows[id] }
+
+    // MARK: Devices
+
+    public func insertDevice(_ device: Device, audit: AuditEvent?) throws(StoreError) {
+        guard deviceRows[device.id] == nil else {
+            throw StoreError(.duplicate, "insert device: devices.id already exists")
+        }
+        guard deviceByHardwareSerial[device.hardwareSerial] == nil else {
+            throw StoreError(.duplicate, "insert device: devices.hardware_serial already exists")
+        }
+        try requireTenant(device.tenant, "insert device")
+        if let lot = device.lot, lotRows[lot] == nil {
+            throw StoreError(.notFound, "insert device: a referenced row does not exist")
+        }
+        var device = device
+        device.createdAt = StoreTime.normalized(device.createdAt)
+        device.lastSeen = StoreTime.normalized(device.lastSeen)
+        deviceRows[device.id] = device
+        deviceByHardwareSerial[device.hardwareSerial] = device.id
+        append(audit)
+    }
+
+    public func device(_ id: DeviceID) -> Device? { deviceRows[id] }
+
+    public func device(hardwareSerial: String) -> Device? {
+        deviceByHardwareSerial[hardwareSerial].flatMap { deviceRows[$0] }
+    }
+
+    public func devices(_ filter: DeviceFilter) -> [Device] {
+        let matching = deviceRows.values.filter { device in
+            (filter.tenant.map { device.tenant == $0 } ?? true)
+                && (filter.lot.map { device.lot == $0 } ?? true)
+                && (filter.state.map { device.state == $0 } ?? true)
+                && (filter.after.map { device.id > $0 } ?? true)
+        }
+        return Array(matching.sorted { $0.id < $1.id }.prefix(max(0, filter.limit)))
+    }
+
+    public func updateDeviceState(
+        _ id: DeviceID, from expected: DeviceState, to next: DeviceState, audit: AuditEvent?
+    ) throws(StoreError) {
+        guard var device = deviceRows[id] else { throw StoreError(.notFound, "update device state: no such device") }
+        guard device.state == expected else {
+            throw StoreError(.conflict, "update device state: device is no longer \(expected.rawValue)")
+        }
+        device.state = next
+        deviceRows[id] = device
+        append(audit)
+    }
+
+    public func recordSeen(_ id: DeviceID, at time: Date) throws(StoreError) {
+        guard deviceRows[id] != nil else { throw StoreError(.notFound, "record device seen: no such device") }
+        deviceRows[id]?.lastSeen = StoreTime.normalized(time)
+    }
+
+    // MARK: Credentials
+
+    public func insertCredential(_ credential: Credential, audit: AuditEvent) throws(StoreError) {
+        guard credentialRows[credential.serial] == nil else {
+            throw StoreError(.duplicate, "insert credential: credentials.serial already exists")
+        }
+        guard credentialByFingerprint[credential.certificateSHA256] == nil else {
+            throw StoreError(.duplicate, "insert credential: credentials.certificate_sha256 already exists")
+        }
+        guard deviceRows[credential.deviceID] != nil else {
+            throw StoreError(.notFound, "insert credential: a referenced row does not exist")
+        }
+        var credential = credential
+        credential.notBefore = StoreTime.normalized(credential.notBefore)
+        credential.notAfter = StoreTime.normalized(credential.notAfter)
+        credential.revokedAt = StoreTime.normalized(credential.revokedAt)
+        credential.createdAt = StoreTime.normalized(credential.createdAt)
+        credentialRows[credential.serial] = credential
+        credentialByFingerprint[credential.certificateSHA256] = credential.serial
+        append(audit)
+    }
+
+    public func credential(serial: SerialNumber) -> Credential? { credentialRows[serial] }
+
+    public func credential(certificateSHA256: String) -> Credential? {
+        credentialByFingerprint[certificateSHA256.lowercased()].flatMap { credentialRows[$0] }
+    }
+
+    public func credentials(device: DeviceID) -> [Credential] {
+        credentialRows.values.filter { $0.deviceID == device }.sorted {
+            ($0.createdAt, $0.serial.rawValue) < ($1.createdAt, $1.serial.rawValue)
+        }
+    }
+
+    public func updateCredentialStatus(
+        serial: SerialNumber, status: CredentialStatus, revokedAt: Date?, reason: RevocationReason?,
+        audit: AuditEvent?
+    ) throws(StoreError) {
+        guard var credential = credentialRows[serial] else {
+            throw StoreError(.notFound, "update credential status: no such credential")
+        }
+        credential.status = status
+        credential.revokedAt = StoreTime.normalized(revokedAt)
+        credential.revocationReason = reason
+        credentialRows[serial] = credential
+        append(audit)
+    }
+
+    public func credentialCount() -> Int { credentialRows.count }
+
+    // MARK: Claim tokens
+
+    public func insertClaimToken(_ token: ClaimToken, audit: AuditEvent?) throws(StoreError) {
+        guard claimTokenRows[token.id] == nil else {
+            throw StoreError(.duplicate, "insert claim token: claim_tokens.id already exists")
+        }
+        guard claimTokenBySecretHash[token.secretHash] == nil else {
+            throw StoreError(.duplicate, "insert claim token: claim_tokens.secret_hash already exists")
+        }
+        guard token.usesRemaining >= 0 else {
+            throw StoreError(.unavailable, "insert claim token: claim_tokens.uses_remaining constraint failed")
+        }
+        try requireTenant(token.tenant, "insert claim token")
+        if let device = token.device, deviceRows[device] == nil {
+            throw StoreError(.notFound, "insert claim token: a referenced row does not exist")
+        }
+        var token = token
+        token.expiresAt = StoreTime.normalized(token.expiresAt)
+        token.createdAt = StoreTime.normalized(token.createdAt)
+        claimTokenRows[token.id] = token
+        claimTokenBySecretHash[token.secretHash] = token.id
+        append(audit)
+    }
+
+    public func claimToken(id: String) -> ClaimToken? { claimTokenRows[id] }
+
+    public func claimToken(secretHash: String) -> ClaimToken? {
+        claimTokenBySecretHash[secretHash].flatMap { claimTokenRows[$0] }
+    }
+
+    public func consumeClaimToken(id: String, now: Date) throws(StoreError) -> ClaimToken {
+        guard let token = claimTokenRows[id] else { throw StoreError(.notFound, "consume claim token: no such token") }
+        guard ClaimTokenRules.isUsable(token, now: now) else { throw ClaimTokenRules.unusable(token, now: now) }
+        claimTokenRows[id]?.usesRemaining -= 1
+        return token
+    }
+
+    public func revokeClaimToken(id: String, audit: AuditEvent?) throws(StoreError) {
+        guard claimTokenRows[id] != nil else { throw StoreError(.notFound, "revoke claim token: no such token") }
+        claimTokenRows[id]?.revoked = true
+        append(audit)
+    }
+
+    // MARK: Admin tokens
+
+    public func insertAdminToken(_ token: AdminToken, audit: AuditEvent?) throws(StoreError) {
+        guard adminTokenRows[token.id] == nil else {
+            throw StoreError(.duplicate, "insert admin token: admin_tokens.id already exists")
+        }
+        guard !adminTokenSecretHashes.contains(token.secretHash) else {
+            throw StoreError(.duplicate, "insert admin token: admin_tokens.secret_hash already exists")
+        }
+        var token = token
+        token.createdAt = StoreTime.normalized(token.createdAt)
+        adminTokenRows[token.id] = token
+        adminTokenSecretHashes.insert(token.secretHash)
+        append(audit)
+    }
+
+    public func adminTokens() -> [AdminToken] { adminTokenRows.values.sorted { $0.id < $1.id } }
+
+    // MARK: Audit
+
+    @discardableResult
+    public func appendAudit(_ event: AuditEvent) -> AuditEvent {
+        let last = auditTrail.last
+        let chained = AuditChain.chained(event, afterSequence: last?.sequence, hash: last?.hash)
+        auditTrail.append(chained)
+        return chained
+    }
+
+    public func auditEvents(_ filter: AuditFilter) -> [AuditEvent] {
+        let matching = auditTrail.reversed().lazy.filter { event in
+            (filter.action.map { event.action == $0 } ?? true)
+                && (filter.device.map { event.device == $0 } ?? true)
+                && (filter.outcome.map { event.outcome == $0 } ?? true)
+        }
+        return Array(matching.prefix(max(0, filter.limit)))
+    }
+
+    public func verifyAuditChain() -> Int64? {
+        var verifier = AuditChain.Verifier()
+        return auditTrail.first { !verifier.accept($0) }?.sequence
+    }
+
+    // MARK: Helpers
+
+    /// Every check of a write runs before its first mutation, so a refused write changes nothing; the audit
+    /// event is appended last, in the same actor turn, so the change and its event are stored together.
+    private func append(_ event: AuditEvent?) {
+        if let event { appendAudit(event) }
+    }
+
+    private func requireTenant(_ tenant: TenantID, _ operation: String) throws(StoreError) {
+        guard tenantRows[tenant] != nil else {
+            throw StoreError(.notFound, "\(operation): a referenced row does not exist")
+        }
+    }
+}

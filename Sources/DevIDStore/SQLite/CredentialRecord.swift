@@ -1,0 +1,82 @@
+import DevIDCore
+import Foundation
+import GRDB
+
+/// A row of `credentials`.
+struct CredentialRecord: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "credentials"
+
+    var serial: String
+    var deviceID: String
+    var kind: String
+    var issuer: String
+    var notBefore: Int64
+    var notAfter: Int64
+    var publicKeySHA256: String
+    var certificateSHA256: String
+    var der: Data
+    var status: String
+    var revokedAt: Int64?
+    var revocationReason: String?
+    var createdAt: Int64
+
+    enum CodingKeys: String, CodingKey {
+        case serial
+        case deviceID = "device_id"
+        case kind
+        case issuer
+        case notBefore = "not_before"
+        case notAfter = "not_after"
+        case publicKeySHA256 = "public_key_sha256"
+        case certificateSHA256 = "certificate_sha256"
+        case der
+        case status
+        case revokedAt = "revoked_at"
+        case revocationReason = "revocation_reason"
+        case createdAt = "created_at"
+    }
+
+    enum Columns {
+        static let serial = Column(CodingKeys.serial)
+        static let deviceID = Column(CodingKeys.deviceID)
+        static let certificateSHA256 = Column(CodingKeys.certificateSHA256)
+        static let status = Column(CodingKeys.status)
+        static let revokedAt = Column(CodingKeys.revokedAt)
+        static let revocationReason = Column(CodingKeys.revocationReason)
+        static let createdAt = Column(CodingKeys.createdAt)
+    }
+}
+
+extension CredentialRecord {
+    init(_ credential: Credential) {
+        self.init(
+            serial: credential.serial.rawValue, deviceID: credential.deviceID.rawValue,
+            kind: credential.kind.rawValue, issuer: credential.issuer,
+            notBefore: StoreTime.milliseconds(credential.notBefore),
+            notAfter: StoreTime.milliseconds(credential.notAfter),
+            publicKeySHA256: credential.publicKeySHA256, certificateSHA256: credential.certificateSHA256,
+            der: Data(credential.der), status: credential.status.rawValue,
+            revokedAt: credential.revokedAt.map(StoreTime.milliseconds),
+            revocationReason: credential.revocationReason?.rawValue,
+            createdAt: StoreTime.milliseconds(credential.createdAt))
+    }
+
+    func model() throws(StoreError) -> Credential {
+        Credential(
+            serial: try SQLiteColumn.decode(SerialNumber.init(rawValue:), serial, "credentials.serial"),
+            deviceID: try SQLiteColumn.decode(DeviceID.init(rawValue:), deviceID, "credentials.device_id"),
+            kind: try SQLiteColumn.decode(CredentialKind.init(rawValue:), kind, "credentials.kind"),
+            issuer: issuer,
+            notBefore: StoreTime.date(milliseconds: notBefore),
+            notAfter: StoreTime.date(milliseconds: notAfter),
+            publicKeySHA256: publicKeySHA256,
+            certificateSHA256: certificateSHA256,
+            der: Array(der),
+            status: try SQLiteColumn.decode(CredentialStatus.init(rawValue:), status, "credentials.status"),
+            revokedAt: revokedAt.map { StoreTime.date(milliseconds: $0) },
+            revocationReason: try revocationReason.map { value throws(StoreError) in
+                try SQLiteColumn.decode(RevocationReason.init(rawValue:), value, "credentials.revocation_reason")
+            },
+            createdAt: StoreTime.date(milliseconds: createdAt))
+    }
+}

@@ -1,0 +1,56 @@
+import DevIDCore
+import GRDB
+
+/// A row of `devices`.
+struct DeviceRecord: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "devices"
+
+    var id: String
+    var tenantID: String
+    var hardwareSerial: String
+    var lotID: String?
+    var state: String
+    var createdAt: Int64
+    var lastSeen: Int64?
+
+    enum CodingKeys: String, CodingKey {
+        case id
+        case tenantID = "tenant_id"
+        case hardwareSerial = "hardware_serial"
+        case lotID = "lot_id"
+        case state
+        case createdAt = "created_at"
+        case lastSeen = "last_seen"
+    }
+
+    enum Columns {
+        static let id = Column(CodingKeys.id)
+        static let tenantID = Column(CodingKeys.tenantID)
+        static let hardwareSerial = Column(CodingKeys.hardwareSerial)
+        static let lotID = Column(CodingKeys.lotID)
+        static let state = Column(CodingKeys.state)
+        static let lastSeen = Column(CodingKeys.lastSeen)
+    }
+}
+
+extension DeviceRecord {
+    init(_ device: Device) {
+        self.init(
+            id: device.id.rawValue, tenantID: device.tenant.rawValue, hardwareSerial: device.hardwareSerial,
+            lotID: device.lot?.rawValue, state: device.state.rawValue,
+            createdAt: StoreTime.milliseconds(device.createdAt), lastSeen: device.lastSeen.map(StoreTime.milliseconds))
+    }
+
+    func model() throws(StoreError) -> Device {
+        Device(
+            id: try SQLiteColumn.decode(DeviceID.init(rawValue:), id, "devices.id"),
+            tenant: try SQLiteColumn.decode(TenantID.init(rawValue:), tenantID, "devices.tenant_id"),
+            hardwareSerial: hardwareSerial,
+            lot: try lotID.map { value throws(StoreError) in
+                try SQLiteColumn.decode(LotID.init(rawValue:), value, "devices.lot_id")
+            },
+            state: try SQLiteColumn.decode(DeviceState.init(rawValue:), state, "devices.state"),
+            createdAt: StoreTime.date(milliseconds: createdAt),
+            lastSeen: lastSeen.map { StoreTime.date(milliseconds: $0) })
+    }
+}

@@ -1,0 +1,98 @@
+import GRDB
+
+/// The registry's schema, as versioned migrations.
+///
+/// Kept to portable SQL (TEXT, INTEGER, BIGINT, BLOB and plain constraints) so the PostgreSQL backend can
+/// mirror it: times are BIGINT milliseconds since 1970, booleans INTEGER 0/1, enumerations their raw TEXT.
+/// Never edit a shipped migration; add a new one.
+enum SQLiteSchema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: v1)
+        }
+        return migrator
+    }
+
+    static let v1 = """
+        CREATE TABLE tenants (
+            id TEXT NOT NULL PRIMARY KEY,
+            display_name TEXT NOT NULL,
+            created_at BIGINT NOT NULL
+        );
+
+        CREATE TABLE lots (
+            id TEXT NOT NULL PRIMARY KEY,
+            tenant_id TEXT NOT NULL REFERENCES tenants(id),
+            created_at BIGINT NOT NULL
+        );
+        CREATE INDEX lots_tenant ON lots(tenant_id);
+
+        CREATE TABLE devices (
+            id TEXT NOT NULL PRIMARY KEY,
+            tenant_id TEXT NOT NULL REFERENCES tenants(id),
+            hardware_serial TEXT NOT NULL UNIQUE,
+            lot_id TEXT REFERENCES lots(id),
+            state TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            last_seen BIGINT
+        );
+        CREATE INDEX devices_tenant ON devices(tenant_id, id);
+        CREATE INDEX devices_lot ON devices(lot_id, id);
+        CREATE INDEX devices_state ON devices(state, id);
+
+        CREATE TABLE credentials (
+            serial TEXT NOT NULL PRIMARY KEY,
+            device_id TEXT NOT NULL REFERENCES devices(id),
+            kind TEXT NOT NULL,
+            issuer TEXT NOT NULL,
+            not_before BIGINT NOT NULL,
+            not_after BIGINT NOT NULL,
+            public_key_sha256 TEXT NOT NULL,
+            certificate_sha256 TEXT NOT NULL UNIQUE,
+            der BLOB NOT NULL,
+            status TEXT NOT NULL,
+            revoked_at BIGINT,
+            revocation_reason TEXT,
+            created_at BIGINT NOT NULL
+        );
+        CREATE INDEX credentials_device ON credentials(device_id);
+        CREATE INDEX credentials_status_not_after ON credentials(status, not_after);
+
+        CREATE TABLE claim_tokens (
+            id TEXT NOT NULL PRIMARY KEY,
+            secret_hash TEXT NOT NULL UNIQUE,
+            tenant_id TEXT NOT NULL REFERENCES tenants(id),
+            device_id TEXT REFERENCES devices(id),
+            expires_at BIGINT NOT NULL,
+            uses_remaining INTEGER NOT NULL CHECK (uses_remaining >= 0),
+            revoked INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1)),
+            created_at BIGINT NOT NULL
+        );
+        CREATE INDEX claim_tokens_tenant ON claim_tokens(tenant_id);
+
+        CREATE TABLE admin_tokens (
+            id TEXT NOT NULL PRIMARY KEY,
+            secret_hash TEXT NOT NULL UNIQUE,
+            created_at BIGINT NOT NULL
+        );
+
+        -- tenant_id, device_id and serial are not foreign keys: the trail also records denials for
+        -- unknown devices, and outlives the rows it mentions.
+        CREATE TABLE audit_events (
+            sequence INTEGER NOT NULL PRIMARY KEY,
+            occurred_at BIGINT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            tenant_id TEXT,
+            device_id TEXT,
+            serial TEXT,
+            previous_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE INDEX audit_events_action ON audit_events(action, sequence);
+        CREATE INDEX audit_events_device ON audit_events(device_id, sequence);
+        """
+}

@@ -1,0 +1,351 @@
+public import DevIDCore
+public import Foundation
+import GRDB
+
+/// The embedded registry: SQLite through GRDB.
+///
+/// A file opens as a `DatabasePool` in WAL mode (one writer, concurrent readers); ``inMemory()`` gives a
+/// private in-memory database for tests. Every call is async and runs on GRDB's own queues, so callers on
+/// event loops never block. Write transactions are `IMMEDIATE`, so a read-then-write inside one (the audit
+/// chain, token consumption) cannot interleave with another writer.
+public final class SQLiteStore: Store {
+    private let writer: any DatabaseWriter
+
+    /// Opens (creating if needed) the database file at `path` and brings its schema up to date.
+    ///
+    /// Runs the migrations synchronously: call it at startup, not on an event loop.
+    public convenience init(path: String) throws(StoreError) {
+        let pool: DatabasePool
+        do {
+            pool = try DatabasePool(path: path, configuration: Self.configuration())
+        } catch {
+            throw .sqlite(error, "open database")
+        }
+        try self.init(writer: pool)
+    }
+
+    /// A private in-memory database with the full schema; gone when the store is released.
+    public static func inMemory() throws(StoreError) -> SQLiteStore {
+        let queue: DatabaseQueue
+        do {
+            queue = try DatabaseQueue(configuration: configuration())
+        } catch {
+            throw .sqlite(error, "open in-memory database")
+        }
+        return try SQLiteStore(writer: queue)
+    }
+
+    private init(writer: any DatabaseWriter) throws(StoreError) {
+        do {
+            try SQLiteSchema.migrator.migrate(writer)
+        } catch {
+            throw .sqlite(error, "migrate database")
+        }
+        self.writer = writer
+    }
+
+    /// Closes the database. Later calls fail with `.unavailable`. Optional: releasing the store closes it too.
+    public func close() throws(StoreError) {
+        do {
+            try writer.close()
+        } catch {
+            throw .sqlite(error, "close database")
+        }
+    }
+
+    static func configuration() -> Configuration {
+        var configuration = Configuration()
+        configuration.label = "DevIDStore"
+        configuration.foreignKeysEnabled = true
+        // Never let SQL arguments (token hashes, certificate bytes) into error descriptions.
+        configuration.publicStatementArguments = false
+        configuration.busyMode = .timeout(5)
+        return configuration
+    }
+
+    // MARK: Plumbing
+
+    private func write<T: Sendable>(
+        _ operation: String, _ updates: @Sendable (Database) throws -> T
+    ) async throws(StoreError) -> T {
+        do {
+            return try await writer.write(updates)
+        } catch {
+            throw .sqlite(error, operation)
+        }
+    }
+
+    private func read<T: Sendable>(
+        _ operation: String, _ value: @Sendable (Database) throws -> T
+    ) async throws(StoreError) -> T {
+        do {
+            return try await writer.read(value)
+        } catch {
+            throw .sqlite(error, operation)
+        }
+    }
+
+    /// Appends `event` to the chain inside the caller's transaction.
+    private static func append(_ event: AuditEvent, _ db: Database) throws -> AuditEvent {
+        let last = try AuditEventRecord.all().order { $0.sequence.desc }.limit(1).fetchOne(db)
+        let chained = AuditChain.chained(event, afterSequence: last?.sequence, hash: last?.hash)
+        try AuditEventRecord(chained).insert(db)
+        return chained
+    }
+
+    private static func append(_ event: AuditEvent?, _ db: Database) throws {
+        if let event { _ = try append(event, db) }
+    }
+}
+
+// MARK: - Store
+
+extension SQLiteStore {
+    // MARK: Tenants and lots
+
+    public func createTenant(_ tenant: Tenant, audit: AuditEvent?) async throws(StoreError) {
+        try await write("create tenant") { db in
+            try TenantRecord(tenant).insert(db)
+            try Self.append(audit, db)
+        }
+    }
+
+    public func tenant(_ id: TenantID) async throws(StoreError) -> Tenant? {
+        try await read("read tenant") { db in
+            try TenantRecord.fetchOne(db, key: id.rawValue)?.model()
+        }
+    }
+
+    public func tenants() async throws(StoreError) -> [Tenant] {
+        try await read("list tenants") { db in
+            try TenantRecord.all().order { $0.id }.fetchAll(db).map { record throws(StoreError) in try record.model() }
+        }
+    }
+
+    public func createLot(_ lot: Lot) async throws(StoreError) {
+        try await write("create lot") { db in
+            try LotRecord(lot).insert(db)
+        }
+    }
+
+    public func lot(_ id: LotID) async throws(StoreError) -> Lot? {
+        try await read("read lot") { db in
+            try LotRecord.fetchOne(db, key: id.rawValue)?.model()
+        }
+    }
+
+    // MARK: Devices
+
+    public func insertDevice(_ device: Device, audit: AuditEvent?) async throws(StoreError) {
+        try await write("insert device") { db in
+            try DeviceRecord(device).insert(db)
+            try Self.append(audit, db)
+        }
+    }
+
+    public func device(_ id: DeviceID) async throws(StoreError) -> Device? {
+        try await read("read device") { db in
+            try DeviceRecord.fetchOne(db, key: id.rawValue)?.model()
+        }
+    }
+
+    public func device(hardwareSerial: String) async throws(StoreError) -> Device? {
+        try await read("read device") { db in
+            try DeviceRecord.all().filter { $0.hardwareSerial == hardwareSerial }.fetchOne(db)?.model()
+        }
+    }
+
+    public func devices(_ filter: DeviceFilter) async throws(StoreError) -> [Device] {
+        try await read("list devices") { db in
+            var request = DeviceRecord.all()
+            if let tenant = filter.tenant { request = request.filter { $0.tenantID == tenant.rawValue } }
+            if let lot = filter.lot { request = request.filter { $0.lotID == lot.rawValue } }
+            if let state = filter.state { request = request.filter { $0.state == state.rawValue } }
+            if let after = filter.after { request = request.filter { $0.id > after.rawValue } }
+            return try request.order { $0.id }.limit(max(0, filter.limit)).fetchAll(db)
+                .map { record throws(StoreError) in try record.model() }
+        }
+    }
+
+    public func updateDeviceState(
+        _ id: DeviceID, from expected: DeviceState, to next: DeviceState, audit: AuditEvent?
+    ) async throws(StoreError) {
+        try await write("update device state") { db in
+            let changed = try DeviceRecord.all()
+                .filter { $0.id == id.rawValue && $0.state == expected.rawValue }
+                .updateAll(db, DeviceRecord.Columns.state.set(to: next.rawValue))
+            if changed == 0 {
+                guard try DeviceRecord.exists(db, key: id.rawValue) else {
+                    throw StoreError(.notFound, "update device state: no such device")
+                }
+                throw StoreError(.conflict, "update device state: device is no longer \(expected.rawValue)")
+            }
+            try Self.append(audit, db)
+        }
+    }
+
+    public func recordSeen(_ id: DeviceID, at time: Date) async throws(StoreError) {
+        try await write("record device seen") { db in
+            let changed = try DeviceRecord.all()
+                .filter { $0.id == id.rawValue }
+                .updateAll(db, DeviceRecord.Columns.lastSeen.set(to: StoreTime.milliseconds(time)))
+            guard changed > 0 else { throw StoreError(.notFound, "record device seen: no such device") }
+        }
+    }
+
+    // MARK: Credentials
+
+    public func insertCredential(_ credential: Credential, audit: AuditEvent) async throws(StoreError) {
+        try await write("insert credential") { db in
+            try CredentialRecord(credential).insert(db)
+            _ = try Self.append(audit, db)
+        }
+    }
+
+    public func credential(serial: SerialNumber) async throws(StoreError) -> Credential? {
+        try await read("read credential") { db in
+            try CredentialRecord.fetchOne(db, key: serial.rawValue)?.model()
+        }
+    }
+
+    public func credential(certificateSHA256: String) async throws(StoreError) -> Credential? {
+        let fingerprint = certificateSHA256.lowercased()
+        return try await read("read credential") { db in
+            try CredentialRecord.all().filter { $0.certificateSHA256 == fingerprint }.fetchOne(db)?.model()
+        }
+    }
+
+    public func credentials(device: DeviceID) async throws(StoreError) -> [Credential] {
+        try await read("list credentials") { db in
+            try CredentialRecord.all()
+                .filter { $0.deviceID == device.rawValue }
+                .order { [$0.createdAt, $0.serial] }
+                .fetchAll(db)
+                .map { record throws(StoreError) in try record.model() }
+        }
+    }
+
+    public func updateCredentialStatus(
+        serial: SerialNumber, status: CredentialStatus, revokedAt: Date?, reason: RevocationReason?,
+        audit: AuditEvent?
+    ) async throws(StoreError) {
+        try await write("update credential status") { db in
+            let changed = try CredentialRecord.all()
+                .filter { $0.serial == serial.rawValue }
+                .updateAll(db, [
+                    CredentialRecord.Columns.status.set(to: status.rawValue),
+                    CredentialRecord.Columns.revokedAt.set(to: revokedAt.map(StoreTime.milliseconds)),
+                    CredentialRecord.Columns.revocationReason.set(to: reason?.rawValue),
+                ])
+            guard changed > 0 else { throw StoreError(.notFound, "update credential status: no such credential") }
+            try Self.append(audit, db)
+        }
+    }
+
+    public func credentialCount() async throws(StoreError) -> Int {
+        try await read("count credentials") { db in
+            try CredentialRecord.fetchCount(db)
+        }
+    }
+
+    // MARK: Claim tokens
+
+    public func insertClaimToken(_ token: ClaimToken, audit: AuditEvent?) async throws(StoreError) {
+        try await write("insert claim token") { db in
+            try ClaimTokenRecord(token).insert(db)
+            try Self.append(audit, db)
+        }
+    }
+
+    public func claimToken(id: String) async throws(StoreError) -> ClaimToken? {
+        try await read("read claim token") { db in
+            try ClaimTokenRecord.fetchOne(db, key: id)?.model()
+        }
+    }
+
+    public func claimToken(secretHash: String) async throws(StoreError) -> ClaimToken? {
+        try await read("read claim token") { db in
+            try ClaimTokenRecord.all().filter { $0.secretHash == secretHash }.fetchOne(db)?.model()
+        }
+    }
+
+    public func consumeClaimToken(id: String, now: Date) async throws(StoreError) -> ClaimToken {
+        let nowMilliseconds = StoreTime.milliseconds(now)
+        return try await write("consume claim token") { db in
+            // One conditional UPDATE: the usability check and the decrement cannot be split by another writer.
+            let changed = try ClaimTokenRecord.all()
+                .filter { $0.id == id }
+                .filter { $0.usesRemaining > 0 }
+                .filter { $0.revoked == false }
+                .filter { $0.expiresAt > nowMilliseconds }
+                .updateAll(db, ClaimTokenRecord.Columns.usesRemaining -= 1)
+            guard let record = try ClaimTokenRecord.fetchOne(db, key: id) else {
+                throw StoreError(.notFound, "consume claim token: no such token")
+            }
+            guard changed > 0 else { throw ClaimTokenRules.unusable(try record.model(), now: now) }
+            var before = try record.model()
+            before.usesRemaining += 1
+            return before
+        }
+    }
+
+    public func revokeClaimToken(id: String, audit: AuditEvent?) async throws(StoreError) {
+        try await write("revoke claim token") { db in
+            let changed = try ClaimTokenRecord.all()
+                .filter { $0.id == id }
+                .updateAll(db, ClaimTokenRecord.Columns.revoked.set(to: true))
+            guard changed > 0 else { throw StoreError(.notFound, "revoke claim token: no such token") }
+            try Self.append(audit, db)
+        }
+    }
+
+    // MARK: Admin tokens
+
+    public func insertAdminToken(_ token: AdminToken, audit: AuditEvent?) async throws(StoreError) {
+        try await write("insert admin token") { db in
+            try AdminTokenRecord(token).insert(db)
+            try Self.append(audit, db)
+        }
+    }
+
+    public func adminTokens() async throws(StoreError) -> [AdminToken] {
+        try await read("list admin tokens") { db in
+            try AdminTokenRecord.all().order { $0.id }.fetchAll(db).map { $0.model() }
+        }
+    }
+
+    // MARK: Audit
+
+    @discardableResult
+    public func appendAudit(_ event: AuditEvent) async throws(StoreError) -> AuditEvent {
+        try await write("append audit event") { db in
+            try Self.append(event, db)
+        }
+    }
+
+    public func auditEvents(_ filter: AuditFilter) async throws(StoreError) -> [AuditEvent] {
+        try await read("list audit events") { db in
+            var request = AuditEventRecord.all()
+            if let action = filter.action { request = request.filter { $0.action == action } }
+            if let device = filter.device { request = request.filter { $0.deviceID == device.rawValue } }
+            if let outcome = filter.outcome { request = request.filter { $0.outcome == outcome.rawValue } }
+            return try request.order { $0.sequence.desc }.limit(max(0, filter.limit)).fetchAll(db)
+                .map { record throws(StoreError) in try record.model() }
+        }
+    }
+
+    public func verifyAuditChain() async throws(StoreError) -> Int64? {
+        try await read("verify audit chain") { db in
+            var verifier = AuditChain.Verifier()
+            let rows = try AuditEventRecord.all().order { $0.sequence }.asRequest(of: Row.self).fetchCursor(db)
+            while let row = try rows.next() {
+                let sequence = Int64.fromDatabaseValue(row[AuditEventRecord.Columns.sequence]) ?? -1
+                // A row edited into something unreadable is as broken as one that no longer hashes right.
+                guard let event = try? AuditEventRecord(row: row).model(), verifier.accept(event) else {
+                    return sequence
+                }
+            }
+            return nil
+        }
+    }
+}

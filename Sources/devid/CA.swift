@@ -1,0 +1,115 @@
+import ArgumentParser
+import DevIDCore
+import DevIDPKI
+import DevIDServer
+import Foundation
+import Logging
+import X509
+
+struct CA: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ca",
+        abstract: "Create and inspect the CA hierarchy.",
+        subcommands: [Init.self, Show.self])
+
+    struct Init: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create the root, issuing and manufacturer CAs and the server certificate.",
+            discussion: """
+                Keys are written PKCS#8-encrypted (PBES2, AES-256-CBC) with mode 0600. The passphrase comes from \
+                DEVID_CA_PASSPHRASE or DEVID_CA_PASSPHRASE_FILE; without either, a random one is generated into \
+                DATA/secrets/ca-passphrase (dev mode). Also creates the registry and the first admin token.
+                """)
+
+        @OptionGroup var global: GlobalOptions
+        @Option(name: .long, help: "SPIFFE trust domain for LDevIDs, e.g. factory.example.com.")
+        var trustDomain: String = "devid.local"
+        @Option(name: .long, help: "Write the root CA key here instead of the data directory.")
+        var rootKeyOut: String?
+        @Option(name: .long, help: "Trust an external manufacturer CA (PEM); repeatable.")
+        var manufacturerCa: [String] = []
+        @Flag(name: .long, help: "Also create DevID's own manufacturer CA when external ones are given.")
+        var createManufacturerCa: Bool = false
+        @Option(name: .long, help: "Extra DNS name or IP for the server certificate; repeatable.")
+        var serverName: [String] = []
+
+        func run() async throws {
+            LoggingSetup.bootstrap(level: .warning)
+            var configuration = try await ServerConfiguration.load(configFile: nil)
+            configuration.dataDirectory = global.dataDir
+            configuration.trustDomain = trustDomain
+            let layout = CALayout(dataDirectory: global.dataDir)
+            if layout.isInitialized { throw CLIError("a CA hierarchy already exists in \(global.dataDir)") }
+            var external: [X509.Certificate] = []
+            for file in manufacturerCa {
+                guard let data = FileManager.default.contents(atPath: file) else {
+                    throw CLIError("cannot read manufacturer CA \(file)")
+                }
+                external.append(contentsOf: try PEM.certificates(String(decoding: data, as: UTF8.self)))
+            }
+            let options = CAInitOptions(
+                trustDomain: trustDomain, rootKeyOut: rootKeyOut, externalManufacturerCAs: external,
+                createManufacturerCA: external.isEmpty || createManufacturerCa, serverNames: serverName,
+                keyEncryptionRounds: configuration.keyEncryptionRounds)
+            let prepared: DataDirectory.Prepared
+            do {
+                prepared = try await DataDirectory.prepare(
+                    configuration: configuration, initOptions: options, clock: SystemWallClock(),
+                    logger: Logger(label: "devid"))
+            } catch {
+                throw CLIError("\(error)")
+            }
+            let summary = HierarchySummary(hierarchy: prepared.hierarchy)
+            if global.json {
+                try Output.json(summary)
+                return
+            }
+            print("Created CA hierarchy in \(global.dataDir) for trust domain \(trustDomain)")
+            Show.printSummary(summary)
+            let report = prepared.report
+            if let rootKey = report.rootKeyPath { print("root key: \(rootKey) (encrypted, 0600)") }
+            if let token = report.adminToken, let path = report.adminTokenPath {
+                print("admin token (shown once, stored hashed): \(token)")
+                print("  local CLI copy: \(path) (0600)")
+            }
+            if let generated = report.generatedPassphrasePath {
+                print("CA passphrase: dev mode, generated into \(generated) (0600)")
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the hierarchy: subject, key type, validity and SHA-256 fingerprints.")
+
+        @OptionGroup var global: GlobalOptions
+
+        func run() async throws {
+            let summary: HierarchySummary
+            do {
+                summary = try HierarchySummary.read(layout: CALayout(dataDirectory: global.dataDir))
+            } catch {
+                throw CLIError("\(error)")
+            }
+            if global.json {
+                try Output.json(summary)
+            } else {
+                print("trust domain: \(summary.trustDomain)")
+                Self.printSummary(summary)
+            }
+        }
+
+        static func printSummary(_ summary: HierarchySummary) {
+            for entry in summary.certificates {
+                print("")
+                print("\(entry.role)")
+                print("  subject:    \(entry.subject)")
+                print("  issuer:     \(entry.issuer)")
+                print("  key:        \(entry.keyType)")
+                print("  serial:     \(entry.serial)")
+                print("  valid:      \(Output.date(entry.notBefore)) .. \(Output.date(entry.notAfter))")
+                print("  sha256:     \(entry.sha256)")
+            }
+        }
+    }
+}

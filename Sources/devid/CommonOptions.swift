@@ -1,0 +1,57 @@
+import ArgumentParser
+import DevIDServer
+import Foundation
+import Logging
+
+/// Options every command shares: where the data directory is, how to find a running server.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: "Data directory (CA hierarchy, registry, secrets).")
+    var dataDir: String = ProcessInfo.processInfo.environment["DEVID_DATA_DIR"] ?? "./devid-data"
+
+    @Option(name: .long, help: "Operations URL of a running server (default: DEVID_SERVER, else DATA/server.json).")
+    var server: String?
+
+    @Flag(name: .long, help: "Print machine-readable JSON.")
+    var json: Bool = false
+}
+
+/// A one-line, secret-free error for stderr; ArgumentParser prints it and exits non-zero.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+enum Output {
+    static func json<T: Encodable>(_ value: T) throws {
+        let encoder = DevIDJSON.encoder
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(value)
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    static func date(_ date: Date) -> String {
+        ISO8601DateFormatter().string(from: date)
+    }
+
+    /// Left-aligned columns.
+    static func table(_ header: [String], _ rows: [[String]]) {
+        let all = [header] + rows
+        let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
+        for row in all {
+            print(
+                row.enumerated().map { index, cell in
+                    index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+                }.joined(separator: "  "))
+        }
+    }
+}
+
+enum LoggingSetup {
+    static func bootstrap(level: Logger.Level) {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+}

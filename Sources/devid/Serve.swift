@@ -1,0 +1,95 @@
+import ArgumentParser
+import DevIDCore
+import DevIDServer
+import Foundation
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the DevID server: EST/mTLS listener and operations listener (admin API, health).",
+        discussion: """
+            With no options it runs a development server in ./devid-data, creating the CA hierarchy and an admin \
+            token on first start. Precedence: flags, then DEVID_* environment variables, then --config FILE \
+            (JSON), then defaults. See docs/configuration.md.
+            """)
+
+    @Option(name: .long, help: "Data directory (default ./devid-data; env DEVID_DATA_DIR).")
+    var dataDir: String?
+    @Option(name: .long, help: "JSON configuration file.")
+    var config: String?
+    @Option(name: .long, help: "SPIFFE trust domain, used when the CA hierarchy is created.")
+    var trustDomain: String?
+    @Option(name: .long, help: "EST/mTLS listener address.")
+    var estHost: String?
+    @Option(name: .long, help: "EST/mTLS listener port (0 picks a free port).")
+    var estPort: Int?
+    @Option(name: .long, help: "Operations listener address.")
+    var opsHost: String?
+    @Option(name: .long, help: "Operations listener port (0 picks a free port).")
+    var opsPort: Int?
+    @Option(name: .long, help: "Extra DNS name or IP for the server certificate (repeatable; at CA creation).")
+    var serverName: [String] = []
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String?
+
+    func run() async throws {
+        var configuration = try await ServerConfiguration.load(configFile: config)
+        if let dataDir { configuration.dataDirectory = dataDir }
+        if let trustDomain { configuration.trustDomain = trustDomain }
+        if let estHost { configuration.estHost = estHost }
+        if let estPort { configuration.estPort = estPort }
+        if let opsHost { configuration.opsHost = opsHost }
+        if let opsPort { configuration.opsPort = opsPort }
+        if !serverName.isEmpty { configuration.serverNames = serverName }
+        if let logLevel {
+            guard let level = Logger.Level(rawValue: logLevel) else { throw CLIError("unknown log level \(logLevel)") }
+            configuration.logLevel = level
+        }
+        LoggingSetup.bootstrap(level: configuration.logLevel)
+        let logger = Logger(label: "devid")
+
+        let app: DevIDServerApp
+        do {
+            app = try await DevIDServerApp(configuration: configuration, logger: logger)
+        } catch {
+            throw CLIError("cannot start: \(error)")
+        }
+        Self.printBanner(app: app, configuration: configuration, configFile: config)
+        let group = ServiceGroup(
+            configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        Task {
+            let ports = await app.waitUntilRunning()
+            print("EST (mTLS):  https://\(configuration.estHost):\(ports.est)/.well-known/est")
+            print("Operations:  http://\(configuration.opsHost):\(ports.ops)  (admin API /v1/admin, health /healthz)")
+            print("Stop with Ctrl-C (SIGINT) or SIGTERM; DevID finishes open requests and exits.")
+            fflush(nil)
+        }
+        try await group.run()
+        print("DevID stopped.")
+    }
+
+    static func printBanner(app: DevIDServerApp, configuration: ServerConfiguration, configFile: String?) {
+        let report = app.firstStart
+        let data = configuration.dataDirectory
+        print("DevID \(report.isEmpty ? "starting" : "first start") in \(data)")
+        print("  root certificate: \(data)/ca/root.crt   (trust anchor for devices and relying parties)")
+        if let rootKey = report.rootKeyPath {
+            print("  root key:         \(rootKey)   (encrypted; the server never needs it day to day: move it offline)")
+        }
+        if let token = report.adminToken, let path = report.adminTokenPath {
+            print("  admin token:      \(token)")
+            print("                    shown once; the registry keeps only its hash. A 0600 copy for the local CLI")
+            print("                    is in \(path): delete it in production and use DEVID_ADMIN_TOKEN.")
+        } else {
+            print("  admin token:      created on first start (local CLI copy: \(configuration.devAdminTokenPath))")
+        }
+        if let generated = report.generatedPassphrasePath {
+            print("  CA passphrase:    dev mode: generated into \(generated) (0600).")
+            print("                    In production set DEVID_CA_PASSPHRASE or DEVID_CA_PASSPHRASE_FILE.")
+        }
+        print("  config:           \(configFile ?? "no file (defaults, DEVID_* environment, flags)"); see docs/configuration.md")
+        fflush(nil)
+    }
+}
