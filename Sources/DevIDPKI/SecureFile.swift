@@ -21,7 +21,7 @@ public enum SecureFile {
         let (directory, name) = try split(path)
         let fd: Int32
         let temporary: String
-        (fd, temporary) = try createTemporary(directory: directory, name: name, mode: mode)
+        (fd, temporary) = try createTemporary(for: path, directory: directory, name: name, mode: mode)
 
         do throws(DevIDPKIError) {
             // O_CREAT applies the umask; make the mode exactly what was asked for.
@@ -116,6 +116,7 @@ public enum SecureFile {
     }
 
     private static func createTemporary(
+        for path: String,
         directory: String,
         name: String,
         mode: mode_t
@@ -128,9 +129,9 @@ public enum SecureFile {
                 open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
             }
             if fd >= 0 { return (fd, temporary) }
-            guard errno == EEXIST else { throw failure("could not create a temporary file in", directory) }
+            guard errno == EEXIST else { throw failure("could not create a temporary file to write", path) }
         }
-        throw DevIDPKIError(.io, "could not create a temporary file in \(directory)")
+        throw DevIDPKIError(.io, "could not create a temporary file to write \(path)")
     }
 
     private static func writeAll(_ bytes: [UInt8], to fd: Int32, path: String) throws(DevIDPKIError) {

@@ -1,0 +1,121 @@
+public import DevIDCore
+public import DevIDPKI
+public import Foundation
+public import X509
+
+/// A directory under the system temp dir, removed by `remove()`.
+public struct TemporaryDirectory: Sendable {
+    public let path: String
+
+    public init(prefix: String = "devid-test") throws {
+        let base = FileManager.default.temporaryDirectory.path
+        path = "\(base)/\(prefix)-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    public func file(_ name: String) -> String { "\(path)/\(name)" }
+
+    public func write(_ name: String, _ text: String) throws -> String {
+        let target = file(name)
+        try text.write(toFile: target, atomically: true, encoding: .utf8)
+        return target
+    }
+
+    public func remove() {
+        try? FileManager.default.removeItem(atPath: path)
+    }
+}
+
+/// Runs a third-party program (openssl, curl) and captures its output.
+public enum ExternalTool {
+    public struct Result: Sendable {
+        public let status: Int32
+        public let stdout: String
+        public let stderr: String
+        public var succeeded: Bool { status == 0 }
+    }
+
+    /// Runs `arguments[0]` found on PATH with the rest as arguments.
+    public static func run(_ arguments: [String], stdin: [UInt8]? = nil, environment: [String: String]? = nil) throws
+        -> Result
+    {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        if let environment {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
+        let out = Pipe()
+        let err = Pipe()
+        let input = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin)) }
+        try? input.fileHandleForWriting.close()
+        // Read before waiting so a full pipe cannot deadlock the child.
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(
+            status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+            stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    /// Runs in a background thread so async tests do not block the cooperative pool.
+    public static func runAsync(_ arguments: [String], stdin: [UInt8]? = nil) async throws -> Result {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result_.init(catching: { try run(arguments, stdin: stdin) }))
+            }
+        }
+    }
+
+    private typealias Result_ = Swift.Result<Result, any Error>
+}
+
+/// A complete CA hierarchy in a temporary data directory, made quickly (few PBKDF2 rounds) at a fixed time.
+public struct TestChain: Sendable {
+    public static let passphrase = Array("test-passphrase".utf8)
+
+    public let directory: TemporaryDirectory
+    public let layout: CALayout
+    public let hierarchy: CAHierarchy
+    public let clock: ManualWallClock
+
+    public init(trustDomain: String = "test.devid", clock: ManualWallClock = ManualWallClock()) throws {
+        directory = try TemporaryDirectory(prefix: "devid-chain")
+        layout = CALayout(dataDirectory: directory.file("data"))
+        self.clock = clock
+        hierarchy = try CAStore.initialize(
+            layout: layout,
+            options: CAInitOptions(trustDomain: trustDomain, keyEncryptionRounds: 1_000),
+            passphrase: Self.passphrase, now: clock.now()
+        ).hierarchy
+    }
+
+    /// A fresh P-256 key and an LDevID for it.
+    public func ldevid(device: String = "dev-1", tenant: String = "acme", at time: Date? = nil) throws -> (
+        key: Certificate.PrivateKey, certificate: Certificate
+    ) {
+        let key = try KeyMaterial.generate(.p256)
+        let cert = try hierarchy.issuing.issueLDevID(
+            device: try DeviceID(device), tenant: try TenantID(tenant), trustDomain: hierarchy.trustDomain,
+            publicKey: key.publicKey, now: time ?? clock.now())
+        return (key, cert)
+    }
+
+    /// A fresh P-256 key and an IDevID for it from DevID's manufacturer CA.
+    public func idevid(hardwareSerial: String = "SN-0001", at time: Date? = nil) throws -> (
+        key: Certificate.PrivateKey, certificate: Certificate
+    ) {
+        guard let manufacturer = hierarchy.manufacturer else {
+            throw DevIDPKIError(.notFound, "test chain has no manufacturer CA")
+        }
+        let key = try KeyMaterial.generate(.p256)
+        let cert = try manufacturer.issueIDevID(
+            hardwareSerial: hardwareSerial, publicKey: key.publicKey, now: time ?? clock.now())
+        return (key, cert)
+    }
+}
