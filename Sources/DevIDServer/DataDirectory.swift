@@ -41,6 +41,11 @@ public enum DataDirectory {
         let (passphrase, generatedPath) = try resolvePassphrase(configuration, creating: !layout.isInitialized)
         report.generatedPassphrasePath = generatedPath
 
+        // The registry holds token hashes and audit history: owner-only. SQLite gives its -wal and -shm files
+        // the database file's mode, so creating the (empty) file 0600 first covers all three.
+        if !FileManager.default.fileExists(atPath: configuration.databasePath) {
+            try SecureFile.write([], to: configuration.databasePath, mode: 0o600)
+        }
         let store = try SQLiteStore(path: configuration.databasePath)
         let hierarchy: CAHierarchy
         if layout.isInitialized {

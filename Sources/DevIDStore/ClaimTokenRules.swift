@@ -4,7 +4,8 @@ import Foundation
 /// Why a claim token cannot be used; shared by the backends so they refuse with the same reasons.
 enum ClaimTokenRules {
     static func isUsable(_ token: ClaimToken, now: Date) -> Bool {
-        token.usesRemaining > 0 && !token.revoked && StoreTime.milliseconds(token.expiresAt) > StoreTime.milliseconds(now)
+        token.usesRemaining > 0 && !token.revoked
+            && StoreTime.milliseconds(token.expiresAt) > StoreTime.milliseconds(now)
     }
 
     static func unusable(_ token: ClaimToken, now: Date) -> StoreError {

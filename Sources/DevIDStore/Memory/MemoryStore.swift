@@ -23,7 +23,9 @@ public actor MemoryStore: Store {
     // MARK: Tenants and lots
 
     public func createTenant(_ tenant: Tenant, audit: AuditEvent?) throws(StoreError) {
-        guard tenantRows[tenant.id] == nil else { throw StoreError(.duplicate, "create tenant: tenants.id already exists") }
+        guard tenantRows[tenant.id] == nil else {
+            throw StoreError(.duplicate, "create tenant: tenants.id already exists")
+        }
         var tenant = tenant
         tenant.createdAt = StoreTime.normalized(tenant.createdAt)
         tenantRows[tenant.id] = tenant

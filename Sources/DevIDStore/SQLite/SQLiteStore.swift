@@ -232,11 +232,13 @@ extension SQLiteStore {
         try await write("update credential status") { db in
             let changed = try CredentialRecord.all()
                 .filter { $0.serial == serial.rawValue }
-                .updateAll(db, [
-                    CredentialRecord.Columns.status.set(to: status.rawValue),
-                    CredentialRecord.Columns.revokedAt.set(to: revokedAt.map(StoreTime.milliseconds)),
-                    CredentialRecord.Columns.revocationReason.set(to: reason?.rawValue),
-                ])
+                .updateAll(
+                    db,
+                    [
+                        CredentialRecord.Columns.status.set(to: status.rawValue),
+                        CredentialRecord.Columns.revokedAt.set(to: revokedAt.map(StoreTime.milliseconds)),
+                        CredentialRecord.Columns.revocationReason.set(to: reason?.rawValue),
+                    ])
             guard changed > 0 else { throw StoreError(.notFound, "update credential status: no such credential") }
             try Self.append(audit, db)
         }
@@ -278,7 +280,8 @@ extension SQLiteStore {
                 .filter { $0.usesRemaining > 0 }
                 .filter { $0.revoked == false }
                 .filter { $0.expiresAt > nowMilliseconds }
-                .updateAll(db, ClaimTokenRecord.Columns.usesRemaining -= 1)
+                .updateAll(
+                    db, ClaimTokenRecord.Columns.usesRemaining.set(to: ClaimTokenRecord.Columns.usesRemaining - 1))
             guard let record = try ClaimTokenRecord.fetchOne(db, key: id) else {
                 throw StoreError(.notFound, "consume claim token: no such token")
             }

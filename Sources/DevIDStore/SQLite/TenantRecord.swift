@@ -22,7 +22,9 @@ struct TenantRecord: Codable, FetchableRecord, PersistableRecord {
 
 extension TenantRecord {
     init(_ tenant: Tenant) {
-        self.init(id: tenant.id.rawValue, displayName: tenant.displayName, createdAt: StoreTime.milliseconds(tenant.createdAt))
+        self.init(
+            id: tenant.id.rawValue, displayName: tenant.displayName, createdAt: StoreTime.milliseconds(tenant.createdAt)
+        )
     }
 
     func model() throws(StoreError) -> Tenant {
