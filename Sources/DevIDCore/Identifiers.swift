@@ -49,6 +49,22 @@ public struct DeviceID: RawRepresentable, Hashable, Sendable, Codable, CustomStr
     }
 }
 
+extension DeviceID {
+    /// The device id a self-registering IDevID gets: its hardware serial with every character outside
+    /// `A-Z a-z 0-9 . _ -` replaced by `_`, cut to 64 characters, prefixed with `hw` if it would start with `.` or `-`.
+    public init(derivedFromHardwareSerial serial: String) {
+        var characters = serial.unicodeScalars.map { scalar -> Character in
+            let allowed = scalar.isASCII
+                && (("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || ("0"..."9").contains(scalar)
+                    || scalar == "." || scalar == "_" || scalar == "-")
+            return allowed ? Character(scalar) : "_"
+        }
+        if characters.isEmpty { characters = ["h", "w"] }
+        if characters[0] == "." || characters[0] == "-" { characters.insert(contentsOf: ["h", "w"], at: 0) }
+        self.rawValue = String(characters.prefix(IdentifierRules.maximumLength))
+    }
+}
+
 /// A tenant: the customer or site a device belongs to; the boundary no identity may cross.
 public struct TenantID: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible, Comparable {
     public let rawValue: String

@@ -19,12 +19,18 @@ public struct ProfilePolicy: Sendable, Hashable, Codable {
     /// How far notBefore is set in the past so that a slightly slow clock still accepts the certificate.
     public var backdate: TimeInterval
     public var allowedKeyAlgorithms: Set<KeyAlgorithm>
+    /// Re-enrollment must present a key the device never used before (key rotation, not only renewal).
+    public var requireNewKeyOnReenroll: Bool
 
-    public init(name: String, lifetime: TimeInterval?, backdate: TimeInterval, allowedKeyAlgorithms: Set<KeyAlgorithm>) {
+    public init(
+        name: String, lifetime: TimeInterval?, backdate: TimeInterval, allowedKeyAlgorithms: Set<KeyAlgorithm>,
+        requireNewKeyOnReenroll: Bool = true
+    ) {
         self.name = name
         self.lifetime = lifetime
         self.backdate = backdate
         self.allowedKeyAlgorithms = allowedKeyAlgorithms
+        self.requireNewKeyOnReenroll = requireNewKeyOnReenroll
     }
 
     public static let day: TimeInterval = 86_400

@@ -1,15 +1,56 @@
 public import Foundation
 
+/// How a tenant treats devices that are not in its allowlist yet. The default is closed: only devices imported
+/// from a factory manifest enroll, and they enroll without waiting for an operator.
+public struct TenantPolicy: Sendable, Hashable, Codable {
+    /// An IDevID from a trusted manufacturer CA that is not in the allowlist registers itself on first enrollment.
+    public var autoRegister: Bool
+    /// Unknown devices' first enrollment is parked until `devid device approve`.
+    public var manualApproval: Bool
+
+    public init(autoRegister: Bool = false, manualApproval: Bool = false) {
+        self.autoRegister = autoRegister
+        self.manualApproval = manualApproval
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case autoRegister, manualApproval
+    }
+
+    /// Missing fields take their defaults, so a policy written before a field existed still decodes.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.autoRegister = try container.decodeIfPresent(Bool.self, forKey: .autoRegister) ?? false
+        self.manualApproval = try container.decodeIfPresent(Bool.self, forKey: .manualApproval) ?? false
+    }
+}
+
 /// A customer or site.
 public struct Tenant: Sendable, Hashable, Codable {
     public var id: TenantID
     public var displayName: String
     public var createdAt: Date
+    /// How this tenant's unknown devices enroll.
+    public var policy: TenantPolicy
 
-    public init(id: TenantID, displayName: String, createdAt: Date) {
+    public init(id: TenantID, displayName: String, createdAt: Date, policy: TenantPolicy = TenantPolicy()) {
         self.id = id
         self.displayName = displayName
         self.createdAt = createdAt
+        self.policy = policy
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case id, displayName, createdAt, policy
+    }
+
+    /// Decodes tenants written before tenants had a policy: a missing `policy` is the default (closed) one.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.id = try container.decode(TenantID.self, forKey: .id)
+        self.displayName = try container.decode(String.self, forKey: .displayName)
+        self.createdAt = try container.decode(Date.self, forKey: .createdAt)
+        self.policy = try container.decodeIfPresent(TenantPolicy.self, forKey: .policy) ?? TenantPolicy()
     }
 }
 

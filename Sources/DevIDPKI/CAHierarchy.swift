@@ -308,3 +308,14 @@ public enum IPAddress {
         return nil
     }
 }
+
+extension CAHierarchy: CustomStringConvertible {
+    /// Names and fingerprints only: never the server key.
+    public var description: String {
+        "CAHierarchy(trustDomain: \(trustDomain), root: \(root.sha256Fingerprint), issuing: \(issuing.certificate.sha256Fingerprint))"
+    }
+}
+
+extension CertificateAuthority: CustomStringConvertible {
+    public var description: String { "CertificateAuthority(\(certificate.subject))" }
+}

@@ -82,6 +82,13 @@ public enum DataDirectory {
         return Prepared(hierarchy: hierarchy, store: store, report: report)
     }
 
+    /// Loads an existing hierarchy with the configured passphrase (for local tools such as `devid factory mint`).
+    public static func loadHierarchy(configuration: ServerConfiguration) throws -> CAHierarchy {
+        let layout = CALayout(dataDirectory: configuration.dataDirectory)
+        let (passphrase, _) = try resolvePassphrase(configuration, creating: false)
+        return try CAStore.load(layout: layout, passphrase: passphrase)
+    }
+
     /// The CA passphrase: `DEVID_CA_PASSPHRASE`, else the passphrase file, else the dev-mode file (generated when
     /// the hierarchy is about to be created). Returns the path when it generated one.
     static func resolvePassphrase(_ configuration: ServerConfiguration, creating: Bool) throws -> ([UInt8], String?) {

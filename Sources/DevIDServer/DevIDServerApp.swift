@@ -186,3 +186,20 @@ struct EndpointsWriter: Service {
         return host.contains(":") ? "[\(host)]" : host
     }
 }
+
+// ServiceLifecycle logs services with `description` at debug level: never let reflection print keys or tokens.
+extension DevIDServerApp: CustomStringConvertible {
+    public var description: String { "DevIDServerApp(\(state))" }
+}
+
+extension ServerState: CustomStringConvertible {
+    public var description: String {
+        "ServerState(dataDirectory: \(configuration.dataDirectory), trustDomain: \(hierarchy.trustDomain))"
+    }
+}
+
+extension FirstStartReport: CustomStringConvertible {
+    public var description: String {
+        "FirstStartReport(createdHierarchy: \(createdHierarchy), adminToken: \(adminToken == nil ? "none" : "<redacted>"))"
+    }
+}

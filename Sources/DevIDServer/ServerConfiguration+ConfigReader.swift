@@ -1,4 +1,5 @@
 public import Configuration
+import DevIDCore
 import Foundation
 import Logging
 import SystemPackage
@@ -17,6 +18,10 @@ extension ServerConfiguration {
     /// - `ca.passphrase` → `DEVID_CA_PASSPHRASE` (secret)
     /// - `keys.pbkdf2.rounds` → `DEVID_KEYS_PBKDF2_ROUNDS` (default 100000)
     /// - `est.max.body.bytes` → `DEVID_EST_MAX_BODY_BYTES` (default 65536)
+    /// - `ldevid.lifetime.days` → `DEVID_LDEVID_LIFETIME_DAYS` (default 30)
+    /// - `ldevid.backdate.seconds` → `DEVID_LDEVID_BACKDATE_SECONDS` (default 300)
+    /// - `ldevid.require.new.key` → `DEVID_LDEVID_REQUIRE_NEW_KEY` (default true)
+    /// - `est.approval.retry.after.seconds` → `DEVID_EST_APPROVAL_RETRY_AFTER_SECONDS` (default 60)
     public init(reader: ConfigReader) {
         self.init()
         dataDirectory = reader.string(forKey: "data.dir", default: dataDirectory)
@@ -33,6 +38,12 @@ extension ServerConfiguration {
         caPassphrase = reader.string(forKey: "ca.passphrase", isSecret: true)
         keyEncryptionRounds = reader.int(forKey: "keys.pbkdf2.rounds", default: keyEncryptionRounds)
         maxRequestBodyBytes = reader.int(forKey: "est.max.body.bytes", default: maxRequestBodyBytes)
+        if let days = reader.double(forKey: "ldevid.lifetime.days") { ldevidPolicy.lifetime = days * 86_400 }
+        ldevidPolicy.backdate = Double(reader.int(forKey: "ldevid.backdate.seconds", default: Int(ldevidPolicy.backdate)))
+        ldevidPolicy.requireNewKeyOnReenroll = reader.bool(
+            forKey: "ldevid.require.new.key", default: ldevidPolicy.requireNewKeyOnReenroll)
+        approvalRetryAfterSeconds = reader.int(
+            forKey: "est.approval.retry.after.seconds", default: approvalRetryAfterSeconds)
     }
 
     /// Environment variables over the optional JSON file over defaults. Flags are applied by the caller on top.

@@ -1,3 +1,4 @@
+public import DevIDCore
 import Foundation
 public import Logging
 
@@ -28,6 +29,10 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var keyEncryptionRounds: Int = 100_000
     /// Largest request body accepted on the EST listener, in bytes.
     public var maxRequestBodyBytes: Int = 64 * 1024
+    /// The LDevID profile: lifetime, backdate, allowed keys, new key on re-enrollment.
+    public var ldevidPolicy: ProfilePolicy = .ldevid
+    /// Seconds a parked (manual-approval) device is told to wait before retrying.
+    public var approvalRetryAfterSeconds: Int = 60
 
     public init() {}
 

@@ -12,6 +12,8 @@ public protocol Store: Sendable {
     func createTenant(_ tenant: Tenant, audit: AuditEvent?) async throws(StoreError)
     func tenant(_ id: TenantID) async throws(StoreError) -> Tenant?
     func tenants() async throws(StoreError) -> [Tenant]
+    /// Replaces a tenant's enrollment policy; `.notFound` if the tenant does not exist.
+    func updateTenantPolicy(_ id: TenantID, policy: TenantPolicy, audit: AuditEvent?) async throws(StoreError)
     func createLot(_ lot: Lot) async throws(StoreError)
     func lot(_ id: LotID) async throws(StoreError) -> Lot?
 
@@ -19,6 +21,20 @@ public protocol Store: Sendable {
     /// Inserts a device. Fails with `.duplicate` if the id or the (tenant-independent) hardware serial exists,
     /// with `.notFound` if its tenant or lot does not exist.
     func insertDevice(_ device: Device, audit: AuditEvent?) async throws(StoreError)
+    /// Imports a factory manifest (the allowlist) and its audit event in one transaction.
+    ///
+    /// Devices are checked in order, and the first refusal wins; a refused import stores nothing, not even
+    /// `audit`. For each device:
+    /// - its tenant must exist, else `.notFound`;
+    /// - its lot is created (under the device's tenant, at `audit.time`) if missing; a lot that belongs to
+    ///   another tenant, or that two devices of the import place under different tenants, is `.conflict`;
+    /// - an id or hardware serial that appears twice in `devices` is `.duplicate`, even on identical rows;
+    /// - a device already registered with the same id, tenant, hardware serial and lot is counted
+    ///   `unchanged` and left as it is (state, times); any other clash with a registered id or hardware
+    ///   serial is `.duplicate`.
+    ///
+    /// Error reasons name the offending device's id and nothing else from the manifest.
+    func importDevices(_ devices: [Device], audit: AuditEvent) async throws(StoreError) -> DeviceImportResult
     func device(_ id: DeviceID) async throws(StoreError) -> Device?
     func device(hardwareSerial: String) async throws(StoreError) -> Device?
     func devices(_ filter: DeviceFilter) async throws(StoreError) -> [Device]
@@ -35,6 +51,12 @@ public protocol Store: Sendable {
     func credential(serial: SerialNumber) async throws(StoreError) -> Credential?
     func credential(certificateSHA256: String) async throws(StoreError) -> Credential?
     func credentials(device: DeviceID) async throws(StoreError) -> [Credential]
+    /// A device's credentials that are still valid as far as the registry knows (`active` or `superseded`),
+    /// newest `notBefore` first (ties: newest `createdAt`, then descending serial).
+    func activeCredentials(device: DeviceID) async throws(StoreError) -> [Credential]
+    /// Stores everything an issued certificate changes, in one transaction; see ``Issuance`` for the steps and
+    /// their refusals. Any refusal stores nothing: no credential, no device, no token use, no audit event.
+    func recordIssuance(_ issuance: Issuance) async throws(StoreError)
     /// Sets a credential's status (and revocation time and reason when revoking).
     func updateCredentialStatus(
         serial: SerialNumber, status: CredentialStatus, revokedAt: Date?, reason: RevocationReason?,
@@ -46,6 +68,8 @@ public protocol Store: Sendable {
     func insertClaimToken(_ token: ClaimToken, audit: AuditEvent?) async throws(StoreError)
     func claimToken(id: String) async throws(StoreError) -> ClaimToken?
     func claimToken(secretHash: String) async throws(StoreError) -> ClaimToken?
+    /// Claim tokens of `tenant` (of every tenant if nil), newest `createdAt` first (ties: descending id).
+    func claimTokens(tenant: TenantID?) async throws(StoreError) -> [ClaimToken]
     /// Decrements a token's remaining uses if it is still usable at `now`; returns the token as it was before.
     /// `.conflict` if it is used up, revoked or expired (so two concurrent enrollments cannot share one use).
     func consumeClaimToken(id: String, now: Date) async throws(StoreError) -> ClaimToken
@@ -59,7 +83,8 @@ public protocol Store: Sendable {
     /// Appends an event at the end of the hash chain; returns it with sequence and hashes filled in.
     @discardableResult
     func appendAudit(_ event: AuditEvent) async throws(StoreError) -> AuditEvent
-    /// The newest events first, optionally only those at or after `sequence`.
+    /// Matching events, newest first, at most `filter.limit` of them. With `filter.afterSequence`, only events
+    /// after that sequence number; if more than `limit` of them match, the newest are returned.
     func auditEvents(_ filter: AuditFilter) async throws(StoreError) -> [AuditEvent]
     /// Re-computes the chain; returns the sequence of the first entry that does not match, or nil if intact.
     func verifyAuditChain() async throws(StoreError) -> Int64?
@@ -74,7 +99,10 @@ public struct DeviceFilter: Sendable, Hashable {
     /// Continue after this id (ids sort ascending).
     public var after: DeviceID?
 
-    public init(tenant: TenantID? = nil, lot: LotID? = nil, state: DeviceState? = nil, limit: Int = 1000, after: DeviceID? = nil) {
+    public init(
+        tenant: TenantID? = nil, lot: LotID? = nil, state: DeviceState? = nil, limit: Int = 1000,
+        after: DeviceID? = nil
+    ) {
         self.tenant = tenant
         self.lot = lot
         self.state = state
@@ -89,12 +117,18 @@ public struct AuditFilter: Sendable, Hashable {
     public var device: DeviceID?
     public var outcome: AuditEvent.Outcome?
     public var limit: Int
+    /// Only events with a greater sequence number (to fetch what was appended since a known entry).
+    public var afterSequence: Int64?
 
-    public init(action: String? = nil, device: DeviceID? = nil, outcome: AuditEvent.Outcome? = nil, limit: Int = 100) {
+    public init(
+        action: String? = nil, device: DeviceID? = nil, outcome: AuditEvent.Outcome? = nil, limit: Int = 100,
+        afterSequence: Int64? = nil
+    ) {
         self.action = action
         self.device = device
         self.outcome = outcome
         self.limit = limit
+        self.afterSequence = afterSequence
     }
 }
 

@@ -41,6 +41,10 @@ struct AdminClient {
         try await send("POST", path, body: try DevIDJSON.encoder.encode(json), as: type)
     }
 
+    func send<T: Decodable>(_ method: String, _ path: String, json: some Encodable, as type: T.Type) async throws -> T {
+        try await send(method, path, body: try DevIDJSON.encoder.encode(json), as: type)
+    }
+
     private func send<T: Decodable>(_ method: String, _ path: String, body: Data?, as type: T.Type) async throws -> T {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = .init(rawValue: method)

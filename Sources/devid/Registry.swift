@@ -1,10 +1,32 @@
 import ArgumentParser
 import DevIDCore
+import DevIDServer
 import Foundation
 
 struct Tenant: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Manage tenants (the boundary no identity may cross).", subcommands: [Create.self, List.self])
+        abstract: "Manage tenants (the boundary no identity may cross).",
+        subcommands: [Create.self, List.self, Policy.self])
+
+    struct Policy: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Set a tenant's enrollment policy (auto-registration, manual approval).")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Tenant id.") var id: String
+        @Flag(name: .long, inversion: .prefixedNo, help: "IDevIDs not in the allowlist register themselves.")
+        var autoRegister: Bool = false
+        @Flag(name: .long, inversion: .prefixedNo, help: "Unknown devices wait for `devid device approve`.")
+        var manualApproval: Bool = false
+
+        func run() async throws {
+            let tenant = try await AdminClient(options: global).send(
+                "PUT", "/v1/admin/tenants/\(id)/policy",
+                json: TenantPolicy(autoRegister: autoRegister, manualApproval: manualApproval),
+                as: DevIDCore.Tenant.self)
+            if global.json { return try Output.json(tenant) }
+            print("tenant \(tenant.id): auto-register \(tenant.policy.autoRegister), manual approval \(tenant.policy.manualApproval)")
+        }
+    }
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a tenant.")
@@ -39,7 +61,75 @@ struct Tenant: AsyncParsableCommand {
 
 struct Device: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Inspect the device registry.", subcommands: [List.self])
+        abstract: "The device registry: import a lot's allowlist, list, show, approve.",
+        subcommands: [Import.self, List.self, Show.self, Approve.self])
+
+    struct Import: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Register a lot's devices from a factory manifest as `manufactured` (the allowlist).")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "manifest.json written by `devid factory mint`.") var manifest: String
+
+        func run() async throws {
+            guard let data = FileManager.default.contents(atPath: manifest) else {
+                throw CLIError("cannot read \(manifest)")
+            }
+            let decoded: LotManifest
+            do {
+                decoded = try DevIDJSON.decoder.decode(LotManifest.self, from: data)
+            } catch {
+                throw CLIError("\(manifest) is not a DevID lot manifest")
+            }
+            struct Result: Codable { var created: Int; var unchanged: Int; var lotsCreated: Int }
+            let result = try await AdminClient(options: global).post(
+                "/v1/admin/devices/import", json: decoded, as: Result.self)
+            if global.json { return try Output.json(result) }
+            print("lot \(decoded.lot): \(result.created) devices registered, \(result.unchanged) already present")
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a device and its credentials.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Device id.") var id: String
+
+        func run() async throws {
+            struct Credential: Codable {
+                var serial: String; var kind: String; var status: String; var notBefore: Date; var notAfter: Date
+                var sha256: String; var revokedAt: Date?; var revocationReason: String?
+            }
+            struct Detail: Codable { var device: DevIDCore.Device; var credentials: [Credential] }
+            let detail = try await AdminClient(options: global).get("/v1/admin/devices/\(id)", as: Detail.self)
+            if global.json { return try Output.json(detail) }
+            let device = detail.device
+            print("device:    \(device.id)")
+            print("tenant:    \(device.tenant)")
+            print("lot:       \(device.lot?.rawValue ?? "-")")
+            print("state:     \(device.state.rawValue)")
+            print("hardware:  \(device.hardwareSerial)")
+            print("last seen: \(device.lastSeen.map(Output.date) ?? "-")")
+            print("")
+            Output.table(
+                ["SERIAL", "KIND", "STATUS", "NOT BEFORE", "NOT AFTER"],
+                detail.credentials.map {
+                    [$0.serial, $0.kind, $0.status, Output.date($0.notBefore), Output.date($0.notAfter)]
+                })
+        }
+    }
+
+    struct Approve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Let a device parked by manual approval enroll on its next attempt.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Device id.") var id: String
+
+        func run() async throws {
+            let device = try await AdminClient(options: global).post(
+                "/v1/admin/devices/\(id)/approve", json: [String: String](), as: DevIDCore.Device.self)
+            if global.json { return try Output.json(device) }
+            print("approved \(device.id): its next enrollment attempt will be served")
+        }
+    }
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List devices.")

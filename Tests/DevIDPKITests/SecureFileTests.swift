@@ -132,9 +132,9 @@ extension SecureFileTests {
 
     /// The permission bits of `path`, from `stat(2)`.
     func permissions(of path: String) throws -> mode_t {
-        var status = stat()
-        guard stat(path, &status) == 0 else { throw CocoaError(.fileReadNoSuchFile) }
-        return status.st_mode & 0o7777
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        guard let mode = attributes[.posixPermissions] as? Int else { throw CocoaError(.fileReadNoSuchFile) }
+        return mode_t(mode) & 0o7777
     }
 
     /// A fresh directory under the system temporary directory, removed by `remove()`.

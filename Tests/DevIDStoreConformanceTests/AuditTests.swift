@@ -80,6 +80,18 @@ struct AuditTests {
                 ])
             #expect(try await sequences(AuditFilter(action: "est.enroll", outcome: .denied)) == [2])
             #expect(try await sequences(AuditFilter(action: "nothing")) == [])
+
+            // Only what came after a known entry; still newest first, and the limit keeps the newest.
+            #expect(try await sequences(AuditFilter(afterSequence: 2)) == [5, 4, 3])
+            #expect(try await sequences(AuditFilter(afterSequence: 0)) == [5, 4, 3, 2, 1])
+            #expect(try await sequences(AuditFilter(afterSequence: -7)) == [5, 4, 3, 2, 1])
+            #expect(try await sequences(AuditFilter(afterSequence: 5)) == [])
+            #expect(try await sequences(AuditFilter(afterSequence: 99)) == [])
+            #expect(try await sequences(AuditFilter(limit: 2, afterSequence: 1)) == [5, 4])
+            #expect(try await sequences(AuditFilter(action: "est.enroll", afterSequence: 1)) == [5, 2])
+            #expect(
+                try await sequences(AuditFilter(device: Fixture.deviceID("dev-1"), outcome: .success, afterSequence: 4))
+                    == [5])
         }
     }
 

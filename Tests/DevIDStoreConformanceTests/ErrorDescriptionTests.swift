@@ -71,7 +71,7 @@ struct ErrorDescriptionTests {
 
             let orphanError = await expectStoreError(.notFound) { () async throws(StoreError) in
                 try await store.insertClaimToken(
-                    Fixture.claimToken("tok-3", secret: "hunter2", device: "ghost"), audit: nil)
+                    Fixture.claimToken("tok-3", secret: "hunter2", tenant: "nobody"), audit: nil)
             }
             Self.assertClean(orphanError, of: [Fixture.sha256Hex(Array("hunter2".utf8)), "hunter2"])
         }

@@ -82,4 +82,36 @@ enum Fixture {
     static func auditCount(_ store: any Store) async throws -> Int {
         try await store.auditEvents(AuditFilter(limit: 100_000)).count
     }
+
+    static func allDevices(_ store: any Store) async throws -> [Device] {
+        try await store.devices(DeviceFilter(limit: 1_000_000))
+    }
+}
+
+/// Everything a store holds that the tests can read back, to show that a refused write changed nothing.
+struct RegistrySnapshot: Equatable {
+    var tenants: [Tenant]
+    var lots: [LotID: Lot?]
+    var devices: [Device]
+    var credentials: [Credential]
+    var credentialCount: Int
+    var claimTokens: [ClaimToken]
+    var adminTokens: [AdminToken]
+    var audit: [AuditEvent]
+
+    /// `lots` names the lots to look up (the protocol has no way to list them).
+    init(_ store: any Store, lots: [String] = []) async throws {
+        tenants = try await store.tenants()
+        var lotRows: [LotID: Lot?] = [:]
+        for name in lots { lotRows[Fixture.lotID(name)] = try await store.lot(Fixture.lotID(name)) }
+        self.lots = lotRows
+        devices = try await Fixture.allDevices(store)
+        var credentials: [Credential] = []
+        for device in devices { credentials += try await store.credentials(device: device.id) }
+        self.credentials = credentials
+        credentialCount = try await store.credentialCount()
+        claimTokens = try await store.claimTokens(tenant: nil)
+        adminTokens = try await store.adminTokens()
+        audit = try await store.auditEvents(AuditFilter(limit: 1_000_000))
+    }
 }

@@ -108,8 +108,67 @@ struct SQLiteTests {
         }
         let journalMode = try await queue.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
         try queue.close()
-        #expect(migrations == ["v1"])
+        #expect(migrations == ["v1", "v2", "v3"])
         #expect(journalMode == "wal")
+    }
+
+    @Test func v1DatabaseMigratesToTenantPolicies() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("registry.sqlite")
+        do {
+            let store = try SQLiteStore(path: path)
+            try await Fixture.seed(store)
+            try await store.updateTenantPolicy(
+                Fixture.tenantID("acme"), policy: TenantPolicy(autoRegister: true, manualApproval: true), audit: nil)
+            try store.close()
+        }
+        // Turn the file back into what a registry written before tenant policies looks like.
+        try Self.tamper(
+            path,
+            """
+            ALTER TABLE tenants DROP COLUMN auto_register;
+            ALTER TABLE tenants DROP COLUMN manual_approval;
+            DELETE FROM grdb_migrations WHERE identifier = 'v2';
+            """)
+        let inspector = try DatabaseQueue(path: path)
+        let v1Columns = try await inspector.read { db in try db.columns(in: "tenants").map(\.name) }
+        try inspector.close()
+        #expect(v1Columns == ["id", "display_name", "created_at"])
+
+        let store = try SQLiteStore(path: path)
+        #expect(try await store.tenants() == [Fixture.tenant("acme"), Fixture.tenant("other")])
+        #expect(try await store.device(Fixture.deviceID("dev-1")) == Fixture.device("dev-1", lot: "lot-a"))
+        let open = TenantPolicy(autoRegister: true)
+        try await store.updateTenantPolicy(Fixture.tenantID("other"), policy: open, audit: nil)
+        try store.close()
+
+        let reopened = try SQLiteStore(path: path)
+        #expect(try await reopened.tenant(Fixture.tenantID("other"))?.policy == open)
+        #expect(try await reopened.tenant(Fixture.tenantID("acme"))?.policy == TenantPolicy())
+        try reopened.close()
+        let queue = try DatabaseQueue(path: path)
+        let migrations = try await queue.read { db in
+            try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY identifier")
+        }
+        try queue.close()
+        #expect(migrations == ["v1", "v2", "v3"])
+    }
+
+    @Test func policyColumnsOnlyHoldBooleans() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("registry.sqlite")
+        let store = try SQLiteStore(path: path)
+        try await Fixture.seed(store)
+        #expect(throws: (any Error).self) {
+            try Self.tamper(path, "UPDATE tenants SET auto_register = 2 WHERE id = 'acme'")
+        }
+        #expect(throws: (any Error).self) {
+            try Self.tamper(path, "UPDATE tenants SET manual_approval = NULL WHERE id = 'acme'")
+        }
+        #expect(try await store.tenant(Fixture.tenantID("acme"))?.policy == TenantPolicy())
+        try store.close()
     }
 
     @Test func closedStoreIsUnavailable() async throws {

@@ -36,6 +36,12 @@ public actor MemoryStore: Store {
 
     public func tenants() -> [Tenant] { tenantRows.values.sorted { $0.id < $1.id } }
 
+    public func updateTenantPolicy(_ id: TenantID, policy: TenantPolicy, audit: AuditEvent?) throws(StoreError) {
+        guard tenantRows[id] != nil else { throw StoreError(.notFound, "update tenant policy: no such tenant") }
+        tenantRows[id]?.policy = policy
+        append(audit)
+    }
+
     public func createLot(_ lot: Lot) throws(StoreError) {
         guard lotRows[lot.id] == nil else { throw StoreError(.duplicate, "create lot: lots.id already exists") }
         try requireTenant(lot.tenant, "create lot")
@@ -49,22 +55,27 @@ public actor MemoryStore: Store {
     // MARK: Devices
 
     public func insertDevice(_ device: Device, audit: AuditEvent?) throws(StoreError) {
-        guard deviceRows[device.id] == nil else {
-            throw StoreError(.duplicate, "insert device: devices.id already exists")
-        }
-        guard deviceByHardwareSerial[device.hardwareSerial] == nil else {
-            throw StoreError(.duplicate, "insert device: devices.hardware_serial already exists")
-        }
-        try requireTenant(device.tenant, "insert device")
-        if let lot = device.lot, lotRows[lot] == nil {
-            throw StoreError(.notFound, "insert device: a referenced row does not exist")
-        }
-        var device = device
-        device.createdAt = StoreTime.normalized(device.createdAt)
-        device.lastSeen = StoreTime.normalized(device.lastSeen)
-        deviceRows[device.id] = device
-        deviceByHardwareSerial[device.hardwareSerial] = device.id
+        try checkInsertable(device, "insert device")
+        store(device)
         append(audit)
+    }
+
+    public func importDevices(_ devices: [Device], audit: AuditEvent) throws(StoreError) -> DeviceImportResult {
+        var plan = DeviceImportPlan(time: audit.time)
+        for device in devices {
+            let registered = deviceRows[device.id]
+            try plan.add(
+                device,
+                DeviceImportPlan.Stored(
+                    tenantExists: tenantRows[device.tenant] != nil,
+                    lotTenant: device.lot.flatMap { lotRows[$0]?.tenant },
+                    registered: registered.map(DeviceImportPlan.Registered.init),
+                    hardwareSerialTaken: deviceByHardwareSerial[device.hardwareSerial] != nil))
+        }
+        for lot in plan.lots { lotRows[lot.id] = lot }
+        for device in plan.devices { store(device) }
+        append(audit)
+        return plan.result
     }
 
     public func device(_ id: DeviceID) -> Device? { deviceRows[id] }
@@ -103,23 +114,76 @@ public actor MemoryStore: Store {
     // MARK: Credentials
 
     public func insertCredential(_ credential: Credential, audit: AuditEvent) throws(StoreError) {
-        guard credentialRows[credential.serial] == nil else {
-            throw StoreError(.duplicate, "insert credential: credentials.serial already exists")
-        }
-        guard credentialByFingerprint[credential.certificateSHA256] == nil else {
-            throw StoreError(.duplicate, "insert credential: credentials.certificate_sha256 already exists")
-        }
+        try checkUnique(credential, "insert credential")
         guard deviceRows[credential.deviceID] != nil else {
             throw StoreError(.notFound, "insert credential: a referenced row does not exist")
         }
-        var credential = credential
-        credential.notBefore = StoreTime.normalized(credential.notBefore)
-        credential.notAfter = StoreTime.normalized(credential.notAfter)
-        credential.revokedAt = StoreTime.normalized(credential.revokedAt)
-        credential.createdAt = StoreTime.normalized(credential.createdAt)
-        credentialRows[credential.serial] = credential
-        credentialByFingerprint[credential.certificateSHA256] = credential.serial
+        store(credential)
         append(audit)
+    }
+
+    /// Checks every step of ``Issuance`` in its order against the rows as they would be after the steps
+    /// before it, and only then applies them all, in the same actor turn.
+    public func recordIssuance(_ issuance: Issuance) throws(StoreError) {
+        let operation = "record issuance"
+        let credential = issuance.credential
+
+        if let device = issuance.registerDevice {
+            guard device.id == credential.deviceID else {
+                throw StoreError(.conflict, "\(operation): the device to register is not the credential's device")
+            }
+            try checkInsertable(device, operation)
+        }
+
+        try checkUnique(credential, operation)
+        guard var device = issuance.registerDevice ?? deviceRows[credential.deviceID] else {
+            throw StoreError(.notFound, "\(operation): a referenced row does not exist")
+        }
+
+        if let transition = issuance.transition {
+            guard device.state == transition.expected else {
+                throw StoreError(.conflict, "\(operation): device is no longer \(transition.expected.rawValue)")
+            }
+            device.state = transition.next
+        }
+
+        var token: ClaimToken?
+        if let tokenID = issuance.consumeToken {
+            guard var found = claimTokenRows[tokenID] else {
+                throw StoreError(.notFound, "\(operation): no such claim token")
+            }
+            if let mismatch = ClaimTokenRules.mismatch(found, device: device, operation) { throw mismatch }
+            guard ClaimTokenRules.isUsable(found, now: issuance.now) else {
+                throw ClaimTokenRules.unusable(found, now: issuance.now, operation)
+            }
+            found.usesRemaining -= 1
+            token = found
+        }
+
+        var superseded: [SerialNumber: Credential] = [:]
+        for serial in issuance.supersede {
+            guard serial != credential.serial else {
+                throw StoreError(.conflict, "\(operation): cannot supersede the credential being issued")
+            }
+            guard var existing = superseded[serial] ?? credentialRows[serial] else {
+                throw StoreError(.notFound, "\(operation): no such credential to supersede")
+            }
+            guard existing.deviceID == device.id else {
+                throw StoreError(.conflict, "\(operation): a credential to supersede belongs to another device")
+            }
+            guard existing.status == .active else {
+                throw StoreError(.conflict, "\(operation): a credential to supersede is no longer active")
+            }
+            existing.status = .superseded
+            superseded[serial] = existing
+        }
+
+        device.lastSeen = issuance.now
+        store(device)
+        store(credential)
+        if let token { claimTokenRows[token.id] = token }
+        for (serial, existing) in superseded { credentialRows[serial] = existing }
+        append(issuance.audit)
     }
 
     public func credential(serial: SerialNumber) -> Credential? { credentialRows[serial] }
@@ -132,6 +196,14 @@ public actor MemoryStore: Store {
         credentialRows.values.filter { $0.deviceID == device }.sorted {
             ($0.createdAt, $0.serial.rawValue) < ($1.createdAt, $1.serial.rawValue)
         }
+    }
+
+    public func activeCredentials(device: DeviceID) -> [Credential] {
+        credentialRows.values
+            .filter { $0.deviceID == device && ($0.status == .active || $0.status == .superseded) }
+            .sorted {
+                ($1.notBefore, $1.createdAt, $1.serial.rawValue) < ($0.notBefore, $0.createdAt, $0.serial.rawValue)
+            }
     }
 
     public func updateCredentialStatus(
@@ -163,9 +235,6 @@ public actor MemoryStore: Store {
             throw StoreError(.unavailable, "insert claim token: claim_tokens.uses_remaining constraint failed")
         }
         try requireTenant(token.tenant, "insert claim token")
-        if let device = token.device, deviceRows[device] == nil {
-            throw StoreError(.notFound, "insert claim token: a referenced row does not exist")
-        }
         var token = token
         token.expiresAt = StoreTime.normalized(token.expiresAt)
         token.createdAt = StoreTime.normalized(token.createdAt)
@@ -178,6 +247,16 @@ public actor MemoryStore: Store {
 
     public func claimToken(secretHash: String) -> ClaimToken? {
         claimTokenBySecretHash[secretHash].flatMap { claimTokenRows[$0] }
+    }
+
+    public func claimTokens(tenant: TenantID?) -> [ClaimToken] {
+        claimTokenRows.values
+            .filter { token in tenant.map { token.tenant == $0 } ?? true }
+            .sorted { newer, older in
+                if newer.createdAt != older.createdAt { return newer.createdAt > older.createdAt }
+                // Byte order, as SQL's BINARY collation compares; String's `<` normalizes Unicode first.
+                return older.id.utf8.lexicographicallyPrecedes(newer.id.utf8)
+            }
     }
 
     public func consumeClaimToken(id: String, now: Date) throws(StoreError) -> ClaimToken {
@@ -226,6 +305,7 @@ public actor MemoryStore: Store {
             (filter.action.map { event.action == $0 } ?? true)
                 && (filter.device.map { event.device == $0 } ?? true)
                 && (filter.outcome.map { event.outcome == $0 } ?? true)
+                && (filter.afterSequence.map { event.sequence > $0 } ?? true)
         }
         return Array(matching.prefix(max(0, filter.limit)))
     }
@@ -241,6 +321,50 @@ public actor MemoryStore: Store {
     /// event is appended last, in the same actor turn, so the change and its event are stored together.
     private func append(_ event: AuditEvent?) {
         if let event { appendAudit(event) }
+    }
+
+    /// The checks of inserting `device`, in the order the SQL backends report them: unique keys, then
+    /// references.
+    private func checkInsertable(_ device: Device, _ operation: String) throws(StoreError) {
+        guard deviceRows[device.id] == nil else {
+            throw StoreError(.duplicate, "\(operation): devices.id already exists")
+        }
+        guard deviceByHardwareSerial[device.hardwareSerial] == nil else {
+            throw StoreError(.duplicate, "\(operation): devices.hardware_serial already exists")
+        }
+        try requireTenant(device.tenant, operation)
+        if let lot = device.lot, lotRows[lot] == nil {
+            throw StoreError(.notFound, "\(operation): a referenced row does not exist")
+        }
+    }
+
+    private func checkUnique(_ credential: Credential, _ operation: String) throws(StoreError) {
+        guard credentialRows[credential.serial] == nil else {
+            throw StoreError(.duplicate, "\(operation): credentials.serial already exists")
+        }
+        guard credentialByFingerprint[credential.certificateSHA256] == nil else {
+            throw StoreError(.duplicate, "\(operation): credentials.certificate_sha256 already exists")
+        }
+    }
+
+    /// Stores (or replaces) a checked device, rounding its times as the SQL backends do.
+    private func store(_ device: Device) {
+        var device = device
+        device.createdAt = StoreTime.normalized(device.createdAt)
+        device.lastSeen = StoreTime.normalized(device.lastSeen)
+        deviceRows[device.id] = device
+        deviceByHardwareSerial[device.hardwareSerial] = device.id
+    }
+
+    /// Stores (or replaces) a checked credential, rounding its times as the SQL backends do.
+    private func store(_ credential: Credential) {
+        var credential = credential
+        credential.notBefore = StoreTime.normalized(credential.notBefore)
+        credential.notAfter = StoreTime.normalized(credential.notAfter)
+        credential.revokedAt = StoreTime.normalized(credential.revokedAt)
+        credential.createdAt = StoreTime.normalized(credential.createdAt)
+        credentialRows[credential.serial] = credential
+        credentialByFingerprint[credential.certificateSHA256] = credential.serial
     }
 
     private func requireTenant(_ tenant: TenantID, _ operation: String) throws(StoreError) {

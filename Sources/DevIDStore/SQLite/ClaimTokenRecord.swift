@@ -28,6 +28,8 @@ struct ClaimTokenRecord: Codable, FetchableRecord, PersistableRecord {
     enum Columns {
         static let id = Column(CodingKeys.id)
         static let secretHash = Column(CodingKeys.secretHash)
+        static let tenantID = Column(CodingKeys.tenantID)
+        static let createdAt = Column(CodingKeys.createdAt)
         static let expiresAt = Column(CodingKeys.expiresAt)
         static let usesRemaining = Column(CodingKeys.usesRemaining)
         static let revoked = Column(CodingKeys.revoked)

@@ -39,6 +39,7 @@ struct CredentialRecord: Codable, FetchableRecord, PersistableRecord {
     enum Columns {
         static let serial = Column(CodingKeys.serial)
         static let deviceID = Column(CodingKeys.deviceID)
+        static let notBefore = Column(CodingKeys.notBefore)
         static let certificateSHA256 = Column(CodingKeys.certificateSHA256)
         static let status = Column(CodingKeys.status)
         static let revokedAt = Column(CodingKeys.revokedAt)

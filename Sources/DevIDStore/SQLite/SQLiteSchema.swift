@@ -11,6 +11,12 @@ enum SQLiteSchema {
         migrator.registerMigration("v1") { db in
             try db.execute(sql: v1)
         }
+        migrator.registerMigration("v2") { db in
+            try db.execute(sql: v2)
+        }
+        migrator.registerMigration("v3") { db in
+            try db.execute(sql: v3)
+        }
         return migrator
     }
 
@@ -94,5 +100,31 @@ enum SQLiteSchema {
         );
         CREATE INDEX audit_events_action ON audit_events(action, sequence);
         CREATE INDEX audit_events_device ON audit_events(device_id, sequence);
+        """
+
+    /// Tenant enrollment policy. One column per statement: SQLite adds one column per ALTER TABLE.
+    static let v2 = """
+        ALTER TABLE tenants ADD COLUMN auto_register INTEGER NOT NULL DEFAULT 0 CHECK (auto_register IN (0, 1));
+        ALTER TABLE tenants ADD COLUMN manual_approval INTEGER NOT NULL DEFAULT 0 CHECK (manual_approval IN (0, 1));
+        """
+
+    /// A claim token may name a device that does not exist yet: bootstrapping it is the token's purpose.
+    /// SQLite cannot drop a constraint, so the table is rebuilt without the foreign key on device_id.
+    static let v3 = """
+        CREATE TABLE claim_tokens_v3 (
+            id TEXT NOT NULL PRIMARY KEY,
+            secret_hash TEXT NOT NULL UNIQUE,
+            tenant_id TEXT NOT NULL REFERENCES tenants(id),
+            device_id TEXT,
+            expires_at BIGINT NOT NULL,
+            uses_remaining INTEGER NOT NULL CHECK (uses_remaining >= 0),
+            revoked INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1)),
+            created_at BIGINT NOT NULL
+        );
+        INSERT INTO claim_tokens_v3 SELECT id, secret_hash, tenant_id, device_id, expires_at, uses_remaining, revoked,
+            created_at FROM claim_tokens;
+        DROP TABLE claim_tokens;
+        ALTER TABLE claim_tokens_v3 RENAME TO claim_tokens;
+        CREATE INDEX claim_tokens_tenant ON claim_tokens(tenant_id);
         """
 }

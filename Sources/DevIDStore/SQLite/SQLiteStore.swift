@@ -65,7 +65,7 @@ public final class SQLiteStore: Store {
 
     // MARK: Plumbing
 
-    private func write<T: Sendable>(
+    func write<T: Sendable>(
         _ operation: String, _ updates: @Sendable (Database) throws -> T
     ) async throws(StoreError) -> T {
         do {
@@ -75,7 +75,7 @@ public final class SQLiteStore: Store {
         }
     }
 
-    private func read<T: Sendable>(
+    func read<T: Sendable>(
         _ operation: String, _ value: @Sendable (Database) throws -> T
     ) async throws(StoreError) -> T {
         do {
@@ -86,14 +86,14 @@ public final class SQLiteStore: Store {
     }
 
     /// Appends `event` to the chain inside the caller's transaction.
-    private static func append(_ event: AuditEvent, _ db: Database) throws -> AuditEvent {
+    static func append(_ event: AuditEvent, _ db: Database) throws -> AuditEvent {
         let last = try AuditEventRecord.all().order { $0.sequence.desc }.limit(1).fetchOne(db)
         let chained = AuditChain.chained(event, afterSequence: last?.sequence, hash: last?.hash)
         try AuditEventRecord(chained).insert(db)
         return chained
     }
 
-    private static func append(_ event: AuditEvent?, _ db: Database) throws {
+    static func append(_ event: AuditEvent?, _ db: Database) throws {
         if let event { _ = try append(event, db) }
     }
 }
@@ -119,6 +119,21 @@ extension SQLiteStore {
     public func tenants() async throws(StoreError) -> [Tenant] {
         try await read("list tenants") { db in
             try TenantRecord.all().order { $0.id }.fetchAll(db).map { record throws(StoreError) in try record.model() }
+        }
+    }
+
+    public func updateTenantPolicy(_ id: TenantID, policy: TenantPolicy, audit: AuditEvent?) async throws(StoreError) {
+        try await write("update tenant policy") { db in
+            let changed = try TenantRecord.all()
+                .filter { $0.id == id.rawValue }
+                .updateAll(
+                    db,
+                    [
+                        TenantRecord.Columns.autoRegister.set(to: policy.autoRegister),
+                        TenantRecord.Columns.manualApproval.set(to: policy.manualApproval),
+                    ])
+            guard changed > 0 else { throw StoreError(.notFound, "update tenant policy: no such tenant") }
+            try Self.append(audit, db)
         }
     }
 
@@ -225,6 +240,17 @@ extension SQLiteStore {
         }
     }
 
+    public func activeCredentials(device: DeviceID) async throws(StoreError) -> [Credential] {
+        let statuses = [CredentialStatus.active.rawValue, CredentialStatus.superseded.rawValue]
+        return try await read("list active credentials") { db in
+            try CredentialRecord.all()
+                .filter { $0.deviceID == device.rawValue && statuses.contains($0.status) }
+                .order { [$0.notBefore.desc, $0.createdAt.desc, $0.serial.desc] }
+                .fetchAll(db)
+                .map { record throws(StoreError) in try record.model() }
+        }
+    }
+
     public func updateCredentialStatus(
         serial: SerialNumber, status: CredentialStatus, revokedAt: Date?, reason: RevocationReason?,
         audit: AuditEvent?
@@ -268,6 +294,15 @@ extension SQLiteStore {
     public func claimToken(secretHash: String) async throws(StoreError) -> ClaimToken? {
         try await read("read claim token") { db in
             try ClaimTokenRecord.all().filter { $0.secretHash == secretHash }.fetchOne(db)?.model()
+        }
+    }
+
+    public func claimTokens(tenant: TenantID?) async throws(StoreError) -> [ClaimToken] {
+        try await read("list claim tokens") { db in
+            var request = ClaimTokenRecord.all()
+            if let tenant { request = request.filter { $0.tenantID == tenant.rawValue } }
+            return try request.order { [$0.createdAt.desc, $0.id.desc] }.fetchAll(db)
+                .map { record throws(StoreError) in try record.model() }
         }
     }
 
@@ -332,6 +367,7 @@ extension SQLiteStore {
             if let action = filter.action { request = request.filter { $0.action == action } }
             if let device = filter.device { request = request.filter { $0.deviceID == device.rawValue } }
             if let outcome = filter.outcome { request = request.filter { $0.outcome == outcome.rawValue } }
+            if let after = filter.afterSequence { request = request.filter { $0.sequence > after } }
             return try request.order { $0.sequence.desc }.limit(max(0, filter.limit)).fetchAll(db)
                 .map { record throws(StoreError) in try record.model() }
         }

@@ -1,0 +1,306 @@
+import AsyncHTTPClient
+import DevIDPKI
+public import Foundation
+public import Logging
+import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
+import NIOSSL
+import SwiftASN1
+import Synchronization
+public import X509
+
+/// An EST client (RFC 7030) for DevID's `/.well-known/est/...` endpoints, on async-http-client.
+///
+/// One `HTTPClient` per instance, with a TLS configuration that trusts the given trust bundle only (never the system
+/// roots), speaks TLS 1.2 or newer, and optionally presents a client certificate (an IDevID to enroll, the current
+/// LDevID to re-enroll). Connection failures are not retried: the caller (the agent's scheduler) decides when to
+/// try again, using ``AgentError/retryAfter`` when the server gave one.
+///
+/// Every response's `Date` header is kept in ``lastServerDate`` for clock-skew tracking.
+/// Call ``shutdown()`` when done; the client is unusable afterwards.
+///
+/// Errors are ``AgentError`` (or `CancellationError` when the calling task is cancelled).
+public final class ESTClient: Sendable {
+    /// A TLS client identity: the certificate chain to present (leaf first) and the leaf's private key.
+    public struct Identity: Sendable {
+        public var certificateChain: [Certificate]
+        public var privateKey: Certificate.PrivateKey
+
+        public init(certificateChain: [Certificate], privateKey: Certificate.PrivateKey) {
+            self.certificateChain = certificateChain
+            self.privateKey = privateKey
+        }
+    }
+
+    /// The largest response body read, in bytes.
+    static let maximumBodyBytes = 1 << 20
+
+    /// The EST base URL without a trailing slash, e.g. `https://127.0.0.1:8443`.
+    public let baseURL: String
+    /// The optional `/.well-known/est/<label>/` segment (DevID reads it as a tenant).
+    public let label: String?
+    private let host: String
+    private let client: HTTPClient
+    private let requestTimeout: TimeAmount
+    private let logger: Logger
+    private let serverDate = Mutex<Date?>(nil)
+
+    /// - Parameters:
+    ///   - baseURL: `https://host[:port]`; a path prefix is kept, a trailing slash dropped.
+    ///   - trustRoots: the only certificates the server's chain may end in.
+    ///   - clientIdentity: presented when the server asks for a client certificate.
+    ///   - label: EST label (RFC 7030 §3.2.2), or nil for the default.
+    ///   - connectTimeout: TCP and TLS connection establishment.
+    ///   - requestTimeout: a whole request, from connecting to the last body byte.
+    /// - Throws: ``AgentError`` `.invalidArgument` for a URL that is not `https://` with a host, an empty trust
+    ///   bundle, or a certificate or key NIOSSL cannot load.
+    public init(
+        baseURL: String, trustRoots: [Certificate], clientIdentity: Identity? = nil, label: String? = nil,
+        connectTimeout: Duration = .seconds(10), requestTimeout: Duration = .seconds(60),
+        logger: Logger = Logger(label: "devid.agent.est")
+    ) throws(AgentError) {
+        var trimmed = baseURL
+        while trimmed.hasSuffix("/") { trimmed.removeLast() }
+        guard let url = URL(string: trimmed), url.scheme?.lowercased() == "https", let host = url.host, !host.isEmpty
+        else {
+            throw AgentError(
+                .invalidArgument, "EST server URL must be https://host[:port], not \(Self.printable(baseURL))")
+        }
+        guard url.query == nil, url.fragment == nil else {
+            throw AgentError(.invalidArgument, "EST server URL must not have a query or fragment")
+        }
+        guard !trustRoots.isEmpty else {
+            throw AgentError(.invalidArgument, "the trust bundle holds no certificate")
+        }
+        if let label, label.isEmpty || label.contains("/") || label.contains("?") || label.contains("#") {
+            throw AgentError(.invalidArgument, "EST label must be one path segment")
+        }
+
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv12
+        tls.certificateVerification = .fullVerification
+        do {
+            tls.trustRoots = .certificates(
+                try trustRoots.map { try NIOSSLCertificate(bytes: $0.derBytes, format: .der) })
+        } catch {
+            throw AgentError(.invalidArgument, "a trust bundle certificate cannot be loaded for TLS")
+        }
+        if let clientIdentity {
+            guard !clientIdentity.certificateChain.isEmpty else {
+                throw AgentError(.invalidArgument, "the client certificate chain is empty")
+            }
+            do {
+                tls.certificateChain = try clientIdentity.certificateChain.map {
+                    .certificate(try NIOSSLCertificate(bytes: $0.derBytes, format: .der))
+                }
+            } catch {
+                throw AgentError(.invalidArgument, "the client certificate cannot be loaded for TLS")
+            }
+            do {
+                let pem = try clientIdentity.privateKey.serializeAsPEM().pemString
+                tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(pem.utf8), format: .pem))
+            } catch {
+                throw AgentError(.invalidArgument, "the client private key cannot be loaded for TLS")
+            }
+        }
+
+        var configuration = HTTPClient.Configuration(
+            tlsConfiguration: tls, redirectConfiguration: .disallow,
+            timeout: .init(connect: Self.timeAmount(connectTimeout), read: Self.timeAmount(requestTimeout)))
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.httpVersion = .http1Only
+
+        self.baseURL = trimmed
+        self.label = label
+        self.host = host
+        self.requestTimeout = Self.timeAmount(requestTimeout)
+        self.logger = logger
+        self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    /// The `Date` header of the most recent response, if it had a readable one.
+    public var lastServerDate: Date? {
+        serverDate.withLock { $0 }
+    }
+
+    /// Shuts the HTTP client down. Call exactly once, also after errors.
+    public func shutdown() async throws {
+        try await client.shutdown()
+    }
+
+    // MARK: - EST operations
+
+    /// `GET /cacerts` (RFC 7030 §4.1): the CA certificates, in the order the server sent them.
+    public func cacerts() async throws -> [Certificate] {
+        let reply = try await send(.GET, operation: "cacerts", headers: [], body: nil)
+        let certificates = try Self.certsOnly(reply, operation: "cacerts")
+        guard !certificates.isEmpty else {
+            throw AgentError(.badResponse, "cacerts response holds no certificate", status: reply.status)
+        }
+        return certificates
+    }
+
+    /// `POST /simpleenroll` (RFC 7030 §4.2.1) with a DER PKCS#10 CSR; returns the issued certificate.
+    ///
+    /// - Throws: ``AgentError``: `.pending` with `retryAfter` on 202, `.refused(status:)` with the server's reason on
+    ///   an error status, `.badResponse` when a 200 is not a certs-only CMS holding a certificate.
+    public func simpleEnroll(csrDER: [UInt8], authorization: EnrollAuthorization) async throws -> Certificate {
+        try await enroll("simpleenroll", csrDER: csrDER, authorization: authorization.headerValue)
+    }
+
+    /// `POST /simplereenroll` (RFC 7030 §4.2.2), authenticated by the client certificate (the current LDevID).
+    public func simpleReenroll(csrDER: [UInt8]) async throws -> Certificate {
+        try await enroll("simplereenroll", csrDER: csrDER, authorization: nil)
+    }
+
+    private func enroll(_ operation: String, csrDER: [UInt8], authorization: String?) async throws -> Certificate {
+        var headers = [("Content-Type", "application/pkcs10"), ("Content-Transfer-Encoding", "base64")]
+        if let authorization { headers.append(("Authorization", authorization)) }
+        let reply = try await send(.POST, operation: operation, headers: headers, body: ESTBase64.encode(csrDER))
+        let certificates = try Self.certsOnly(reply, operation: operation)
+        // The issued certificate is the one for the CSR's key; a server may add CA certificates, and DER sorts them.
+        let requestedKey = try? CertificateSigningRequest(derEncoded: csrDER).publicKey
+        guard
+            let certificate = certificates.first(where: { $0.publicKey == requestedKey })
+                ?? certificates.first(where: { !$0.isCertificateAuthority }) ?? certificates.first
+        else {
+            throw AgentError(.badResponse, "\(operation) response holds no certificate", status: reply.status)
+        }
+        return certificate
+    }
+
+    // MARK: - HTTP
+
+    struct Reply {
+        var status: Int
+        var headers: HTTPHeaders
+        var body: [UInt8]
+    }
+
+    private func url(_ operation: String) -> String {
+        baseURL + "/.well-known/est/" + (label.map { "\($0)/" } ?? "") + operation
+    }
+
+    /// Sends one request; returns a 200 reply, throws ``AgentError`` for any other outcome.
+    private func send(
+        _ method: HTTPMethod, operation: String, headers: [(String, String)], body: String?
+    ) async throws -> Reply {
+        var request = HTTPClientRequest(url: url(operation))
+        request.method = method
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let body { request.body = .bytes(ByteBuffer(string: body)) }
+
+        let reply: Reply
+        do {
+            let response = try await client.execute(request, timeout: requestTimeout, logger: logger)
+            let date = response.headers.first(name: "Date").flatMap(HTTPDate.parse)
+            if let date { serverDate.withLock { $0 = date } }
+            let bytes: ByteBuffer
+            do {
+                bytes = try await response.body.collect(upTo: Self.maximumBodyBytes)
+            } catch is NIOTooManyBytesError {
+                throw AgentError(
+                    .badResponse, "\(operation) response body is over \(Self.maximumBodyBytes) bytes",
+                    status: Int(response.status.code))
+            }
+            reply = Reply(status: Int(response.status.code), headers: response.headers, body: Array(buffer: bytes))
+        } catch let error as AgentError {
+            throw error
+        } catch {
+            if Task.isCancelled { throw CancellationError() }
+            throw Self.transportError(error, host: host, operation: operation)
+        }
+        logger.debug(
+            "EST response", metadata: ["operation": "\(operation)", "status": "\(reply.status)", "host": "\(host)"])
+
+        switch reply.status {
+        case 200:
+            return reply
+        case 202:
+            throw AgentError(
+                .pending, "\(operation): the server will decide later", status: 202,
+                serverReason: Self.textReason(reply),
+                retryAfter: HTTPDate.retryAfterSeconds(
+                    reply.headers.first(name: "Retry-After"), serverDate: lastServerDate))
+        default:
+            throw AgentError(
+                .refused(status: reply.status), "\(operation) refused with HTTP \(reply.status)", status: reply.status,
+                serverReason: Self.textReason(reply),
+                retryAfter: HTTPDate.retryAfterSeconds(
+                    reply.headers.first(name: "Retry-After"), serverDate: lastServerDate))
+        }
+    }
+
+    /// The certificates of a certs-only CMS response (`application/pkcs7-mime`, base64 body).
+    static func certsOnly(_ reply: Reply, operation: String) throws(AgentError) -> [Certificate] {
+        let contentType = reply.headers.first(name: "Content-Type") ?? ""
+        guard contentType.lowercased().hasPrefix("application/pkcs7-mime") else {
+            let shown = contentType.isEmpty ? "untyped" : printable(contentType)
+            throw AgentError(
+                .badResponse, "\(operation) response is \(shown), not application/pkcs7-mime", status: reply.status)
+        }
+        guard let der = ESTBase64.decode(reply.body) else {
+            throw AgentError(.badResponse, "\(operation) response body is not base64", status: reply.status)
+        }
+        do {
+            return try CertsOnlyCMS(derEncoded: der).certificates
+        } catch {
+            throw AgentError(.badResponse, "\(operation) response: \(error.reason)", status: reply.status)
+        }
+    }
+
+    /// The body as a reason, when the server sent `text/plain`.
+    private static func textReason(_ reply: Reply) -> String? {
+        guard let type = reply.headers.first(name: "Content-Type"), type.lowercased().hasPrefix("text/plain"),
+            !reply.body.isEmpty
+        else { return nil }
+        return String(decoding: reply.body.prefix(1024), as: UTF8.self)
+    }
+
+    /// Classifies a failure below HTTP: TLS, or anything else on the way to the server.
+    static func transportError(_ error: any Error, host: String, operation: String) -> AgentError {
+        let detail = AgentError.oneLine(String(describing: error))
+        if let error = error as? NIOSSLExtraError, error == .failedToValidateHostname {
+            return AgentError(
+                .tlsFailure, "TLS with \(host) failed (\(operation)): the server's certificate does not name \(host)")
+        }
+        if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError {
+            return AgentError(
+                .tlsFailure, "TLS with \(host) failed (\(operation)): \(tlsReason(String(describing: error)))")
+        }
+        if let error = error as? HTTPClientError, error == .tlsHandshakeTimeout {
+            return AgentError(.connectionFailed, "TLS handshake with \(host) timed out (\(operation))")
+        }
+        return AgentError(.connectionFailed, "could not reach \(host) (\(operation)): \(detail)")
+    }
+
+    /// A readable reason from a BoringSSL error stack, whose description carries reason names such as
+    /// `...:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED at <source path>`.
+    static func tlsReason(_ description: String) -> String {
+        var reasons: [String] = []
+        var rest = Substring(description)
+        while let marker = rest.range(of: "OPENSSL_internal:") {
+            let name = rest[marker.upperBound...].prefix { $0.isLetter || $0.isNumber || $0 == "_" }
+            if !name.isEmpty, !reasons.contains(String(name)) { reasons.append(String(name)) }
+            rest = rest[marker.upperBound...]
+        }
+        if reasons.contains("CERTIFICATE_VERIFY_FAILED") {
+            return "the server's certificate does not chain to the trust bundle (CERTIFICATE_VERIFY_FAILED)"
+        }
+        if let alert = reasons.first(where: { $0.contains("ALERT") }) {
+            return "the server ended the handshake (\(alert)); it may not trust the client certificate"
+        }
+        if !reasons.isEmpty { return reasons.joined(separator: ", ") }
+        return String(AgentError.oneLine(description).prefix(120))
+    }
+
+    private static func timeAmount(_ duration: Duration) -> TimeAmount {
+        let (seconds, attoseconds) = duration.components
+        return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+
+    static func printable(_ text: String) -> String {
+        String(AgentError.oneLine(text).prefix(80))
+    }
+}

@@ -1,0 +1,33 @@
+import Foundation
+
+/// HTTP dates (RFC 9110 §5.6.7): the `Date` header, and `Retry-After` in its date form.
+enum HTTPDate {
+    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    /// Parses the IMF-fixdate form every current server sends: `Sun, 06 Nov 1994 08:49:37 GMT`.
+    static func parse(_ text: String) -> Date? {
+        let fields = text.split(separator: " ", omittingEmptySubsequences: true)
+        guard fields.count == 6, fields[0].hasSuffix(","), fields[5] == "GMT",
+            let day = Int(fields[1]), let monthIndex = months.firstIndex(of: String(fields[2])),
+            let year = Int(fields[3])
+        else { return nil }
+        let clock = fields[4].split(separator: ":")
+        guard clock.count == 3, let hour = Int(clock[0]), let minute = Int(clock[1]), let second = Int(clock[2]),
+            (1...31).contains(day), (0...23).contains(hour), (0...59).contains(minute), (0...60).contains(second)
+        else { return nil }
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(secondsFromGMT: 0)!
+        let components = DateComponents(
+            year: year, month: monthIndex + 1, day: day, hour: hour, minute: minute, second: second)
+        return calendar.date(from: components)
+    }
+
+    /// `Retry-After` as seconds: delay-seconds as given, an HTTP date relative to the response's `Date` (so a skewed
+    /// device clock does not matter). Nil if absent or unreadable.
+    static func retryAfterSeconds(_ value: String?, serverDate: Date?) -> Int? {
+        guard let value = value?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
+        if let seconds = Int(value) { return max(0, seconds) }
+        guard let date = parse(value), let serverDate else { return nil }
+        return max(0, Int(date.timeIntervalSince(serverDate).rounded(.up)))
+    }
+}

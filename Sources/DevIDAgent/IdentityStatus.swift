@@ -1,0 +1,90 @@
+public import DevIDCore
+import DevIDPKI
+public import Foundation
+import X509
+
+/// The state of the identity in a state directory at a given time: what `devid agent status` shows.
+///
+/// Reading never writes: an install interrupted after its commit point is read the way ``AgentStateDirectory``
+/// resolves it (the staged key and identity belong to the new certificate).
+public struct IdentityStatus: Codable, Sendable, Hashable {
+    public enum State: String, Codable, Sendable, Hashable {
+        /// The certificate is within its validity period.
+        case valid
+        /// The certificate's notAfter has passed.
+        case expired
+        /// The certificate's notBefore is still ahead (or the device clock is behind).
+        case notYetValid = "not-yet-valid"
+        /// There is no certificate in the directory.
+        case missing
+    }
+
+    public var stateDirectory: String
+    public var state: State
+    /// The time the status was computed for.
+    public var checkedAt: Date
+    public var deviceID: DeviceID?
+    public var tenant: TenantID?
+    public var issuer: String?
+    public var serial: SerialNumber?
+    public var spiffeID: String?
+    public var notBefore: Date?
+    public var notAfter: Date?
+    public var plannedRenewal: Date?
+    /// True when `checkedAt` is at or after the planned renewal.
+    public var renewalDue: Bool?
+    /// Whether the private key in the directory belongs to the certificate (false if there is no key).
+    public var keyMatchesCertificate: Bool?
+    public var serverURL: String?
+    public var enrolledAt: Date?
+
+    /// Reads `stateDirectory` and evaluates it at `clock.now()`.
+    ///
+    /// - Throws: ``AgentError`` `.invalidState` when a file is there but unreadable as what it should be, `.io` when
+    ///   a file cannot be read.
+    public static func read(stateDirectory: String, clock: any WallClock) throws(AgentError) -> IdentityStatus {
+        let directory = AgentStateDirectory(path: stateDirectory)
+        let now = clock.now()
+        guard let certificate = try directory.certificate() else {
+            return IdentityStatus(stateDirectory: directory.path, state: .missing, checkedAt: now)
+        }
+        let key = try directory.privateKey()
+        let recorded = try directory.identity()
+        // The certificate is the source of truth; identity.json adds what only the agent knows.
+        let described = try? EnrolledIdentity(
+            certificate: certificate, serverURL: recorded?.serverURL ?? "", bootstrap: recorded?.bootstrap ?? "",
+            enrolledAt: recorded?.enrolledAt ?? now, serverDate: nil)
+        let sameCertificate = recorded?.certificateSHA256 == certificate.sha256Fingerprint
+
+        let state: State
+        if now < certificate.notValidBefore {
+            state = .notYetValid
+        } else if now > certificate.notValidAfter {
+            state = .expired
+        } else {
+            state = .valid
+        }
+        let plannedRenewal = EnrolledIdentity.plannedRenewal(
+            notBefore: certificate.notValidBefore, notAfter: certificate.notValidAfter)
+        var status = IdentityStatus(stateDirectory: directory.path, state: state, checkedAt: now)
+        status.deviceID = described?.deviceID
+        status.tenant = described?.tenant
+        status.issuer = String(describing: certificate.issuer)
+        status.serial = certificate.devidSerial
+        status.spiffeID = described?.spiffeID
+        status.notBefore = certificate.notValidBefore
+        status.notAfter = certificate.notValidAfter
+        status.plannedRenewal = plannedRenewal
+        status.renewalDue = now >= plannedRenewal
+        status.keyMatchesCertificate = key.map { $0.publicKey == certificate.publicKey } ?? false
+        status.serverURL = sameCertificate ? recorded?.serverURL : nil
+        status.enrolledAt = sameCertificate ? recorded?.enrolledAt : nil
+        return status
+    }
+
+    init(stateDirectory: String, state: State, checkedAt: Date) {
+        self.stateDirectory = stateDirectory
+        self.state = state
+        self.checkedAt = checkedAt
+    }
+}

@@ -1,0 +1,225 @@
+import DevIDCore
+import DevIDPKI
+import DevIDStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+struct TokenCreateRequest: Decodable {
+    var tenant: String
+    var device: String?
+    /// Lifetime in seconds (default 3600, at most 30 days).
+    var ttlSeconds: Int?
+    /// How many enrollments it allows (default 1, at most 10000).
+    var uses: Int?
+}
+
+/// The one response that carries a claim token's secret.
+struct TokenCreated: Codable, Sendable {
+    var id: String
+    var token: String
+    var tenant: TenantID
+    var device: DeviceID?
+    var expiresAt: Date
+    var uses: Int
+}
+
+/// A claim token as listed: never the secret or its hash.
+struct TokenView: Codable, Sendable {
+    var id: String
+    var tenant: TenantID
+    var device: DeviceID?
+    var expiresAt: Date
+    var usesRemaining: Int
+    var revoked: Bool
+    var createdAt: Date
+
+    init(_ token: ClaimToken) {
+        id = token.id
+        tenant = token.tenant
+        device = token.device
+        expiresAt = token.expiresAt
+        usesRemaining = token.usesRemaining
+        revoked = token.revoked
+        createdAt = token.createdAt
+    }
+}
+
+struct DeviceDetail: Codable, Sendable {
+    var device: Device
+    var credentials: [CredentialView]
+}
+
+struct CredentialView: Codable, Sendable {
+    var serial: SerialNumber
+    var kind: CredentialKind
+    var status: CredentialStatus
+    var notBefore: Date
+    var notAfter: Date
+    var sha256: String
+    var revokedAt: Date?
+    var revocationReason: RevocationReason?
+
+    init(_ credential: Credential) {
+        serial = credential.serial
+        kind = credential.kind
+        status = credential.status
+        notBefore = credential.notBefore
+        notAfter = credential.notAfter
+        sha256 = credential.certificateSHA256
+        revokedAt = credential.revokedAt
+        revocationReason = credential.revocationReason
+    }
+}
+
+/// Admin endpoints for bootstrap: claim tokens, the factory allowlist, approval, tenant enrollment policy.
+enum AdminRoutes {
+    static let maximumTokenTTL = 30 * 86_400
+    static let maximumImport = 100_000
+
+    static func register(_ admin: RouterGroup<OpsRequestContext>, state: ServerState) {
+        let store = state.store
+        let auditor = state.auditor
+
+        admin.post("/tokens") { request, context -> EditedResponse<JSONBody<TokenCreated>> in
+            let body = try await request.decode(as: TokenCreateRequest.self, context: context)
+            guard let tenant = TenantID(rawValue: body.tenant) else { throw HTTPError(.badRequest, message: "invalid tenant") }
+            var device: DeviceID?
+            if let name = body.device {
+                guard let id = DeviceID(rawValue: name) else { throw HTTPError(.badRequest, message: "invalid device id") }
+                device = id
+            }
+            let ttl = body.ttlSeconds ?? 3_600
+            guard (1...maximumTokenTTL).contains(ttl) else {
+                throw HTTPError(.badRequest, message: "ttlSeconds must be 1-\(maximumTokenTTL)")
+            }
+            let uses = body.uses ?? 1
+            guard (1...10_000).contains(uses) else { throw HTTPError(.badRequest, message: "uses must be 1-10000") }
+            guard try await store.tenant(tenant) != nil else {
+                throw HTTPError(.notFound, message: "unknown tenant \(tenant)")
+            }
+            if let device, let existing = try await store.device(device), existing.tenant != tenant {
+                throw HTTPError(.conflict, message: "device \(device) belongs to another tenant")
+            }
+            let generated = ClaimTokens.generate()
+            let now = state.clock.now()
+            let token = ClaimToken(
+                id: generated.id, secretHash: generated.hash, tenant: tenant, device: device,
+                expiresAt: now.addingTimeInterval(TimeInterval(ttl)), usesRemaining: uses, createdAt: now)
+            try await store.insertClaimToken(
+                token,
+                audit: auditor.event(
+                    actor: context.actor, action: "token.create", outcome: .success,
+                    reason: "created claim token \(generated.id) (uses \(uses), ttl \(ttl)s)", tenant: tenant,
+                    device: device))
+            return EditedResponse(
+                status: .created,
+                response: JSONBody(
+                    TokenCreated(
+                        id: generated.id, token: generated.secret, tenant: tenant, device: device,
+                        expiresAt: token.expiresAt, uses: uses)))
+        }
+
+        admin.get("/tokens") { request, _ -> ListResponse<TokenView> in
+            var tenant: TenantID?
+            if let name = request.uri.queryParameters["tenant"] {
+                guard let id = TenantID(rawValue: String(name)) else { throw HTTPError(.badRequest, message: "invalid tenant") }
+                tenant = id
+            }
+            return ListResponse(items: try await store.claimTokens(tenant: tenant).map(TokenView.init))
+        }
+
+        admin.post("/tokens/:id/revoke") { _, context -> JSONBody<TokenView> in
+            let id = try context.parameters.require("id")
+            guard try await store.claimToken(id: id) != nil else {
+                throw HTTPError(.notFound, message: "unknown claim token")
+            }
+            try await store.revokeClaimToken(
+                id: id,
+                audit: auditor.event(
+                    actor: context.actor, action: "token.revoke", outcome: .success, reason: "revoked claim token \(id)"))
+            guard let token = try await store.claimToken(id: id) else { throw HTTPError(.notFound) }
+            return JSONBody(TokenView(token))
+        }
+
+        admin.post("/devices/import") { request, context -> JSONBody<DeviceImportResult> in
+            let manifest = try await request.decode(as: LotManifest.self, context: context)
+            guard manifest.devices.count <= maximumImport else {
+                throw HTTPError(.contentTooLarge, message: "at most \(maximumImport) devices per import")
+            }
+            guard try await store.tenant(manifest.tenant) != nil else {
+                throw HTTPError(.notFound, message: "unknown tenant \(manifest.tenant)")
+            }
+            let known = state.hierarchy.trustedManufacturers.map(\.sha256Fingerprint)
+            guard known.contains(manifest.manufacturerCASHA256) else {
+                await auditor.record(
+                    actor: context.actor, action: "device.import", outcome: .denied,
+                    reason: "manifest for lot \(manifest.lot) names an untrusted manufacturer CA", tenant: manifest.tenant)
+                throw HTTPError(.unprocessableContent, message: "the manifest's manufacturer CA is not trusted by this server")
+            }
+            for entry in manifest.devices where !DeviceNames.isValidHardwareSerial(entry.hardwareSerial) {
+                throw HTTPError(.badRequest, message: "invalid hardware serial for device \(entry.deviceID)")
+            }
+            let now = state.clock.now()
+            let devices = manifest.devices.map {
+                Device(
+                    id: $0.deviceID, tenant: manifest.tenant, hardwareSerial: $0.hardwareSerial, lot: manifest.lot,
+                    state: .manufactured, createdAt: now)
+            }
+            do {
+                let result = try await store.importDevices(
+                    devices,
+                    audit: auditor.event(
+                        actor: context.actor, action: "device.import", outcome: .success,
+                        reason: "imported lot \(manifest.lot): \(devices.count) devices", tenant: manifest.tenant))
+                return JSONBody(result)
+            } catch let error as StoreError where error.code == .duplicate || error.code == .conflict {
+                await auditor.record(
+                    actor: context.actor, action: "device.import", outcome: .denied, reason: error.reason,
+                    tenant: manifest.tenant)
+                throw HTTPError(.conflict, message: error.reason)
+            }
+        }
+
+        admin.get("/devices/:id") { _, context -> JSONBody<DeviceDetail> in
+            let device = try await requireDevice(context, store)
+            let credentials = try await store.credentials(device: device.id).map(CredentialView.init)
+            return JSONBody(DeviceDetail(device: device, credentials: credentials))
+        }
+
+        admin.post("/devices/:id/approve") { _, context -> JSONBody<Device> in
+            let device = try await requireDevice(context, store)
+            guard device.state == .pendingApproval else {
+                throw HTTPError(.conflict, message: "device \(device.id) is \(device.state.rawValue), not pending approval")
+            }
+            try await store.updateDeviceState(
+                device.id, from: .pendingApproval, to: .manufactured,
+                audit: auditor.event(
+                    actor: context.actor, action: "device.approve", outcome: .success,
+                    reason: "approved device \(device.id) for enrollment", tenant: device.tenant, device: device.id))
+            return JSONBody(try await requireDevice(context, store))
+        }
+
+        admin.put("/tenants/:id/policy") { request, context -> JSONBody<Tenant> in
+            let policy = try await request.decode(as: TenantPolicy.self, context: context)
+            guard let id = TenantID(rawValue: try context.parameters.require("id")),
+                try await store.tenant(id) != nil
+            else { throw HTTPError(.notFound, message: "unknown tenant") }
+            try await store.updateTenantPolicy(
+                id, policy: policy,
+                audit: auditor.event(
+                    actor: context.actor, action: "tenant.policy", outcome: .success,
+                    reason: "auto-register \(policy.autoRegister), manual approval \(policy.manualApproval)", tenant: id))
+            guard let tenant = try await store.tenant(id) else { throw HTTPError(.notFound) }
+            return JSONBody(tenant)
+        }
+    }
+
+    static func requireDevice(_ context: OpsRequestContext, _ store: any Store) async throws -> Device {
+        guard let id = DeviceID(rawValue: try context.parameters.require("id")) else {
+            throw HTTPError(.badRequest, message: "invalid device id")
+        }
+        guard let device = try await store.device(id) else { throw HTTPError(.notFound, message: "unknown device \(id)") }
+        return device
+    }
+}

@@ -1,0 +1,107 @@
+import DevIDCore
+import DevIDPKI
+import DevIDStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import X509
+
+/// RFC 7030 on the mTLS listener: `/.well-known/est/[<label>/]{cacerts,csrattrs,simpleenroll,simplereenroll}`.
+///
+/// Bodies follow §4: requests `application/pkcs10` in base64; certificates `application/pkcs7-mime;
+/// smime-type=certs-only` in base64 with `Content-Transfer-Encoding: base64`; csrattrs `application/csrattrs`.
+/// Hummingbird adds `Date` and, for these buffered bodies, `Content-Length`. Refusals are `text/plain`, one line.
+enum ESTRoutes {
+    static let certsOnly = "application/pkcs7-mime; smime-type=certs-only"
+
+    static func register(_ router: Router<DeviceRequestContext>, state: ServerState) {
+        let service = EnrollmentService(state: state)
+        for prefix in ["/.well-known/est", "/.well-known/est/:label"] {
+            router.get("\(prefix)/cacerts") { _, context in
+                if let label = context.parameters.get("label"), !(await knownLabel(label, state)) {
+                    return text(.notFound, "unknown EST label")
+                }
+                return try base64Response(
+                    CertsOnlyCMS(certificates: state.hierarchy.estCACertificates).derBytes(), contentType: certsOnly)
+            }
+            router.get("\(prefix)/csrattrs") { _, context in
+                if let label = context.parameters.get("label"), !(await knownLabel(label, state)) {
+                    return text(.notFound, "unknown EST label")
+                }
+                let profile = CertificateProfile(kind: .ldevid, policy: state.configuration.ldevidPolicy)
+                return try base64Response(
+                    CSRAttributes.forProfile(profile).derBytes(), contentType: "application/csrattrs")
+            }
+            router.post("\(prefix)/simpleenroll") { request, context in
+                try await enroll(.enroll, request, context, service: service, state: state)
+            }
+            router.post("\(prefix)/simplereenroll") { request, context in
+                try await enroll(.reenroll, request, context, service: service, state: state)
+            }
+        }
+    }
+
+    static func knownLabel(_ label: String, _ state: ServerState) async -> Bool {
+        guard let id = TenantID(rawValue: label) else { return false }
+        return ((try? await state.store.tenant(id)) ?? nil) != nil
+    }
+
+    static func enroll(
+        _ kind: EnrollmentService.Kind, _ request: Request, _ context: DeviceRequestContext,
+        service: EnrollmentService, state: ServerState
+    ) async throws -> Response {
+        let contentType = request.headers[.contentType]?.split(separator: ";").first
+            .map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        guard contentType == "application/pkcs10" else {
+            let reason = "Content-Type must be application/pkcs10"
+            await state.auditor.record(actor: "anonymous", action: kind.action, outcome: .denied, reason: reason)
+            return text(.unsupportedMediaType, reason)
+        }
+        let limit = state.configuration.maxRequestBodyBytes
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: limit)
+        } catch {
+            let reason = "request body over \(limit) bytes"
+            await state.auditor.record(actor: "anonymous", action: kind.action, outcome: .denied, reason: reason)
+            return text(.contentTooLarge, reason)
+        }
+        let verdict = await service.handle(
+            EnrollmentService.Request(
+                kind: kind, label: context.parameters.get("label"), peerChain: await context.verifiedPeerChain(),
+                credential: ESTHTTPCredential(header: request.headers[.authorization]),
+                body: Array(buffer: body)))
+        switch verdict {
+        case .issued(let certificate):
+            return try base64Response(CertsOnlyCMS(certificates: [certificate]).derBytes(), contentType: certsOnly)
+        case .parked(let retryAfter, let reason):
+            var response = text(.accepted, reason)
+            response.headers[.retryAfter] = String(retryAfter)
+            return response
+        case .refused(let status, let reason, let challenge):
+            var response = text(status, reason)
+            if challenge {
+                response.headers[values: .wwwAuthenticate] = ["Basic realm=\"devid-est\"", "Bearer realm=\"devid-est\""]
+            }
+            return response
+        }
+    }
+
+    static func base64Response(_ der: [UInt8], contentType: String) throws -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = contentType
+        headers[.contentTransferEncoding] = "base64"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: ESTBase64.encode(der))))
+    }
+
+    static func text(_ status: HTTPResponse.Status, _ reason: String) -> Response {
+        Response(
+            status: status, headers: [.contentType: "text/plain; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: reason + "\n")))
+    }
+}
+
+extension HTTPField.Name {
+    static let contentTransferEncoding = HTTPField.Name("Content-Transfer-Encoding")!
+}

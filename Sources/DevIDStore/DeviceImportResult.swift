@@ -1,0 +1,15 @@
+/// What ``Store/importDevices(_:audit:)`` did.
+public struct DeviceImportResult: Sendable, Hashable, Codable {
+    /// Devices inserted.
+    public var created: Int
+    /// Devices that were already registered with the same tenant, hardware serial and lot.
+    public var unchanged: Int
+    /// Lots the import created because a device referred to them.
+    public var lotsCreated: Int
+
+    public init(created: Int, unchanged: Int, lotsCreated: Int) {
+        self.created = created
+        self.unchanged = unchanged
+        self.lotsCreated = lotsCreated
+    }
+}

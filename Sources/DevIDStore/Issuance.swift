@@ -1,0 +1,44 @@
+public import DevIDCore
+public import Foundation
+
+/// Everything that changes when a certificate is issued, stored by ``Store/recordIssuance(_:)`` in one
+/// transaction.
+///
+/// The store applies the steps in this order and stops at the first refusal, storing nothing:
+/// 1. `registerDevice`: inserted as by ``Store/insertDevice(_:audit:)`` (`.duplicate` on a taken id or hardware
+///    serial, `.notFound` for a missing tenant or lot); `.conflict` if its id is not `credential.deviceID`.
+/// 2. `credential`: inserted (`.duplicate` on a taken serial or certificate fingerprint, `.notFound` if its
+///    device does not exist).
+/// 3. `transition`: the device moves from `expected` to `next` (`.conflict` if it is no longer `expected`).
+/// 4. `consumeToken`: one use is taken (`.notFound` for an unknown token; `.conflict` if it is used up,
+///    revoked or expired at `now`, belongs to another tenant than the device, or is bound to another device).
+/// 5. `supersede`: each credential is marked `superseded` (`.notFound` for an unknown serial; `.conflict` if it
+///    is not `active`, belongs to another device, or is the credential being issued).
+/// 6. The device's `lastSeen` becomes `now`, and `audit` is appended to the trail.
+public struct Issuance: Sendable {
+    public var credential: Credential
+    /// Insert this device first (auto-registration of an unknown IDevID); nil if it exists.
+    public var registerDevice: Device?
+    /// Move the device from `expected` to `next` (optimistic; `.conflict` if its state changed meanwhile).
+    public var transition: (expected: DeviceState, next: DeviceState)?
+    /// Consume one use of this claim token, checked at `now` (`.conflict` if used up, revoked or expired).
+    public var consumeToken: String?
+    /// Mark these credentials of the same device `superseded` (they must currently be `active`, else `.conflict`).
+    public var supersede: [SerialNumber]
+    public var now: Date
+    public var audit: AuditEvent
+
+    public init(
+        credential: Credential, registerDevice: Device? = nil,
+        transition: (expected: DeviceState, next: DeviceState)? = nil, consumeToken: String? = nil,
+        supersede: [SerialNumber] = [], now: Date, audit: AuditEvent
+    ) {
+        self.credential = credential
+        self.registerDevice = registerDevice
+        self.transition = transition
+        self.consumeToken = consumeToken
+        self.supersede = supersede
+        self.now = now
+        self.audit = audit
+    }
+}

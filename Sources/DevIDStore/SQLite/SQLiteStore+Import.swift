@@ -1,0 +1,90 @@
+public import DevIDCore
+import GRDB
+
+extension SQLiteStore {
+    /// One write transaction. What the store already holds is read first, set-wise: tenants and lots one by
+    /// one (a manifest names few), devices by id and by hardware serial with `IN` lists of up to
+    /// ``lookupChunk`` values, through cached (prepared) statements. ``DeviceImportPlan`` then decides from
+    /// memory, and the inserts run through one cached statement. 10,000 devices take well under a second.
+    public func importDevices(_ devices: [Device], audit: AuditEvent) async throws(StoreError) -> DeviceImportResult {
+        try await write("import devices") { db in
+            var tenants: Set<TenantID> = []
+            let tenantByID = try db.cachedStatement(sql: "SELECT 1 FROM tenants WHERE id = ?")
+            for tenant in Set(devices.map(\.tenant))
+            where try Row.fetchOne(tenantByID, arguments: [tenant.rawValue]) != nil {
+                tenants.insert(tenant)
+            }
+
+            var lotTenants: [LotID: TenantID] = [:]
+            let lotByID = try db.cachedStatement(sql: "SELECT tenant_id FROM lots WHERE id = ?")
+            for lot in Set(devices.compactMap(\.lot)) {
+                if let owner = try String.fetchOne(lotByID, arguments: [lot.rawValue]) {
+                    lotTenants[lot] = try SQLiteColumn.decode(TenantID.init(rawValue:), owner, "lots.tenant_id")
+                }
+            }
+
+            var registered: [String: DeviceImportPlan.Registered] = [:]
+            try Self.forEachRow(
+                db, "SELECT id, tenant_id, hardware_serial, lot_id FROM devices WHERE id IN", devices.map(\.id.rawValue)
+            ) { row in
+                registered[try row.decode(atIndex: 0)] = DeviceImportPlan.Registered(
+                    tenant: try row.decode(atIndex: 1), hardwareSerial: try row.decode(atIndex: 2),
+                    lot: try row.decode(atIndex: 3))
+            }
+            var takenSerials: Set<String> = []
+            try Self.forEachRow(
+                db, "SELECT hardware_serial FROM devices WHERE hardware_serial IN", devices.map(\.hardwareSerial)
+            ) { row in
+                takenSerials.insert(try row.decode(atIndex: 0))
+            }
+
+            var plan = DeviceImportPlan(time: audit.time)
+            for device in devices {
+                try plan.add(
+                    device,
+                    DeviceImportPlan.Stored(
+                        tenantExists: tenants.contains(device.tenant),
+                        lotTenant: device.lot.flatMap { lotTenants[$0] },
+                        registered: registered[device.id.rawValue],
+                        hardwareSerialTaken: takenSerials.contains(device.hardwareSerial)))
+            }
+
+            for lot in plan.lots {
+                try LotRecord(lot).insert(db)
+            }
+            let insertDevice = try db.cachedStatement(
+                sql: """
+                    INSERT INTO devices (id, tenant_id, hardware_serial, lot_id, state, created_at, last_seen)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """)
+            for device in plan.devices {
+                try insertDevice.execute(arguments: [
+                    device.id.rawValue, device.tenant.rawValue, device.hardwareSerial, device.lot?.rawValue,
+                    device.state.rawValue, StoreTime.milliseconds(device.createdAt),
+                    device.lastSeen.map(StoreTime.milliseconds),
+                ])
+            }
+            _ = try Self.append(audit, db)
+            return plan.result
+        }
+    }
+
+    /// Bound parameters per `IN` list: below SQLite's historical limit of 999 variables per statement.
+    static let lookupChunk = 500
+
+    /// Runs `prefix (?, ?, ...)` over `values`, ``lookupChunk`` at a time, and hands every row to `body`.
+    /// Only the number of placeholders varies, so every full chunk reuses one cached statement.
+    private static func forEachRow(
+        _ db: Database, _ prefix: String, _ values: [String], _ body: (Row) throws -> Void
+    ) throws {
+        var start = values.startIndex
+        while start < values.endIndex {
+            let end = min(start + lookupChunk, values.endIndex)
+            let placeholders = repeatElement("?", count: end - start).joined(separator: ", ")
+            let statement = try db.cachedStatement(sql: "\(prefix) (\(placeholders))")
+            let rows = try Row.fetchCursor(statement, arguments: StatementArguments(values[start..<end]))
+            while let row = try rows.next() { try body(row) }
+            start = end
+        }
+    }
+}

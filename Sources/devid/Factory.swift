@@ -1,0 +1,100 @@
+import ArgumentParser
+import DevIDCore
+import DevIDPKI
+import DevIDServer
+import Foundation
+
+struct Factory: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Factory tooling: issue IDevIDs for a manufacturing lot.", subcommands: [Mint.self])
+
+    struct Mint: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Issue IDevIDs for a lot from the manufacturer CA and write manifest.json.",
+            discussion: """
+                Runs locally against the data directory (it needs the manufacturer CA key and the CA passphrase). \
+                Each device gets OUT/<device-id>/idevid.key (0600), idevid.crt and chain.pem. With --csr-dir, \
+                device-generated CSRs are signed instead and no key is written. Register the lot with \
+                `devid device import OUT/manifest.json`.
+                """)
+
+        @OptionGroup var global: GlobalOptions
+        @Option(name: .long, help: "Lot id, e.g. L2026-11.") var lot: String
+        @Option(name: .long, help: "Tenant the lot is built for.") var tenant: String
+        @Option(name: .long, help: "How many devices (without --csr-dir).") var count: Int?
+        @Option(name: .long, help: "Output directory.") var out: String
+        @Option(name: .long, help: "Sign the CSRs in this directory instead of generating keys.") var csrDir: String?
+        @Option(name: .long, help: "Organization name in the IDevID subject.") var manufacturer: String = "DevID Manufacturer"
+
+        func run() async throws {
+            guard let lotID = LotID(rawValue: lot) else { throw CLIError("invalid lot id \(lot)") }
+            guard let tenantID = TenantID(rawValue: tenant) else { throw CLIError("invalid tenant \(tenant)") }
+            if csrDir == nil && count == nil { throw CLIError("give --count N or --csr-dir DIR") }
+            var configuration = try await ServerConfiguration.load(configFile: nil)
+            configuration.dataDirectory = global.dataDir
+            let hierarchy: CAHierarchy
+            do {
+                hierarchy = try DataDirectory.loadHierarchy(configuration: configuration)
+            } catch {
+                throw CLIError("\(error)")
+            }
+            guard let ca = hierarchy.manufacturer else {
+                throw CLIError("this data directory has no manufacturer CA key (external manufacturers mint their own)")
+            }
+            let minter = LotMinter(manufacturer: ca, manufacturerName: manufacturer)
+            let progress = ProgressBar(total: count ?? 0)
+            let start = Date()
+            let manifest: LotManifest
+            do {
+                if let csrDir {
+                    manifest = try minter.sign(
+                        csrDirectory: csrDir, lot: lotID, tenant: tenantID, outputDirectory: out, now: Date(),
+                        progress: progress.update)
+                } else {
+                    manifest = try minter.mint(
+                        lot: lotID, tenant: tenantID, count: count ?? 0, outputDirectory: out, now: Date(),
+                        progress: progress.update)
+                }
+            } catch {
+                progress.finish()
+                throw CLIError("\(error)")
+            }
+            progress.finish()
+            let seconds = Date().timeIntervalSince(start)
+            if global.json {
+                try Output.json(manifest)
+            } else {
+                print("minted \(manifest.devices.count) IDevIDs for lot \(lotID) (tenant \(tenantID)) in "
+                    + String(format: "%.1f", seconds) + " s")
+                print("manifest: \(out)/manifest.json   next: devid device import \(out)/manifest.json")
+            }
+        }
+    }
+}
+
+/// A one-line progress bar on a terminal; silent when stderr is a pipe or a file.
+final class ProgressBar: @unchecked Sendable {
+    let total: Int
+    let enabled: Bool
+    private var last = -1
+
+    init(total: Int) {
+        self.total = total
+        self.enabled = isatty(STDERR_FILENO) == 1
+    }
+
+    func update(_ done: Int) {
+        guard enabled else { return }
+        let width = 30
+        let percent = total > 0 ? min(100, done * 100 / total) : 0
+        guard percent != last || total == 0 else { return }
+        last = percent
+        let filled = total > 0 ? width * percent / 100 : 0
+        let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)
+        FileHandle.standardError.write(Data("\r[\(bar)] \(done)\(total > 0 ? "/\(total)" : "")".utf8))
+    }
+
+    func finish() {
+        if enabled { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}

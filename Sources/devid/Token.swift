@@ -1,0 +1,89 @@
+import ArgumentParser
+import DevIDCore
+import Foundation
+
+struct Token: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Claim tokens: short-lived, scoped, single-use bootstrap secrets for devices without an IDevID.",
+        subcommands: [Create.self, List.self, Revoke.self])
+
+    struct View: Codable {
+        var id: String
+        var token: String?
+        var tenant: String
+        var device: String?
+        var expiresAt: Date
+        var uses: Int?
+        var usesRemaining: Int?
+        var revoked: Bool?
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a claim token; its secret is printed once and stored only as a hash.")
+        @OptionGroup var global: GlobalOptions
+        @Option(name: .long, help: "Tenant the token enrolls into.") var tenant: String
+        @Option(name: .long, help: "Restrict the token to this device id.") var device: String?
+        @Option(name: .long, help: "Lifetime: seconds, or with a unit: 90s, 15m, 1h, 7d.") var ttl: String = "1h"
+        @Option(name: .long, help: "How many enrollments it allows.") var uses: Int = 1
+
+        func run() async throws {
+            guard let seconds = Duration.seconds(ttl) else { throw CLIError("invalid --ttl \(ttl): use e.g. 90s, 15m, 1h, 7d") }
+            struct Body: Encodable { var tenant: String; var device: String?; var ttlSeconds: Int; var uses: Int }
+            let created = try await AdminClient(options: global).post(
+                "/v1/admin/tokens", json: Body(tenant: tenant, device: device, ttlSeconds: seconds, uses: uses),
+                as: View.self)
+            if global.json { return try Output.json(created) }
+            print(created.token ?? "")
+            FileHandle.standardError.write(
+                Data(
+                    "claim token \(created.id) for tenant \(created.tenant)\(created.device.map { ", device \($0)" } ?? ""), \(created.uses ?? 1) use(s), expires \(Output.date(created.expiresAt)). The secret above is shown once.\n"
+                        .utf8))
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List claim tokens (never their secrets).")
+        @OptionGroup var global: GlobalOptions
+        @Option(name: .long, help: "Only this tenant.") var tenant: String?
+
+        func run() async throws {
+            let path = "/v1/admin/tokens" + (tenant.map { "?tenant=\($0)" } ?? "")
+            let list = try await AdminClient(options: global).get(path, as: ItemList<View>.self)
+            if global.json { return try Output.json(list.items) }
+            Output.table(
+                ["ID", "TENANT", "DEVICE", "USES LEFT", "EXPIRES", "REVOKED"],
+                list.items.map {
+                    [
+                        $0.id, $0.tenant, $0.device ?? "-", String($0.usesRemaining ?? 0), Output.date($0.expiresAt),
+                        ($0.revoked ?? false) ? "yes" : "no",
+                    ]
+                })
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "End a claim token now.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Token id (ct_...).") var id: String
+
+        func run() async throws {
+            let view = try await AdminClient(options: global).post(
+                "/v1/admin/tokens/\(id)/revoke", json: [String: String](), as: View.self)
+            if global.json { return try Output.json(view) }
+            print("revoked claim token \(view.id)")
+        }
+    }
+}
+
+extension Duration {
+    /// Parses `90`, `90s`, `15m`, `1h`, `7d` into seconds.
+    static func seconds(_ text: String) -> Int? {
+        let units: [Character: Int] = ["s": 1, "m": 60, "h": 3_600, "d": 86_400]
+        guard let last = text.last else { return nil }
+        if let multiplier = units[last] {
+            return Int(text.dropLast()).flatMap { $0 > 0 ? $0 * multiplier : nil }
+        }
+        return Int(text).flatMap { $0 > 0 ? $0 : nil }
+    }
+}
