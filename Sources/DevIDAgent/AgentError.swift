@@ -14,6 +14,7 @@ public struct AgentError: Error, Hashable, Sendable, CustomStringConvertible {
             case invalidArgument
             case invalidState
             case io
+            case needsEnrollment
         }
         private let backing: Backing
         private init(_ backing: Backing) { self.backing = backing }
@@ -38,6 +39,9 @@ public struct AgentError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let invalidState = Code(.invalidState)
         /// A file could not be read or written.
         public static let io = Code(.io)
+        /// The identity is beyond repair (expired beyond the grace period, revoked, superseded past its overlap, or
+        /// lost) and there is no IDevID to bootstrap with: a new claim token is needed.
+        public static let needsEnrollment = Code(.needsEnrollment)
 
         /// The HTTP status, for ``refused(status:)``.
         public var httpStatus: Int? {

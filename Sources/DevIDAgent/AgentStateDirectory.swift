@@ -21,6 +21,10 @@ public import X509
 /// | `chain.pem` | LDevID, issuing CA, root: the chain as validated at enrollment | 0644 |
 /// | `trust.pem` | a copy of the trust bundle the agent trusts the EST server with | 0644 |
 /// | `identity.json` | ``EnrolledIdentity``: ids, serial, validity, issuer, server, times | 0644 |
+/// | `agent.json` | ``AgentConfiguration``: server, label, IDevID paths, reload hook (for `devid agent run`) | 0644 |
+/// | `agent-state.json` | ``AgentMemory``: clock skew, drawn renewal time, backoff, pending steps | 0644 |
+/// | `next/` | ``IdentitySlot``: the identity being rotated in (a staged key, then its certificate) | 0700 |
+/// | `previous/` | ``IdentitySlot``: the identity rotated out, kept until the new one is confirmed | 0700 |
 ///
 /// The directory itself is created 0700. Every file is written with `SecureFile.write` (temporary file created with
 /// its final mode, written, `fsync`ed, renamed over the target, directory `fsync`ed), so each file on its own is
@@ -200,6 +204,17 @@ public struct AgentStateDirectory: Sendable {
             return try EnrolledIdentity.decoder.decode(EnrolledIdentity.self, from: Data(text.utf8))
         } catch {
             throw AgentError(.invalidState, "\(identityPath) does not parse")
+        }
+    }
+
+    /// The certificates of `trust.pem` (by the crash-safety rule), or nil if there is none.
+    public func trustBundle() throws(AgentError) -> [Certificate]? {
+        let trustPath = effectivePath(.trust)
+        guard let text = try readText(trustPath) else { return nil }
+        do {
+            return try PEM.certificates(text)
+        } catch {
+            throw AgentError(.invalidState, "\(trustPath): \(error.reason)")
         }
     }
 

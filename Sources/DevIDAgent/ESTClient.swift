@@ -17,7 +17,9 @@ public import X509
 /// LDevID to re-enroll). Connection failures are not retried: the caller (the agent's scheduler) decides when to
 /// try again, using ``AgentError/retryAfter`` when the server gave one.
 ///
-/// Every response's `Date` header is kept in ``lastServerDate`` for clock-skew tracking.
+/// Every response's `Date` header is kept in ``lastServerDate``, and its `DevID-Time` header (the server's own,
+/// possibly injected, clock) in ``lastServerTime`` and reported to the ``ServerClock`` given, for clock-skew
+/// tracking. Besides EST, the client speaks DevID's check-in, `GET /v1/device/status` (``deviceStatus()``).
 /// Call ``shutdown()`` when done; the client is unusable afterwards.
 ///
 /// Errors are ``AgentError`` (or `CancellationError` when the calling task is cancelled).
@@ -45,6 +47,8 @@ public final class ESTClient: Sendable {
     private let requestTimeout: TimeAmount
     private let logger: Logger
     private let serverDate = Mutex<Date?>(nil)
+    private let serverTime = Mutex<Date?>(nil)
+    private let serverClock: ServerClock?
 
     /// - Parameters:
     ///   - baseURL: `https://host[:port]`; a path prefix is kept, a trailing slash dropped.
@@ -53,12 +57,13 @@ public final class ESTClient: Sendable {
     ///   - label: EST label (RFC 7030 §3.2.2), or nil for the default.
     ///   - connectTimeout: TCP and TLS connection establishment.
     ///   - requestTimeout: a whole request, from connecting to the last body byte.
+    ///   - serverClock: told the server's time from every response's `DevID-Time` (or, without one, `Date`).
     /// - Throws: ``AgentError`` `.invalidArgument` for a URL that is not `https://` with a host, an empty trust
     ///   bundle, or a certificate or key NIOSSL cannot load.
     public init(
         baseURL: String, trustRoots: [Certificate], clientIdentity: Identity? = nil, label: String? = nil,
         connectTimeout: Duration = .seconds(10), requestTimeout: Duration = .seconds(60),
-        logger: Logger = Logger(label: "devid.agent.est")
+        serverClock: ServerClock? = nil, logger: Logger = Logger(label: "devid.agent.est")
     ) throws(AgentError) {
         var trimmed = baseURL
         while trimmed.hasSuffix("/") { trimmed.removeLast() }
@@ -116,12 +121,18 @@ public final class ESTClient: Sendable {
         self.host = host
         self.requestTimeout = Self.timeAmount(requestTimeout)
         self.logger = logger
+        self.serverClock = serverClock
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
     /// The `Date` header of the most recent response, if it had a readable one.
     public var lastServerDate: Date? {
         serverDate.withLock { $0 }
+    }
+
+    /// The `DevID-Time` header of the most recent response that had a readable one: the server's clock.
+    public var lastServerTime: Date? {
+        serverTime.withLock { $0 }
     }
 
     /// Shuts the HTTP client down. Call exactly once, also after errors.
@@ -154,6 +165,25 @@ public final class ESTClient: Sendable {
         try await enroll("simplereenroll", csrDER: csrDER, authorization: nil)
     }
 
+    /// `GET /v1/device/status`, authenticated by the client certificate: DevID's check-in. The first successful one
+    /// with a new credential confirms it on the server.
+    ///
+    /// - Throws: ``AgentError``: `.refused(status:)` with the server's one-line reason (403 "credential is revoked",
+    ///   "credential superseded and its overlap has ended", "credential has expired", "device is suspended", …),
+    ///   `.tlsFailure` when the handshake refused the certificate, `.badResponse` for a 200 that is not the JSON.
+    public func deviceStatus() async throws -> DeviceStatus {
+        let reply = try await send(.GET, path: baseURL + "/v1/device/status", operation: "status", headers: [], body: nil)
+        let contentType = reply.headers.first(name: "Content-Type") ?? ""
+        guard contentType.lowercased().hasPrefix("application/json") else {
+            throw AgentError(.badResponse, "status response is not application/json", status: reply.status)
+        }
+        do {
+            return try DeviceStatus.decoder.decode(DeviceStatus.self, from: Data(reply.body))
+        } catch {
+            throw AgentError(.badResponse, "status response does not parse", status: reply.status)
+        }
+    }
+
     private func enroll(_ operation: String, csrDER: [UInt8], authorization: String?) async throws -> Certificate {
         var headers = [("Content-Type", "application/pkcs10"), ("Content-Transfer-Encoding", "base64")]
         if let authorization { headers.append(("Authorization", authorization)) }
@@ -182,11 +212,17 @@ public final class ESTClient: Sendable {
         baseURL + "/.well-known/est/" + (label.map { "\($0)/" } ?? "") + operation
     }
 
-    /// Sends one request; returns a 200 reply, throws ``AgentError`` for any other outcome.
     private func send(
         _ method: HTTPMethod, operation: String, headers: [(String, String)], body: String?
     ) async throws -> Reply {
-        var request = HTTPClientRequest(url: url(operation))
+        try await send(method, path: url(operation), operation: operation, headers: headers, body: body)
+    }
+
+    /// Sends one request; returns a 200 reply, throws ``AgentError`` for any other outcome.
+    private func send(
+        _ method: HTTPMethod, path: String, operation: String, headers: [(String, String)], body: String?
+    ) async throws -> Reply {
+        var request = HTTPClientRequest(url: path)
         request.method = method
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         if let body { request.body = .bytes(ByteBuffer(string: body)) }
@@ -196,6 +232,13 @@ public final class ESTClient: Sendable {
             let response = try await client.execute(request, timeout: requestTimeout, logger: logger)
             let date = response.headers.first(name: "Date").flatMap(HTTPDate.parse)
             if let date { serverDate.withLock { $0 = date } }
+            if let stamp = response.headers.first(name: "DevID-Time").flatMap(HTTPDate.parseRFC3339) {
+                serverTime.withLock { $0 = stamp.date }
+                serverClock?.observe(serverTime: stamp.date, wholeSeconds: stamp.wholeSeconds)
+            } else if let date {
+                // A server without DevID-Time: its HTTP Date is the best there is.
+                serverClock?.observe(serverTime: date, wholeSeconds: true)
+            }
             let bytes: ByteBuffer
             do {
                 bytes = try await response.body.collect(upTo: Self.maximumBodyBytes)

@@ -25,11 +25,13 @@ public struct EnrolledIdentity: Codable, Sendable, Hashable {
     public var certificateSHA256: String
     /// The EST base URL enrolled with.
     public var serverURL: String
-    /// How the device proved itself: `idevid` or `claim-token`.
+    /// How the device got it: `idevid` or `claim-token` (first enrollment), `reenroll` (rotation) or
+    /// `late-renewal` (re-enrollment within the grace period after expiry).
     public var bootstrap: String
     /// The agent's clock when the certificate was installed.
     public var enrolledAt: Date
-    /// The server's `Date` header on the enrollment response: with `enrolledAt`, the clock skew at enrollment.
+    /// The server's time on the enrollment response (`DevID-Time`, else `Date`): with `enrolledAt`, the clock skew
+    /// at enrollment.
     public var serverDate: Date?
 
     public init(

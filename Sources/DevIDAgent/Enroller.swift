@@ -47,10 +47,13 @@ public struct Enroller: Sendable {
     ///   - trustBundle: the CA certificates the server's TLS certificate and the issued LDevID must chain to.
     ///   - label: the EST label (`/.well-known/est/<label>/`); DevID reads it as the tenant an unknown IDevID
     ///     registers into.
+    ///   - clock: the time the issued certificate is checked at. Pass a ``ServerClock`` (also as `serverClock`) so a
+    ///     device with a wrong clock checks at the server's time, learnt from the `/cacerts` answer.
+    ///   - serverClock: told the server's time from every response.
     /// - Throws: ``AgentError`` (or `CancellationError`); nothing in `stateDirectory` has changed then.
     public func enroll(
         server: String, trustBundle: [Certificate], stateDirectory: String, bootstrap: Bootstrap,
-        label: String? = nil, clock: any WallClock
+        label: String? = nil, clock: any WallClock, serverClock: ServerClock? = nil
     ) async throws -> EnrolledIdentity {
         let directory = AgentStateDirectory(path: stateDirectory)
         let deviceID: DeviceID?
@@ -82,7 +85,8 @@ public struct Enroller: Sendable {
         }
 
         let client = try ESTClient(
-            baseURL: server, trustRoots: trustBundle, clientIdentity: identity, label: label, logger: logger)
+            baseURL: server, trustRoots: trustBundle, clientIdentity: identity, label: label, serverClock: serverClock,
+            logger: logger)
         let caCertificates: [Certificate]
         let certificate: Certificate
         let generated: (key: Certificate.PrivateKey, pkcs8: [UInt8])
@@ -101,7 +105,7 @@ public struct Enroller: Sendable {
             try? await client.shutdown()
             throw error
         }
-        let serverDate = client.lastServerDate
+        let serverDate = client.lastServerTime ?? client.lastServerDate
         try? await client.shutdown()
 
         // Checks: nothing is written before they pass.

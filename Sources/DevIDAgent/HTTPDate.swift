@@ -22,6 +22,18 @@ enum HTTPDate {
         return calendar.date(from: components)
     }
 
+    /// `DevID-Time` (RFC 3339 in UTC, e.g. `2026-11-25T15:40:00Z`, fractional seconds allowed): the server's
+    /// injected clock. `wholeSeconds` is true when the stamp has no fraction (it was truncated).
+    static func parseRFC3339(_ text: String) -> (date: Date, wholeSeconds: Bool)? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        guard trimmed.count <= 40 else { return nil }
+        if let date = try? Date(trimmed, strategy: Date.ISO8601FormatStyle()) { return (date, true) }
+        if let date = try? Date(trimmed, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)) {
+            return (date, false)
+        }
+        return nil
+    }
+
     /// `Retry-After` as seconds: delay-seconds as given, an HTTP date relative to the response's `Date` (so a skewed
     /// device clock does not matter). Nil if absent or unreadable.
     static func retryAfterSeconds(_ value: String?, serverDate: Date?) -> Int? {

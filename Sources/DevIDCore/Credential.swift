@@ -69,12 +69,21 @@ public struct Credential: Sendable, Hashable, Codable {
     public var revokedAt: Date?
     public var revocationReason: RevocationReason?
     public var createdAt: Date
+    /// When a `superseded` credential is revoked at the latest, whether or not its successor was seen.
+    public var overlapDeadline: Date?
+    /// When the server first saw this credential authenticate (nil until then).
+    public var confirmedAt: Date?
+    /// Flagged by a rotation campaign: the device should replace this credential.
+    public var rotationDue: Bool
+    /// The credential that superseded this one (its successor in the device's lineage).
+    public var replacedBy: SerialNumber?
 
     public init(
         serial: SerialNumber, deviceID: DeviceID, kind: CredentialKind, issuer: String,
         notBefore: Date, notAfter: Date, publicKeySHA256: String, certificateSHA256: String, der: [UInt8],
         status: CredentialStatus = .active, revokedAt: Date? = nil, revocationReason: RevocationReason? = nil,
-        createdAt: Date
+        createdAt: Date, overlapDeadline: Date? = nil, confirmedAt: Date? = nil, rotationDue: Bool = false,
+        replacedBy: SerialNumber? = nil
     ) {
         self.serial = serial
         self.deviceID = deviceID
@@ -89,5 +98,37 @@ public struct Credential: Sendable, Hashable, Codable {
         self.revokedAt = revokedAt
         self.revocationReason = revocationReason
         self.createdAt = createdAt
+        self.overlapDeadline = overlapDeadline
+        self.confirmedAt = confirmedAt
+        self.rotationDue = rotationDue
+        self.replacedBy = replacedBy
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case serial, deviceID, kind, issuer, notBefore, notAfter, publicKeySHA256, certificateSHA256, der, status
+        case revokedAt, revocationReason, createdAt, overlapDeadline, confirmedAt, rotationDue, replacedBy
+    }
+
+    /// Decodes credentials written before staged rotation: the rotation fields are optional and take their
+    /// defaults when missing.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.serial = try container.decode(SerialNumber.self, forKey: .serial)
+        self.deviceID = try container.decode(DeviceID.self, forKey: .deviceID)
+        self.kind = try container.decode(CredentialKind.self, forKey: .kind)
+        self.issuer = try container.decode(String.self, forKey: .issuer)
+        self.notBefore = try container.decode(Date.self, forKey: .notBefore)
+        self.notAfter = try container.decode(Date.self, forKey: .notAfter)
+        self.publicKeySHA256 = try container.decode(String.self, forKey: .publicKeySHA256)
+        self.certificateSHA256 = try container.decode(String.self, forKey: .certificateSHA256)
+        self.der = try container.decode([UInt8].self, forKey: .der)
+        self.status = try container.decode(CredentialStatus.self, forKey: .status)
+        self.revokedAt = try container.decodeIfPresent(Date.self, forKey: .revokedAt)
+        self.revocationReason = try container.decodeIfPresent(RevocationReason.self, forKey: .revocationReason)
+        self.createdAt = try container.decode(Date.self, forKey: .createdAt)
+        self.overlapDeadline = try container.decodeIfPresent(Date.self, forKey: .overlapDeadline)
+        self.confirmedAt = try container.decodeIfPresent(Date.self, forKey: .confirmedAt)
+        self.rotationDue = try container.decodeIfPresent(Bool.self, forKey: .rotationDue) ?? false
+        self.replacedBy = try container.decodeIfPresent(SerialNumber.self, forKey: .replacedBy)
     }
 }

@@ -21,16 +21,19 @@ public struct ProfilePolicy: Sendable, Hashable, Codable {
     public var allowedKeyAlgorithms: Set<KeyAlgorithm>
     /// Re-enrollment must present a key the device never used before (key rotation, not only renewal).
     public var requireNewKeyOnReenroll: Bool
+    /// When and how identities of this profile rotate.
+    public var rotation: RotationPolicy
 
     public init(
         name: String, lifetime: TimeInterval?, backdate: TimeInterval, allowedKeyAlgorithms: Set<KeyAlgorithm>,
-        requireNewKeyOnReenroll: Bool = true
+        requireNewKeyOnReenroll: Bool = true, rotation: RotationPolicy = RotationPolicy()
     ) {
         self.name = name
         self.lifetime = lifetime
         self.backdate = backdate
         self.allowedKeyAlgorithms = allowedKeyAlgorithms
         self.requireNewKeyOnReenroll = requireNewKeyOnReenroll
+        self.rotation = rotation
     }
 
     public static let day: TimeInterval = 86_400

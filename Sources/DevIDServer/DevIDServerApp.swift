@@ -23,6 +23,7 @@ public struct DevIDServerApp: Service {
 
     /// Prepares the data directory (creating the CA hierarchy and the first admin token if missing).
     public init(configuration: ServerConfiguration, clock: any WallClock = SystemWallClock(), logger: Logger) async throws {
+        try configuration.ldevidPolicy.rotation.validate()
         let prepared = try await DataDirectory.prepare(configuration: configuration, clock: clock, logger: logger)
         self.state = ServerState(
             configuration: configuration, hierarchy: prepared.hierarchy, store: prepared.store, clock: clock,
@@ -72,6 +73,7 @@ public struct DevIDServerApp: Service {
                 services: [
                     .init(service: est), .init(service: ops),
                     .init(service: endpointsWriter, successTerminationBehavior: .ignore),
+                    .init(service: RotationSweeper(state: state)),
                 ],
                 logger: state.logger))
         try await withGracefulShutdownHandler {
@@ -115,9 +117,20 @@ struct ClientCertificateVerifier: Sendable {
             return .failed
         }
         guard let leaf = certificates.first else { return .failed }
-        switch await state.hierarchy.deviceTrust.validate(
-            leaf: leaf, presented: Array(certificates.dropFirst()), at: state.clock.now())
+        let now = state.clock.now()
+        let presented = Array(certificates.dropFirst())
+        var outcome = await state.hierarchy.deviceTrust.validate(leaf: leaf, presented: presented, at: now)
+        // Late renewal: an LDevID that expired less than the grace period ago may still reach simplereenroll.
+        // The handshake accepts it only if it chained while it was valid; every handler checks expiry itself.
+        let grace = state.configuration.ldevidPolicy.rotation.grace
+        if case .untrusted = outcome, now > leaf.notValidAfter, now < leaf.notValidAfter.addingTimeInterval(grace),
+            case .trusted(let chain) = await state.hierarchy.deviceTrust.validate(
+                leaf: leaf, presented: presented, at: leaf.notValidAfter.addingTimeInterval(-1)),
+            chain.contains(state.hierarchy.issuing.certificate)
         {
+            outcome = .trusted(chain: chain)
+        }
+        switch outcome {
         case .trusted(let chain):
             do {
                 let validated = try chain.map { try NIOSSLCertificate(bytes: $0.derBytes, format: .der) }

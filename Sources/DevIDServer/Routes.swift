@@ -63,8 +63,10 @@ enum Routes {
 
     /// The mTLS listener's routes for this stage: health and peer introspection.
     static func device(_ router: Router<DeviceRequestContext>, state: ServerState) {
+        router.add(middleware: ServerTimeMiddleware(clock: state.clock))
         health(router, state: state)
         ESTRoutes.register(router, state: state)
+        DeviceStatusRoutes.register(router, state: state)
         router.get("/v1/tls/peer") { _, context -> PeerResponse in
             guard let chain = await context.verifiedPeerChain(), let leaf = chain.first else {
                 throw HTTPError(
@@ -167,6 +169,7 @@ enum Routes {
             return ListResponse(items: try await state.store.auditEvents(filter))
         }
         AdminRoutes.register(admin, state: state)
+        RotationRoutes.register(admin, state: state)
         admin.get("/audit/verify") { _, _ -> AuditVerifyResponse in
             let broken = try await state.store.verifyAuditChain()
             return AuditVerifyResponse(intact: broken == nil, firstBrokenSequence: broken)

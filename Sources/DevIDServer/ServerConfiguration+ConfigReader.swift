@@ -22,6 +22,14 @@ extension ServerConfiguration {
     /// - `ldevid.backdate.seconds` → `DEVID_LDEVID_BACKDATE_SECONDS` (default 300)
     /// - `ldevid.require.new.key` → `DEVID_LDEVID_REQUIRE_NEW_KEY` (default true)
     /// - `est.approval.retry.after.seconds` → `DEVID_EST_APPROVAL_RETRY_AFTER_SECONDS` (default 60)
+    /// - `ldevid.renewal.fraction` → `DEVID_LDEVID_RENEWAL_FRACTION` (default 0.6667: renew at 2/3 of the lifetime)
+    /// - `ldevid.jitter.fraction` → `DEVID_LDEVID_JITTER_FRACTION` (default 0.1: ±10 % of the renewal window)
+    /// - `ldevid.overlap.hours` → `DEVID_LDEVID_OVERLAP_HOURS` (default 168 = 7 days)
+    /// - `ldevid.confidence.minutes` → `DEVID_LDEVID_CONFIDENCE_MINUTES` (default 60)
+    /// - `ldevid.grace.days` → `DEVID_LDEVID_GRACE_DAYS` (default 30)
+    /// - `ldevid.max.skew.seconds` → `DEVID_LDEVID_MAX_SKEW_SECONDS` (default 300)
+    /// - `rotation.sweep.seconds` → `DEVID_ROTATION_SWEEP_SECONDS` (default 60)
+    /// - `rotation.unreachable.hours` → `DEVID_ROTATION_UNREACHABLE_HOURS` (default 72)
     public init(reader: ConfigReader) {
         self.init()
         dataDirectory = reader.string(forKey: "data.dir", default: dataDirectory)
@@ -44,6 +52,16 @@ extension ServerConfiguration {
             forKey: "ldevid.require.new.key", default: ldevidPolicy.requireNewKeyOnReenroll)
         approvalRetryAfterSeconds = reader.int(
             forKey: "est.approval.retry.after.seconds", default: approvalRetryAfterSeconds)
+        var rotation = ldevidPolicy.rotation
+        rotation.renewalFraction = reader.double(forKey: "ldevid.renewal.fraction", default: rotation.renewalFraction)
+        rotation.jitterFraction = reader.double(forKey: "ldevid.jitter.fraction", default: rotation.jitterFraction)
+        if let hours = reader.double(forKey: "ldevid.overlap.hours") { rotation.overlap = hours * 3_600 }
+        if let minutes = reader.double(forKey: "ldevid.confidence.minutes") { rotation.confidence = minutes * 60 }
+        if let days = reader.double(forKey: "ldevid.grace.days") { rotation.grace = days * 86_400 }
+        if let seconds = reader.double(forKey: "ldevid.max.skew.seconds") { rotation.maxClockSkew = seconds }
+        ldevidPolicy.rotation = rotation
+        rotationSweepInterval = reader.int(forKey: "rotation.sweep.seconds", default: rotationSweepInterval)
+        if let hours = reader.double(forKey: "rotation.unreachable.hours") { unreachableAfter = hours * 3_600 }
     }
 
     /// Environment variables over the optional JSON file over defaults. Flags are applied by the caller on top.

@@ -1,5 +1,5 @@
 public import DevIDCore
-import Foundation
+public import Foundation
 public import Logging
 
 /// Everything `devid serve` can be told. Defaults make a zero-config development server.
@@ -33,6 +33,10 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var ldevidPolicy: ProfilePolicy = .ldevid
     /// Seconds a parked (manual-approval) device is told to wait before retrying.
     public var approvalRetryAfterSeconds: Int = 60
+    /// How often superseded credentials are checked for revocation.
+    public var rotationSweepInterval: Int = 60
+    /// A device not seen for this long counts as unreachable in rotation progress.
+    public var unreachableAfter: TimeInterval = 3 * 86_400
 
     public init() {}
 

@@ -12,8 +12,12 @@ public import Foundation
 /// 3. `transition`: the device moves from `expected` to `next` (`.conflict` if it is no longer `expected`).
 /// 4. `consumeToken`: one use is taken (`.notFound` for an unknown token; `.conflict` if it is used up,
 ///    revoked or expired at `now`, belongs to another tenant than the device, or is bound to another device).
-/// 5. `supersede`: each credential is marked `superseded` (`.notFound` for an unknown serial; `.conflict` if it
-///    is not `active`, belongs to another device, or is the credential being issued).
+/// 5. `supersede`: each credential is marked `superseded`, with `replacedBy` set to the issued credential's serial
+///    and `overlapDeadline` to ``overlapDeadline`` (`.notFound` for an unknown serial; `.conflict` if it is
+///    neither `active` nor `superseded`, belongs to another device, is the credential being issued, or is listed
+///    twice). A credential that is already `superseded` (a device re-enrolling with its old certificate during the
+///    overlap) keeps the earlier of its deadline and the new one (nil counts as no deadline) and gets the new
+///    `replacedBy`.
 /// 6. The device's `lastSeen` becomes `now`, and `audit` is appended to the trail.
 public struct Issuance: Sendable {
     public var credential: Credential
@@ -23,21 +27,25 @@ public struct Issuance: Sendable {
     public var transition: (expected: DeviceState, next: DeviceState)?
     /// Consume one use of this claim token, checked at `now` (`.conflict` if used up, revoked or expired).
     public var consumeToken: String?
-    /// Mark these credentials of the same device `superseded` (they must currently be `active`, else `.conflict`).
+    /// Mark these credentials of the same device `superseded` (they must currently be `active` or `superseded`,
+    /// else `.conflict`).
     public var supersede: [SerialNumber]
+    /// The overlap deadline of the credentials in ``supersede``: when they are revoked at the latest.
+    public var overlapDeadline: Date?
     public var now: Date
     public var audit: AuditEvent
 
     public init(
         credential: Credential, registerDevice: Device? = nil,
         transition: (expected: DeviceState, next: DeviceState)? = nil, consumeToken: String? = nil,
-        supersede: [SerialNumber] = [], now: Date, audit: AuditEvent
+        supersede: [SerialNumber] = [], overlapDeadline: Date? = nil, now: Date, audit: AuditEvent
     ) {
         self.credential = credential
         self.registerDevice = registerDevice
         self.transition = transition
         self.consumeToken = consumeToken
         self.supersede = supersede
+        self.overlapDeadline = overlapDeadline
         self.now = now
         self.audit = audit
     }

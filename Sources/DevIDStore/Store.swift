@@ -63,6 +63,58 @@ public protocol Store: Sendable {
         audit: AuditEvent?
     ) async throws(StoreError)
     func credentialCount() async throws(StoreError) -> Int
+    /// How many credentials are in each status at `now`, every status present (zero if none). A credential
+    /// that is not revoked and whose `notAfter` is not after `now` counts as `expired`, whatever its stored
+    /// status.
+    func credentialCounts(now: Date) async throws(StoreError) -> [CredentialStatus: Int]
+
+    // MARK: Staged rotation
+    /// Records the first time the server sees `serial` authenticate: sets `confirmedAt` to `at` if it is nil and
+    /// the credential is `active`, and appends `audit` in the same transaction. Returns true only for the call
+    /// that set it (of concurrent callers, exactly one); otherwise nothing changes and no audit is written.
+    /// `.notFound` for an unknown serial.
+    func confirmCredential(serial: SerialNumber, at: Date, audit: AuditEvent?) async throws(StoreError) -> Bool
+    /// `superseded` credentials that may now be revoked: their successor (`replacedBy`) has been confirmed at
+    /// least `confidence` seconds before `now`, or their `overlapDeadline` is not after `now`. Ascending serial
+    /// order (byte order of the lowercase hex), at most `limit`. A superseded credential with neither a
+    /// deadline nor a confirmed successor never becomes due.
+    func supersededDue(now: Date, confidence: TimeInterval, limit: Int) async throws(StoreError) -> [Credential]
+    /// Revokes, in one transaction, those of `serials` that are not revoked yet (status `revoked`, `revokedAt`
+    /// and `reason`); already revoked ones are left as they are, and a serial listed twice counts once. Returns
+    /// how many changed; `audit` is appended in the same transaction when that is more than zero. `.notFound`
+    /// if any serial is unknown, and then nothing changes.
+    func revokeCredentials(
+        _ serials: [SerialNumber], reason: RevocationReason, at: Date, audit: AuditEvent?
+    ) async throws(StoreError) -> Int
+
+    // MARK: Bulk revocation and rotation campaigns
+    /// What ``revoke(_:reason:at:audit:)`` would change at `now`; see ``BlastRadius``. `.notFound` if the scope's
+    /// device, lot, tenant or serial does not exist.
+    func blastRadius(_ scope: CredentialScope, now: Date) async throws(StoreError) -> BlastRadius
+    /// Revokes a scope in one transaction: every credential ``BlastRadius`` counts at `at` gets status `revoked`,
+    /// `revokedAt` and `reason`; for device, lot and tenant scopes every device of the scope that is neither
+    /// `revoked` nor `decommissioned` moves to `revoked`. `audit` is appended (also when nothing changed). Returns
+    /// what changed. `.notFound` as for ``blastRadius(_:now:)``, and then nothing changes.
+    func revoke(
+        _ scope: CredentialScope, reason: RevocationReason, at: Date, audit: AuditEvent
+    ) async throws(StoreError) -> BlastRadius
+    /// Flags the `active`, unexpired (`notAfter` after `at`) LDevIDs of a scope `rotationDue`, and appends `audit`
+    /// in the same transaction. Returns how many were newly flagged. `.notFound` as for ``blastRadius(_:now:)``.
+    func markRotationDue(_ scope: CredentialScope, at: Date, audit: AuditEvent) async throws(StoreError) -> Int
+    /// Counts the `rotationDue` credentials of a scope (of every device if nil); a device counts as reachable
+    /// when its `lastSeen` is not before `now - unreachableAfter`. See ``RotationProgress``. `.notFound` as for
+    /// ``blastRadius(_:now:)``.
+    func rotationProgress(
+        _ scope: CredentialScope?, now: Date, unreachableAfter: TimeInterval
+    ) async throws(StoreError) -> RotationProgress
+
+    // MARK: CRL
+    /// Revoked credentials whose `notAfter` is after `notExpiredAt`, of `issuer` (exact match) if given, in
+    /// ascending serial order (byte order of the lowercase hex), after `afterSerial` if given, at most `limit`.
+    /// Pass the last serial of a page as `afterSerial` to get the next one.
+    func revokedCredentials(
+        issuer: String?, notExpiredAt: Date, afterSerial: SerialNumber?, limit: Int
+    ) async throws(StoreError) -> [Credential]
 
     // MARK: Claim tokens
     func insertClaimToken(_ token: ClaimToken, audit: AuditEvent?) async throws(StoreError)

@@ -4,12 +4,14 @@ import DevIDCore
 import DevIDPKI
 import Foundation
 import Logging
+import ServiceLifecycle
+import UnixSignals
 import X509
 
 struct Agent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The device agent: enroll this device and inspect its identity.",
-        subcommands: [Enroll.self, Status.self])
+        abstract: "The device agent: enroll this device, keep its identity rotated, and inspect it.",
+        subcommands: [Enroll.self, Run.self, Status.self])
 
     struct Enroll: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -19,7 +21,9 @@ struct Agent: AsyncParsableCommand {
                 a claim token (--token or --token-file; with --device the token is sent as HTTP Basic with the \
                 device id as user, else as Bearer). A new P-256 key is generated for the LDevID. The issued \
                 certificate must be for that key and chain to --trust-bundle, or nothing is written. Writes \
-                DIR/key.pem (0600), cert.pem, chain.pem, trust.pem and identity.json; DIR is created 0700.
+                DIR/key.pem (0600), cert.pem, chain.pem, trust.pem and identity.json; DIR is created 0700. \
+                Also writes DIR/agent.json (server, label, the IDevID's absolute paths, --on-rotate) so that \
+                `devid agent run --state-dir DIR` needs nothing else.
                 """)
 
         @Option(name: .long, help: "EST base URL, e.g. https://127.0.0.1:8443.") var server: String
@@ -35,6 +39,8 @@ struct Agent: AsyncParsableCommand {
         @Option(name: .long, help: "Device id to enroll as (with a claim token).") var device: String?
         @Option(name: .long, help: "EST label (/.well-known/est/LABEL/): the tenant an unlisted IDevID registers into.")
         var label: String?
+        @Option(name: .long, help: "Reload hook for `devid agent run`, saved in agent.json (run with /bin/sh -c).")
+        var onRotate: String?
         @Flag(name: .long, help: "Print machine-readable JSON.") var json: Bool = false
 
         func validate() throws {
@@ -77,15 +83,26 @@ struct Agent: AsyncParsableCommand {
             }
 
             let identity: EnrolledIdentity
+            let serverClock = ServerClock(local: SystemWallClock())
             do {
                 identity = try await Enroller().enroll(
                     server: server, trustBundle: trust, stateDirectory: stateDir, bootstrap: bootstrap,
-                    label: label, clock: SystemWallClock())
+                    label: label, clock: serverClock, serverClock: serverClock)
             } catch let error as AgentError {
                 throw CLIError("enrollment failed: \(error)")
             }
             let directory = AgentStateDirectory(path: stateDir)
-            let files = AgentStateDirectory.File.allCases.map { directory.path($0) }
+            let configuration = AgentConfiguration(
+                serverURL: identity.serverURL, label: label, idevidCertificate: idevidCert.map(AgentFiles.absolute),
+                idevidKey: idevidKey.map(AgentFiles.absolute), onRotate: onRotate)
+            do {
+                try configuration.save(stateDirectory: stateDir)
+            } catch {
+                throw CLIError("enrolled, but \(AgentConfiguration.fileName) could not be written: \(error)")
+            }
+            let files =
+                AgentStateDirectory.File.allCases.map { directory.path($0) }
+                + [directory.path + "/" + AgentConfiguration.fileName]
             if json {
                 return try Output.json(EnrollOutput(identity: identity, stateDirectory: directory.path, files: files))
             }
@@ -130,11 +147,186 @@ struct Agent: AsyncParsableCommand {
             if let renewal = status.plannedRenewal {
                 print("renewal:  planned \(Output.date(renewal))" + (status.renewalDue == true ? " (due)" : ""))
             }
+            if let scheduled = status.scheduledRenewal {
+                print("          scheduled \(Output.date(scheduled)) (with jitter, drawn once for this certificate)")
+            }
             print(
                 "key:      "
                     + (status.keyMatchesCertificate == true ? "matches the certificate" : "MISSING OR DOES NOT MATCH"))
             if let server = status.serverURL { print("server:   \(server)") }
+            if let skew = status.clockSkew {
+                print("skew:     \(Agent.seconds(skew)) (server minus this device's clock, corrected for)")
+            } else {
+                print("skew:     not measured yet (the agent has not talked to the server)")
+            }
+            if let checkIn = status.lastCheckIn { print("check-in: last \(Output.date(checkIn))") }
+            if let wake = status.nextWake { print("next run: \(Output.date(wake))") }
+            if let failures = status.failures {
+                print("failures: \(failures) in a row" + (status.lastError.map { ": \($0)" } ?? ""))
+            }
+            for (name, slot) in [("next", status.next), ("previous", status.previous)] {
+                guard let slot else { continue }
+                var line = "\(name):".padding(toLength: 10, withPad: " ", startingAt: 0) + slot.state.rawValue
+                if let serial = slot.serial { line += ", serial \(serial)" }
+                if let notBefore = slot.notBefore, let notAfter = slot.notAfter {
+                    line += ", valid \(Output.date(notBefore)) to \(Output.date(notAfter))"
+                }
+                print(line)
+            }
         }
+    }
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Keep the identity in a state directory valid: check in, rotate, recover.",
+            discussion: """
+                Reads DIR/agent.json (written by `devid agent enroll`); the flags override it. Checks in with the \
+                server (GET /v1/device/status over mTLS), renews at the renewal time drawn with jitter for each \
+                certificate (a new key each time: staged in DIR/next/, re-enrolled, installed, reload hook, \
+                confirmed with a check-in, then DIR/previous/ forgotten), renews late within the grace period after \
+                expiry, and bootstraps with the IDevID when the identity is beyond repair. Decisions use the \
+                server's time (DevID-Time), corrected for this device's clock skew. Failures retry with \
+                exponential backoff and full jitter. Killed at any point, it resumes where it stopped. \
+                Logs one line per step on stderr. Stops on SIGTERM or SIGINT.
+                """)
+
+        @Option(name: .long, help: "State directory written by `devid agent enroll`.") var stateDir: String
+        @Option(name: .long, help: "Reload hook, run with /bin/sh -c after a new identity is installed (env DEVID_STATE_DIR).")
+        var onRotate: String?
+        @Flag(name: .long, help: "Do one step, print what it did, and exit (non-zero if it failed).") var once = false
+        @Option(name: .long, help: "EST base URL (default: from agent.json).") var server: String?
+        @Option(name: .long, help: "EST label (default: from agent.json).") var label: String?
+        @Option(name: .long, help: "IDevID certificate PEM for bootstrap (default: from agent.json).") var idevidCert:
+            String?
+        @Option(name: .long, help: "IDevID private key PEM for bootstrap (default: from agent.json).") var idevidKey:
+            String?
+        @Option(name: .long, help: "Seconds between check-ins while nothing is due (default 3600).")
+        var checkInInterval: Double?
+        @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel =
+            "info"
+
+        func validate() throws {
+            if (idevidCert == nil) != (idevidKey == nil) {
+                throw ValidationError("--idevid-cert and --idevid-key go together")
+            }
+            if let checkInInterval, checkInInterval <= 0 {
+                throw ValidationError("--check-in-interval must be positive")
+            }
+            guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level \(logLevel)") }
+        }
+
+        func run() async throws {
+            LoggingSetup.bootstrap(level: Logger.Level(rawValue: logLevel) ?? .info)
+            let logger = Logger(label: "devid.agent")
+            var configuration: AgentConfiguration
+            do {
+                if let saved = try AgentConfiguration.load(stateDirectory: stateDir) {
+                    configuration = saved
+                } else if let identity = try AgentStateDirectory(path: stateDir).identity() {
+                    configuration = AgentConfiguration(serverURL: identity.serverURL)
+                } else if let server {
+                    configuration = AgentConfiguration(serverURL: server)
+                } else {
+                    throw CLIError("\(stateDir) holds no agent.json and no identity: run `devid agent enroll` first")
+                }
+            } catch let error as AgentError {
+                throw CLIError("cannot read \(stateDir): \(error)")
+            }
+            if let server { configuration.serverURL = server }
+            if let label { configuration.label = label }
+            if let onRotate { configuration.onRotate = onRotate }
+            if let idevidCert, let idevidKey {
+                configuration.idevidCertificate = AgentFiles.absolute(idevidCert)
+                configuration.idevidKey = AgentFiles.absolute(idevidKey)
+            }
+            if let checkInInterval { configuration.checkInInterval = checkInInterval }
+
+            let agent: RotationAgent
+            do {
+                agent = try RotationAgent(
+                    stateDirectory: stateDir, configuration: configuration, clock: SystemWallClock(), logger: logger)
+            } catch {
+                throw CLIError("cannot start the agent: \(error)")
+            }
+            logger.info(
+                "agent starting",
+                metadata: [
+                    "state_dir": "\(stateDir)", "server": "\(configuration.serverURL)",
+                    "idevid": "\(configuration.idevidCertificate != nil)",
+                    "on_rotate": "\(configuration.onRotate != nil)",
+                ])
+            if once {
+                let wake = await agent.step()
+                Agent.log(wake, agent: agent, logger: logger)
+                if let error = wake.error { throw CLIError("step failed: \(error)") }
+                return
+            }
+            let service = RotationService(agent: agent, logger: logger)
+            let group = ServiceGroup(
+                configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            try await group.run()
+            logger.info("agent stopped")
+        }
+    }
+
+    /// `devid agent run` as a `Service`: the agent's loop on the real clock, cancelled on graceful shutdown (every
+    /// step is resumable, so cancelling one mid-way is as safe as a crash).
+    struct RotationService: Service {
+        let agent: RotationAgent
+        let logger: Logger
+
+        func run() async throws {
+            let agent = self.agent
+            let logger = self.logger
+            do {
+                try await cancelWhenGracefulShutdown {
+                    try await agent.run(clock: ContinuousClock()) { wake in
+                        Agent.log(wake, agent: agent, logger: logger)
+                    }
+                }
+            } catch is CancellationError {
+                return
+            }
+        }
+    }
+
+    /// One structured line per step.
+    static func log(_ wake: Wake, agent: RotationAgent, logger: Logger) {
+        var metadata: Logger.Metadata = [
+            "result": "\(wake.reason.rawValue)",
+            "next_in_s": "\(Int(wake.delay.rounded(.up)))",
+            "next_at": "\(Output.date(wake.at))",
+            "skew_s": "\(String(format: "%.1f", agent.serverClock.skew))",
+        ]
+        if !wake.completed.isEmpty { metadata["steps"] = "\(wake.completed.map(\.rawValue).joined(separator: ","))" }
+        if let change = wake.change { metadata["change"] = "\(change.rawValue)" }
+        if let hook = wake.hook { metadata["hook"] = "\(hook)" }
+        if let status = wake.status {
+            metadata["serial"] = "\(status.serial)"
+            metadata["not_after"] = "\(Output.date(status.notAfter))"
+        }
+        if let error = wake.error {
+            metadata["error"] = "\(error)"
+            logger.warning("step failed", metadata: metadata)
+        } else if wake.change != nil {
+            logger.notice("identity replaced", metadata: metadata)
+        } else {
+            logger.info("step", metadata: metadata)
+        }
+    }
+
+    /// `+300.0 s (5 min)`, `-86400.0 s (1.0 d)`.
+    static func seconds(_ value: TimeInterval) -> String {
+        let sign = value < 0 ? "-" : "+"
+        let magnitude = abs(value)
+        let human: String
+        switch magnitude {
+        case ..<120: human = ""
+        case ..<7_200: human = " (\(Int((magnitude / 60).rounded())) min)"
+        case ..<172_800: human = " (\(String(format: "%.1f", magnitude / 3_600)) h)"
+        default: human = " (\(String(format: "%.1f", magnitude / 86_400)) d)"
+        }
+        return "\(sign)\(String(format: "%.1f", magnitude)) s\(human)"
     }
 
     /// `devid agent enroll --json`: the identity's fields plus where the files are.
@@ -156,6 +348,11 @@ struct Agent: AsyncParsableCommand {
 
 /// Reading the agent's input files, with one-line errors.
 enum AgentFiles {
+    /// `path` made absolute against the working directory (agent.json outlives the shell it was written from).
+    static func absolute(_ path: String) -> String {
+        path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+    }
+
     static func text(_ path: String, what: String) throws -> String {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw CLIError("cannot read \(what) \(path)")

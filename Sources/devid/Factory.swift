@@ -43,16 +43,17 @@ struct Factory: AsyncParsableCommand {
             }
             let minter = LotMinter(manufacturer: ca, manufacturerName: manufacturer)
             let progress = ProgressBar(total: count ?? 0)
-            let start = Date()
+            let clock = SystemWallClock()
+            let start = ContinuousClock.now
             let manifest: LotManifest
             do {
                 if let csrDir {
                     manifest = try minter.sign(
-                        csrDirectory: csrDir, lot: lotID, tenant: tenantID, outputDirectory: out, now: Date(),
+                        csrDirectory: csrDir, lot: lotID, tenant: tenantID, outputDirectory: out, now: clock.now(),
                         progress: progress.update)
                 } else {
                     manifest = try minter.mint(
-                        lot: lotID, tenant: tenantID, count: count ?? 0, outputDirectory: out, now: Date(),
+                        lot: lotID, tenant: tenantID, count: count ?? 0, outputDirectory: out, now: clock.now(),
                         progress: progress.update)
                 }
             } catch {
@@ -60,7 +61,8 @@ struct Factory: AsyncParsableCommand {
                 throw CLIError("\(error)")
             }
             progress.finish()
-            let seconds = Date().timeIntervalSince(start)
+            let elapsed = ContinuousClock.now - start
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
             if global.json {
                 try Output.json(manifest)
             } else {

@@ -89,9 +89,10 @@ final class AgentTestServer: Sendable {
 
 /// Runs `body` against a fresh server and always stops it.
 func withServer<T>(
-    policy: TenantPolicy = TenantPolicy(), _ body: (AgentTestServer) async throws -> T
+    clock: ManualWallClock = ManualWallClock(Date()), policy: TenantPolicy = TenantPolicy(),
+    _ body: (AgentTestServer) async throws -> T
 ) async throws -> T {
-    let server = try await AgentTestServer(policy: policy)
+    let server = try await AgentTestServer(clock: clock, policy: policy)
     do {
         let result = try await body(server)
         try await server.stop()

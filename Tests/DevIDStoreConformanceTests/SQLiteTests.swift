@@ -108,7 +108,7 @@ struct SQLiteTests {
         }
         let journalMode = try await queue.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
         try queue.close()
-        #expect(migrations == ["v1", "v2", "v3"])
+        #expect(migrations == ["v1", "v2", "v3", "v4"])
         #expect(journalMode == "wal")
     }
 
@@ -152,7 +152,186 @@ struct SQLiteTests {
             try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY identifier")
         }
         try queue.close()
-        #expect(migrations == ["v1", "v2", "v3"])
+        #expect(migrations == ["v1", "v2", "v3", "v4"])
+    }
+
+    @Test func v3DatabaseMigratesToRotationColumns() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("registry.sqlite")
+        let credential = Fixture.credential(1, device: "dev-1")
+        do {
+            let store = try SQLiteStore(path: path)
+            try await Fixture.seed(store)
+            try await store.insertCredential(credential, audit: Fixture.event("est.enroll"))
+            try store.close()
+        }
+        // Turn the file back into what a registry written before staged rotation looks like.
+        try Self.tamper(
+            path,
+            """
+            DROP INDEX credentials_status_overlap_deadline;
+            DROP INDEX credentials_status_issuer_serial;
+            DROP INDEX credentials_status_serial;
+            ALTER TABLE credentials DROP COLUMN overlap_deadline;
+            ALTER TABLE credentials DROP COLUMN confirmed_at;
+            ALTER TABLE credentials DROP COLUMN rotation_due;
+            ALTER TABLE credentials DROP COLUMN replaced_by;
+            DELETE FROM grdb_migrations WHERE identifier = 'v4';
+            """)
+        let inspector = try DatabaseQueue(path: path)
+        let v3Columns = try await inspector.read { db in try db.columns(in: "credentials").map(\.name) }
+        try inspector.close()
+        #expect(!v3Columns.contains("rotation_due") && v3Columns.contains("revocation_reason"))
+
+        let store = try SQLiteStore(path: path)
+        #expect(try await store.credential(serial: credential.serial) == credential)
+        try await store.recordIssuance(
+            Issuance(
+                credential: Fixture.credential(2, device: "dev-1"), supersede: [credential.serial],
+                overlapDeadline: Fixture.time(5000), now: Fixture.time(100), audit: Fixture.event("est.reenroll")))
+        try store.close()
+
+        let reopened = try SQLiteStore(path: path)
+        let superseded = try #require(try await reopened.credential(serial: credential.serial))
+        #expect(superseded.status == .superseded && superseded.overlapDeadline == Fixture.time(5000))
+        #expect(superseded.replacedBy == Fixture.serial(2) && superseded.rotationDue == false)
+        try reopened.close()
+        let queue = try DatabaseQueue(path: path)
+        let (migrations, indexes) = try await queue.read { db in
+            (
+                try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY identifier"),
+                try db.indexes(on: "credentials").map(\.name)
+            )
+        }
+        try queue.close()
+        #expect(migrations == ["v1", "v2", "v3", "v4"])
+        #expect(
+            Set(indexes).isSuperset(of: [
+                "credentials_status_overlap_deadline", "credentials_status_issuer_serial", "credentials_status_serial",
+            ]))
+    }
+
+    @Test func rotationDueOnlyHoldsBooleans() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("registry.sqlite")
+        let store = try SQLiteStore(path: path)
+        try await Fixture.seed(store)
+        try await store.insertCredential(Fixture.credential(1, device: "dev-1"), audit: Fixture.event("est.enroll"))
+        #expect(throws: (any Error).self) {
+            try Self.tamper(path, "UPDATE credentials SET rotation_due = 2")
+        }
+        #expect(throws: (any Error).self) {
+            try Self.tamper(path, "UPDATE credentials SET rotation_due = NULL")
+        }
+        #expect(try await store.credential(serial: Fixture.serial(1))?.rotationDue == false)
+        try store.close()
+    }
+
+    /// The CRL query shapes walk an index in serial order: no sort of every revoked row for the first page.
+    @Test func crlPagesDoNotSort() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("registry.sqlite")
+        try SQLiteStore(path: path).close()
+        let queue = try DatabaseQueue(path: path)
+        let base = "SELECT * FROM credentials WHERE status = ? AND +not_after > ?"
+        let shapes = [
+            ("\(base) ORDER BY serial LIMIT ?", "credentials_status_serial"),
+            ("\(base) AND serial > ? ORDER BY serial LIMIT ?", "credentials_status_serial"),
+            ("\(base) AND issuer = ? ORDER BY serial LIMIT ?", "credentials_status_issuer_serial"),
+            ("\(base) AND issuer = ? AND serial > ? ORDER BY serial LIMIT ?", "credentials_status_issuer_serial"),
+        ]
+        for (sql, index) in shapes {
+            let plan = try await queue.read { db in
+                try Row.fetchAll(
+                    db, sql: "EXPLAIN QUERY PLAN \(sql)",
+                    arguments: StatementArguments(Array(repeating: "x", count: sql.count { $0 == "?" }))
+                ).map { row -> String in row["detail"] }
+            }
+            #expect(plan.contains { $0.contains(index) }, "\(plan)")
+            #expect(!plan.contains { $0.contains("TEMP B-TREE") }, "\(plan)")
+        }
+        try queue.close()
+    }
+
+    /// 20,000 revoked credentials of one issuer among 9,000 others: paging returns each exactly once, in order.
+    @Test func crlPagingOverTwentyThousandRevokedCredentials() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("registry.sqlite")
+        let store = try SQLiteStore(path: path)
+        try await Fixture.seed(store)
+        let issuer = "CN=DevID Issuing CA,O=acme"
+        let now = Fixture.time(1000)
+
+        // Bulk rows through a second connection in one transaction; serials of 8 to 16 random-looking bytes, so
+        // text order differs from numeric order.
+        let rows = (0..<29_000).map { index -> (serial: String, issuer: String, notAfter: Int64, status: String) in
+            let serial = Hex.encode(Array(Fixture.der(index, variant: 99).dropFirst(2).prefix(8 + index % 9)))
+            let valid: Int64 = 1_790_086_400_000
+            return switch index {
+            case ..<20_000: (serial, issuer, valid, "revoked")
+            case ..<22_000: (serial, "CN=Older Issuing CA,O=acme", valid, "revoked")
+            // Expired a second before the CRL's time.
+            case ..<24_000: (serial, issuer, 1_790_000_999_000, "revoked")
+            default: (serial, issuer, valid, "active")
+            }
+        }
+        let writer = try DatabaseQueue(path: path)
+        try await writer.write { db in
+            let insert = try db.makeStatement(
+                sql: """
+                    INSERT INTO credentials (serial, device_id, kind, issuer, not_before, not_after, public_key_sha256,
+                        certificate_sha256, der, status, revoked_at, revocation_reason, created_at)
+                    VALUES (?, 'dev-1', 'ldevid', ?, 0, ?, ?, ?, X'3082', ?, 0, 'keyCompromise', 0)
+                    """)
+            for row in rows {
+                try insert.execute(arguments: [
+                    row.serial, row.issuer, row.notAfter, row.serial, row.serial, row.status,
+                ])
+            }
+        }
+        try writer.close()
+        let expected = rows.prefix(20_000).map(\.serial)
+        #expect(Set(expected).count == 20_000)
+
+        func pageThrough(issuer: String?, limit: Int) async throws -> ([String], Duration) {
+            var serials: [String] = []
+            var after: SerialNumber?
+            let clock = ContinuousClock()
+            let elapsed = try await clock.measure {
+                while true {
+                    let page = try await store.revokedCredentials(
+                        issuer: issuer, notExpiredAt: now, afterSerial: after, limit: limit)
+                    guard let last = page.last else { break }
+                    serials += page.map(\.serial.rawValue)
+                    after = last.serial
+                }
+            }
+            return (serials, elapsed)
+        }
+
+        let (serials, elapsed) = try await pageThrough(issuer: issuer, limit: 1000)
+        #expect(serials.count == 20_000)
+        #expect(Set(serials) == Set(expected))
+        #expect(serials == serials.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) })
+        #expect(zip(serials, serials.dropFirst()).allSatisfy { $0 != $1 })
+
+        let (everyIssuer, everyIssuerElapsed) = try await pageThrough(issuer: nil, limit: 500)
+        #expect(everyIssuer.count == 22_000)
+        #expect(Set(everyIssuer).count == 22_000)
+
+        let clock = ContinuousClock()
+        let firstPage = try await clock.measure {
+            _ = try await store.revokedCredentials(issuer: issuer, notExpiredAt: now, afterSerial: nil, limit: 1000)
+        }
+        print(
+            "CRL paging: 20,000 of one issuer in 1,000-row pages \(elapsed); 22,000 of every issuer in 500-row pages"
+                + " \(everyIssuerElapsed); first page alone \(firstPage)")
+        #expect(elapsed < .seconds(30))
+        try store.close()
     }
 
     @Test func policyColumnsOnlyHoldBooleans() async throws {

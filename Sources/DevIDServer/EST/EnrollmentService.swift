@@ -34,7 +34,7 @@ struct EnrollmentService: Sendable {
     }
 
     /// Who the request proved to be, before the CSR is looked at.
-    private struct Subject {
+    struct Subject {
         var actor: String
         var method: String
         var tenant: TenantID?
@@ -214,16 +214,11 @@ struct EnrollmentService: Sendable {
     private func reenroll(
         _ request: Request, device deviceID: DeviceID, tenant: TenantID, serial: SerialNumber, labelTenant: Tenant?
     ) async throws -> Verdict {
-        let subject = Subject(
+        var subject = Subject(
             actor: "device:\(deviceID)", method: "ldevid", tenant: tenant, device: deviceID, serial: serial)
-        guard let current = try await store.credential(serial: serial), current.deviceID == deviceID else {
-            throw Refusal(.forbidden, "client certificate is not in the registry", subject)
-        }
-        switch current.status {
-        case .revoked: throw Refusal(.forbidden, "credential is revoked", subject)
-        case .expired: throw Refusal(.forbidden, "credential has expired", subject)
-        case .active, .superseded: break
-        }
+        let now = state.clock.now()
+        let policy = profile.policy.rotation
+        let current = try await requireUsableCredential(serial: serial, device: deviceID, now: now, subject)
         guard let device = try await store.device(deviceID), device.tenant == tenant else {
             throw Refusal(.forbidden, "device is not in the registry", subject)
         }
@@ -231,6 +226,22 @@ struct EnrollmentService: Sendable {
             throw Refusal(.forbidden, "device belongs to another tenant", subject)
         }
         let next = try transition(device, event: .reenroll, subject)
+        var supersede: [SerialNumber] = []
+        if current.notAfter <= now {
+            // Late renewal: expired within the grace window, and only the newest credential of the lineage.
+            guard current.status == .active, now < current.notAfter.addingTimeInterval(policy.grace) else {
+                throw Refusal(.forbidden, "credential has expired", subject)
+            }
+            subject.method = "ldevid (late renewal)"
+            supersede = [current.serial]
+        } else if current.status == .active {
+            supersede = [current.serial]
+        } else if let successor = current.replacedBy,
+            let lost = try await store.credential(serial: successor), lost.status == .active, lost.confirmedAt == nil
+        {
+            // Retrying with the old certificate during its overlap: the unconfirmed successor is given up.
+            supersede = [lost.serial]
+        }
         let csr = try checkedCSR(request.body, device: device.id, tenant: device.tenant, subject)
         if profile.policy.requireNewKeyOnReenroll {
             let newKey = KeyMaterial.fingerprint(csr.publicKey)
@@ -241,7 +252,43 @@ struct EnrollmentService: Sendable {
         }
         return try await issue(
             request, subject: subject, device: device, registration: nil, next: next, csr: csr, consumeToken: nil,
-            supersede: current.status == .active ? [current.serial] : [])
+            supersede: supersede, overlapDeadline: now.addingTimeInterval(policy.overlap))
+    }
+
+    /// The registry's view of a presented LDevID: refused when revoked, superseded past its overlap, or expired
+    /// beyond the grace window. Confirms a credential the first time it authenticates (rotation step 3).
+    func requireUsableCredential(
+        serial: SerialNumber, device: DeviceID, now: Date, _ subject: Subject
+    ) async throws -> Credential {
+        guard let credential = try await store.credential(serial: serial), credential.deviceID == device else {
+            throw Refusal(.forbidden, "client certificate is not in the registry", subject)
+        }
+        let grace = profile.policy.rotation.grace
+        switch credential.status {
+        case .revoked:
+            throw Refusal(.forbidden, "credential is revoked", subject)
+        case .expired:
+            throw Refusal(.forbidden, "credential has expired", subject)
+        case .superseded:
+            guard let deadline = credential.overlapDeadline, now < deadline else {
+                throw Refusal(.forbidden, "credential superseded and its overlap has ended", subject)
+            }
+        case .active:
+            break
+        }
+        if credential.notAfter.addingTimeInterval(grace) <= now {
+            throw Refusal(.forbidden, "credential has expired", subject)
+        }
+        if credential.status == .active, credential.confirmedAt == nil, credential.notAfter > now {
+            let first = try await store.confirmCredential(
+                serial: serial, at: now,
+                audit: state.auditor.event(
+                    actor: subject.actor, action: "rotation.confirm", outcome: .success,
+                    reason: "credential \(serial) seen in use for the first time", tenant: subject.tenant,
+                    device: device, serial: serial))
+            _ = first
+        }
+        return credential
     }
 
     // MARK: - Steps
@@ -315,7 +362,7 @@ struct EnrollmentService: Sendable {
 
     private func issue(
         _ request: Request, subject: Subject, device: Device, registration: Device?, next: DeviceState,
-        csr: EnrollmentRequest, consumeToken: String?, supersede: [SerialNumber]
+        csr: EnrollmentRequest, consumeToken: String?, supersede: [SerialNumber], overlapDeadline: Date? = nil
     ) async throws -> Verdict {
         let now = state.clock.now()
         let certificate = try hierarchy.issuing.issueLDevID(
@@ -338,7 +385,8 @@ struct EnrollmentService: Sendable {
         let issuance = Issuance(
             credential: credential, registerDevice: registration,
             transition: registration == nil ? (expected: device.state, next: next) : nil,
-            consumeToken: consumeToken, supersede: supersede, now: now, audit: audit)
+            consumeToken: consumeToken, supersede: supersede, overlapDeadline: overlapDeadline ?? now.addingTimeInterval(
+                profile.policy.rotation.overlap), now: now, audit: audit)
         guard try await record(issuance) else {
             // A concurrent request changed the device or spent the token between our checks and the write.
             var refusalReason = "the device or its claim token changed during enrollment; retry"
@@ -359,7 +407,7 @@ struct EnrollmentService: Sendable {
     }
 
     /// A refusal on the way; carries what is known of the requester for the audit event.
-    private struct Refusal: Error {
+    struct Refusal: Error {
         var status: HTTPResponse.Status
         var reason: String
         var subject: Subject?

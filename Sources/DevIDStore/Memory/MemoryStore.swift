@@ -161,20 +161,30 @@ public actor MemoryStore: Store {
         }
 
         var superseded: [SerialNumber: Credential] = [:]
+        let deadline = StoreTime.normalized(issuance.overlapDeadline)
         for serial in issuance.supersede {
             guard serial != credential.serial else {
                 throw StoreError(.conflict, "\(operation): cannot supersede the credential being issued")
             }
-            guard var existing = superseded[serial] ?? credentialRows[serial] else {
+            guard superseded[serial] == nil else {
+                throw StoreError(.conflict, "\(operation): a credential to supersede is listed twice")
+            }
+            guard var existing = credentialRows[serial] else {
                 throw StoreError(.notFound, "\(operation): no such credential to supersede")
             }
             guard existing.deviceID == device.id else {
                 throw StoreError(.conflict, "\(operation): a credential to supersede belongs to another device")
             }
-            guard existing.status == .active else {
+            switch existing.status {
+            case .active:
+                existing.overlapDeadline = deadline
+            case .superseded:
+                existing.overlapDeadline = RotationRules.earlierDeadline(existing.overlapDeadline, deadline)
+            case .revoked, .expired:
                 throw StoreError(.conflict, "\(operation): a credential to supersede is no longer active")
             }
             existing.status = .superseded
+            existing.replacedBy = credential.serial
             superseded[serial] = existing
         }
 
@@ -221,6 +231,132 @@ public actor MemoryStore: Store {
     }
 
     public func credentialCount() -> Int { credentialRows.count }
+
+    public func credentialCounts(now: Date) -> [CredentialStatus: Int] {
+        var counts = Dictionary(uniqueKeysWithValues: CredentialStatus.allCases.map { ($0, 0) })
+        for credential in credentialRows.values {
+            counts[RotationRules.effectiveStatus(credential, now: now), default: 0] += 1
+        }
+        return counts
+    }
+
+    // MARK: Staged rotation
+
+    public func confirmCredential(serial: SerialNumber, at: Date, audit: AuditEvent?) throws(StoreError) -> Bool {
+        guard let credential = credentialRows[serial] else {
+            throw StoreError(.notFound, "confirm credential: no such credential")
+        }
+        guard credential.status == .active, credential.confirmedAt == nil else { return false }
+        credentialRows[serial]?.confirmedAt = StoreTime.normalized(at)
+        append(audit)
+        return true
+    }
+
+    public func supersededDue(now: Date, confidence: TimeInterval, limit: Int) -> [Credential] {
+        let deadlineBy = StoreTime.milliseconds(now)
+        let confirmedBy = RotationRules.milliseconds(now, minus: confidence)
+        let due = credentialRows.values.filter { credential in
+            guard credential.status == .superseded else { return false }
+            if let deadline = credential.overlapDeadline, StoreTime.milliseconds(deadline) <= deadlineBy {
+                return true
+            }
+            guard let successor = credential.replacedBy, let confirmed = credentialRows[successor]?.confirmedAt else {
+                return false
+            }
+            return StoreTime.milliseconds(confirmed) <= confirmedBy
+        }
+        return Array(due.sorted { Self.bytewiseLess($0.serial.rawValue, $1.serial.rawValue) }.prefix(max(0, limit)))
+    }
+
+    public func revokeCredentials(
+        _ serials: [SerialNumber], reason: RevocationReason, at: Date, audit: AuditEvent?
+    ) throws(StoreError) -> Int {
+        let unique = Set(serials)
+        guard unique.allSatisfy({ credentialRows[$0] != nil }) else {
+            throw StoreError(.notFound, "revoke credentials: no such credential")
+        }
+        var changed = 0
+        for serial in unique where credentialRows[serial]?.status != .revoked {
+            revoke(serial, reason: reason, at: at)
+            changed += 1
+        }
+        if changed > 0 { append(audit) }
+        return changed
+    }
+
+    // MARK: Bulk revocation and rotation campaigns
+
+    public func blastRadius(_ scope: CredentialScope, now: Date) throws(StoreError) -> BlastRadius {
+        try requireExists(scope, "preview revocation")
+        return changes(revoking: scope, at: now)
+    }
+
+    public func revoke(
+        _ scope: CredentialScope, reason: RevocationReason, at: Date, audit: AuditEvent
+    ) throws(StoreError) -> BlastRadius {
+        try requireExists(scope, "revoke scope")
+        let radius = changes(revoking: scope, at: at)
+        for credential in credentials(in: scope) where RotationRules.isRevocable(credential, in: scope, now: at) {
+            revoke(credential.serial, reason: reason, at: at)
+        }
+        for device in devices(in: scope) ?? [] where !RotationRules.finalDeviceStates.contains(device.state) {
+            deviceRows[device.id]?.state = .revoked
+        }
+        append(audit)
+        return radius
+    }
+
+    public func markRotationDue(_ scope: CredentialScope, at: Date, audit: AuditEvent) throws(StoreError) -> Int {
+        try requireExists(scope, "mark rotation due")
+        var changed = 0
+        for credential in credentials(in: scope) where RotationRules.isFlaggable(credential, now: at) {
+            credentialRows[credential.serial]?.rotationDue = true
+            changed += 1
+        }
+        append(audit)
+        return changed
+    }
+
+    public func rotationProgress(
+        _ scope: CredentialScope?, now: Date, unreachableAfter: TimeInterval
+    ) throws(StoreError) -> RotationProgress {
+        if let scope { try requireExists(scope, "rotation progress") }
+        let seenSince = RotationRules.milliseconds(now, minus: unreachableAfter)
+        var progress = RotationProgress()
+        for credential in scope.map(credentials(in:)) ?? Array(credentialRows.values) where credential.rotationDue {
+            progress.due += 1
+            switch credential.status {
+            case .superseded, .revoked:
+                if credential.replacedBy != nil { progress.rotated += 1 }
+            case .active:
+                let lastSeen = deviceRows[credential.deviceID]?.lastSeen.map(StoreTime.milliseconds)
+                if let lastSeen, lastSeen >= seenSince {
+                    progress.pending += 1
+                } else {
+                    progress.unreachable += 1
+                }
+            case .expired:
+                break
+            }
+        }
+        return progress
+    }
+
+    // MARK: CRL
+
+    public func revokedCredentials(
+        issuer: String?, notExpiredAt: Date, afterSerial: SerialNumber?, limit: Int
+    ) -> [Credential] {
+        let notExpired = StoreTime.milliseconds(notExpiredAt)
+        let matching = credentialRows.values.filter { credential in
+            credential.status == .revoked && StoreTime.milliseconds(credential.notAfter) > notExpired
+                // Byte equality and order, as SQL's BINARY collation compares; String's `==` normalizes Unicode.
+                && (issuer.map { credential.issuer.utf8.elementsEqual($0.utf8) } ?? true)
+                && (afterSerial.map { Self.bytewiseLess($0.rawValue, credential.serial.rawValue) } ?? true)
+        }
+        return Array(
+            matching.sorted { Self.bytewiseLess($0.serial.rawValue, $1.serial.rawValue) }.prefix(max(0, limit)))
+    }
 
     // MARK: Claim tokens
 
@@ -317,6 +453,74 @@ public actor MemoryStore: Store {
 
     // MARK: Helpers
 
+    private static func bytewiseLess(_ lhs: String, _ rhs: String) -> Bool {
+        lhs.utf8.lexicographicallyPrecedes(rhs.utf8)
+    }
+
+    private func revoke(_ serial: SerialNumber, reason: RevocationReason, at: Date) {
+        credentialRows[serial]?.status = .revoked
+        credentialRows[serial]?.revokedAt = StoreTime.normalized(at)
+        credentialRows[serial]?.revocationReason = reason
+    }
+
+    private func requireExists(_ scope: CredentialScope, _ operation: String) throws(StoreError) {
+        let exists =
+            switch scope {
+            case .device(let id): deviceRows[id] != nil
+            case .lot(let id): lotRows[id] != nil
+            case .tenant(let id): tenantRows[id] != nil
+            case .serial(let serial): credentialRows[serial] != nil
+            case .expiringBefore: true
+            }
+        guard exists else { throw RotationRules.missing(scope, operation) }
+    }
+
+    /// The scope's credentials before any status filter (see ``CredentialScope``).
+    private func credentials(in scope: CredentialScope) -> [Credential] {
+        switch scope {
+        case .device(let id):
+            return credentialRows.values.filter { $0.deviceID == id }
+        case .lot(let id):
+            return credentialRows.values.filter { deviceRows[$0.deviceID]?.lot == id }
+        case .tenant(let id):
+            return credentialRows.values.filter { deviceRows[$0.deviceID]?.tenant == id }
+        case .serial(let serial):
+            return credentialRows[serial].map { [$0] } ?? []
+        case .expiringBefore(let date):
+            let before = StoreTime.milliseconds(date)
+            return credentialRows.values.filter { $0.kind == .ldevid && StoreTime.milliseconds($0.notAfter) < before }
+        }
+    }
+
+    /// The scope's devices for device, lot and tenant scopes; nil for credential scopes.
+    private func devices(in scope: CredentialScope) -> [Device]? {
+        switch scope {
+        case .device(let id): deviceRows[id].map { [$0] } ?? []
+        case .lot(let id): deviceRows.values.filter { $0.lot == id }
+        case .tenant(let id): deviceRows.values.filter { $0.tenant == id }
+        case .serial, .expiringBefore: nil
+        }
+    }
+
+    /// What revoking `scope` at `now` changes; see ``BlastRadius``.
+    private func changes(revoking scope: CredentialScope, at now: Date) -> BlastRadius {
+        var touched: [DeviceID: (moves: Bool, credentials: Int)] = [:]
+        for device in devices(in: scope) ?? [] {
+            touched[device.id] = (!RotationRules.finalDeviceStates.contains(device.state), 0)
+        }
+        for credential in credentials(in: scope) where RotationRules.isRevocable(credential, in: scope, now: now) {
+            touched[credential.deviceID, default: (false, 0)].credentials += 1
+        }
+        var radius = BlastRadius()
+        for (id, change) in touched {
+            guard let device = deviceRows[id] else { continue }
+            radius.add(
+                tenant: device.tenant, lot: device.lot, devices: change.moves || change.credentials > 0 ? 1 : 0,
+                credentials: change.credentials)
+        }
+        return radius
+    }
+
     /// Every check of a write runs before its first mutation, so a refused write changes nothing; the audit
     /// event is appended last, in the same actor turn, so the change and its event are stored together.
     private func append(_ event: AuditEvent?) {
@@ -363,6 +567,8 @@ public actor MemoryStore: Store {
         credential.notAfter = StoreTime.normalized(credential.notAfter)
         credential.revokedAt = StoreTime.normalized(credential.revokedAt)
         credential.createdAt = StoreTime.normalized(credential.createdAt)
+        credential.overlapDeadline = StoreTime.normalized(credential.overlapDeadline)
+        credential.confirmedAt = StoreTime.normalized(credential.confirmedAt)
         credentialRows[credential.serial] = credential
         credentialByFingerprint[credential.certificateSHA256] = credential.serial
     }

@@ -19,6 +19,10 @@ struct CredentialRecord: Codable, FetchableRecord, PersistableRecord {
     var revokedAt: Int64?
     var revocationReason: String?
     var createdAt: Int64
+    var overlapDeadline: Int64?
+    var confirmedAt: Int64?
+    var rotationDue: Bool
+    var replacedBy: String?
 
     enum CodingKeys: String, CodingKey {
         case serial
@@ -34,6 +38,10 @@ struct CredentialRecord: Codable, FetchableRecord, PersistableRecord {
         case revokedAt = "revoked_at"
         case revocationReason = "revocation_reason"
         case createdAt = "created_at"
+        case overlapDeadline = "overlap_deadline"
+        case confirmedAt = "confirmed_at"
+        case rotationDue = "rotation_due"
+        case replacedBy = "replaced_by"
     }
 
     enum Columns {
@@ -45,6 +53,7 @@ struct CredentialRecord: Codable, FetchableRecord, PersistableRecord {
         static let revokedAt = Column(CodingKeys.revokedAt)
         static let revocationReason = Column(CodingKeys.revocationReason)
         static let createdAt = Column(CodingKeys.createdAt)
+        static let confirmedAt = Column(CodingKeys.confirmedAt)
     }
 }
 
@@ -59,7 +68,10 @@ extension CredentialRecord {
             der: Data(credential.der), status: credential.status.rawValue,
             revokedAt: credential.revokedAt.map(StoreTime.milliseconds),
             revocationReason: credential.revocationReason?.rawValue,
-            createdAt: StoreTime.milliseconds(credential.createdAt))
+            createdAt: StoreTime.milliseconds(credential.createdAt),
+            overlapDeadline: credential.overlapDeadline.map(StoreTime.milliseconds),
+            confirmedAt: credential.confirmedAt.map(StoreTime.milliseconds), rotationDue: credential.rotationDue,
+            replacedBy: credential.replacedBy?.rawValue)
     }
 
     func model() throws(StoreError) -> Credential {
@@ -78,6 +90,12 @@ extension CredentialRecord {
             revocationReason: try revocationReason.map { value throws(StoreError) in
                 try SQLiteColumn.decode(RevocationReason.init(rawValue:), value, "credentials.revocation_reason")
             },
-            createdAt: StoreTime.date(milliseconds: createdAt))
+            createdAt: StoreTime.date(milliseconds: createdAt),
+            overlapDeadline: overlapDeadline.map { StoreTime.date(milliseconds: $0) },
+            confirmedAt: confirmedAt.map { StoreTime.date(milliseconds: $0) },
+            rotationDue: rotationDue,
+            replacedBy: try replacedBy.map { value throws(StoreError) in
+                try SQLiteColumn.decode(SerialNumber.init(rawValue:), value, "credentials.replaced_by")
+            })
     }
 }

@@ -17,6 +17,9 @@ enum SQLiteSchema {
         migrator.registerMigration("v3") { db in
             try db.execute(sql: v3)
         }
+        migrator.registerMigration("v4") { db in
+            try db.execute(sql: v4)
+        }
         return migrator
     }
 
@@ -126,5 +129,23 @@ enum SQLiteSchema {
         DROP TABLE claim_tokens;
         ALTER TABLE claim_tokens_v3 RENAME TO claim_tokens;
         CREATE INDEX claim_tokens_tenant ON claim_tokens(tenant_id);
+        """
+
+    /// Staged key rotation, rotation campaigns and CRL paging. One column per ALTER TABLE.
+    /// - `overlap_deadline`: when a superseded credential is revoked at the latest; the sweep for due ones reads
+    ///   `(status, overlap_deadline)`.
+    /// - `confirmed_at`: the first authentication seen with the credential.
+    /// - `rotation_due`: flagged by a rotation campaign.
+    /// - `replaced_by`: the successor's serial (not a foreign key, like the audit trail's references).
+    /// - `(status, issuer, serial)` and `(status, serial)`: CRL pages, per issuer or for all issuers, in serial
+    ///   order without a sort.
+    static let v4 = """
+        ALTER TABLE credentials ADD COLUMN overlap_deadline BIGINT;
+        ALTER TABLE credentials ADD COLUMN confirmed_at BIGINT;
+        ALTER TABLE credentials ADD COLUMN rotation_due INTEGER NOT NULL DEFAULT 0 CHECK (rotation_due IN (0, 1));
+        ALTER TABLE credentials ADD COLUMN replaced_by TEXT;
+        CREATE INDEX credentials_status_overlap_deadline ON credentials(status, overlap_deadline);
+        CREATE INDEX credentials_status_issuer_serial ON credentials(status, issuer, serial);
+        CREATE INDEX credentials_status_serial ON credentials(status, serial);
         """
 }

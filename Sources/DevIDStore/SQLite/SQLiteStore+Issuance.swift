@@ -1,4 +1,5 @@
 import DevIDCore
+import Foundation
 import GRDB
 
 extension SQLiteStore {
@@ -48,25 +49,34 @@ extension SQLiteStore {
                 guard changed > 0 else { throw ClaimTokenRules.unusable(token, now: issuance.now, operation) }
             }
 
+            var listed: Set<SerialNumber> = []
             for serial in issuance.supersede {
                 guard serial != credential.serial else {
                     throw StoreError(.conflict, "\(operation): cannot supersede the credential being issued")
                 }
-                let changed = try CredentialRecord.all()
-                    .filter { $0.serial == serial.rawValue }
-                    .filter { $0.deviceID == deviceID }
-                    .filter { $0.status == CredentialStatus.active.rawValue }
-                    .updateAll(db, CredentialRecord.Columns.status.set(to: CredentialStatus.superseded.rawValue))
-                guard changed > 0 else {
-                    guard let existing = try CredentialRecord.fetchOne(db, key: serial.rawValue) else {
-                        throw StoreError(.notFound, "\(operation): no such credential to supersede")
-                    }
-                    throw StoreError(
-                        .conflict,
-                        existing.deviceID == deviceID
-                            ? "\(operation): a credential to supersede is no longer active"
-                            : "\(operation): a credential to supersede belongs to another device")
+                guard listed.insert(serial).inserted else {
+                    throw StoreError(.conflict, "\(operation): a credential to supersede is listed twice")
                 }
+                guard var existing = try CredentialRecord.fetchOne(db, key: serial.rawValue) else {
+                    throw StoreError(.notFound, "\(operation): no such credential to supersede")
+                }
+                guard existing.deviceID == deviceID else {
+                    throw StoreError(.conflict, "\(operation): a credential to supersede belongs to another device")
+                }
+                let deadline = StoreTime.normalized(issuance.overlapDeadline)
+                switch existing.status {
+                case CredentialStatus.active.rawValue:
+                    existing.overlapDeadline = deadline.map(StoreTime.milliseconds)
+                case CredentialStatus.superseded.rawValue:
+                    existing.overlapDeadline = RotationRules.earlierDeadline(
+                        existing.overlapDeadline.map { StoreTime.date(milliseconds: $0) }, deadline
+                    ).map(StoreTime.milliseconds)
+                default:
+                    throw StoreError(.conflict, "\(operation): a credential to supersede is no longer active")
+                }
+                existing.status = CredentialStatus.superseded.rawValue
+                existing.replacedBy = credential.serial.rawValue
+                try existing.update(db)
             }
 
             try DeviceRecord.all()

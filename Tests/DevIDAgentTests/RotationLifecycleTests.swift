@@ -1,0 +1,257 @@
+import DevIDAgent
+import DevIDCore
+import DevIDPKI
+import DevIDServer
+import DevIDStore
+import DevIDTesting
+import Foundation
+import Testing
+import X509
+
+/// The rotation daemon against the real server on loopback, on manual clocks.
+@Suite("agent rotation against a live server", .serialized)
+struct RotationLifecycleTests {
+    @Test("365 virtual days: never without a valid certificate, a new key every rotation, superseded ones revoked")
+    func yearOfRotations() async throws {
+        try await withDevice(name: "sensor-year") { device in
+            let agent = try device.agent(checkInInterval: day)
+            let start = device.server.clock.now()
+            let first = try device.current()
+            var keys: Set<Certificate.PublicKey> = [first.certificate.publicKey]
+            var rotations = 0
+            var steps = 0
+            var rotationDays: [Double] = []
+
+            while device.server.clock.now() < start.addingTimeInterval(365 * day) {
+                let wake = await agent.step()
+                steps += 1
+                try #require(wake.error == nil, "day \(Self.days(since: start, device)): \(wake)")
+                #expect(wake.reason == .scheduled)
+                // The server accepted the current certificate in this step (check-in, or the confirming one).
+                #expect(wake.completed.contains(.checkIn) || wake.completed.contains(.confirm), "\(wake)")
+                let (certificate, _) = try device.current()
+                if wake.change != nil {
+                    #expect(wake.change == .renewal)
+                    rotations += 1
+                    rotationDays.append(Self.days(since: start, device))
+                    let (inserted, _) = keys.insert(certificate.publicKey)
+                    #expect(inserted, "rotation \(rotations) used a new key")
+                    #expect(!IdentitySlot(.previous, in: device.directory).exists)
+                    #expect(!IdentitySlot(.next, in: device.directory).exists)
+                }
+                // Valid now and until the next wake-up: no instant without a valid certificate.
+                let now = device.server.clock.now()
+                let interval = min(max(wake.delay, 60), day)
+                #expect(certificate.notValidBefore <= now)
+                #expect(now.addingTimeInterval(interval) < certificate.notValidAfter, "valid until the next wake-up")
+                try await device.sweep()
+                device.advance(interval)
+            }
+
+            // 30-day certificates renewed at 2/3 of their life ± 10 % of the 10-day window: every 19 to 21 days.
+            #expect((16...20).contains(rotations), "\(rotations) rotations on days \(rotationDays)")
+            #expect(keys.count == rotations + 1, "every certificate has its own key")
+            for (earlier, later) in zip(rotationDays, rotationDays.dropFirst()) {
+                #expect((18.9...21.1).contains(later - earlier), "rotation interval \(later - earlier) days")
+            }
+            #expect(steps < 420, "about one check-in a day: \(steps) steps")
+
+            // After the last confidence period, every credential but the current one is revoked as superseded.
+            device.advance(2 * 3_600)
+            try await device.sweep()
+            let credentials = try await device.credentials()
+            #expect(credentials.count == rotations + 1)
+            let current = try device.current().certificate.devidSerial
+            for credential in credentials where credential.serial != current {
+                #expect(credential.status == .revoked, "\(credential.serial)")
+                #expect(credential.revocationReason == .superseded)
+                #expect(credential.confirmedAt != nil, "every certificate was confirmed by a check-in")
+            }
+            let latest = try #require(credentials.last)
+            #expect(latest.serial == current && latest.status == .active && latest.confirmedAt != nil)
+            let confirmations = try await device.server.store.auditEvents(
+                AuditFilter(action: "rotation.confirm", device: try device.deviceID, limit: 1_000))
+            #expect(confirmations.count == rotations + 1)
+        }
+    }
+
+    static func days(since start: Date, _ device: TestDevice) -> Double {
+        (device.server.clock.now().timeIntervalSince(start) / day * 100).rounded() / 100
+    }
+
+    @Test("overlap, confirmed successor: both certificates authenticate, the old one is revoked after confidence")
+    func overlapConfirmed() async throws {
+        try await withDevice(name: "sensor-overlap") { device in
+            let old = try device.current()
+            device.advance(21 * day + 3_600)
+            let wake = try await device.agent().step()
+            #expect(wake.change == .renewal, "\(wake)")
+            let new = try device.current()
+            #expect(new.certificate != old.certificate)
+
+            // During the window: both work; the old one is superseded with a deadline 7 days out.
+            let oldStatus = try await device.status(old.certificate, old.key).get()
+            #expect(oldStatus.credentialStatus == .superseded)
+            let deadline = try #require(oldStatus.overlapDeadline)
+            #expect(abs(deadline.timeIntervalSince(device.server.clock.now()) - 7 * day) < 60)
+            #expect(oldStatus.rotateNow == false)
+            let newStatus = try await device.status(new.certificate, new.key).get()
+            #expect(newStatus.credentialStatus == .active)
+            device.advance(30 * 60)
+            try await device.sweep()
+            #expect((try? await device.status(old.certificate, old.key).get()) != nil, "still inside confidence")
+
+            // After confirmation + confidence (1 h): revoked with reason superseded; the new one keeps working.
+            device.advance(31 * 60)
+            try await device.sweep()
+            let refused = try await device.status(old.certificate, old.key)
+            guard case .failure(let error) = refused else {
+                Issue.record("the old certificate still authenticates after confirmation + confidence")
+                return
+            }
+            #expect(error.code == .refused(status: 403))
+            #expect(error.serverReason == "credential is revoked")
+            let stored = try await device.server.store.credential(serial: old.certificate.devidSerial)
+            #expect(stored?.status == .revoked && stored?.revocationReason == .superseded)
+            #expect((try? await device.status(new.certificate, new.key).get()) != nil)
+        }
+    }
+
+    @Test("overlap, unconfirmed successor: the old one works until the deadline, then is refused as superseded")
+    func overlapDeadline() async throws {
+        try await withDevice(name: "sensor-deadline") { device in
+            let old = try device.current()
+            device.advance(21 * day + 3_600)
+            // Killed right after promotion: the new certificate is installed but the server has never seen it.
+            let crashed = try await device.agent(crashAfter: .promote).step()
+            #expect(crashed.reason == .crashed)
+            let new = try device.current()
+            #expect(new.certificate != old.certificate)
+
+            for _ in 0..<6 {
+                device.advance(day)
+                try await device.sweep()
+                let status = try await device.status(old.certificate, old.key).get()
+                #expect(status.credentialStatus == .superseded)
+            }
+            // Past the overlap deadline (7 days after issuance).
+            device.advance(day + 60)
+            let refused = try await device.status(old.certificate, old.key)
+            guard case .failure(let error) = refused else {
+                Issue.record("the old certificate still authenticates after its overlap deadline")
+                return
+            }
+            #expect(error.code == .refused(status: 403))
+            // The server's background sweep (every 60 s of real time) may have revoked it a moment earlier.
+            #expect(
+                error.serverReason == "credential superseded and its overlap has ended"
+                    || error.serverReason == "credential is revoked", "\(error)")
+            try await device.sweep()
+            let stored = try await device.server.store.credential(serial: old.certificate.devidSerial)
+            #expect(stored?.status == .revoked && stored?.revocationReason == .superseded)
+            #expect(try await device.status(old.certificate, old.key).failureReason == "credential is revoked")
+            // The new certificate was valid all along.
+            #expect((try? await device.status(new.certificate, new.key).get())?.credentialStatus == .active)
+        }
+    }
+
+    @Test("a rotation campaign: the server's rotateNow makes the agent rotate at its next check-in")
+    func campaign() async throws {
+        try await withDevice(name: "sensor-campaign") { device in
+            let agent = try device.agent()
+            let quiet = await agent.step()
+            #expect(quiet.change == nil && quiet.reason == .scheduled, "\(quiet)")
+            let old = try device.current().certificate
+            let marked = try await device.server.store.markRotationDue(
+                .device(try device.deviceID), at: device.server.clock.now(),
+                audit: device.server.state.auditor.event(
+                    actor: "test", action: "rotation.campaign", outcome: .success, reason: "test campaign"))
+            #expect(marked == 1)
+            device.advance(3_600)
+            let wake = await agent.step()
+            #expect(wake.change == .renewal, "\(wake)")
+            #expect(try device.current().certificate != old)
+            #expect(wake.status?.rotateNow == false, "the confirming check-in is for the new, unflagged certificate")
+            let after = await agent.step()
+            #expect(after.change == nil, "no second rotation: \(after)")
+        }
+    }
+
+    @Test("a revoked credential: the agent bootstraps with the IDevID")
+    func revokedCredentialBootstraps() async throws {
+        try await withDevice(name: "SN-REVOKED-1", idevid: true) { device in
+            let old = try device.current().certificate
+            _ = try await device.server.store.revoke(
+                .serial(old.devidSerial), reason: .keyCompromise, at: device.server.clock.now(),
+                audit: device.server.state.auditor.event(
+                    actor: "test", action: "credential.revoke", outcome: .success, reason: "test"))
+            let wake = try await device.agent().step()
+            #expect(wake.error == nil, "\(wake)")
+            #expect(wake.change == .bootstrap)
+            let new = try device.current()
+            #expect(new.certificate != old)
+            #expect(try await device.status(new.certificate, new.key).get().credentialStatus == .active)
+            #expect(device.hookLines().count == 1, "the reload hook ran for the bootstrapped identity")
+        }
+    }
+
+    @Test("the renewal time is drawn once per certificate: a restarted agent keeps it")
+    func jitterPersisted() async throws {
+        try await withDevice(name: "sensor-jitter") { device in
+            _ = try await device.agent(seed: 7).step()
+            let first = try #require(try AgentMemory.load(device.directory).schedule)
+            for seed: UInt64 in [8, 9, 10] {
+                let wake = try await device.agent(seed: seed).step()
+                #expect(wake.error == nil)
+                #expect(try AgentMemory.load(device.directory).schedule == first)
+            }
+            let status = try IdentityStatus.read(stateDirectory: device.stateDir, clock: device.localClock)
+            #expect(status.scheduledRenewal == first.renewalAt)
+            #expect(status.lastCheckIn != nil)
+            #expect(status.clockSkew != nil)
+        }
+    }
+
+    @Test("a failing reload hook is reported, not fatal; the hook sees DEVID_STATE_DIR")
+    func failingHook() async throws {
+        try await withDevice(name: "sensor-hook", onRotate: "echo \"$DEVID_STATE_DIR\" >> hook.log; exit 3") { device in
+            device.advance(21 * day + 3_600)
+            let wake = try await device.agent().step()
+            #expect(wake.error == nil, "\(wake)")
+            #expect(wake.change == .renewal)
+            #expect(wake.hook == .failed(exitStatus: 3))
+            #expect(wake.completed.contains(.forget))
+            #expect(device.hookLines() == [device.directory.path])
+        }
+    }
+
+    @Test("an unreachable server: retries with capped, jittered backoff, counted across restarts")
+    func backoff() async throws {
+        try await withDevice(name: "sensor-away") { device in
+            var configuration = try #require(try AgentConfiguration.load(stateDirectory: device.stateDir))
+            configuration.serverURL = "https://127.0.0.1:1"
+            var ceilings: [TimeInterval] = []
+            for attempt in 0..<6 {
+                let agent = try device.agent(seed: UInt64(attempt), configuration: configuration)
+                let wake = await agent.step()
+                #expect(wake.reason == .retry)
+                #expect(wake.error?.code == .connectionFailed, "\(String(describing: wake.error))")
+                let ceiling = min(3_600, 30 * pow(2, Double(attempt)))
+                #expect(wake.delay >= 0 && wake.delay <= ceiling, "attempt \(attempt): \(wake.delay)")
+                ceilings.append(ceiling)
+                #expect(try AgentMemory.load(device.directory).failures == attempt + 1)
+            }
+            // Back to the real server: one success resets the count.
+            let wake = try await device.agent().step()
+            #expect(wake.error == nil)
+            #expect(try AgentMemory.load(device.directory).failures == 0)
+        }
+    }
+}
+
+extension Result where Failure == AgentError {
+    var failureReason: String? {
+        if case .failure(let error) = self { return error.serverReason }
+        return nil
+    }
+}
