@@ -270,9 +270,9 @@ public struct AgentStateDirectory: Sendable {
         }
     }
 
+    /// True if `file` exists, without following a symbolic link (attributes are read with lstat).
     private func exists(_ file: String) -> Bool {
-        var status = stat()
-        return lstat(file, &status) == 0
+        (try? FileManager.default.attributesOfItem(atPath: file)) != nil
     }
 
     /// `SecureFile` writes `.<name>.<random>.tmp` and renames it; a crash can leave one behind.

@@ -94,6 +94,15 @@ public enum CertificateIssuer {
                 try extensions.append(Certificate.Extension(KeyUsage(digitalSignature: true), critical: true))
                 try extensions.append(
                     Certificate.Extension(try ExtendedKeyUsage([.serverAuth]), critical: false))
+            case .ocspSigning:
+                try extensions.append(Certificate.Extension(BasicConstraints.notCertificateAuthority, critical: true))
+                try extensions.append(Certificate.Extension(KeyUsage(digitalSignature: true), critical: true))
+                try extensions.append(
+                    Certificate.Extension(try ExtendedKeyUsage([.ocspSigning]), critical: false))
+                // id-pkix-ocsp-nocheck (RFC 6960 §4.2.2.2.1): relying parties do not check the responder's own
+                // revocation status, which is why the certificate is short-lived. The value is NULL.
+                try extensions.append(
+                    Certificate.Extension(oid: [1, 3, 6, 1, 5, 5, 7, 48, 1, 5], critical: false, value: [0x05, 0x00]))
             }
             try extensions.append(Certificate.Extension(SubjectKeyIdentifier(keyIdentifier: skiBytes), critical: false))
             // Self-signed anchors name their own key; everything else names its issuer's (RFC 5280 §4.2.1.1).

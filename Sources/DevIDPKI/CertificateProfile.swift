@@ -18,6 +18,8 @@ public struct CertificateProfile: Sendable, Hashable {
         case ldevid
         /// The listeners' certificate: serverAuth, DNS and IP SANs.
         case serverTLS
+        /// A delegated OCSP responder (RFC 6960 §4.2.2.2): OCSPSigning, digitalSignature, id-pkix-ocsp-nocheck.
+        case ocspSigning
     }
 
     public var kind: Kind
@@ -39,11 +41,17 @@ public struct CertificateProfile: Sendable, Hashable {
     public static let idevid = CertificateProfile(kind: .idevid, policy: .idevid)
     public static let ldevid = CertificateProfile(kind: .ldevid, policy: .ldevid)
     public static let serverTLS = CertificateProfile(kind: .serverTLS, policy: .serverTLS)
+    /// The OCSP responder's signing certificate: short-lived (it cannot be revoked usefully, having nocheck), so
+    /// rotated well before its 7 days are up.
+    public static let ocspSigning = CertificateProfile(
+        kind: .ocspSigning,
+        policy: ProfilePolicy(
+            name: "ocsp-signing", lifetime: 7 * ProfilePolicy.day, backdate: 300, allowedKeyAlgorithms: [.p256]))
 
     public var isCA: Bool {
         switch kind {
         case .rootCA, .intermediateCA: true
-        case .idevid, .ldevid, .serverTLS: false
+        case .idevid, .ldevid, .serverTLS, .ocspSigning: false
         }
     }
 }

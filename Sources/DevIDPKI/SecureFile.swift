@@ -80,11 +80,14 @@ public enum SecureFile {
         guard !path.isEmpty else { throw DevIDPKIError(.io, "empty directory path") }
         if mkdir(path, mode) != 0 {
             guard errno == EEXIST else { throw failure("could not create directory", path) }
-            var status = stat()
-            guard stat(path, &status) == 0 else { throw failure("could not inspect", path) }
-            guard status.st_mode & S_IFMT == S_IFDIR else {
-                throw DevIDPKIError(.alreadyExists, "exists and is not a directory: \(path)")
+            // O_DIRECTORY opens only a directory. (No `stat` struct here: which module provides it under
+            // MemberImportVisibility depends on how the compiler batches files, and it has broken builds.)
+            let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard descriptor >= 0 else {
+                if errno == ENOTDIR { throw DevIDPKIError(.alreadyExists, "exists and is not a directory: \(path)") }
+                throw failure("could not inspect", path)
             }
+            close(descriptor)
             return
         }
         // mkdir applies the umask; make the mode exactly what was asked for.

@@ -84,21 +84,9 @@ private func markDue(_ scope: CredentialScope, state: ServerState, actor: String
             scope, at: state.clock.now(),
             audit: state.auditor.event(
                 actor: actor, action: "rotation.campaign", outcome: .success,
-                reason: "marked rotation-due: \(scope.summary)"))
+                reason: "marked rotation-due: \(scope)"))
     } catch {
         if error.code == .notFound { throw HTTPError(.notFound, message: error.reason) }
         throw error
-    }
-}
-
-extension CredentialScope {
-    var summary: String {
-        switch self {
-        case .device(let id): "device \(id)"
-        case .lot(let id): "lot \(id)"
-        case .tenant(let id): "tenant \(id)"
-        case .serial(let serial): "serial \(serial)"
-        case .expiringBefore(let date): "expiring before \(date.formatted(Date.ISO8601FormatStyle()))"
-        }
     }
 }

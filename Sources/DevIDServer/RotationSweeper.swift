@@ -18,14 +18,20 @@ public struct RotationSweeper: Service {
 
     public func run() async throws {
         let interval = state.configuration.rotationSweepInterval
-        while !Task.isCancelledOrShuttingDown {
-            do {
-                _ = try await sweep()
-            } catch {
-                state.logger.error("rotation sweep failed", metadata: ["error": "\(error)"])
+        do {
+            // Graceful shutdown cancels the loop, including its sleep, so `devid serve` stops at once on SIGINT.
+            try await cancelWhenGracefulShutdown {
+                while !Task.isCancelled {
+                    do {
+                        _ = try await sweep()
+                    } catch {
+                        state.logger.error("rotation sweep failed", metadata: ["error": "\(error)"])
+                    }
+                    try await Task.sleep(for: .seconds(interval))
+                }
             }
-            try? await Task.sleep(for: .seconds(interval))
-            if Task.isShuttingDownGracefully { break }
+        } catch is CancellationError {
+            return
         }
     }
 
@@ -55,8 +61,4 @@ public struct RotationSweeper: Service {
         }
         return total
     }
-}
-
-extension Task where Success == Never, Failure == Never {
-    static var isCancelledOrShuttingDown: Bool { Task.isCancelled || Task.isShuttingDownGracefully }
 }

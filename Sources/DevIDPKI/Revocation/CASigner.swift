@@ -11,6 +11,8 @@ import X509
 struct CASigner: Sendable {
     let key: Certificate.PrivateKey
     let algorithm: Certificate.SignatureAlgorithm
+    /// The signature algorithm's OID.
+    let algorithmOID: ASN1ObjectIdentifier
     /// The AlgorithmIdentifier node, DER: what `signature` and `signatureAlgorithm` fields hold.
     let algorithmIdentifierDER: [UInt8]
 
@@ -29,35 +31,38 @@ struct CASigner: Sendable {
         self.algorithm = algorithm
         // Sign-time lookups cannot fail: every algorithm chosen above is in the table.
         self.algorithmIdentifierDER = SignatureAlgorithms.identifierDER(algorithm) ?? []
+        self.algorithmOID = SignatureAlgorithms.oid(algorithm) ?? []
     }
 
-    /// The signature over `bytes` as a whole BIT STRING node (no unused bits).
-    func signatureBitString(over bytes: [UInt8]) throws(DevIDPKIError) -> [UInt8] {
-        let raw: [UInt8]
+    /// The raw signature over `bytes` (DER ECDSA-Sig-Value for ECDSA).
+    func signature(over bytes: [UInt8]) throws(DevIDPKIError) -> [UInt8] {
         do {
-            raw = try key.sign(bytes: bytes, signatureAlgorithm: algorithm).rawRepresentation
+            return try key.sign(bytes: bytes, signatureAlgorithm: algorithm).rawRepresentation
         } catch {
             throw DevIDPKIError(.invalidSignature, "the signing key could not sign")
         }
-        var writer = DERWriter(capacity: raw.count + 8)
-        writer.header(DERWriter.bitString, length: raw.count + 1)
-        writer.append(0)  // unused bits
-        writer.append(contentsOf: raw)
-        return writer.bytes
     }
 
-    /// `SEQUENCE { content, signatureAlgorithm, signature }`: the signed envelope of a CRL or BasicOCSPResponse
-    /// (`trailer` holds anything after the signature, such as OCSP's `[0] certs`).
-    func signedEnvelope(tbs: [UInt8], trailer: [UInt8] = []) throws(DevIDPKIError) -> [UInt8] {
-        let signature = try signatureBitString(over: tbs)
-        let contentLength = tbs.count + algorithmIdentifierDER.count + signature.count + trailer.count
+    /// `SEQUENCE { tbs, signatureAlgorithm, signature BIT STRING, trailer }`: the signed envelope of a CRL or a
+    /// BasicOCSPResponse (`trailer` holds anything after the signature, such as OCSP's `[0] certs`).
+    ///
+    /// Returns the envelope, where the TBS sits in it, and the raw signature.
+    func signedEnvelope(tbs: [UInt8], trailer: [UInt8] = []) throws(DevIDPKIError) -> (
+        der: [UInt8], tbsRange: Range<Int>, signature: [UInt8]
+    ) {
+        let signature = try signature(over: tbs)
+        let bitStringLength = DERWriter.nodeLength(contentLength: signature.count + 1)
+        let contentLength = tbs.count + algorithmIdentifierDER.count + bitStringLength + trailer.count
         var writer = DERWriter(capacity: DERWriter.nodeLength(contentLength: contentLength))
         writer.header(DERWriter.sequence, length: contentLength)
+        let tbsStart = writer.bytes.count
         writer.append(contentsOf: tbs)
         writer.append(contentsOf: algorithmIdentifierDER)
+        writer.header(DERWriter.bitString, length: signature.count + 1)
+        writer.append(0)  // no unused bits
         writer.append(contentsOf: signature)
         writer.append(contentsOf: trailer)
-        return writer.bytes
+        return (writer.bytes, tbsStart..<(tbsStart + tbs.count), signature)
     }
 }
 
@@ -90,6 +95,10 @@ enum SignatureAlgorithms {
             if entry.nullParameters { try coder.serialize(ASN1Null()) }
         }
         return serializer.serializedBytes
+    }
+
+    static func oid(_ algorithm: Certificate.SignatureAlgorithm) -> ASN1ObjectIdentifier? {
+        table.first(where: { $0.1 == algorithm })?.0
     }
 
     /// The algorithm an AlgorithmIdentifier's OID names, or nil for one DevID does not verify.

@@ -117,12 +117,13 @@ public struct CRLBuilder: Sendable {
         writer.append(contentsOf: crlExtensions)
         let tbs = writer.bytes
 
-        let der = try signer.signedEnvelope(tbs: tbs)
+        let signed = try signer.signedEnvelope(tbs: tbs)
         return CertificateRevocationList(
-            derBytes: der, issuer: authority.certificate.subject, thisUpdate: DERTime.truncated(thisUpdate),
+            derBytes: signed.der, issuer: authority.certificate.subject, thisUpdate: DERTime.truncated(thisUpdate),
             nextUpdate: DERTime.truncated(nextUpdate), crlNumber: crlNumber,
             authorityKeyIdentifier: authorityKeyIdentifier, distributionPoint: distributionPoint,
-            onlyContainsUserCertificates: distributionPoint != nil, entries: entries)
+            onlyContainsUserCertificates: distributionPoint != nil, entries: entries,
+            signedPart: .init(tbs: signed.tbsRange, algorithm: signer.algorithmOID, signature: signed.signature))
     }
 
     /// One CRL per partition of `partitioner`, each at `distributionPoint(index)`, all with the same times and

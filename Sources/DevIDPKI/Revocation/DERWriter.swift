@@ -121,7 +121,9 @@ enum DERTime {
     }
 
     static func components(_ date: Date) -> Components {
-        let seconds = Int64((date.timeIntervalSince1970).rounded(.down))
+        // Clamped to what a four-digit GeneralizedTime can say: 0000-01-01 through 9999-12-31T23:59:59Z.
+        let raw = date.timeIntervalSince1970.rounded(.down)
+        let seconds = raw.isNaN ? 0 : Int64(min(max(raw, -62_167_219_200), 253_402_300_799))
         var days = seconds / 86_400
         var secondOfDay = seconds % 86_400
         if secondOfDay < 0 {

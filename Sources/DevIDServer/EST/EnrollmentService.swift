@@ -239,8 +239,9 @@ struct EnrollmentService: Sendable {
         } else if let successor = current.replacedBy,
             let lost = try await store.credential(serial: successor), lost.status == .active, lost.confirmedAt == nil
         {
-            // Retrying with the old certificate during its overlap: the unconfirmed successor is given up.
-            supersede = [lost.serial]
+            // Retrying with the old certificate during its overlap: the unconfirmed successor is given up, and
+            // the old credential is re-pointed at the new one (keeping its earlier overlap deadline).
+            supersede = [lost.serial, current.serial]
         }
         let csr = try checkedCSR(request.body, device: device.id, tenant: device.tenant, subject)
         if profile.policy.requireNewKeyOnReenroll {

@@ -1,0 +1,57 @@
+public import X509
+
+/// The certificate extensions that tell a relying party where to check revocation: what the issuer adds to every
+/// certificate so that its CRL partition and the OCSP responder can be found.
+public enum RevocationExtensions {
+    /// id-ce-cRLDistributionPoints (RFC 5280 §4.2.1.13).
+    public static let crlDistributionPointsOID: ASN1ObjectIdentifier = [2, 5, 29, 31]
+
+    /// CRL Distribution Points naming one URI, non-critical:
+    /// `SEQUENCE { SEQUENCE { [0] { [0] { [6] uri } } } }`.
+    ///
+    /// For a partitioned CRL the URI must be byte-for-byte the Issuing Distribution Point of the partition that
+    /// holds the certificate's serial (``CRLPartitioner/partition(for:partitions:)``): relying parties such as
+    /// OpenSSL match the two before they use the CRL.
+    public static func crlDistributionPoint(uri: String) throws(DevIDPKIError) -> Certificate.Extension {
+        guard !uri.isEmpty, uri.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            throw DevIDPKIError(.policyViolation, "the CRL distribution point must be a URI in printable ASCII")
+        }
+        let distributionPoint = OCSPRequest.node(DERWriter.sequence, DistributionPointName.fullNameURI(uri))
+        return Certificate.Extension(
+            oid: crlDistributionPointsOID, critical: false,
+            value: OCSPRequest.node(DERWriter.sequence, distributionPoint)[...])
+    }
+
+    /// Authority Information Access with the OCSP responder's URL and, optionally, where to fetch the issuing CA
+    /// certificate (RFC 5280 §4.2.2.1), non-critical.
+    public static func authorityInformationAccess(ocsp: String, caIssuers: String? = nil) throws(DevIDPKIError)
+        -> Certificate.Extension
+    {
+        var descriptions = [
+            AuthorityInformationAccess.AccessDescription(
+                method: .ocspServer, location: .uniformResourceIdentifier(ocsp))
+        ]
+        if let caIssuers {
+            descriptions.append(.init(method: .issuingCA, location: .uniformResourceIdentifier(caIssuers)))
+        }
+        do {
+            return try Certificate.Extension(AuthorityInformationAccess(descriptions), critical: false)
+        } catch {
+            throw DevIDPKIError(.malformed, "the authority information access extension could not be encoded")
+        }
+    }
+
+    /// The first CRL Distribution Point URI of `certificate`, if it has one.
+    public static func crlDistributionPointURI(of certificate: Certificate) -> String? {
+        guard let ext = certificate.extensions[oid: crlDistributionPointsOID],
+            let root = try? DER.parse(ext.value), case .constructed(let points) = root.content
+        else { return nil }
+        for point in points {
+            guard case .constructed(let fields) = point.content else { continue }
+            for field in fields where field.identifier == ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific) {
+                if let uri = DistributionPointName.firstURI(in: field) { return uri }
+            }
+        }
+        return nil
+    }
+}
