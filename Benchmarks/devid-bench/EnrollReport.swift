@@ -86,6 +86,11 @@ struct EnrollReport: Codable, Sendable {
             "CPU (whole process)",
             "\(fixed(run.cpuSeconds, 2)) s = \(fixed(run.cpuMillisecondsPerEnrollment, 2)) ms per enrollment; "
                 + "cores \(percent(run.cpuUtilization)) busy")
+        results.add(
+            "CPU-bound estimate",
+            "\(fixed(Double(baseline.cores) * 1_000 / run.cpuMillisecondsPerEnrollment, 0)) enrollments/s "
+                + "(\(baseline.cores) cores ÷ CPU per enrollment)"
+                + (run.cpuUtilization < 0.9 ? "; cores were not saturated: other processes may have competed" : ""))
 
         let checks = run.checks
         var checked = Table(title: "Checks (\(checks.passed ? "all passed" : "FAILED"))")

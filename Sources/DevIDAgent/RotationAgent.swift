@@ -255,11 +255,8 @@ public actor RotationAgent {
     private func phase(current: Current?) throws(AgentError) -> Phase {
         let next = slot(.next)
         let previous = slot(.previous)
-        guard let current else {
-            try next.remove()
-            try previous.remove()
-            return .missing
-        }
+        // Without a current identity the slots are left alone until a bootstrap replaces everything.
+        guard let current else { return .missing }
         if next.exists {
             if let staged = try next.pair() {
                 return staged.certificate == current.certificate ? .promotionLeftover : .stagedCertificate
@@ -287,7 +284,6 @@ public actor RotationAgent {
         do {
             let status = try await checkIn(current: current, configuration: configuration)
             progress.status = status
-            progress.completed.append(.checkIn)
             memory.lastCheckIn = serverClock.now()
             memory.policy = status.rotation
             // A superseded current certificate: the server holds a successor the agent does not (lost in a crash

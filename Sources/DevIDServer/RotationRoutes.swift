@@ -12,6 +12,14 @@ struct RotateRequest: Decodable {
     var expiringBefore: Date?
     var dryRun: Bool?
 
+    init(device: String? = nil, lot: String? = nil, tenant: String? = nil, expiringBefore: Date? = nil, dryRun: Bool? = nil) {
+        self.device = device
+        self.lot = lot
+        self.tenant = tenant
+        self.expiringBefore = expiringBefore
+        self.dryRun = dryRun
+    }
+
     /// The one scope given, or a one-line reason why not.
     func scope() throws -> CredentialScope {
         var scopes: [CredentialScope] = []

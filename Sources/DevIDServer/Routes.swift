@@ -170,6 +170,7 @@ enum Routes {
         }
         AdminRoutes.register(admin, state: state)
         RotationRoutes.register(admin, state: state)
+        RevocationRoutes.register(admin, state: state)
         admin.get("/audit/verify") { _, _ -> AuditVerifyResponse in
             let broken = try await state.store.verifyAuditChain()
             return AuditVerifyResponse(intact: broken == nil, firstBrokenSequence: broken)

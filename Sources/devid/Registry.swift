@@ -62,7 +62,10 @@ struct Tenant: AsyncParsableCommand {
 struct Device: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "The device registry: import a lot's allowlist, list, show, approve.",
-        subcommands: [Import.self, List.self, Show.self, Approve.self])
+        subcommands: [
+            Import.self, List.self, Show.self, Approve.self, DeviceHold.self, DeviceResume.self,
+            DeviceReprovision.self,
+        ])
 
     struct Import: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

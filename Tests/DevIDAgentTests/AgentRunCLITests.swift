@@ -109,7 +109,9 @@ struct AgentRunCLITests {
             let deadline = ContinuousClock.now + .seconds(60)
             while hookPID == nil, ContinuousClock.now < deadline, process.isRunning {
                 try await Task.sleep(for: .milliseconds(50))
-                hookPID = (try? Files.text(pidFile)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+                hookPID = FileManager.default.contents(atPath: pidFile).flatMap {
+                    pid_t(String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+                }
             }
             try #require(hookPID != nil, "the reload hook never ran: \((try? Files.text(log)) ?? "")")
             #expect(kill(process.processIdentifier, SIGKILL) == 0)

@@ -123,8 +123,8 @@ final class TestDevice: Sendable {
     }
 
     func hookLines() -> [String] {
-        guard let text = try? Files.text(hookLog) else { return [] }
-        return text.split(separator: "\n").map(String.init)
+        guard let data = FileManager.default.contents(atPath: hookLog) else { return [] }
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
     }
 
     func remove() {

@@ -1,3 +1,4 @@
+public import SwiftASN1
 public import X509
 
 /// The certificate extensions that tell a relying party where to check revocation: what the issuer adds to every

@@ -1,0 +1,162 @@
+import DevIDCore
+import DevIDStore
+import Foundation
+import HTTPTypes
+import Logging
+import Hummingbird
+
+/// What `devid revoke` sends: exactly one scope, an RFC 5280 reason, optionally a dry run.
+struct RevokeRequest: Decodable {
+    var device: String?
+    var lot: String?
+    var tenant: String?
+    var serial: String?
+    var reason: String?
+    var dryRun: Bool?
+
+    func scope() throws -> CredentialScope {
+        var scopes: [CredentialScope] = []
+        if device != nil || lot != nil || tenant != nil {
+            scopes.append(try RotateRequest(device: device, lot: lot, tenant: tenant).scope())
+        }
+        if let serial {
+            guard let value = SerialNumber(rawValue: serial.replacingOccurrences(of: ":", with: "")) else {
+                throw HTTPError(.badRequest, message: "invalid serial (hex expected)")
+            }
+            scopes.append(.serial(value))
+        }
+        guard scopes.count == 1, let scope = scopes.first else {
+            throw HTTPError(.badRequest, message: "give exactly one of device, lot, tenant, serial")
+        }
+        return scope
+    }
+
+    func revocationReason() throws -> RevocationReason {
+        guard let name = reason else { return .unspecified }
+        guard let value = RevocationReason(rawValue: name), value != .removeFromCRL, value != .certificateHold else {
+            throw HTTPError(
+                .badRequest,
+                message: "reason must be one of: "
+                    + RevocationReason.allCases.filter { $0 != .removeFromCRL && $0 != .certificateHold }
+                    .map(\.rawValue).joined(separator: ", "))
+        }
+        return value
+    }
+}
+
+struct RevokeResult: Codable, Sendable {
+    var dryRun: Bool
+    var reason: RevocationReason
+    var blastRadius: BlastRadius
+}
+
+/// Revocation (permanent, with a CRL entry) and suspension (a reversible hold, no CRL entry).
+enum RevocationRoutes {
+    static func register(_ admin: RouterGroup<OpsRequestContext>, state: ServerState) {
+        admin.post("/revoke") { request, context -> JSONBody<RevokeResult> in
+            let body = try await request.decode(as: RevokeRequest.self, context: context)
+            let scope = try body.scope()
+            let reason = try body.revocationReason()
+            let now = state.clock.now()
+            if body.dryRun ?? false {
+                let radius = try await notFoundAs404 { try await state.store.blastRadius(scope, now: now) }
+                return JSONBody(RevokeResult(dryRun: true, reason: reason, blastRadius: radius))
+            }
+            let radius = try await notFoundAs404 {
+                try await state.store.revoke(
+                    scope, reason: reason, at: now,
+                    audit: state.auditor.event(
+                        actor: context.actor, action: "revoke", outcome: .success,
+                        reason: "revoked \(scope) (\(reason.rawValue))",
+                        device: scope.device, serial: scope.serial))
+            }
+            state.logger.notice(
+                "revoked", metadata: ["scope": "\(scope)", "reason": "\(reason.rawValue)",
+                    "credentials": "\(radius.credentials)", "devices": "\(radius.devices)"])
+            return JSONBody(RevokeResult(dryRun: false, reason: reason, blastRadius: radius))
+        }
+
+        for (verb, event) in [("suspend", DeviceEvent.suspend), ("resume", .resume)] {
+            admin.post("/devices/:id/\(verb)") { _, context -> JSONBody<Device> in
+                let device = try await AdminRoutes.requireDevice(context, state.store)
+                var lifecycle = DeviceLifecycle(state: device.state)
+                guard case .transition(let next) = lifecycle.apply(event) else {
+                    throw HTTPError(.conflict, message: "device \(device.id) is \(device.state.rawValue); cannot \(verb)")
+                }
+                try await state.store.updateDeviceState(
+                    device.id, from: device.state, to: next,
+                    audit: state.auditor.event(
+                        actor: context.actor, action: "device.\(verb)", outcome: .success,
+                        reason: "\(verb)ed device \(device.id)", tenant: device.tenant, device: device.id))
+                return JSONBody(try await AdminRoutes.requireDevice(context, state.store))
+            }
+        }
+
+        // Compromise response: a revoked (or suspended) device gets a fresh start through a new claim token.
+        admin.post("/devices/:id/reprovision") { request, context -> EditedResponse<JSONBody<TokenCreated>> in
+            let device = try await AdminRoutes.requireDevice(context, state.store)
+            var lifecycle = DeviceLifecycle(state: device.state)
+            guard case .transition(let next) = lifecycle.reprovision() else {
+                throw HTTPError(.conflict, message: "device \(device.id) is \(device.state.rawValue); cannot reprovision")
+            }
+            let now = state.clock.now()
+            // Nothing the device held before stays valid.
+            _ = try await state.store.revoke(
+                .device(device.id), reason: .keyCompromise, at: now,
+                audit: state.auditor.event(
+                    actor: context.actor, action: "revoke", outcome: .success,
+                    reason: "reprovision: revoked every credential of \(device.id)", tenant: device.tenant,
+                    device: device.id))
+            try await state.store.updateDeviceState(
+                device.id, from: .revoked, to: next,
+                audit: state.auditor.event(
+                    actor: context.actor, action: "device.reprovision", outcome: .success,
+                    reason: "re-provisioned device \(device.id) for a new enrollment", tenant: device.tenant,
+                    device: device.id))
+            let generated = ClaimTokens.generate()
+            let token = ClaimToken(
+                id: generated.id, secretHash: generated.hash, tenant: device.tenant, device: device.id,
+                expiresAt: now.addingTimeInterval(24 * 3_600), usesRemaining: 1, createdAt: now)
+            try await state.store.insertClaimToken(
+                token,
+                audit: state.auditor.event(
+                    actor: context.actor, action: "token.create", outcome: .success,
+                    reason: "created claim token \(generated.id) for re-provisioning", tenant: device.tenant,
+                    device: device.id))
+            return EditedResponse(
+                status: .created,
+                response: JSONBody(
+                    TokenCreated(
+                        id: generated.id, token: generated.secret, tenant: device.tenant, device: device.id,
+                        expiresAt: token.expiresAt, uses: 1)))
+        }
+
+        admin.get("/certificates/:serial") { _, context -> JSONBody<CredentialView> in
+            let text = try context.parameters.require("serial").replacingOccurrences(of: ":", with: "")
+            guard let serial = SerialNumber(rawValue: text) else {
+                throw HTTPError(.badRequest, message: "invalid serial (hex expected)")
+            }
+            guard let credential = try await state.store.credential(serial: serial) else {
+                throw HTTPError(.notFound, message: "unknown serial \(serial)")
+            }
+            return JSONBody(CredentialView(credential))
+        }
+    }
+
+    /// Turns a store `.notFound` into a 404 with its one-line reason.
+    static func notFoundAs404<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch {
+            if let error = error as? StoreError, error.code == .notFound {
+                throw HTTPError(.notFound, message: error.reason)
+            }
+            throw error
+        }
+    }
+}
+
+extension CredentialScope {
+    var device: DeviceID? { if case .device(let id) = self { id } else { nil } }
+    var serial: SerialNumber? { if case .serial(let serial) = self { serial } else { nil } }
+}

@@ -1,0 +1,125 @@
+import ArgumentParser
+import DevIDCore
+import DevIDServer
+import Foundation
+
+struct Revoke: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Revoke credentials: one device, a lot, a tenant or one serial. Dry run first.",
+        discussion: """
+            Revoking a device (or a lot or tenant) revokes every credential and moves the devices to `revoked`: \
+            policy decisions and EST refuse them at once, and an IDevID enrollment is refused too until \
+            `devid device reprovision`. Reasons (RFC 5280): unspecified, keyCompromise, caCompromise, \
+            affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn, aaCompromise. \
+            See docs/runbooks/compromise.md.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @Option(name: .long, help: "One device.") var device: String?
+    @Option(name: .long, help: "A manufacturing lot.") var lot: String?
+    @Option(name: .long, help: "A tenant.") var tenant: String?
+    @Option(name: .long, help: "One certificate, by serial (hex, colons allowed).") var serial: String?
+    @Option(name: .long, help: "RFC 5280 reason, e.g. keyCompromise.") var reason: String = "unspecified"
+    @Flag(name: .long, help: "Only print the blast radius.") var dryRun: Bool = false
+
+    struct Counts: Codable { var devices: Int; var credentials: Int }
+    struct Radius: Codable { var devices: Int; var credentials: Int; var byTenant: [String: Counts]; var byLot: [String: Counts] }
+    struct Result: Codable { var dryRun: Bool; var reason: String; var blastRadius: Radius }
+
+    func run() async throws {
+        struct Body: Encodable {
+            var device: String?; var lot: String?; var tenant: String?; var serial: String?; var reason: String
+            var dryRun: Bool
+        }
+        let result = try await AdminClient(options: global).post(
+            "/v1/admin/revoke",
+            json: Body(device: device, lot: lot, tenant: tenant, serial: serial, reason: reason, dryRun: dryRun),
+            as: Result.self)
+        if global.json { return try Output.json(result) }
+        let radius = result.blastRadius
+        print(
+            (result.dryRun ? "dry run: would revoke " : "revoked ")
+                + "\(radius.credentials) credentials on \(radius.devices) devices (\(result.reason))")
+        for (tenant, counts) in radius.byTenant.sorted(by: { $0.key < $1.key }) {
+            print("  tenant \(tenant): \(counts.devices) devices, \(counts.credentials) credentials")
+        }
+        for (lot, counts) in radius.byLot.sorted(by: { $0.key < $1.key }) {
+            print("  lot \(lot): \(counts.devices) devices, \(counts.credentials) credentials")
+        }
+    }
+}
+
+/// `devid device suspend|resume|reprovision`.
+struct DeviceHold: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "suspend", abstract: "Hold a device: refused everywhere, no CRL entry.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Device id.") var id: String
+
+    func run() async throws {
+        let device = try await AdminClient(options: global).post(
+            "/v1/admin/devices/\(id)/suspend", json: [String: String](), as: DevIDCore.Device.self)
+        if global.json { return try Output.json(device) }
+        print("suspended \(device.id): enrollment and policy decisions refuse it until `devid device resume`")
+    }
+}
+
+struct DeviceResume: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "resume", abstract: "Lift a suspension.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Device id.") var id: String
+
+    func run() async throws {
+        let device = try await AdminClient(options: global).post(
+            "/v1/admin/devices/\(id)/resume", json: [String: String](), as: DevIDCore.Device.self)
+        if global.json { return try Output.json(device) }
+        print("resumed \(device.id): \(device.state.rawValue)")
+    }
+}
+
+struct DeviceReprovision: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reprovision",
+        abstract: "Compromise response: revoke everything the device holds and issue a fresh single-use claim token.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Device id.") var id: String
+
+    func run() async throws {
+        let created = try await AdminClient(options: global).post(
+            "/v1/admin/devices/\(id)/reprovision", json: [String: String](), as: Token.View.self)
+        if global.json { return try Output.json(created) }
+        print(created.token ?? "")
+        FileHandle.standardError.write(
+            Data(
+                "device \(id) re-provisioned: every credential revoked; enroll it again with the claim token above (\(created.id), single use, expires \(Output.date(created.expiresAt)))\n"
+                    .utf8))
+    }
+}
+
+struct Cert: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Certificates as relying parties see them.", subcommands: [Status.self])
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a certificate's status by serial.")
+        @OptionGroup var global: GlobalOptions
+        @Option(name: .long, help: "Serial (hex, colons allowed).") var serial: String
+
+        func run() async throws {
+            struct View: Codable {
+                var serial: String; var kind: String; var status: String; var notBefore: Date; var notAfter: Date
+                var sha256: String; var revokedAt: Date?; var revocationReason: String?
+            }
+            let view = try await AdminClient(options: global).get(
+                "/v1/admin/certificates/\(serial.replacingOccurrences(of: ":", with: ""))", as: View.self)
+            if global.json { return try Output.json(view) }
+            print("serial:   \(view.serial)")
+            print("kind:     \(view.kind)")
+            print("status:   \(view.status)")
+            print("valid:    \(Output.date(view.notBefore)) .. \(Output.date(view.notAfter))")
+            if let revokedAt = view.revokedAt {
+                print("revoked:  \(Output.date(revokedAt)) (\(view.revocationReason ?? "unspecified"))")
+            }
+            print("sha256:   \(view.sha256)")
+        }
+    }
+}
