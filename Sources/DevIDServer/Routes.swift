@@ -73,6 +73,10 @@ enum Routes {
                     .unauthorized, headers: [.wwwAuthenticate: "Basic realm=\"devid\""],
                     message: "no client certificate")
             }
+            // The handshake lets an LDevID expired within the grace window through, for late renewal only.
+            guard leaf.notValidAfter > state.clock.now() else {
+                throw HTTPError(.forbidden, message: "certificate has expired (it may only re-enroll)")
+            }
             var response = PeerResponse(
                 authenticated: true, serial: leaf.devidSerial.rawValue, subject: String(describing: leaf.subject),
                 issuer: String(describing: leaf.issuer))

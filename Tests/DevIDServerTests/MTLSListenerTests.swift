@@ -78,7 +78,7 @@ struct MTLSListenerTests {
         try await server.stop()
     }
 
-    @Test("an LDevID expired at the injected time fails the handshake; it worked before")
+    @Test("an LDevID expired at the injected time: within grace it only reaches re-enrollment; beyond, the handshake fails")
     func expiredAtInjectedTime() async throws {
         let server = try await LiveServer()
         let hierarchy = server.state.hierarchy
@@ -91,7 +91,14 @@ struct MTLSListenerTests {
         }
         #expect(before.status == 200)
 
-        server.clock.advance(by: 31 * 86_400)  // the LDevID lives 30 days
+        server.clock.advance(by: 31 * 86_400)  // the LDevID lives 30 days; grace is 30 more
+        let withinGrace = try await withClient(try server.client(certificate: [cert], key: key)) {
+            try await $0.send("GET", server.estURL + "/v1/tls/peer")
+        }
+        #expect(withinGrace.status == 403)
+        #expect(withinGrace.body.contains("certificate has expired"))
+
+        server.clock.advance(by: 30 * 86_400)
         await #expect(throws: (any Error).self) {
             try await withClient(try server.client(certificate: [cert], key: key)) {
                 try await $0.send("GET", server.estURL + "/v1/tls/peer")
