@@ -172,7 +172,8 @@ public final class ESTClient: Sendable {
     ///   "credential superseded and its overlap has ended", "credential has expired", "device is suspended", …),
     ///   `.tlsFailure` when the handshake refused the certificate, `.badResponse` for a 200 that is not the JSON.
     public func deviceStatus() async throws -> DeviceStatus {
-        let reply = try await send(.GET, path: baseURL + "/v1/device/status", operation: "status", headers: [], body: nil)
+        let reply = try await send(
+            .GET, path: baseURL + "/v1/device/status", operation: "status", headers: [], body: nil)
         let contentType = reply.headers.first(name: "Content-Type") ?? ""
         guard contentType.lowercased().hasPrefix("application/json") else {
             throw AgentError(.badResponse, "status response is not application/json", status: reply.status)

@@ -85,15 +85,16 @@ public struct ReloadHook: Sendable, Hashable {
 
     /// The child's exit, delivered once from `terminationHandler`.
     private final class Exit: Sendable {
+        typealias Ending = (Int32, Process.TerminationReason, Bool)
         private struct State {
             var result: (Int32, Process.TerminationReason)?
-            var waiter: CheckedContinuation<(Int32, Process.TerminationReason, Bool), Never>?
+            var waiter: CheckedContinuation<Ending, Never>?
             var timedOut = false
         }
         private let state = Mutex(State())
 
         func finish(status: Int32, reason: Process.TerminationReason) {
-            let resume = state.withLock { state -> (CheckedContinuation<(Int32, Process.TerminationReason, Bool), Never>, Bool)? in
+            let resume = state.withLock { state -> (CheckedContinuation<Ending, Never>, Bool)? in
                 state.result = (status, reason)
                 guard let waiter = state.waiter else { return nil }
                 state.waiter = nil
@@ -106,9 +107,9 @@ public struct ReloadHook: Sendable, Hashable {
             state.withLock { $0.timedOut = true }
         }
 
-        func wait() async -> (Int32, Process.TerminationReason, Bool) {
+        func wait() async -> Ending {
             await withCheckedContinuation { continuation in
-                let done = state.withLock { state -> (Int32, Process.TerminationReason, Bool)? in
+                let done = state.withLock { state -> Ending? in
                     if let (status, reason) = state.result { return (status, reason, state.timedOut) }
                     state.waiter = continuation
                     return nil

@@ -20,8 +20,8 @@ import X509
 /// | no current identity | bootstrap with the IDevID (or fail: "a new claim token is needed") |
 /// | `next/key.pem` only | (b) `simplereenroll` with the current LDevID for that key, stage the certificate |
 /// | `next/` complete | (c) copy current to `previous/`, install `next/` as current, remove `next/` |
-/// | `previous/` complete | (d) reload hook if still pending, (e) check in with the new certificate, (f) forget `previous/` |
-/// | otherwise | check in; decide with ``IdentityAction/decide(notBefore:notAfter:scheduledRenewal:now:policy:serverWantsRotation:revoked:)`` at the server's time; (a) stage a new key if due |
+/// | `previous/` complete | (d) reload hook if pending, (e) check in with the new certificate, (f) forget `previous/` |
+/// | otherwise | check in; decide with ``IdentityAction`` at the server's time; (a) stage a new key if due |
 ///
 /// ## Time
 /// All decisions use ``ServerClock`` (local clock + skew measured from `DevID-Time`), never the raw local clock, so a
@@ -29,6 +29,11 @@ import X509
 /// The skew is kept in `agent-state.json` across restarts. The renewal time is drawn once per certificate with
 /// ``RotationPolicy/scheduledRenewal(notBefore:notAfter:using:)`` (jitter) and persisted, so restarts do not re-roll
 /// it. Failures retry with ``Backoff`` (full jitter, capped, `Retry-After` as a floor), the attempt count persisted.
+///
+/// Limitation: BoringSSL checks the *server's* TLS certificate against the system clock before any `DevID-Time` is
+/// read, and async-http-client offers no verification callback to pass the corrected time. A device whose system
+/// clock is outside the server certificate's validity (1970 after an RTC reset) fails the handshake
+/// (`.tlsFailure`, retried with backoff) until its clock is set; everything after the handshake uses corrected time.
 ///
 /// ## Refusals
 /// A check-in refused with "credential is revoked", "credential superseded and its overlap has ended" or a client
@@ -324,7 +329,7 @@ public actor RotationAgent {
             scheduledRenewal: renewalAt, now: now, policy: policy, serverWantsRotation: serverWantsRotation)
         switch action {
         case .keep(let until):
-            let interval = explicitOrLoaded(configuration.checkInInterval) ?? options.checkInInterval
+            let interval = checkInInterval(configuration)
             let delay = max(1, min(until.timeIntervalSince(now), interval))
             return Wake(reason: .scheduled, delay: delay, at: now.addingTimeInterval(delay))
         case .renew, .lateRenewal:
@@ -529,7 +534,7 @@ public actor RotationAgent {
             notBefore: current.certificate.notValidBefore, notAfter: current.certificate.notValidAfter,
             scheduledRenewal: renewalAt, now: now, policy: policy)
         {
-            let interval = explicitOrLoaded(configuration.checkInInterval) ?? options.checkInInterval
+            let interval = checkInInterval(configuration)
             let delay = max(1, min(until.timeIntervalSince(now), interval))
             return Wake(reason: .scheduled, delay: delay, at: now.addingTimeInterval(delay))
         }
@@ -641,8 +646,10 @@ public actor RotationAgent {
             .invalidState, "\(stateDirectory.path) has no agent.json and no identity: enroll with `devid agent enroll`")
     }
 
-    private func explicitOrLoaded(_ interval: TimeInterval?) -> TimeInterval? {
-        interval.flatMap { $0 > 0 ? $0 : nil }
+    /// `agent.json`'s check-in interval if it sets a positive one, else the option's.
+    private func checkInInterval(_ configuration: AgentConfiguration) -> TimeInterval {
+        if let interval = configuration.checkInInterval, interval > 0 { return interval }
+        return options.checkInInterval
     }
 
     private func makeClient(_ configuration: AgentConfiguration, identity: ESTClient.Identity?) throws(AgentError)

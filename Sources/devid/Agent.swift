@@ -191,7 +191,9 @@ struct Agent: AsyncParsableCommand {
                 """)
 
         @Option(name: .long, help: "State directory written by `devid agent enroll`.") var stateDir: String
-        @Option(name: .long, help: "Reload hook, run with /bin/sh -c after a new identity is installed (env DEVID_STATE_DIR).")
+        @Option(
+            name: .long,
+            help: "Reload hook, run with /bin/sh -c after a new identity is installed (env DEVID_STATE_DIR).")
         var onRotate: String?
         @Flag(name: .long, help: "Do one step, print what it did, and exit (non-zero if it failed).") var once = false
         @Option(name: .long, help: "EST base URL (default: from agent.json).") var server: String?
@@ -212,7 +214,9 @@ struct Agent: AsyncParsableCommand {
             if let checkInInterval, checkInInterval <= 0 {
                 throw ValidationError("--check-in-interval must be positive")
             }
-            guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level \(logLevel)") }
+            guard Logger.Level(rawValue: logLevel) != nil else {
+                throw ValidationError("unknown log level \(logLevel)")
+            }
         }
 
         func run() async throws {

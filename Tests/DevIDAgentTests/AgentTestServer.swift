@@ -31,9 +31,6 @@ final class AgentTestServer: Sendable {
         directory = try TemporaryDirectory(prefix: "devid-agent-server")
         var configuration = ServerConfiguration.testing(dataDirectory: directory.file("data"))
         configuration.caPassphrase = "agent-test-passphrase"
-        // The background sweep sleeps this long (real seconds) between passes, and graceful shutdown waits for the
-        // sleep; tests run their own sweeps at the injected time.
-        configuration.rotationSweepInterval = 1
         self.clock = clock
         var logger = Logger(label: "devid-agent-test")
         logger.logLevel = .warning

@@ -88,7 +88,8 @@ final class TestDevice: Sendable {
     ) {
         let certificate = try #require(try directory.certificate(), sourceLocation: sourceLocation)
         let key = try #require(try directory.privateKey(), sourceLocation: sourceLocation)
-        #expect(key.publicKey == certificate.publicKey, "current key.pem matches cert.pem", sourceLocation: sourceLocation)
+        #expect(
+            key.publicKey == certificate.publicKey, "current key.pem matches cert.pem", sourceLocation: sourceLocation)
         return (certificate, key)
     }
 

@@ -195,6 +195,25 @@ struct RotationLifecycleTests {
         }
     }
 
+    @Test("run(clock:) steps and sleeps each wake's delay on the injected clock until cancelled")
+    func runLoop() async throws {
+        try await withDevice(name: "sensor-run") { device in
+            let agent = try device.agent(checkInInterval: day)
+            let clock = VirtualClock(device: device, limit: .seconds(45 * day))
+            let wakes = WakeLog()
+            await #expect(throws: CancellationError.self) {
+                try await agent.run(clock: clock) { wake in wakes.append(wake) }
+            }
+            let all = wakes.all
+            #expect(all.allSatisfy { $0.error == nil }, "\(all.filter { $0.error != nil })")
+            #expect(all.filter { $0.change == .renewal }.count == 2, "two renewals in 45 days")
+            #expect(clock.sleeps.count == all.count)
+            for (sleep, wake) in zip(clock.sleeps, all) {
+                #expect(abs(Double(sleep.components.seconds) - wake.delay) <= 1)
+            }
+        }
+    }
+
     @Test("the renewal time is drawn once per certificate: a restarted agent keeps it")
     func jitterPersisted() async throws {
         try await withDevice(name: "sensor-jitter") { device in
@@ -247,6 +266,52 @@ struct RotationLifecycleTests {
             #expect(try AgentMemory.load(device.directory).failures == 0)
         }
     }
+}
+
+/// A `Clock` for ``RotationAgent/run(clock:onWake:)``: every sleep returns at once, after moving the device's and the
+/// server's wall clocks by the slept duration; it throws `CancellationError` once `limit` of virtual time has passed.
+final class VirtualClock: Clock, @unchecked Sendable {
+    struct Instant: InstantProtocol {
+        var offset: Duration
+        func advanced(by duration: Duration) -> Instant { Instant(offset: offset + duration) }
+        func duration(to other: Instant) -> Duration { other.offset - offset }
+        static func < (lhs: Instant, rhs: Instant) -> Bool { lhs.offset < rhs.offset }
+    }
+
+    private let lock = NSLock()
+    private var current = Instant(offset: .zero)
+    private var slept: [Duration] = []
+    let device: TestDevice
+    let limit: Duration
+
+    init(device: TestDevice, limit: Duration) {
+        self.device = device
+        self.limit = limit
+    }
+
+    var now: Instant { lock.withLock { current } }
+    var minimumResolution: Duration { .milliseconds(1) }
+    var sleeps: [Duration] { lock.withLock { slept } }
+
+    func sleep(until deadline: Instant, tolerance: Duration?) async throws {
+        try Task.checkCancellation()
+        let duration = lock.withLock {
+            let duration = current.duration(to: deadline)
+            slept.append(duration)
+            current = deadline
+            return duration
+        }
+        let (seconds, attoseconds) = duration.components
+        device.advance(TimeInterval(seconds) + TimeInterval(attoseconds) / 1e18)
+        if now.offset >= limit { throw CancellationError() }
+    }
+}
+
+final class WakeLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var wakes: [Wake] = []
+    func append(_ wake: Wake) { lock.withLock { wakes.append(wake) } }
+    var all: [Wake] { lock.withLock { wakes } }
 }
 
 extension Result where Failure == AgentError {
