@@ -76,7 +76,7 @@ enum RevocationRoutes {
             return JSONBody(RevokeResult(dryRun: false, reason: reason, blastRadius: radius))
         }
 
-        for (verb, event) in [("suspend", DeviceEvent.suspend), ("resume", .resume)] {
+        for (verb, done, event) in [("suspend", "suspended", DeviceEvent.suspend), ("resume", "resumed", .resume)] {
             admin.post("/devices/:id/\(verb)") { _, context -> JSONBody<Device> in
                 let device = try await AdminRoutes.requireDevice(context, state.store)
                 var lifecycle = DeviceLifecycle(state: device.state)
@@ -87,7 +87,7 @@ enum RevocationRoutes {
                     device.id, from: device.state, to: next,
                     audit: state.auditor.event(
                         actor: context.actor, action: "device.\(verb)", outcome: .success,
-                        reason: "\(verb)ed device \(device.id)", tenant: device.tenant, device: device.id))
+                        reason: "\(done) device \(device.id)", tenant: device.tenant, device: device.id))
                 return JSONBody(try await AdminRoutes.requireDevice(context, state.store))
             }
         }

@@ -58,8 +58,9 @@ enum RotationRoutes {
             let scope = try body.scope()
             let now = state.clock.now()
             if body.dryRun ?? false {
-                let radius = try await state.store.blastRadius(scope, now: now)
-                return JSONBody(RotateResult(dryRun: true, credentials: radius.credentials, blastRadius: radius))
+                let radius = try await RevocationRoutes.notFoundAs404 { try await state.store.blastRadius(scope, now: now) }
+                let candidates = try await rotationCandidates(scope, state: state, now: now)
+                return JSONBody(RotateResult(dryRun: true, credentials: candidates, blastRadius: radius))
             }
             let count = try await markDue(scope, state: state, actor: context.actor)
             return JSONBody(RotateResult(dryRun: false, credentials: count, blastRadius: nil))
@@ -75,13 +76,56 @@ enum RotationRoutes {
                 ).scope()
             }
             return JSONBody(
-                try await state.store.rotationProgress(
-                    scope, now: state.clock.now(), unreachableAfter: state.configuration.unreachableAfter))
+                try await RevocationRoutes.notFoundAs404 {
+                    try await state.store.rotationProgress(
+                        scope, now: state.clock.now(), unreachableAfter: state.configuration.unreachableAfter)
+                })
         }
 
         admin.get("/profile") { _, _ -> JSONBody<ProfilePolicy> in
             JSONBody(state.configuration.ldevidPolicy)
         }
+    }
+}
+
+/// What `markRotationDue` would flag: active, unexpired LDevIDs in scope that are not already rotation-due.
+private func rotationCandidates(_ scope: CredentialScope, state: ServerState, now: Date) async throws -> Int {
+    var devices: [Device] = []
+    switch scope {
+    case .device(let id):
+        if let device = try await state.store.device(id) { devices = [device] }
+    case .lot(let lot):
+        devices = try await allDevices(DeviceFilter(lot: lot), state: state)
+    case .tenant(let tenant):
+        devices = try await allDevices(DeviceFilter(tenant: tenant), state: state)
+    case .serial, .expiringBefore:
+        devices = try await allDevices(DeviceFilter(), state: state)
+    }
+    var count = 0
+    for device in devices {
+        for credential in try await state.store.credentials(device: device.id)
+        where credential.kind == .ldevid && credential.status == .active && !credential.rotationDue
+            && credential.notAfter > now
+        {
+            switch scope {
+            case .serial(let serial): if credential.serial == serial { count += 1 }
+            case .expiringBefore(let date): if credential.notAfter < date { count += 1 }
+            default: count += 1
+            }
+        }
+    }
+    return count
+}
+
+private func allDevices(_ filter: DeviceFilter, state: ServerState) async throws -> [Device] {
+    var filter = filter
+    filter.limit = 1_000
+    var result: [Device] = []
+    while true {
+        let page = try await state.store.devices(filter)
+        result += page
+        guard page.count == filter.limit, let last = page.last else { return result }
+        filter.after = last.id
     }
 }
 

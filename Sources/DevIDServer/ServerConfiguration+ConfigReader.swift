@@ -60,7 +60,7 @@ extension ServerConfiguration {
         if let days = reader.double(forKey: "ldevid.grace.days") { rotation.grace = days * 86_400 }
         if let seconds = reader.double(forKey: "ldevid.max.skew.seconds") { rotation.maxClockSkew = seconds }
         ldevidPolicy.rotation = rotation
-        rotationSweepInterval = reader.int(forKey: "rotation.sweep.seconds", default: rotationSweepInterval)
+        rotationSweepInterval = max(1, reader.int(forKey: "rotation.sweep.seconds", default: rotationSweepInterval))
         if let hours = reader.double(forKey: "rotation.unreachable.hours") { unreachableAfter = hours * 3_600 }
     }
 

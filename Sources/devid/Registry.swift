@@ -61,7 +61,7 @@ struct Tenant: AsyncParsableCommand {
 
 struct Device: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The device registry: import a lot's allowlist, list, show, approve.",
+        abstract: "The device registry: import, list, show, approve, suspend, resume, reprovision.",
         subcommands: [
             Import.self, List.self, Show.self, Approve.self, DeviceHold.self, DeviceResume.self,
             DeviceReprovision.self,

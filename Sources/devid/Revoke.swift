@@ -51,7 +51,7 @@ struct Revoke: AsyncParsableCommand {
 
 /// `devid device suspend|resume|reprovision`.
 struct DeviceHold: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "suspend", abstract: "Hold a device: refused everywhere, no CRL entry.")
+    static let configuration = CommandConfiguration(commandName: "suspend", abstract: "Hold a device: EST and the status check-in refuse it; no CRL entry.")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Device id.") var id: String
 

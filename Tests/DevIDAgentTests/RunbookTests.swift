@@ -20,41 +20,68 @@ struct RunbookTests {
         }
     }
 
+    /// The fleet every runbook talks about: a running `devid serve` in a temporary directory, tenant `acme`, and
+    /// lot `L1` of three devices (`L1-000001` to `L1-000003`), each enrolled with its IDevID.
+    struct Fleet {
+        let work: TemporaryDirectory
+        let dataDir: String
+        let server: ServeProcess
+        let endpoints: ServerEndpoints
+
+        static func start() async throws -> Fleet {
+            let work = try TemporaryDirectory(prefix: "devid-runbook")
+            let dataDir = work.file("data")
+            let server: ServeProcess
+            do {
+                server = try ServeProcess.start(dataDir: dataDir, workingDirectory: work.path)
+            } catch {
+                work.remove()
+                throw error
+            }
+            var fleet: Fleet?
+            defer { if fleet == nil { server.kill(); work.remove() } }
+            let endpoints = try await server.waitUntilListening(timeout: ServeCLITests.startTimeout)
+            let started = Fleet(work: work, dataDir: dataDir, server: server, endpoints: endpoints)
+            try #require(try await started.devid(["tenant", "create", "acme"]).succeeded)
+            let lot = work.file("lot-L1")
+            try #require(
+                try await started.devid(["factory", "mint", "--lot", "L1", "--tenant", "acme", "--count", "3", "--out", lot])
+                    .succeeded)
+            try #require(try await started.devid(["device", "import", "\(lot)/manifest.json"]).succeeded)
+            for index in 1...3 {
+                let device = "L1-00000\(index)"
+                let enroll = try await ServeCLITests.devid(
+                    [
+                        "agent", "enroll", "--server", endpoints.estURL, "--trust-bundle", "\(dataDir)/ca/root.crt",
+                        "--state-dir", started.stateDirectory(index), "--idevid-cert", "\(lot)/\(device)/chain.pem",
+                        "--idevid-key", "\(lot)/\(device)/idevid.key",
+                    ], in: work.path)
+                try #require(enroll.succeeded, "\(enroll)")
+            }
+            fleet = started
+            return started
+        }
+
+        /// The agent state directory of device `L1-00000<index>`.
+        func stateDirectory(_ index: Int) -> String { work.file("state-\(index)") }
+
+        /// `devid arguments --data-dir DATA`, as the runbooks' commands are run.
+        func devid(_ arguments: [String]) async throws -> ServeCLITests.CommandResult {
+            try await ServeCLITests.devid(arguments + ["--data-dir", dataDir], in: work.path)
+        }
+    }
+
     @Test("docs/runbooks/rotation.md", .timeLimit(.minutes(5)))
     func rotationRunbook() async throws {
         let commands = try Self.commands(in: "docs/runbooks/rotation.md")
         #expect(commands.count >= 8, "the runbook lost its commands: \(commands)")
 
-        let work = try TemporaryDirectory(prefix: "devid-runbook")
-        defer { work.remove() }
-        let dataDir = work.file("data")
-        let server = try ServeProcess.start(dataDir: dataDir, workingDirectory: work.path)
-        defer { server.kill() }
-        let endpoints = try await server.waitUntilListening(timeout: ServeCLITests.startTimeout)
-
-        func devid(_ arguments: [String]) async throws -> ServeCLITests.CommandResult {
-            try await ServeCLITests.devid(arguments + ["--data-dir", dataDir], in: work.path)
-        }
-        // The fleet the runbook talks about: tenant acme, lot L1 of three devices, each enrolled with its IDevID.
-        try #require(try await devid(["tenant", "create", "acme"]).succeeded)
-        let lot = work.file("lot-L1")
-        try #require(
-            try await devid(["factory", "mint", "--lot", "L1", "--tenant", "acme", "--count", "3", "--out", lot]).succeeded)
-        try #require(try await devid(["device", "import", "\(lot)/manifest.json"]).succeeded)
-        for index in 1...3 {
-            let device = "L1-00000\(index)"
-            let enroll = try await ServeCLITests.devid(
-                [
-                    "agent", "enroll", "--server", endpoints.estURL, "--trust-bundle", "\(dataDir)/ca/root.crt",
-                    "--state-dir", work.file("state-\(index)"), "--idevid-cert", "\(lot)/\(device)/chain.pem",
-                    "--idevid-key", "\(lot)/\(device)/idevid.key",
-                ], in: work.path)
-            try #require(enroll.succeeded, "\(enroll)")
-        }
+        let fleet = try await Fleet.start()
+        defer { fleet.server.kill(); fleet.work.remove() }
 
         var outputs: [String: String] = [:]
         for command in commands {
-            let result = try await devid(command)
+            let result = try await fleet.devid(command)
             #expect(result.succeeded, "devid \(command.joined(separator: " ")): \(result)")
             outputs[command.joined(separator: " ")] = result.stdout
         }
@@ -62,6 +89,80 @@ struct RunbookTests {
         #expect(outputs["rotate --lot L1"]?.contains("marked 3 credentials rotation-due") == true, "\(outputs)")
         #expect(outputs["rotate status --lot L1"]?.contains("3") == true, "\(outputs)")
         #expect(outputs["audit list --action rotation.campaign"]?.contains("marked rotation-due: lot L1") == true)
-        _ = try await server.interrupt(timeout: 10)
+        _ = try await fleet.server.interrupt(timeout: 10)
+    }
+
+    @Test("docs/runbooks/compromise.md", .timeLimit(.minutes(5)))
+    func compromiseRunbook() async throws {
+        let commands = try Self.commands(in: "docs/runbooks/compromise.md")
+        #expect(commands.count >= 11, "the runbook lost its commands: \(commands)")
+
+        let fleet = try await Fleet.start()
+        defer { fleet.server.kill(); fleet.work.remove() }
+
+        var outputs: [String: ServeCLITests.CommandResult] = [:]
+        for command in commands {
+            let line = command.joined(separator: " ")
+            let result = try await fleet.devid(command)
+            #expect(result.succeeded, "devid \(line): \(result)")
+            outputs[line] = result
+            if line == "device reprovision L1-000002" {
+                // What the runbook tells the device to do with the token: enroll again, over its revoked identity.
+                let token = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                let enroll = try await ServeCLITests.devid(
+                    [
+                        "agent", "enroll", "--server", fleet.endpoints.estURL, "--trust-bundle",
+                        "\(fleet.dataDir)/ca/root.crt", "--state-dir", fleet.stateDirectory(2), "--token", token,
+                        "--device", "L1-000002",
+                    ], in: fleet.work.path)
+                #expect(enroll.succeeded, "agent enroll with the re-provisioning token: \(enroll)")
+                #expect(enroll.stdout.contains("enrolled device L1-000002 (tenant acme)"), "\(enroll)")
+            }
+        }
+        func stdout(_ line: String) -> String { outputs[line]?.stdout ?? "<not run: \(line)>" }
+
+        // A device's key leaked.
+        #expect(
+            stdout("revoke --device L1-000002 --reason keyCompromise --dry-run").contains(
+                "dry run: would revoke 1 credentials on 1 devices (keyCompromise)"), "\(outputs)")
+        #expect(
+            stdout("revoke --device L1-000002 --reason keyCompromise").contains(
+                "revoked 1 credentials on 1 devices (keyCompromise)"), "\(outputs)")
+        let show = stdout("device show L1-000002")
+        #expect(show.contains("state:     revoked"), "\(show)")
+        #expect(show.contains("ldevid  revoked"), "\(show)")
+        #expect(stdout("audit list --action revoke").contains("revoked device L1-000002 (keyCompromise)"))
+        let reprovision = outputs["device reprovision L1-000002"]
+        #expect(reprovision?.stdout.hasPrefix("devid_ct_") == true, "\(String(describing: reprovision))")
+        #expect(reprovision?.stdout.split(separator: "\n").count == 1, "only the token goes to stdout")
+        #expect(reprovision?.stderr.contains("device L1-000002 re-provisioned") == true)
+
+        // The reversible hold.
+        #expect(stdout("device suspend L1-000003").contains("suspended L1-000003"))
+        #expect(stdout("device resume L1-000003").contains("resumed L1-000003: active"))
+
+        // A factory lot leaked: the re-enrolled L1-000002 and the resumed L1-000003 hold a credential again.
+        #expect(
+            stdout("revoke --lot L1 --reason keyCompromise --dry-run").contains(
+                "dry run: would revoke 3 credentials on 3 devices (keyCompromise)"), "\(outputs)")
+        #expect(
+            stdout("revoke --lot L1 --reason keyCompromise").contains(
+                "revoked 3 credentials on 3 devices (keyCompromise)"), "\(outputs)")
+        let list = stdout("device list --lot L1")
+        for index in 1...3 {
+            #expect(list.contains("L1-00000\(index)  acme    L1   revoked"), "\(list)")
+        }
+        #expect(stdout("audit verify").contains("audit chain intact"))
+
+        // What relying parties see: the lot's IDevIDs are refused now.
+        let idevid = try await ServeCLITests.devid(
+            [
+                "agent", "enroll", "--server", fleet.endpoints.estURL, "--trust-bundle", "\(fleet.dataDir)/ca/root.crt",
+                "--state-dir", fleet.work.file("state-again"), "--idevid-cert",
+                fleet.work.file("lot-L1/L1-000001/chain.pem"), "--idevid-key", fleet.work.file("lot-L1/L1-000001/idevid.key"),
+            ], in: fleet.work.path)
+        #expect(!idevid.succeeded)
+        #expect(idevid.stderr.contains("HTTP 403: device is revoked"), "\(idevid)")
+        _ = try await fleet.server.interrupt(timeout: 10)
     }
 }

@@ -163,6 +163,22 @@ struct RotationTests {
         try await f.server.stop()
     }
 
+    @Test("once the successor is in use, the old certificate cannot mint another")
+    func noSecondSuccessorOnceConfirmed() async throws {
+        let f = try await ESTFixture()
+        let old = try await f.enroll("rot-9")
+        let new = try (try await f.reenrollKeyed(old)).identity()
+        #expect(try await f.status(new).status == 200)  // confirms the successor
+        let before = try await f.store.credentialCount()
+        let reply = try await f.reenrollKeyed(old)
+        try await f.expectRefused(
+            reply.reply, status: 403, reason: "credential superseded and its successor is in use",
+            credentialsBefore: before, action: "est.reenroll")
+        let active = try await f.store.credentials(device: DeviceID(rawValue: "rot-9")!).filter { $0.status == .active }
+        #expect(active.map(\.serial) == [new.certificate.devidSerial])
+        try await f.server.stop()
+    }
+
     @Test("late renewal within grace is allowed and audited; beyond grace the handshake fails")
     func lateRenewal() async throws {
         let f = try await ESTFixture()
@@ -206,6 +222,10 @@ struct RotationTests {
 
         let mark = try await f.admin("POST", "/v1/admin/rotate", body: #"{"device":"camp-1"}"#)
         #expect(mark.body.contains("\"credentials\":1"))
+        let dryAfter = try await f.admin("POST", "/v1/admin/rotate", body: #"{"tenant":"acme","dryRun":true}"#)
+        #expect(dryAfter.body.contains("\"credentials\":1"), "only camp-2 is left to mark: \(dryAfter.body)")
+        #expect(try await f.admin("POST", "/v1/admin/rotate", body: #"{"lot":"L9","dryRun":true}"#).status == 404)
+        #expect(try await f.admin("GET", "/v1/admin/rotate/status?device=nobody").status == 404)
         #expect(try await f.status(a).body.contains("\"rotateNow\":true"))
         #expect(try await f.status(b).body.contains("\"rotateNow\":false"))
 

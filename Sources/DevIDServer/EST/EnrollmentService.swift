@@ -236,11 +236,15 @@ struct EnrollmentService: Sendable {
             supersede = [current.serial]
         } else if current.status == .active {
             supersede = [current.serial]
-        } else if let successor = current.replacedBy,
-            let lost = try await store.credential(serial: successor), lost.status == .active, lost.confirmedAt == nil
-        {
-            // Retrying with the old certificate during its overlap: the unconfirmed successor is given up, and
-            // the old credential is re-pointed at the new one (keeping its earlier overlap deadline).
+        } else {
+            // Retrying with the old certificate during its overlap is allowed only while the successor has never
+            // been seen: it is then given up, and the old credential is re-pointed at the new one (keeping its
+            // earlier overlap deadline). Once the successor is in use, the old certificate cannot mint another.
+            guard let successor = current.replacedBy, let lost = try await store.credential(serial: successor),
+                lost.status == .active, lost.confirmedAt == nil
+            else {
+                throw Refusal(.forbidden, "credential superseded and its successor is in use", subject)
+            }
             supersede = [lost.serial, current.serial]
         }
         let csr = try checkedCSR(request.body, device: device.id, tenant: device.tenant, subject)
