@@ -1,11 +1,12 @@
 import DevIDCore
+import SwiftASN1
+import X509
+
 #if canImport(FoundationEssentials)
 public import FoundationEssentials
 #else
 public import Foundation
 #endif
-import SwiftASN1
-import X509
 
 /// Builds DER X.509 v2 CRLs (RFC 5280 §5) signed by a ``CertificateAuthority``.
 ///
@@ -208,7 +209,8 @@ public struct CRLBuilder: Sendable {
     private func extensionsDER(crlNumber: UInt64, distributionPoint: String?) throws(DevIDPKIError) -> [UInt8] {
         do {
             var extensions = [
-                try Certificate.Extension(AuthorityKeyIdentifier(keyIdentifier: authorityKeyIdentifier[...]), critical: false),
+                try Certificate.Extension(
+                    AuthorityKeyIdentifier(keyIdentifier: authorityKeyIdentifier[...]), critical: false),
                 Certificate.Extension(
                     oid: Self.crlNumberOID, critical: false,
                     value: Self.integerNode(DERInteger.positiveContent(crlNumber))[...]),
@@ -234,85 +236,5 @@ public struct CRLBuilder: Sendable {
         var writer = DERWriter(capacity: content.count + 2)
         writer.node(DERWriter.integer, content: content)
         return writer.bytes
-    }
-}
-
-/// The Issuing Distribution Point of a partitioned CRL (RFC 5280 §5.2.5), restricted to what DevID writes: one
-/// URI as the full name, and optionally `onlyContainsUserCerts`.
-///
-/// ```
-/// IssuingDistributionPoint ::= SEQUENCE {
-///   distributionPoint          [0] DistributionPointName OPTIONAL,  -- fullName [0] { uniformResourceIdentifier [6] }
-///   onlyContainsUserCerts      [1] BOOLEAN DEFAULT FALSE,
-///   ... }
-/// ```
-struct IssuingDistributionPoint: Hashable, Sendable {
-    var uri: String?
-    var onlyContainsUserCertificates: Bool
-
-    var derBytes: [UInt8] {
-        var content: [UInt8] = []
-        if let uri {
-            let name = DistributionPointName.fullNameURI(uri)
-            content += name
-        }
-        if onlyContainsUserCertificates {
-            content += [DERWriter.contextPrimitive(1), 0x01, 0xFF]
-        }
-        var writer = DERWriter(capacity: content.count + 4)
-        writer.node(DERWriter.sequence, content: content)
-        return writer.bytes
-    }
-
-    /// Reads the fields DevID writes and ignores the rest (onlySomeReasons, indirectCRL, ...).
-    init(derEncoded bytes: ArraySlice<UInt8>) throws {
-        let root = try DER.parse(bytes)
-        var uri: String?
-        var onlyUser = false
-        guard root.identifier == .sequence, case .constructed(let fields) = root.content else {
-            throw DevIDPKIError(.malformed, "IssuingDistributionPoint is not a SEQUENCE")
-        }
-        for field in fields {
-            if field.identifier == ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific) {
-                uri = DistributionPointName.firstURI(in: field)
-            } else if field.identifier == ASN1Identifier(tagWithNumber: 1, tagClass: .contextSpecific) {
-                onlyUser = try Bool(derEncoded: field, withIdentifier: field.identifier)
-            }
-        }
-        self.uri = uri
-        self.onlyContainsUserCertificates = onlyUser
-    }
-
-    init(uri: String?, onlyContainsUserCertificates: Bool) {
-        self.uri = uri
-        self.onlyContainsUserCertificates = onlyContainsUserCertificates
-    }
-}
-
-/// `DistributionPointName ::= CHOICE { fullName [0] GeneralNames, ... }` holding one URI, as both the IDP of a CRL
-/// and the CRL Distribution Points of a certificate write it.
-enum DistributionPointName {
-    /// `[0] { [0] { [6] uri } }`: the distributionPoint field with a fullName of one URI.
-    static func fullNameURI(_ uri: String) -> [UInt8] {
-        let uriBytes = Array(uri.utf8)
-        let generalName = DERWriter.nodeLength(contentLength: uriBytes.count)
-        let fullName = DERWriter.nodeLength(contentLength: generalName)
-        var writer = DERWriter(capacity: DERWriter.nodeLength(contentLength: fullName))
-        writer.header(DERWriter.contextConstructed(0), length: fullName)
-        writer.header(DERWriter.contextConstructed(0), length: generalName)
-        writer.node(DERWriter.contextPrimitive(6), content: uriBytes)
-        return writer.bytes
-    }
-
-    /// The first URI of a `[0] DistributionPointName` node's fullName, if any.
-    static func firstURI(in distributionPoint: ASN1Node) -> String? {
-        guard case .constructed(let choices) = distributionPoint.content else { return nil }
-        for choice in choices where choice.identifier == ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific) {
-            guard case .constructed(let names) = choice.content else { return nil }
-            for name in names where name.identifier == ASN1Identifier(tagWithNumber: 6, tagClass: .contextSpecific) {
-                if case .primitive(let bytes) = name.content { return String(decoding: bytes, as: UTF8.self) }
-            }
-        }
-        return nil
     }
 }

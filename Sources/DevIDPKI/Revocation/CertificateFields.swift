@@ -13,7 +13,7 @@ enum CertificateFields {
             let root = try DER.parse(certificate.derBytes)
             return try DER.sequence(root, identifier: .sequence) { nodes in
                 guard let tbs = nodes.next() else { throw DevIDPKIError(.malformed, "certificate has no TBS") }
-                return try DER.sequence(tbs, identifier: .sequence) { fields in
+                let subject = try DER.sequence(tbs, identifier: .sequence) { fields in
                     var field = fields.next()
                     // [0] EXPLICIT version, then serialNumber, signature, issuer, validity, subject.
                     if field?.identifier == ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific) {
@@ -23,8 +23,11 @@ enum CertificateFields {
                     guard let subject = field, subject.identifier == .sequence else {
                         throw DevIDPKIError(.malformed, "certificate has no subject")
                     }
+                    while fields.next() != nil {}  // SwiftASN1 insists every child is read
                     return Array(subject.encodedBytes)
                 }
+                while nodes.next() != nil {}  // signatureAlgorithm, signatureValue
+                return subject
             }
         } catch let error as DevIDPKIError {
             throw error

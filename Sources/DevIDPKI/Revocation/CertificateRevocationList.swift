@@ -1,11 +1,12 @@
 import DevIDCore
+import SwiftASN1
+public import X509
+
 #if canImport(FoundationEssentials)
 public import FoundationEssentials
 #else
 public import Foundation
 #endif
-public import SwiftASN1
-public import X509
 
 /// A signed X.509 v2 CRL: its DER and the fields DevID writes.
 ///
@@ -73,13 +74,15 @@ public struct CertificateRevocationList: Sendable, Hashable {
         let part: SignedPart
         if let signedPart {
             part = signedPart
-        } else if let reread = try? CertificateRevocationList(derEncoded: derBytes), let signedPart = reread.signedPart {
+        } else if let reread = try? CertificateRevocationList(derEncoded: derBytes), let signedPart = reread.signedPart
+        {
             part = signedPart
         } else {
             return false
         }
         guard let algorithm = SignatureAlgorithms.algorithm(part.algorithm) else { return false }
-        return certificate.publicKey.isValidSignature(part.signature, for: derBytes[part.tbs], signatureAlgorithm: algorithm)
+        return certificate.publicKey.isValidSignature(
+            part.signature, for: derBytes[part.tbs], signatureAlgorithm: algorithm)
     }
 
     /// Reads a DER CRL. Throws ``DevIDPKIError`` `.malformed` for anything else, and for a critical extension DevID
@@ -114,7 +117,9 @@ public struct CertificateRevocationList: Sendable, Hashable {
                 }
                 guard let issuerNode = fields.next() else { throw DevIDPKIError(.malformed, "CRL has no issuer") }
                 let issuer = try DistinguishedName(derEncoded: issuerNode)
-                guard let thisUpdateNode = fields.next() else { throw DevIDPKIError(.malformed, "CRL has no thisUpdate") }
+                guard let thisUpdateNode = fields.next() else {
+                    throw DevIDPKIError(.malformed, "CRL has no thisUpdate")
+                }
                 let thisUpdate = try Date(rfc5280Time: thisUpdateNode)
                 var next = fields.next()
                 var nextUpdate: Date?
@@ -160,69 +165,5 @@ public struct CertificateRevocationList: Sendable, Hashable {
                     signedPart: SignedPart(tbs: tbsRange, algorithm: algorithm, signature: Array(signature.bytes)))
             }
         }
-    }
-}
-
-extension RevokedEntry: DERParseable {
-    /// One `revokedCertificates` member; the reasonCode entry extension is read, other non-critical ones ignored.
-    public init(derEncoded node: ASN1Node) throws {
-        self = try DER.sequence(node, identifier: .sequence) { fields in
-            let serial = try ArraySlice<UInt8>(derEncoded: &fields)
-            guard let timeNode = fields.next() else { throw DevIDPKIError(.malformed, "CRL entry has no date") }
-            let revokedAt = try Date(rfc5280Time: timeNode)
-            var reason = RevocationReason.unspecified
-            if let extensionsNode = fields.next() {
-                let extensions = try DER.sequence(
-                    of: Certificate.Extension.self, identifier: .sequence, rootNode: extensionsNode)
-                for ext in extensions {
-                    if ext.oid == CRLBuilder.reasonCodeOID {
-                        let code = try Int(derEncoded: try DER.parse(ext.value), withIdentifier: .enumerated)
-                        guard let known = RevocationReason(code: code) else {
-                            throw DevIDPKIError(.malformed, "CRL entry has an unknown reason code")
-                        }
-                        reason = known
-                    } else if ext.critical {
-                        throw DevIDPKIError(.malformed, "CRL entry has an unknown critical extension")
-                    }
-                }
-            }
-            return RevokedEntry(serial: Certificate.SerialNumber(bytes: serial), revokedAt: revokedAt, reason: reason)
-        }
-    }
-}
-
-extension ASN1ObjectIdentifier {
-    /// Reads an AlgorithmIdentifier and returns its OID (parameters are not checked).
-    init(algorithmIdentifier nodes: inout ASN1NodeCollection.Iterator) throws {
-        guard let node = nodes.next() else { throw DevIDPKIError(.malformed, "AlgorithmIdentifier is missing") }
-        self = try DER.sequence(node, identifier: .sequence) { fields in
-            let oid = try ASN1ObjectIdentifier(derEncoded: &fields)
-            _ = fields.next()  // parameters: absent or NULL for the algorithms DevID uses
-            guard fields.next() == nil else { throw DevIDPKIError(.malformed, "AlgorithmIdentifier is too long") }
-            return oid
-        }
-    }
-}
-
-extension Date {
-    /// Reads an RFC 5280 `Time` (UTCTime or GeneralizedTime).
-    init(rfc5280Time node: ASN1Node) throws {
-        let components: DERTime.Components
-        switch node.identifier {
-        case .utcTime:
-            let time = try UTCTime(derEncoded: node)
-            components = DERTime.Components(
-                year: time.year, month: time.month, day: time.day, hour: time.hours, minute: time.minutes,
-                second: time.seconds)
-        case .generalizedTime:
-            let time = try GeneralizedTime(derEncoded: node)
-            components = DERTime.Components(
-                year: time.year, month: time.month, day: time.day, hour: time.hours, minute: time.minutes,
-                second: time.seconds)
-        default:
-            throw DevIDPKIError(.malformed, "expected a UTCTime or GeneralizedTime")
-        }
-        guard let date = DERTime.date(components) else { throw DevIDPKIError(.malformed, "time out of range") }
-        self = date
     }
 }

@@ -1,3 +1,5 @@
+import SwiftASN1
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -74,6 +76,20 @@ struct DERWriter {
     mutating func node(_ tag: UInt8, content: some Collection<UInt8>) {
         header(tag, length: content.count)
         bytes.append(contentsOf: content)
+    }
+
+    /// A whole node as a new array: for the small, once-per-response structures of OCSP and the extensions.
+    static func encode(_ tag: UInt8, _ content: [UInt8]) -> [UInt8] {
+        var writer = DERWriter(capacity: content.count + 6)
+        writer.node(tag, content: content)
+        return writer.bytes
+    }
+
+    /// An OBJECT IDENTIFIER node.
+    static func objectIdentifier(_ oid: ASN1ObjectIdentifier) -> [UInt8] {
+        var serializer = DER.Serializer()
+        try? serializer.serialize(oid)  // an in-memory OID always serialises
+        return serializer.serializedBytes
     }
 
     // MARK: Tags (universal, and the context-specific ones the encoders use)

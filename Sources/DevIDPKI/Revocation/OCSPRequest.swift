@@ -41,37 +41,23 @@ public struct OCSPRequest: Sendable, Hashable {
     public init(certificateIDs: [OCSPCertificateID], nonce: [UInt8]? = nil) {
         self.certificateIDs = certificateIDs
         self.nonce = nonce
-        self.nonceExtensionValue = nonce.map { Self.octetString($0) }
+        self.nonceExtensionValue = nonce.map { DERWriter.encode(DERWriter.octetString, $0) }
     }
 
     /// The request's DER: the body of a POST, or base64 and percent-encoded in a GET path.
     public var derBytes: [UInt8] {
         var requestList: [UInt8] = []
         for id in certificateIDs {
-            requestList += Self.node(DERWriter.sequence, id.derBytes)
+            requestList += DERWriter.encode(DERWriter.sequence, id.derBytes)
         }
-        var tbs = Self.node(DERWriter.sequence, requestList)
+        var tbs = DERWriter.encode(DERWriter.sequence, requestList)
         if let nonceExtensionValue {
-            let ext = Self.node(
-                DERWriter.sequence, Self.oidNode(Self.nonceOID) + Self.node(DERWriter.octetString, nonceExtensionValue))
-            tbs += Self.node(DERWriter.contextConstructed(2), Self.node(DERWriter.sequence, ext))
+            let ext = DERWriter.encode(
+                DERWriter.sequence,
+                DERWriter.objectIdentifier(Self.nonceOID) + DERWriter.encode(DERWriter.octetString, nonceExtensionValue)
+            )
+            tbs += DERWriter.encode(DERWriter.contextConstructed(2), DERWriter.encode(DERWriter.sequence, ext))
         }
-        return Self.node(DERWriter.sequence, Self.node(DERWriter.sequence, tbs))
-    }
-
-    static func node(_ tag: UInt8, _ content: [UInt8]) -> [UInt8] {
-        var writer = DERWriter(capacity: content.count + 6)
-        writer.node(tag, content: content)
-        return writer.bytes
-    }
-
-    static func octetString(_ bytes: [UInt8]) -> [UInt8] {
-        node(DERWriter.octetString, bytes)
-    }
-
-    static func oidNode(_ oid: ASN1ObjectIdentifier) -> [UInt8] {
-        var serializer = DER.Serializer()
-        try? serializer.serialize(oid)  // an in-memory OID always serialises
-        return serializer.serializedBytes
+        return DERWriter.encode(DERWriter.sequence, DERWriter.encode(DERWriter.sequence, tbs))
     }
 }

@@ -1,10 +1,11 @@
+import SwiftASN1
+import X509
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import SwiftASN1
-import X509
 
 /// Reads untrusted OCSP requests: DER from a POST body, or the base64 path component of a GET (RFC 6960 §A.1).
 ///
@@ -41,8 +42,8 @@ public struct OCSPRequestParser: Sendable, Hashable {
     /// Accepts percent-encoding, the URL-safe alphabet and missing padding, which clients produce in the wild.
     public func parse(getPathComponent component: String) throws(OCSPRequestError) -> OCSPRequest {
         // base64 grows by 4/3 and percent-encoding by up to 3x; refuse anything that cannot decode within the limit.
-        guard component.utf8.count <= maximumBytes * 4 else {
-            throw OCSPRequestError(.tooLarge, "the GET path is over \(maximumBytes * 4) bytes")
+        guard component.utf8.count / 4 <= maximumBytes else {
+            throw OCSPRequestError(.tooLarge, "the GET path is too long for a \(maximumBytes)-byte request")
         }
         guard let der = Self.decodeBase64PathComponent(component) else {
             throw OCSPRequestError(.malformed, "the GET path is not base64")
@@ -131,7 +132,8 @@ public struct OCSPRequestParser: Sendable, Hashable {
                     throw OCSPRequestError(.malformed, "unexpected field in Request")
                 }
                 for ext in try Self.extensions(node) where ext.critical {
-                    throw OCSPRequestError(.unsupportedCriticalExtension, "critical single-request extension \(ext.oid)")
+                    throw OCSPRequestError(
+                        .unsupportedCriticalExtension, "critical single-request extension \(ext.oid)")
                 }
             }
             guard fields.next() == nil else { throw OCSPRequestError(.malformed, "trailing fields in Request") }

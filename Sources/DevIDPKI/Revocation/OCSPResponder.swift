@@ -1,12 +1,13 @@
 import Crypto
+import DevIDCore
+import SwiftASN1
+public import X509
+
 #if canImport(FoundationEssentials)
 public import FoundationEssentials
 #else
 public import Foundation
 #endif
-public import DevIDCore
-import SwiftASN1
-public import X509
 
 /// Answers OCSP requests for the certificates one CA issued (RFC 6960), signing with a delegated responder
 /// certificate (profile ``CertificateProfile/ocspSigning``) or with the CA's own key.
@@ -42,7 +43,8 @@ public struct OCSPResponder: Sendable {
             guard responderCertificate.issuer == issuer.subject,
                 issuer.publicKey.isValidSignature(responderCertificate.signature, for: responderCertificate)
             else {
-                throw DevIDPKIError(.untrusted, "the OCSP responder certificate was not issued by the CA it answers for")
+                throw DevIDPKIError(
+                    .untrusted, "the OCSP responder certificate was not issued by the CA it answers for")
             }
             let usages = (try? responderCertificate.extensions.extendedKeyUsage) ?? nil
             guard let usages, usages.contains(.ocspSigning) else {
@@ -65,8 +67,8 @@ public struct OCSPResponder: Sendable {
         if responderCertificate == issuer {
             self.certificatesField = []
         } else {
-            self.certificatesField = OCSPRequest.node(
-                DERWriter.contextConstructed(0), OCSPRequest.node(DERWriter.sequence, responderCertificate.derBytes))
+            self.certificatesField = DERWriter.encode(
+                DERWriter.contextConstructed(0), DERWriter.encode(DERWriter.sequence, responderCertificate.derBytes))
         }
     }
 
@@ -154,7 +156,7 @@ public struct OCSPResponder: Sendable {
     ) -> OCSPResponse {
         let thisUpdateNode = Self.generalizedTime(thisUpdate)
         let nextUpdateField = nextUpdate.map {
-            OCSPRequest.node(DERWriter.contextConstructed(0), Self.generalizedTime($0))
+            DERWriter.encode(DERWriter.contextConstructed(0), Self.generalizedTime($0))
         }
         var responses: [OCSPSingleResponse] = []
         var responsesContent: [UInt8] = []
@@ -168,14 +170,14 @@ public struct OCSPResponder: Sendable {
             case .revoked(let at, let reason):
                 var info = Self.generalizedTime(at)
                 if reason != .unspecified {
-                    info += OCSPRequest.node(
+                    info += DERWriter.encode(
                         DERWriter.contextConstructed(0), [DERWriter.enumerated, 0x01, UInt8(reason.code)])
                 }
-                single += OCSPRequest.node(DERWriter.contextConstructed(1), info)
+                single += DERWriter.encode(DERWriter.contextConstructed(1), info)
             }
             single += thisUpdateNode
             if let nextUpdateField { single += nextUpdateField }
-            responsesContent += OCSPRequest.node(DERWriter.sequence, single)
+            responsesContent += DERWriter.encode(DERWriter.sequence, single)
             responses.append(
                 OCSPSingleResponse(
                     certificateID: id, status: Self.truncated(status), thisUpdate: DERTime.truncated(thisUpdate),
@@ -183,19 +185,19 @@ public struct OCSPResponder: Sendable {
         }
 
         // ResponderID byKey [2] EXPLICIT KeyHash; version v1 is the DEFAULT and so omitted.
-        var data = OCSPRequest.node(
-            DERWriter.contextConstructed(2), OCSPRequest.node(DERWriter.octetString, responderKeyHash))
+        var data = DERWriter.encode(
+            DERWriter.contextConstructed(2), DERWriter.encode(DERWriter.octetString, responderKeyHash))
         data += Self.generalizedTime(producedAt)
-        data += OCSPRequest.node(DERWriter.sequence, responsesContent)
+        data += DERWriter.encode(DERWriter.sequence, responsesContent)
         var echoedNonce: [UInt8]?
         if let value = request.nonceExtensionValue, let nonce = request.nonce, (1...32).contains(nonce.count) {
-            let ext = OCSPRequest.node(
+            let ext = DERWriter.encode(
                 DERWriter.sequence,
-                OCSPRequest.oidNode(OCSPRequest.nonceOID) + OCSPRequest.node(DERWriter.octetString, value))
-            data += OCSPRequest.node(DERWriter.contextConstructed(1), OCSPRequest.node(DERWriter.sequence, ext))
+                DERWriter.objectIdentifier(OCSPRequest.nonceOID) + DERWriter.encode(DERWriter.octetString, value))
+            data += DERWriter.encode(DERWriter.contextConstructed(1), DERWriter.encode(DERWriter.sequence, ext))
             echoedNonce = nonce
         }
-        let tbs = OCSPRequest.node(DERWriter.sequence, data)
+        let tbs = DERWriter.encode(DERWriter.sequence, data)
 
         guard let signed = try? signer.signedEnvelope(tbs: tbs, trailer: certificatesField) else {
             return .internalError

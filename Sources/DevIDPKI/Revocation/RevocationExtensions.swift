@@ -17,10 +17,10 @@ public enum RevocationExtensions {
         guard !uri.isEmpty, uri.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
             throw DevIDPKIError(.policyViolation, "the CRL distribution point must be a URI in printable ASCII")
         }
-        let distributionPoint = OCSPRequest.node(DERWriter.sequence, DistributionPointName.fullNameURI(uri))
+        let distributionPoint = DERWriter.encode(DERWriter.sequence, DistributionPointName.fullNameURI(uri))
         return Certificate.Extension(
             oid: crlDistributionPointsOID, critical: false,
-            value: OCSPRequest.node(DERWriter.sequence, distributionPoint)[...])
+            value: DERWriter.encode(DERWriter.sequence, distributionPoint)[...])
     }
 
     /// Authority Information Access with the OCSP responder's URL and, optionally, where to fetch the issuing CA

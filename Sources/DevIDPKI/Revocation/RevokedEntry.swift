@@ -1,10 +1,11 @@
 public import DevIDCore
+public import X509
+
 #if canImport(FoundationEssentials)
 public import FoundationEssentials
 #else
 public import Foundation
 #endif
-public import X509
 
 /// One revoked certificate as a CRL lists it: serial, revocation time and RFC 5280 reason.
 public struct RevokedEntry: Sendable, Hashable {

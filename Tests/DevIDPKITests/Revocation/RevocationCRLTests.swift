@@ -193,18 +193,20 @@ struct RevocationCRLTests {
             "verify", "-crl_check", "-CAfile", bundle, try scratch.write("good.pem", good.pemString),
         ])
         #expect(goodResult.status == 0, "\(goodResult.output)")
-        // The other partition's CRL does not cover a certificate that names partition p, and vice versa.
+        // This partition's CRL does not cover a certificate whose CDP names another partition.
         let otherResult = try OpenSSL.run([
             "verify", "-crl_check", "-CAfile", bundle, try scratch.write("other.pem", other.pemString),
         ])
         #expect(otherResult.status != 0)
-        #expect(otherResult.output.contains("unable to get certificate CRL"), "\(otherResult.output)")
+        #expect(otherResult.output.contains("different CRL scope"), "\(otherResult.output)")
     }
 
     @Test("the CRL reads back: fields, entries, reasons and whole-second times", arguments: crlReasons)
     func roundTrip(reason: RevocationReason) throws {
         let fixture = try RevocationFixture.get()
-        let serials: [[UInt8]] = [[0x01], [0x80], [0x00, 0x00, 0x7F], [0xFF, 0xFF], Array(repeating: 0xAB, count: 20)]
+        let serials: [[UInt8]] = [
+            [0x01], [0x80], [0x00, 0x00, 0x7F], [0xFF, 0xFF], Array(repeating: 0xAB, count: 20),
+        ]
         let revokedAt = fixture.now - 0.75
         let entries = serials.map { RevokedEntry(serial: $0, revokedAt: revokedAt, reason: reason) }
         let crl = try fixture.crlBuilder().build(
@@ -301,7 +303,9 @@ struct RevocationCRLTests {
         }
     }
 
-    @Test("garbage does not parse as a CRL", arguments: [[], [0x30, 0x00], [0x30, 0x80, 0x00, 0x00], [0xFF]] as [[UInt8]])
+    @Test(
+        "garbage does not parse as a CRL",
+        arguments: [[], [0x30, 0x00], [0x30, 0x80, 0x00, 0x00], [0xFF]] as [[UInt8]])
     func parseGarbage(bytes: [UInt8]) {
         #expect(throws: DevIDPKIError(.malformed, "")) { try CertificateRevocationList(derEncoded: bytes) }
     }

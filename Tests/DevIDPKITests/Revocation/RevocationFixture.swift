@@ -34,7 +34,8 @@ struct RevocationFixture: Sendable {
             profile: .ocspSigning, now: now)
         issuingFile = try chain.directory.write("issuing.pem", chain.hierarchy.issuing.certificate.pemString)
         rootFile = try chain.directory.write("root.pem", chain.hierarchy.root.pemString)
-        chainFile = try chain.directory.write("chain.pem", PEM.bundle([chain.hierarchy.issuing.certificate, chain.hierarchy.root]))
+        chainFile = try chain.directory.write(
+            "chain.pem", PEM.bundle([chain.hierarchy.issuing.certificate, chain.hierarchy.root]))
     }
 
     /// A P-256 end-entity certificate from the issuing CA with the given serial and, optionally, a CRL Distribution
@@ -89,7 +90,9 @@ struct Scratch {
 
     func write(_ name: String, _ text: String) throws -> String { try directory.write(name, text) }
 
-    func read(_ name: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: directory.file(name)))) }
+    func read(_ name: String) throws -> [UInt8] {
+        Array(try Data(contentsOf: URL(fileURLWithPath: directory.file(name))))
+    }
 
     func remove() { directory.remove() }
 }

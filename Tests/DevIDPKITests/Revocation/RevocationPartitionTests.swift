@@ -34,8 +34,11 @@ struct RevocationPartitionTests {
             ([0x00], 16, 5), ([0x00, 0x00, 0x01], 64, 44),
         ] as [([UInt8], Int, Int)])
     func stablePartition(serial: [UInt8], partitions: Int, expected: Int) {
-        #expect(CRLPartitioner.partition(for: Certificate.SerialNumber(bytes: serial), partitions: partitions) == expected)
-        #expect(CRLPartitioner(partitionCount: partitions).partition(for: Certificate.SerialNumber(bytes: serial)) == expected)
+        #expect(
+            CRLPartitioner.partition(for: Certificate.SerialNumber(bytes: serial), partitions: partitions) == expected)
+        #expect(
+            CRLPartitioner(partitionCount: partitions).partition(for: Certificate.SerialNumber(bytes: serial))
+                == expected)
     }
 
     @Test("one partition (or a nonsensical count) puts everything in partition 0", arguments: [-3, 0, 1])
@@ -72,7 +75,7 @@ struct RevocationPartitionTests {
         "the partition count leaves a quarter of each partition free",
         arguments: [
             (0, CRLPartitioner.Limit.bytes(1_000_000), 1), (10_000, .bytes(1_000_000), 1),
-            (13_860, .bytes(1_000_000), 1), (13_861, .bytes(1_000_000), 2), (1_000_000, .bytes(1_000_000), 128),
+            (13_365, .bytes(1_000_000), 1), (13_366, .bytes(1_000_000), 2), (1_000_000, .bytes(1_000_000), 128),
             (1_000_000, .entries(10_000), 256), (7_500, .entries(10_000), 1), (7_501, .entries(10_000), 2),
         ] as [(Int, CRLPartitioner.Limit, Int)])
     func requiredPartitionCount(entries: Int, limit: CRLPartitioner.Limit, expected: Int) {
@@ -86,7 +89,8 @@ struct RevocationPartitionTests {
         #expect(throws: DevIDPKIError(.policyViolation, "")) {
             try fixture.crlBuilder().buildPartitions(
                 entries: entries, partitioner: CRLPartitioner(partitionCount: 2), thisUpdate: fixture.now,
-                nextUpdate: fixture.now + 60, crlNumber: 1, maximumBytes: 20_000) { "http://crl.example/\($0).crl" }
+                nextUpdate: fixture.now + 60, crlNumber: 1, maximumBytes: 20_000
+            ) { "http://crl.example/\($0).crl" }
         }
     }
 
@@ -104,7 +108,8 @@ struct RevocationPartitionTests {
         let building = try clock.measure {
             crls = try fixture.crlBuilder().buildPartitions(
                 entries: entries, partitioner: partitioner, thisUpdate: fixture.now, nextUpdate: fixture.now + 86_400,
-                crlNumber: 1) { "http://ops.test.devid/crl/issuing-\(count)-\($0).crl" }
+                crlNumber: 1
+            ) { "http://ops.test.devid/crl/issuing-\(count)-\($0).crl" }
         }
         let sizes = crls.map(\.derBytes.count)
         #expect(crls.count == count)
