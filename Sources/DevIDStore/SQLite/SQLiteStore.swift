@@ -60,6 +60,11 @@ public final class SQLiteStore: Store {
         // Never let SQL arguments (token hashes, certificate bytes) into error descriptions.
         configuration.publicStatementArguments = false
         configuration.busyMode = .timeout(5)
+        // A certificate is recorded before its bytes leave the server, so a commit must survive power loss:
+        // WAL's default (NORMAL) may lose the last commits; FULL syncs the WAL on every commit (~0.3 ms here).
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
         return configuration
     }
 
