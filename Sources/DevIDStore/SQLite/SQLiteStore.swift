@@ -18,6 +18,9 @@ public final class SQLiteStore: Store {
         let pool: DatabasePool
         do {
             pool = try DatabasePool(path: path, configuration: Self.configuration())
+            // DatabasePool sets its writer to synchronous = NORMAL after `prepareDatabase` runs; the writer is the
+            // connection that commits, so set FULL on it again here.
+            try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         } catch {
             throw .sqlite(error, "open database")
         }
