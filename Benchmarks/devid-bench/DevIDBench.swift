@@ -2,14 +2,17 @@ import ArgumentParser
 
 /// `devid-bench`: release-mode benchmarks of DevID on this machine.
 ///
-/// Run with `swift run -c release devid-bench <enroll|mint> [options]`; BENCHMARKS.md says what each measures
-/// and records a run. Everything runs in this process on loopback, in temporary directories that are removed.
+/// Run with `swift run -c release devid-bench <enroll|mint|rotate|crl|ocsp> [options]`; BENCHMARKS.md says what each
+/// measures and records a run. Everything runs in this process on loopback, in temporary directories that are removed.
 @main
 struct DevIDBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "devid-bench",
-        abstract: "DevID benchmarks: EST enrollment over real mTLS, and factory lot minting.",
-        subcommands: [EnrollBenchmark.self, MintBenchmark.self]
+        abstract: "DevID benchmarks: EST enrollment and renewal over real mTLS, factory lot minting, CRLs and OCSP.",
+        subcommands: [
+            EnrollBenchmark.self, MintBenchmark.self, RotateBenchmark.self, CRLBenchmark.self, OCSPBenchmark.self,
+            AuthzBenchmark.self,
+        ]
     )
 }
 

@@ -70,7 +70,10 @@ struct OneShotEnrollment: Sendable {
     var connectTimeout: TimeAmount = .seconds(10)
     var readTimeout: TimeAmount = .seconds(30)
 
-    func run(tlsContext: NIOSSLContext, path: String, body: ByteBuffer) async throws -> Outcome {
+    /// `body` is sent as a base64 PKCS#10 (`application/pkcs10`); a request without a body (`GET`) sends none.
+    func run(
+        tlsContext: NIOSSLContext, method: HTTPMethod = .POST, path: String, body: ByteBuffer?
+    ) async throws -> Outcome {
         let clock = ContinuousClock()
         let start = clock.now
         let counters = self.counters
@@ -93,14 +96,16 @@ struct OneShotEnrollment: Sendable {
         counters.opened.add(1, ordering: .relaxed)
         let hostHeader = "\(host):\(port)"
         return try await channel.executeThenClose { inbound, outbound in
-            var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
+            var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
             head.headers.add(name: "Host", value: hostHeader)
-            head.headers.add(name: "Content-Type", value: "application/pkcs10")
-            head.headers.add(name: "Content-Transfer-Encoding", value: "base64")
-            head.headers.add(name: "Content-Length", value: String(body.readableBytes))
+            if let body {
+                head.headers.add(name: "Content-Type", value: "application/pkcs10")
+                head.headers.add(name: "Content-Transfer-Encoding", value: "base64")
+                head.headers.add(name: "Content-Length", value: String(body.readableBytes))
+            }
             head.headers.add(name: "Connection", value: "close")
             try await outbound.write(.head(head))
-            try await outbound.write(.body(.byteBuffer(body)))
+            if let body { try await outbound.write(.body(.byteBuffer(body))) }
             try await outbound.write(.end(nil))
 
             var status = 0

@@ -1,26 +1,39 @@
-import AsyncHTTPClient
+import DevIDCore
 import DevIDPKI
 public import Foundation
 public import Logging
 import NIOCore
-import NIOFoundationCompat
 import NIOHTTP1
 import NIOSSL
 import SwiftASN1
 import Synchronization
 public import X509
 
-/// An EST client (RFC 7030) for DevID's `/.well-known/est/...` endpoints, on async-http-client.
+/// An EST client (RFC 7030) for DevID's `/.well-known/est/...` endpoints, on its own small SwiftNIO HTTPS transport.
 ///
-/// One `HTTPClient` per instance, with a TLS configuration that trusts the given trust bundle only (never the system
-/// roots), speaks TLS 1.2 or newer, and optionally presents a client certificate (an IDevID to enroll, the current
-/// LDevID to re-enroll). Connection failures are not retried: the caller (the agent's scheduler) decides when to
-/// try again, using ``AgentError/retryAfter`` when the server gave one.
+/// Each request is one TLS 1.2+ connection (``HTTPSTransport``) that presents the client certificate if one is given
+/// (an IDevID to enroll, the current LDevID to re-enroll) and checks the server's certificate with ``ServerTrust``:
+/// it must chain to the trust bundle (never the system roots), name the host of `baseURL`, allow `serverAuth`, and
+/// be valid **at the agent's corrected time** — ``ServerClock/now()``, the device clock plus the skew learnt from the
+/// server's answers — not at the machine's raw clock, which BoringSSL would use. Connection failures are not
+/// retried: the caller (the agent's scheduler) decides when to try again, using ``AgentError/retryAfter`` when the
+/// server gave one.
+///
+/// ## A device clock reset to 1970
+/// Before any request, if the corrected time is earlier than the *time floor* — the newest `notBefore` among the
+/// trust bundle and the client certificate chain, none of which can have been issued in the future — the device
+/// clock is known to be wrong. The client then sends a *time probe* first: `GET /cacerts` on a separate connection
+/// with no client certificate, no credentials and no body, whose server chain is validated at
+/// `max(floor, leaf.notBefore)` (signatures, basic constraints, name, serverAuth, and that the certificate is not
+/// known to have expired before the floor). Only the server's time is taken from its answer; the real request then
+/// goes on a new connection, validated strictly at the corrected time, and fails if the server's time is still
+/// before the floor. A device whose clock is plausible (not before the floor) never probes: an expired or not yet
+/// valid server certificate is refused. See `docs/agent.md` ("Time and the server's certificate").
 ///
 /// Every response's `Date` header is kept in ``lastServerDate``, and its `DevID-Time` header (the server's own,
 /// possibly injected, clock) in ``lastServerTime`` and reported to the ``ServerClock`` given, for clock-skew
 /// tracking. Besides EST, the client speaks DevID's check-in, `GET /v1/device/status` (``deviceStatus()``).
-/// Call ``shutdown()`` when done; the client is unusable afterwards.
+/// ``shutdown()`` is kept for callers; connections do not outlive a request.
 ///
 /// Errors are ``AgentError`` (or `CancellationError` when the calling task is cancelled).
 public final class ESTClient: Sendable {
@@ -43,12 +56,18 @@ public final class ESTClient: Sendable {
     /// The optional `/.well-known/est/<label>/` segment (DevID reads it as a tenant).
     public let label: String?
     private let host: String
-    private let client: HTTPClient
-    private let requestTimeout: TimeAmount
+    /// The base URL's path (percent-encoded, no trailing slash), prefixed to every request target.
+    private let pathPrefix: String
+    /// Requests: with the client identity, the server checked at the corrected time.
+    private let transport: HTTPSTransport
+    /// Time probes: no client identity.
+    private let probeTransport: HTTPSTransport
     private let logger: Logger
     private let serverDate = Mutex<Date?>(nil)
     private let serverTime = Mutex<Date?>(nil)
-    private let serverClock: ServerClock?
+    /// The time the server's certificate is checked at: the caller's ``ServerClock``, else one of our own over the
+    /// system clock.
+    private let clock: ServerClock
 
     /// - Parameters:
     ///   - baseURL: `https://host[:port]`; a path prefix is kept, a trailing slash dropped.
@@ -57,7 +76,9 @@ public final class ESTClient: Sendable {
     ///   - label: EST label (RFC 7030 §3.2.2), or nil for the default.
     ///   - connectTimeout: TCP and TLS connection establishment.
     ///   - requestTimeout: a whole request, from connecting to the last body byte.
-    ///   - serverClock: told the server's time from every response's `DevID-Time` (or, without one, `Date`).
+    ///   - serverClock: told the server's time from every response's `DevID-Time` (or, without one, `Date`); the
+    ///     server's certificate is validated at its ``ServerClock/now()``. Without one the client keeps its own over
+    ///     the system clock.
     /// - Throws: ``AgentError`` `.invalidArgument` for a URL that is not `https://` with a host, an empty trust
     ///   bundle, or a certificate or key NIOSSL cannot load.
     public init(
@@ -67,7 +88,8 @@ public final class ESTClient: Sendable {
     ) throws(AgentError) {
         var trimmed = baseURL
         while trimmed.hasSuffix("/") { trimmed.removeLast() }
-        guard let url = URL(string: trimmed), url.scheme?.lowercased() == "https", let host = url.host, !host.isEmpty
+        guard let url = URL(string: trimmed), url.scheme?.lowercased() == "https", let rawHost = url.host,
+            !rawHost.isEmpty
         else {
             throw AgentError(
                 .invalidArgument, "EST server URL must be https://host[:port], not \(Self.printable(baseURL))")
@@ -81,16 +103,26 @@ public final class ESTClient: Sendable {
         if let label, label.isEmpty || label.contains("/") || label.contains("?") || label.contains("#") {
             throw AgentError(.invalidArgument, "EST label must be one path segment")
         }
+        let host = rawHost.hasPrefix("[") && rawHost.hasSuffix("]") ? String(rawHost.dropFirst().dropLast()) : rawHost
+        let port = url.port ?? 443
+        guard (1...65_535).contains(port) else {
+            throw AgentError(.invalidArgument, "EST server URL has an invalid port")
+        }
+        var pathPrefix = URLComponents(url: url, resolvingAgainstBaseURL: false)?.percentEncodedPath ?? ""
+        while pathPrefix.hasSuffix("/") { pathPrefix.removeLast() }
 
+        // BoringSSL's own chain check is replaced by ServerTrust (the custom verification callback); the hostname is
+        // checked there too, so NIOSSL's post-handshake hostname check is off.
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = .tlsv12
-        tls.certificateVerification = .fullVerification
+        tls.certificateVerification = .noHostnameVerification
         do {
             tls.trustRoots = .certificates(
                 try trustRoots.map { try NIOSSLCertificate(bytes: $0.derBytes, format: .der) })
         } catch {
             throw AgentError(.invalidArgument, "a trust bundle certificate cannot be loaded for TLS")
         }
+        let probeTLS = tls
         if let clientIdentity {
             guard !clientIdentity.certificateChain.isEmpty else {
                 throw AgentError(.invalidArgument, "the client certificate chain is empty")
@@ -109,21 +141,36 @@ public final class ESTClient: Sendable {
                 throw AgentError(.invalidArgument, "the client private key cannot be loaded for TLS")
             }
         }
+        let context: NIOSSLContext
+        let probeContext: NIOSSLContext
+        do {
+            context = try NIOSSLContext(configuration: tls)
+            probeContext = try NIOSSLContext(configuration: probeTLS)
+        } catch {
+            throw AgentError(.invalidArgument, "the TLS configuration cannot be built: \(Self.printable("\(error)"))")
+        }
 
-        var configuration = HTTPClient.Configuration(
-            tlsConfiguration: tls, redirectConfiguration: .disallow,
-            timeout: .init(connect: Self.timeAmount(connectTimeout), read: Self.timeAmount(requestTimeout)))
-        configuration.connectionPool.retryConnectionEstablishment = false
-        configuration.httpVersion = .http1Only
+        let trust = ServerTrust(
+            roots: trustRoots, host: host, holding: clientIdentity?.certificateChain ?? [])
+        func transport(_ context: NIOSSLContext) -> HTTPSTransport {
+            HTTPSTransport(
+                host: host, port: port, sslContext: context, trust: trust,
+                connectTimeout: Self.timeAmount(connectTimeout), requestTimeout: Self.timeAmount(requestTimeout),
+                maximumBodyBytes: Self.maximumBodyBytes)
+        }
 
         self.baseURL = trimmed
         self.label = label
         self.host = host
-        self.requestTimeout = Self.timeAmount(requestTimeout)
+        self.pathPrefix = pathPrefix
+        self.transport = transport(context)
+        self.probeTransport = transport(probeContext)
         self.logger = logger
-        self.serverClock = serverClock
-        self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        self.clock = serverClock ?? ServerClock(local: SystemWallClock())
     }
+
+    /// No device clock before this can be right: the newest `notBefore` of the trust bundle and the client chain.
+    public var timeFloor: Date { transport.trust.timeFloor }
 
     /// The `Date` header of the most recent response, if it had a readable one.
     public var lastServerDate: Date? {
@@ -135,10 +182,8 @@ public final class ESTClient: Sendable {
         serverTime.withLock { $0 }
     }
 
-    /// Shuts the HTTP client down. Call exactly once, also after errors.
-    public func shutdown() async throws {
-        try await client.shutdown()
-    }
+    /// Kept for callers: every connection closes with its response, so there is nothing left to shut down.
+    public func shutdown() async throws {}
 
     // MARK: - EST operations
 
@@ -173,7 +218,7 @@ public final class ESTClient: Sendable {
     ///   `.tlsFailure` when the handshake refused the certificate, `.badResponse` for a 200 that is not the JSON.
     public func deviceStatus() async throws -> DeviceStatus {
         let reply = try await send(
-            .GET, path: baseURL + "/v1/device/status", operation: "status", headers: [], body: nil)
+            .GET, target: pathPrefix + "/v1/device/status", operation: "status", headers: [], body: nil)
         let contentType = reply.headers.first(name: "Content-Type") ?? ""
         guard contentType.lowercased().hasPrefix("application/json") else {
             throw AgentError(.badResponse, "status response is not application/json", status: reply.status)
@@ -209,50 +254,31 @@ public final class ESTClient: Sendable {
         var body: [UInt8]
     }
 
-    private func url(_ operation: String) -> String {
-        baseURL + "/.well-known/est/" + (label.map { "\($0)/" } ?? "") + operation
+    /// The request target of an EST operation: path prefix, `/.well-known/est/`, optional label, operation.
+    private func target(_ operation: String) -> String {
+        pathPrefix + "/.well-known/est/" + (label.map { "\($0)/" } ?? "") + operation
     }
 
     private func send(
         _ method: HTTPMethod, operation: String, headers: [(String, String)], body: String?
     ) async throws -> Reply {
-        try await send(method, path: url(operation), operation: operation, headers: headers, body: body)
+        try await send(method, target: target(operation), operation: operation, headers: headers, body: body)
     }
 
     /// Sends one request; returns a 200 reply, throws ``AgentError`` for any other outcome.
     private func send(
-        _ method: HTTPMethod, path: String, operation: String, headers: [(String, String)], body: String?
+        _ method: HTTPMethod, target: String, operation: String, headers: [(String, String)], body: String?
     ) async throws -> Reply {
-        var request = HTTPClientRequest(url: path)
-        request.method = method
-        for (name, value) in headers { request.headers.add(name: name, value: value) }
-        if let body { request.body = .bytes(ByteBuffer(string: body)) }
-
+        try await probeTimeIfClockIsWrong(before: operation)
+        let request = HTTPSTransport.Request(
+            method: method, target: target, headers: headers, body: body.map { Array($0.utf8) })
         let reply: Reply
         do {
-            let response = try await client.execute(request, timeout: requestTimeout, logger: logger)
-            let date = response.headers.first(name: "Date").flatMap(HTTPDate.parse)
-            if let date { serverDate.withLock { $0 = date } }
-            if let stamp = response.headers.first(name: "DevID-Time").flatMap(HTTPDate.parseRFC3339) {
-                serverTime.withLock { $0 = stamp.date }
-                serverClock?.observe(serverTime: stamp.date, wholeSeconds: stamp.wholeSeconds)
-            } else if let date {
-                // A server without DevID-Time: its HTTP Date is the best there is.
-                serverClock?.observe(serverTime: date, wholeSeconds: true)
-            }
-            let bytes: ByteBuffer
-            do {
-                bytes = try await response.body.collect(upTo: Self.maximumBodyBytes)
-            } catch is NIOTooManyBytesError {
-                throw AgentError(
-                    .badResponse, "\(operation) response body is over \(Self.maximumBodyBytes) bytes",
-                    status: Int(response.status.code))
-            }
-            reply = Reply(status: Int(response.status.code), headers: response.headers, body: Array(buffer: bytes))
-        } catch let error as AgentError {
-            throw error
+            let response = try await transport.send(request, mode: .strict(at: clock.now()))
+            record(response.headers)
+            reply = Reply(status: response.status, headers: response.headers, body: response.body)
         } catch {
-            if Task.isCancelled { throw CancellationError() }
+            if Task.isCancelled || error is CancellationError { throw CancellationError() }
             throw Self.transportError(error, host: host, operation: operation)
         }
         logger.debug(
@@ -273,6 +299,83 @@ public final class ESTClient: Sendable {
                 serverReason: Self.textReason(reply),
                 retryAfter: HTTPDate.retryAfterSeconds(
                     reply.headers.first(name: "Retry-After"), serverDate: lastServerDate))
+        }
+    }
+
+    /// Keeps a response's `Date` and `DevID-Time` and tells the clock the server's time.
+    private func record(_ headers: HTTPHeaders) {
+        let date = headers.first(name: "Date").flatMap(HTTPDate.parse)
+        if let date { serverDate.withLock { $0 = date } }
+        if let stamp = headers.first(name: "DevID-Time").flatMap(HTTPDate.parseRFC3339) {
+            serverTime.withLock { $0 = stamp.date }
+            clock.observe(serverTime: stamp.date, wholeSeconds: stamp.wholeSeconds)
+        } else if let date {
+            // A server without DevID-Time: its HTTP Date is the best there is.
+            clock.observe(serverTime: date, wholeSeconds: true)
+        }
+    }
+
+    /// The time probe (see the type's documentation): only when the corrected time is before the time floor, i.e.
+    /// the device clock is certainly wrong (an RTC reset to 1970). One `GET /cacerts` without client certificate,
+    /// credentials or body; its chain checked at `max(floor, leaf.notBefore)`; only the server's time is kept.
+    ///
+    /// - Throws: ``AgentError`` `.tlsFailure` (or `.connectionFailed`) when the probe fails or the server's time is
+    ///   still before the floor: the agent then has no time it could check the server's certificate at.
+    private func probeTimeIfClockIsWrong(before operation: String) async throws {
+        let floor = transport.trust.timeFloor
+        let before = clock.now()
+        guard before < floor else { return }
+        logger.debug(
+            "device clock is before the newest certificate it holds: probing the server's time",
+            metadata: [
+                "operation": "\(operation)", "host": "\(host)", "corrected_time": "\(ServerTrust.format(before))",
+                "time_floor": "\(ServerTrust.format(floor))",
+            ])
+        let probe = HTTPSTransport.Request(method: .GET, target: target("cacerts"), headers: [], body: nil)
+        do {
+            let response = try await probeTransport.send(probe, mode: .timeProbe)
+            record(response.headers)
+        } catch {
+            if Task.isCancelled || error is CancellationError { throw CancellationError() }
+            throw Self.transportError(error, host: host, operation: "time probe before \(operation)")
+        }
+        let after = clock.now()
+        guard after >= floor else {
+            throw AgentError(
+                .tlsFailure,
+                "TLS with \(host) refused (\(operation)): the device clock (\(ServerTrust.format(after))) is before "
+                    + "the newest certificate it holds (\(ServerTrust.format(floor))) and the server's time did not "
+                    + "correct it")
+        }
+    }
+
+    /// A failure below HTTP as an ``AgentError``.
+    static func transportError(_ error: any Error, host: String, operation: String) -> AgentError {
+        guard let failure = error as? HTTPSTransport.Failure else {
+            return AgentError(
+                .connectionFailed, "could not reach \(host) (\(operation)): \(AgentError.oneLine("\(error)"))")
+        }
+        switch failure {
+        case .connect(let underlying):
+            return AgentError(
+                .connectionFailed, "could not reach \(host) (\(operation)): \(AgentError.oneLine("\(underlying)"))")
+        case .handshakeTimedOut:
+            return AgentError(.connectionFailed, "TLS handshake with \(host) timed out (\(operation))")
+        case .requestTimedOut:
+            return AgentError(.connectionFailed, "\(operation) request to \(host) timed out")
+        case .untrustedServer(let reason):
+            return AgentError(.tlsFailure, "TLS with \(host) failed (\(operation)): \(reason)")
+        case .tls(let underlying):
+            return AgentError(
+                .tlsFailure, "TLS with \(host) failed (\(operation)): \(tlsReason(String(describing: underlying)))")
+        case .closed(let underlying):
+            return AgentError(
+                .connectionFailed,
+                "the connection to \(host) broke before a response (\(operation)): "
+                    + AgentError.oneLine("\(underlying)"))
+        case .bodyTooLarge(let status):
+            return AgentError(
+                .badResponse, "\(operation) response body is over \(maximumBodyBytes) bytes", status: status)
         }
     }
 
@@ -300,23 +403,6 @@ public final class ESTClient: Sendable {
             !reply.body.isEmpty
         else { return nil }
         return String(decoding: reply.body.prefix(1024), as: UTF8.self)
-    }
-
-    /// Classifies a failure below HTTP: TLS, or anything else on the way to the server.
-    static func transportError(_ error: any Error, host: String, operation: String) -> AgentError {
-        let detail = AgentError.oneLine(String(describing: error))
-        if let error = error as? NIOSSLExtraError, error == .failedToValidateHostname {
-            return AgentError(
-                .tlsFailure, "TLS with \(host) failed (\(operation)): the server's certificate does not name \(host)")
-        }
-        if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError {
-            return AgentError(
-                .tlsFailure, "TLS with \(host) failed (\(operation)): \(tlsReason(String(describing: error)))")
-        }
-        if let error = error as? HTTPClientError, error == .tlsHandshakeTimeout {
-            return AgentError(.connectionFailed, "TLS handshake with \(host) timed out (\(operation))")
-        }
-        return AgentError(.connectionFailed, "could not reach \(host) (\(operation)): \(detail)")
     }
 
     /// A readable reason from a BoringSSL error stack, whose description carries reason names such as

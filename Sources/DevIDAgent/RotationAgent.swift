@@ -30,10 +30,9 @@ import X509
 /// ``RotationPolicy/scheduledRenewal(notBefore:notAfter:using:)`` (jitter) and persisted, so restarts do not re-roll
 /// it. Failures retry with ``Backoff`` (full jitter, capped, `Retry-After` as a floor), the attempt count persisted.
 ///
-/// Limitation: BoringSSL checks the *server's* TLS certificate against the system clock before any `DevID-Time` is
-/// read, and async-http-client offers no verification callback to pass the corrected time. A device whose system
-/// clock is outside the server certificate's validity (1970 after an RTC reset) fails the handshake
-/// (`.tlsFailure`, retried with backoff) until its clock is set; everything after the handshake uses corrected time.
+/// The server's TLS certificate is checked at the same corrected time (``ESTClient`` validates it itself rather than
+/// letting BoringSSL use the system clock). A device whose clock is before the newest certificate it holds (1970
+/// after an RTC reset) first learns the server's time from a credential-free time probe, then validates strictly.
 ///
 /// ## Refusals
 /// A check-in refused with "credential is revoked", "credential superseded and its overlap has ended" or a client

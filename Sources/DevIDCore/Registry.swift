@@ -7,14 +7,21 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
     public var autoRegister: Bool
     /// Unknown devices' first enrollment is parked until `devid device approve`.
     public var manualApproval: Bool
+    /// The tenant's own MQTT topic rules and API scopes; nil means ``TopicPolicy/default``. Set through
+    /// `PUT /v1/admin/tenants/:id/topic-policy`, which validates it first.
+    public var topics: TopicPolicy?
 
-    public init(autoRegister: Bool = false, manualApproval: Bool = false) {
+    public init(autoRegister: Bool = false, manualApproval: Bool = false, topics: TopicPolicy? = nil) {
         self.autoRegister = autoRegister
         self.manualApproval = manualApproval
+        self.topics = topics
     }
 
+    /// The topic policy in force: the tenant's own, or the default.
+    public var effectiveTopics: TopicPolicy { topics ?? .default }
+
     private enum CodingKeys: String, CodingKey {
-        case autoRegister, manualApproval
+        case autoRegister, manualApproval, topics
     }
 
     /// Missing fields take their defaults, so a policy written before a field existed still decodes.
@@ -22,6 +29,7 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         self.autoRegister = try container.decodeIfPresent(Bool.self, forKey: .autoRegister) ?? false
         self.manualApproval = try container.decodeIfPresent(Bool.self, forKey: .manualApproval) ?? false
+        self.topics = try container.decodeIfPresent(TopicPolicy.self, forKey: .topics)
     }
 }
 

@@ -278,7 +278,7 @@ public enum CAStore {
         return try KeyMaterial.privateKey(pkcs8: EncryptedPrivateKey.decrypt(pem: pem, passphrase: passphrase))
     }
 
-    static func generalName(forHost host: String) -> GeneralName {
+    public static func generalName(forHost host: String) -> GeneralName {
         if let bytes = IPAddress.bytes(host) {
             return .ipAddress(ASN1OctetString(contentBytes: ArraySlice(bytes)))
         }

@@ -36,13 +36,14 @@ public struct CertificateAuthority: Sendable {
         profile: CertificateProfile,
         subjectAlternativeNames: [GeneralName] = [],
         now: Date,
-        serialNumber: Certificate.SerialNumber = SerialNumberGenerator.next()
+        serialNumber: Certificate.SerialNumber = SerialNumberGenerator.next(),
+        additionalExtensions: [Certificate.Extension] = []
     ) throws(DevIDPKIError) -> Certificate {
         try CertificateIssuer.sign(
             subject: subject, subjectKey: publicKey, issuerName: certificate.subject, issuerKey: signingKey,
             issuerKeyIdentifier: certificate.subjectKeyIdentifierBytes, profile: profile,
             subjectAlternativeNames: subjectAlternativeNames, now: now, serialNumber: serialNumber,
-            notAfterLimit: certificate.notValidAfter)
+            notAfterLimit: certificate.notValidAfter, additionalExtensions: additionalExtensions)
     }
 }
 
@@ -61,7 +62,8 @@ public enum CertificateIssuer {
         subjectAlternativeNames: [GeneralName],
         now: Date,
         serialNumber: Certificate.SerialNumber = SerialNumberGenerator.next(),
-        notAfterLimit: Date? = nil
+        notAfterLimit: Date? = nil,
+        additionalExtensions: [Certificate.Extension] = []
     ) throws(DevIDPKIError) -> Certificate {
         guard let algorithm = KeyAlgorithm(subjectKey), profile.policy.allowedKeyAlgorithms.contains(algorithm) else {
             throw DevIDPKIError(
@@ -116,6 +118,10 @@ public enum CertificateIssuer {
                 try extensions.append(
                     Certificate.Extension(
                         SubjectAlternativeNames(subjectAlternativeNames), critical: subject.isEmpty))
+            }
+            // Where relying parties check revocation (CRL Distribution Points, AIA), for end-entity profiles.
+            for extra in additionalExtensions {
+                try extensions.append(extra)
             }
             return try Certificate(
                 version: .v3,

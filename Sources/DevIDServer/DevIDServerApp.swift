@@ -24,6 +24,7 @@ public struct DevIDServerApp: Service {
     /// Prepares the data directory (creating the CA hierarchy and the first admin token if missing).
     public init(configuration: ServerConfiguration, clock: any WallClock = SystemWallClock(), logger: Logger) async throws {
         try configuration.ldevidPolicy.rotation.validate()
+        try configuration.validateRevocation()
         let prepared = try await DataDirectory.prepare(configuration: configuration, clock: clock, logger: logger)
         self.state = ServerState(
             configuration: configuration, hierarchy: prepared.hierarchy, store: prepared.store, clock: clock,
@@ -64,17 +65,26 @@ public struct DevIDServerApp: Service {
         let ops = Application(
             router: opsRouter,
             configuration: .init(address: .hostname(configuration.opsHost, port: configuration.opsPort), serverName: "DevID"),
-            onServerRunning: { channel in await bound.set(ops: channel.localAddress?.port ?? 0) },
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? 0
+                await bound.set(ops: port)
+                await state.revocation.listenerBound(
+                    opsURL: "http://\(EndpointsWriter.urlHost(configuration.opsHost)):\(port)")
+            },
             logger: state.logger
         )
         let endpointsWriter = EndpointsWriter(state: state, bound: bound)
+        let brokers = state.brokers
+        await state.revocation.observePublications { await brokers.crlsPublished() }
         let group = ServiceGroup(
             configuration: .init(
                 services: [
                     .init(service: est), .init(service: ops),
                     .init(service: endpointsWriter, successTerminationBehavior: .ignore),
                     .init(service: RotationSweeper(state: state)),
-                ],
+                    .init(service: AuthzWarmup(state: state), successTerminationBehavior: .ignore),
+                    .init(service: state.revocation),
+                ] + (state.brokers.mosquitto.map { [.init(service: $0)] } ?? []),
                 logger: state.logger))
         try await withGracefulShutdownHandler {
             try await group.run()

@@ -2,6 +2,8 @@ import DevIDCore
 import DevIDStore
 import Foundation
 import HTTPTypes
+import SwiftASN1
+import X509
 import Logging
 import Hummingbird
 
@@ -44,6 +46,19 @@ struct RevokeRequest: Decodable {
     }
 }
 
+/// `GET /v1/admin/certificates/:serial`: the registry's record, and what relying parties see in the CRL and
+/// from OCSP.
+struct CertificateStatusView: Encodable, Sendable {
+    var credential: CredentialView
+    var relyingParty: RelyingPartyView?
+
+    func encode(to encoder: any Encoder) throws {
+        // The credential's fields at the top level, as before; `crl`, `ocsp` and `notes` beside them.
+        try credential.encode(to: encoder)
+        try relyingParty?.encode(to: encoder)
+    }
+}
+
 struct RevokeResult: Codable, Sendable {
     var dryRun: Bool
     var reason: RevocationReason
@@ -70,6 +85,9 @@ enum RevocationRoutes {
                         reason: "revoked \(scope) (\(reason.rawValue))",
                         device: scope.device, serial: scope.serial))
             }
+            await state.revocation.invalidate()
+            state.authz.invalidate(scope)
+            await state.brokers.revoked(scope, store: state.store)
             state.logger.notice(
                 "revoked", metadata: ["scope": "\(scope)", "reason": "\(reason.rawValue)",
                     "credentials": "\(radius.credentials)", "devices": "\(radius.devices)"])
@@ -88,6 +106,9 @@ enum RevocationRoutes {
                     audit: state.auditor.event(
                         actor: context.actor, action: "device.\(verb)", outcome: .success,
                         reason: "\(done) device \(device.id)", tenant: device.tenant, device: device.id))
+                state.authz.invalidate(device: device.id)
+                await state.brokers.identityChanged(
+                    devices: [device.id], endSessions: event == .suspend, reason: "device \(done) by DevID")
                 return JSONBody(try await AdminRoutes.requireDevice(context, state.store))
             }
         }
@@ -107,12 +128,15 @@ enum RevocationRoutes {
                     actor: context.actor, action: "revoke", outcome: .success,
                     reason: "reprovision: revoked every credential of \(device.id)", tenant: device.tenant,
                     device: device.id))
+            await state.revocation.invalidate()
+            await state.brokers.revoked(.device(device.id), store: state.store)
             try await state.store.updateDeviceState(
                 device.id, from: .revoked, to: next,
                 audit: state.auditor.event(
                     actor: context.actor, action: "device.reprovision", outcome: .success,
                     reason: "re-provisioned device \(device.id) for a new enrollment", tenant: device.tenant,
                     device: device.id))
+            state.authz.invalidate(device: device.id)
             let generated = ClaimTokens.generate()
             let token = ClaimToken(
                 id: generated.id, secretHash: generated.hash, tenant: device.tenant, device: device.id,
@@ -131,7 +155,7 @@ enum RevocationRoutes {
                         expiresAt: token.expiresAt, uses: 1)))
         }
 
-        admin.get("/certificates/:serial") { _, context -> JSONBody<CredentialView> in
+        admin.get("/certificates/:serial") { _, context -> JSONBody<CertificateStatusView> in
             let text = try context.parameters.require("serial").replacingOccurrences(of: ":", with: "")
             guard let serial = SerialNumber(rawValue: text) else {
                 throw HTTPError(.badRequest, message: "invalid serial (hex expected)")
@@ -139,7 +163,11 @@ enum RevocationRoutes {
             guard let credential = try await state.store.credential(serial: serial) else {
                 throw HTTPError(.notFound, message: "unknown serial \(serial)")
             }
-            return JSONBody(CredentialView(credential))
+            var view = CertificateStatusView(credential: CredentialView(credential))
+            if let certificate = try? Certificate(derEncoded: credential.der) {
+                view.relyingParty = await state.revocation.relyingPartyView(of: certificate)
+            }
+            return JSONBody(view)
         }
     }
 

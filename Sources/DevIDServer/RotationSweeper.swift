@@ -56,9 +56,11 @@ public struct RotationSweeper: Service {
                         reason: "revoked superseded credential \(credential.serial): \(reason)",
                         device: credential.deviceID, serial: credential.serial))
                 total += changed
+                state.authz.invalidate(device: credential.deviceID)
             }
             if due.count < 500 { break }
         }
+        if total > 0 { await state.revocation.invalidate() }
         return total
     }
 }

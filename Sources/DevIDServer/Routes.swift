@@ -98,6 +98,8 @@ enum Routes {
     /// The operations listener: health, and the admin API behind the bearer token.
     static func ops(_ router: Router<OpsRequestContext>, state: ServerState) {
         health(router, state: state)
+        PublicationRoutes.register(router, state: state)
+        AuthzRoutes.register(router, state: state)
         let admin = router.group("/v1/admin").add(
             middleware: AdminAuthMiddleware(store: state.store, auditor: state.auditor))
 
@@ -175,6 +177,8 @@ enum Routes {
         AdminRoutes.register(admin, state: state)
         RotationRoutes.register(admin, state: state)
         RevocationRoutes.register(admin, state: state)
+        BrokerRoutes.register(admin, state: state)
+        PolicyRoutes.register(admin, state: state)
         admin.get("/audit/verify") { _, _ -> AuditVerifyResponse in
             let broken = try await state.store.verifyAuditChain()
             return AuditVerifyResponse(intact: broken == nil, firstBrokenSequence: broken)

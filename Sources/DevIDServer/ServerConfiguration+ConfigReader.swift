@@ -30,6 +30,15 @@ extension ServerConfiguration {
     /// - `ldevid.max.skew.seconds` → `DEVID_LDEVID_MAX_SKEW_SECONDS` (default 300)
     /// - `rotation.sweep.seconds` → `DEVID_ROTATION_SWEEP_SECONDS` (default 60)
     /// - `rotation.unreachable.hours` → `DEVID_ROTATION_UNREACHABLE_HOURS` (default 72)
+    /// - `revocation.base.url` → `DEVID_REVOCATION_BASE_URL` (default `http://<ops host>:<ops port>` as bound)
+    /// - `crl.validity.hours` → `DEVID_CRL_VALIDITY_HOURS` (default 24; re-signed at half)
+    /// - `crl.partitions` → `DEVID_CRL_PARTITIONS` (default 1)
+    /// - `crl.max.bytes` → `DEVID_CRL_MAX_BYTES` (default 1000000)
+    /// - `ocsp.validity.minutes` → `DEVID_OCSP_VALIDITY_MINUTES` (default 60)
+    /// - `ocsp.signer.lifetime.hours` → `DEVID_OCSP_SIGNER_LIFETIME_HOURS` (default 48)
+    /// - `mosquitto.dir`, `mosquitto.pid.file`, `mosquitto.port`, `mosquitto.bind`, `mosquitto.broker.names` →
+    ///   `DEVID_MOSQUITTO_DIR`, … (Mosquitto sync; off unless the directory is set)
+    /// - `rabbitmq.management.url`, `.user`, `.password` (secret), `.password.file` → `DEVID_RABBITMQ_MANAGEMENT_URL`, …
     public init(reader: ConfigReader) {
         self.init()
         dataDirectory = reader.string(forKey: "data.dir", default: dataDirectory)
@@ -62,6 +71,30 @@ extension ServerConfiguration {
         ldevidPolicy.rotation = rotation
         rotationSweepInterval = max(1, reader.int(forKey: "rotation.sweep.seconds", default: rotationSweepInterval))
         if let hours = reader.double(forKey: "rotation.unreachable.hours") { unreachableAfter = hours * 3_600 }
+        revocationBaseURL = reader.string(forKey: "revocation.base.url")
+        if let hours = reader.double(forKey: "crl.validity.hours") { crlValidity = hours * 3_600 }
+        crlPartitions = reader.int(forKey: "crl.partitions", default: crlPartitions)
+        crlMaximumBytes = reader.int(forKey: "crl.max.bytes", default: crlMaximumBytes)
+        if let minutes = reader.double(forKey: "ocsp.validity.minutes") { ocspValidity = minutes * 60 }
+        if let hours = reader.double(forKey: "ocsp.signer.lifetime.hours") { ocspSignerLifetime = hours * 3_600 }
+        if let directory = reader.string(forKey: "mosquitto.dir") {
+            var sync = MosquittoSyncConfiguration(directory: directory)
+            sync.pidFile = reader.string(forKey: "mosquitto.pid.file")
+            sync.port = reader.int(forKey: "mosquitto.port", default: sync.port)
+            sync.bindAddress = reader.string(forKey: "mosquitto.bind", default: sync.bindAddress)
+            sync.brokerNames = reader.stringArray(forKey: "mosquitto.broker.names", default: sync.brokerNames)
+            mosquitto = sync
+        }
+        if let url = reader.string(forKey: "rabbitmq.management.url") {
+            var password = reader.string(forKey: "rabbitmq.management.password", isSecret: true) ?? ""
+            if password.isEmpty, let file = reader.string(forKey: "rabbitmq.management.password.file"),
+                let data = FileManager.default.contents(atPath: file)
+            {
+                password = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            rabbitMQManagement = RabbitMQManagement(
+                url: url, user: reader.string(forKey: "rabbitmq.management.user", default: "guest"), password: password)
+        }
     }
 
     /// Environment variables over the optional JSON file over defaults. Flags are applied by the caller on top.
@@ -71,7 +104,7 @@ extension ServerConfiguration {
         var providers: [any ConfigProvider] = [
             EnvironmentVariablesProvider(
                 environmentVariables: environment ?? ProcessInfo.processInfo.environment,
-                secretsSpecifier: .specific(["DEVID_CA_PASSPHRASE", "DEVID_ADMIN_TOKEN"])
+                secretsSpecifier: .specific(["DEVID_CA_PASSPHRASE", "DEVID_ADMIN_TOKEN", "DEVID_RABBITMQ_MANAGEMENT_PASSWORD"])
             ).prefixKeys(with: "devid")
         ]
         if let configFile {

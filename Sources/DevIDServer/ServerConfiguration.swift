@@ -37,6 +37,28 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var rotationSweepInterval: Int = 60
     /// A device not seen for this long counts as unreachable in rotation progress.
     public var unreachableAfter: TimeInterval = 3 * 86_400
+    /// The base URL of the CRLs and the OCSP responder, written into every certificate DevID issues (CRL
+    /// Distribution Points, Authority Information Access). Nil: `http://<ops host>:<ops port>` as bound.
+    public var revocationBaseURL: String?
+    /// A CRL's validity (nextUpdate - thisUpdate). CRLs are re-signed at half of it, and within a second of a
+    /// revocation.
+    public var crlValidity: TimeInterval = 86_400
+    /// How many CRL partitions the issuing CA's certificates are spread over (1: one complete CRL). Fixed at
+    /// issuance in each LDevID's CRL Distribution Point; size it so no partition exceeds `crlMaximumBytes`.
+    public var crlPartitions: Int = 1
+    /// The largest CRL DevID publishes as one file; the complete CRL of a partitioned CA is not served above it.
+    public var crlMaximumBytes: Int = 1_000_000
+    /// How long an OCSP response is valid (nextUpdate - thisUpdate), and cached by DevID until a revocation.
+    public var ocspValidity: TimeInterval = 3_600
+    /// Lifetime of the delegated OCSP signing certificate; a new one is issued when less than half remains.
+    public var ocspSignerLifetime: TimeInterval = 2 * 86_400
+    /// Revocations within this window are published by one CRL rebuild (at most one second in total).
+    public var revocationCoalesceMilliseconds: Int = 200
+    /// Keep a Mosquitto broker's files (CA bundle, CRLs, ACL, listener block) in this directory and reload it on
+    /// every change (`--mosquitto-dir`, `--mosquitto-pid-file`). Nil: no Mosquitto sync.
+    public var mosquitto: MosquittoSyncConfiguration?
+    /// Close a revoked or suspended device's RabbitMQ connections through this management API. Nil: none.
+    public var rabbitMQManagement: RabbitMQManagement?
 
     public init() {}
 
@@ -64,13 +86,42 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var devAdminTokenPath: String { secretsDirectory + "/admin-token" }
     /// Written at start: the listeners' actual URLs, so the CLI finds a running server from `--data-dir`.
     public var endpointsPath: String { dataDirectory + "/server.json" }
+    /// CRL state that must survive a restart (the last CRL number issued).
+    public var crlDirectory: String { dataDirectory + "/crl" }
+
+    /// Refuses revocation settings that would publish nothing usable.
+    public func validateRevocation() throws(DevIDCoreError) {
+        if let url = revocationBaseURL {
+            let valid = (url.hasPrefix("http://") || url.hasPrefix("https://")) && url.utf8.count > 8
+                && url.utf8.allSatisfy { (0x21...0x7E).contains($0) && $0 != UInt8(ascii: "?") && $0 != UInt8(ascii: "#") }
+            guard valid else {
+                throw DevIDCoreError(
+                    code: .invalidPolicy, reason: "revocation base URL must be http(s)://host[:port][/path], printable ASCII")
+            }
+        }
+        guard crlValidity >= 2, ocspValidity >= 60, ocspSignerLifetime >= 3_600 else {
+            throw DevIDCoreError(
+                code: .invalidPolicy,
+                reason: "CRL validity must be at least 2 seconds, OCSP validity a minute, the OCSP signer lifetime an hour")
+        }
+        guard (1...4_096).contains(crlPartitions) else {
+            throw DevIDCoreError(code: .invalidPolicy, reason: "CRL partitions must be 1-4096")
+        }
+        guard crlMaximumBytes >= 10_000 else {
+            throw DevIDCoreError(code: .invalidPolicy, reason: "the CRL size limit must be at least 10000 bytes")
+        }
+        guard (0...900).contains(revocationCoalesceMilliseconds) else {
+            throw DevIDCoreError(code: .invalidPolicy, reason: "the revocation coalescing window must be 0-900 ms")
+        }
+    }
 }
 
 extension ServerConfiguration: CustomStringConvertible {
-    /// Never shows the passphrase.
+    /// Never shows the passphrase or the RabbitMQ management password.
     public var description: String {
         "ServerConfiguration(dataDirectory: \(dataDirectory), trustDomain: \(trustDomain), est: \(estHost):\(estPort), "
-            + "ops: \(opsHost):\(opsPort), passphrase: \(caPassphrase == nil ? "unset" : "<redacted>"))"
+            + "ops: \(opsHost):\(opsPort), passphrase: \(caPassphrase == nil ? "unset" : "<redacted>"), "
+            + "rabbitmq: \(rabbitMQManagement.map { "\($0.url) as \($0.user), password <redacted>" } ?? "none"))"
     }
 }
 

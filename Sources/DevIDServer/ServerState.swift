@@ -11,6 +11,12 @@ public struct ServerState: Sendable {
     public let clock: any WallClock
     public let logger: Logger
     public let auditor: Auditor
+    /// The CRLs and OCSP answers; call `invalidate()` after any revocation.
+    public let revocation: RevocationPublisher
+    /// The policy-decision index (`/v1/authz/*`); changes to devices, credentials and tenants invalidate it.
+    public let authz: DecisionEngine
+    /// Brokers kept in step with identity changes (Mosquitto files, RabbitMQ sessions); see ``BrokerHooks``.
+    public let brokers: BrokerHooks
 
     public init(
         configuration: ServerConfiguration, hierarchy: CAHierarchy, store: any Store, clock: any WallClock,
@@ -22,5 +28,12 @@ public struct ServerState: Sendable {
         self.clock = clock
         self.logger = logger
         self.auditor = Auditor(store: store, clock: clock, logger: logger)
+        self.revocation = RevocationPublisher(
+            configuration: configuration, hierarchy: hierarchy, store: store, clock: clock, logger: logger,
+            auditor: auditor)
+        self.authz = DecisionEngine()
+        self.brokers = BrokerHooks(
+            configuration: configuration, hierarchy: hierarchy, store: store, revocation: revocation, clock: clock,
+            logger: logger)
     }
 }

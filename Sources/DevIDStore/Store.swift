@@ -12,7 +12,7 @@ public protocol Store: Sendable {
     func createTenant(_ tenant: Tenant, audit: AuditEvent?) async throws(StoreError)
     func tenant(_ id: TenantID) async throws(StoreError) -> Tenant?
     func tenants() async throws(StoreError) -> [Tenant]
-    /// Replaces a tenant's enrollment policy; `.notFound` if the tenant does not exist.
+    /// Replaces a tenant's policy (enrollment flags and topic policy); `.notFound` if the tenant does not exist.
     func updateTenantPolicy(_ id: TenantID, policy: TenantPolicy, audit: AuditEvent?) async throws(StoreError)
     func createLot(_ lot: Lot) async throws(StoreError)
     func lot(_ id: LotID) async throws(StoreError) -> Lot?

@@ -25,6 +25,10 @@ struct Factory: AsyncParsableCommand {
         @Option(name: .long, help: "Output directory.") var out: String
         @Option(name: .long, help: "Sign the CSRs in this directory instead of generating keys.") var csrDir: String?
         @Option(name: .long, help: "Organization name in the IDevID subject.") var manufacturer: String = "DevID Manufacturer"
+        @Option(
+            name: .long,
+            help: "Write CRL Distribution Point BASE/crl/manufacturer.crl and OCSP BASE/ocsp into each IDevID.")
+        var revocationBaseURL: String?
 
         func run() async throws {
             guard let lotID = LotID(rawValue: lot) else { throw CLIError("invalid lot id \(lot)") }
@@ -41,7 +45,14 @@ struct Factory: AsyncParsableCommand {
             guard let ca = hierarchy.manufacturer else {
                 throw CLIError("this data directory has no manufacturer CA key (external manufacturers mint their own)")
             }
-            let minter = LotMinter(manufacturer: ca, manufacturerName: manufacturer)
+            var revocation: RevocationEndpoints?
+            if let revocationBaseURL {
+                guard RevocationEndpoints.isValidBaseURL(revocationBaseURL) else {
+                    throw CLIError("--revocation-base-url must be http(s)://host[:port][/path]")
+                }
+                revocation = RevocationEndpoints(baseURL: revocationBaseURL, caName: "manufacturer")
+            }
+            let minter = LotMinter(manufacturer: ca, manufacturerName: manufacturer, revocation: revocation)
             let progress = ProgressBar(total: count ?? 0)
             let clock = SystemWallClock()
             let start = ContinuousClock.now

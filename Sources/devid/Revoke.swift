@@ -100,18 +100,52 @@ struct Cert: AsyncParsableCommand {
         abstract: "Certificates as relying parties see them.", subcommands: [Status.self])
 
     struct Status: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show a certificate's status by serial.")
+        static let configuration = CommandConfiguration(
+            abstract: "Show a certificate's status by serial: the registry, the served CRL and the OCSP answer.")
         @OptionGroup var global: GlobalOptions
-        @Option(name: .long, help: "Serial (hex, colons allowed).") var serial: String
+        @Option(name: .long, help: "Serial (hex, colons allowed).") var serial: String?
+        @Option(name: .long, help: "Every certificate of this device instead of one serial.") var device: String?
+
+        struct CRLView: Codable {
+            var name: String; var url: String; var number: UInt64; var thisUpdate: Date; var nextUpdate: Date
+            var listed: Bool; var revokedAt: Date?; var reason: String?
+        }
+        struct OCSPView: Codable {
+            var url: String; var status: String; var revokedAt: Date?; var reason: String?; var thisUpdate: Date?
+            var nextUpdate: Date?
+        }
+        struct View: Codable {
+            var serial: String; var kind: String; var status: String; var notBefore: Date; var notAfter: Date
+            var sha256: String; var revokedAt: Date?; var revocationReason: String?
+            var crl: CRLView?; var ocsp: OCSPView?; var notes: [String]?
+        }
 
         func run() async throws {
-            struct View: Codable {
-                var serial: String; var kind: String; var status: String; var notBefore: Date; var notAfter: Date
-                var sha256: String; var revokedAt: Date?; var revocationReason: String?
+            let client = try AdminClient(options: global)
+            var serials: [String] = []
+            switch (serial, device) {
+            case (let serial?, nil):
+                serials = [serial.replacingOccurrences(of: ":", with: "")]
+            case (nil, let device?):
+                struct Credential: Codable { var serial: String; var createdAt: Date? }
+                struct Detail: Codable { var credentials: [Credential] }
+                serials = try await client.get("/v1/admin/devices/\(device)", as: Detail.self).credentials.map(\.serial)
+                if serials.isEmpty { throw CLIError("device \(device) holds no certificate") }
+            default:
+                throw CLIError("give exactly one of --serial, --device")
             }
-            let view = try await AdminClient(options: global).get(
-                "/v1/admin/certificates/\(serial.replacingOccurrences(of: ":", with: ""))", as: View.self)
-            if global.json { return try Output.json(view) }
+            var views: [View] = []
+            for serial in serials {
+                views.append(try await client.get("/v1/admin/certificates/\(serial)", as: View.self))
+            }
+            if global.json { return try Output.json(serial != nil ? AnyEncodable(views[0]) : AnyEncodable(views)) }
+            for (index, view) in views.enumerated() {
+                if index > 0 { print("") }
+                Self.show(view)
+            }
+        }
+
+        static func show(_ view: View) {
             print("serial:   \(view.serial)")
             print("kind:     \(view.kind)")
             print("status:   \(view.status)")
@@ -120,6 +154,31 @@ struct Cert: AsyncParsableCommand {
                 print("revoked:  \(Output.date(revokedAt)) (\(view.revocationReason ?? "unspecified"))")
             }
             print("sha256:   \(view.sha256)")
+            if let crl = view.crl {
+                let listed =
+                    crl.listed
+                    ? "listed (\(crl.reason ?? "unspecified"), revoked \(crl.revokedAt.map(Output.date) ?? "?"))"
+                    : "not listed"
+                print("crl:      \(listed) in \(crl.name).crl #\(crl.number), next update \(Output.date(crl.nextUpdate))")
+                print("          \(crl.url)")
+            }
+            if let ocsp = view.ocsp {
+                var line = ocsp.status
+                if let revokedAt = ocsp.revokedAt {
+                    line += " (\(ocsp.reason ?? "unspecified"), revoked \(Output.date(revokedAt)))"
+                }
+                if let nextUpdate = ocsp.nextUpdate { line += ", next update \(Output.date(nextUpdate))" }
+                print("ocsp:     \(line)")
+                print("          \(ocsp.url)")
+            }
+            for note in view.notes ?? [] { print("note:     \(note)") }
         }
     }
+}
+
+/// Lets `--json` print one view or a list through the same path.
+struct AnyEncodable: Encodable {
+    let value: any Encodable
+    init(_ value: any Encodable) { self.value = value }
+    func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
 }

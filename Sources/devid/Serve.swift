@@ -33,6 +33,20 @@ struct Serve: AsyncParsableCommand {
     var serverName: [String] = []
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String?
+    @Option(
+        name: .long,
+        help: "Base URL of the CRLs and OCSP responder written into certificates (default http://OPS-HOST:OPS-PORT).")
+    var revocationBaseURL: String?
+    @Option(name: .long, help: "CRL partitions of the issuing CA (default 1: one complete CRL).")
+    var crlPartitions: Int?
+    @Option(name: .long, help: "Keep a Mosquitto broker's DevID files (CA, CRLs, ACL, listener block) in this directory.")
+    var mosquittoDir: String?
+    @Option(name: .long, help: "Mosquitto's pid file: it gets SIGHUP after every change to the files.")
+    var mosquittoPidFile: String?
+    @Option(name: .long, help: "The Mosquitto TLS listener port written into the listener block (default 8883).")
+    var mosquittoPort: Int?
+    @Option(name: .long, help: "RabbitMQ management API URL: revoked and suspended devices' connections are closed.")
+    var rabbitmqManagementURL: String?
 
     func run() async throws {
         var configuration = try await ServerConfiguration.load(configFile: config)
@@ -43,6 +57,26 @@ struct Serve: AsyncParsableCommand {
         if let opsHost { configuration.opsHost = opsHost }
         if let opsPort { configuration.opsPort = opsPort }
         if !serverName.isEmpty { configuration.serverNames = serverName }
+        if let revocationBaseURL { configuration.revocationBaseURL = revocationBaseURL }
+        if let crlPartitions { configuration.crlPartitions = crlPartitions }
+        if let mosquittoDir {
+            var sync = configuration.mosquitto ?? MosquittoSyncConfiguration(directory: mosquittoDir)
+            sync.directory = URL(fileURLWithPath: mosquittoDir).standardizedFileURL.path
+            configuration.mosquitto = sync
+        }
+        if let mosquittoPidFile {
+            guard configuration.mosquitto != nil else { throw CLIError("--mosquitto-pid-file needs --mosquitto-dir") }
+            configuration.mosquitto?.pidFile = mosquittoPidFile
+        }
+        if let mosquittoPort {
+            guard configuration.mosquitto != nil else { throw CLIError("--mosquitto-port needs --mosquitto-dir") }
+            configuration.mosquitto?.port = mosquittoPort
+        }
+        if let rabbitmqManagementURL {
+            let current = configuration.rabbitMQManagement
+            configuration.rabbitMQManagement = RabbitMQManagement(
+                url: rabbitmqManagementURL, user: current?.user ?? "guest", password: current?.password ?? "")
+        }
         if let logLevel {
             guard let level = Logger.Level(rawValue: logLevel) else { throw CLIError("unknown log level \(logLevel)") }
             configuration.logLevel = level
@@ -63,6 +97,7 @@ struct Serve: AsyncParsableCommand {
             let ports = await app.waitUntilRunning()
             print("EST (mTLS):  https://\(configuration.estHost):\(ports.est)/.well-known/est")
             print("Operations:  http://\(configuration.opsHost):\(ports.ops)  (admin API /v1/admin, health /healthz)")
+            print("Revocation:  CRLs at /crl/issuing.crl, OCSP at /ocsp (see docs/revocation.md)")
             print("Stop with Ctrl-C (SIGINT) or SIGTERM; DevID finishes open requests and exits.")
             fflush(nil)
         }

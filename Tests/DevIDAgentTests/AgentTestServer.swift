@@ -19,21 +19,32 @@ final class AgentTestServer: Sendable {
     let group: ServiceGroup
     let runTask: Task<Void, any Error>
     let estPort: Int
+    let estHost: String
     let tenant = TenantID(rawValue: "acme")!
 
     var state: ServerState { app.state }
     var store: any Store { state.store }
     var hierarchy: CAHierarchy { state.hierarchy }
-    var estURL: String { "https://127.0.0.1:\(estPort)" }
+    var estURL: String { "https://\(estHost):\(estPort)" }
     var layout: CALayout { CALayout(dataDirectory: state.configuration.dataDirectory) }
 
-    init(clock: ManualWallClock = ManualWallClock(Date()), policy: TenantPolicy = TenantPolicy()) async throws {
+    /// - Parameters:
+    ///   - serverTLSLifetime: the lifetime of the server's TLS certificate (see ``reissueServerCertificate``).
+    ///   - estHost: the address the EST listener binds (its certificate names only `localhost` and `127.0.0.1`).
+    init(
+        clock: ManualWallClock = ManualWallClock(Date()), policy: TenantPolicy = TenantPolicy(),
+        serverTLSLifetime: TimeInterval = AgentTestServer.defaultServerTLSLifetime, estHost: String = "127.0.0.1"
+    ) async throws {
         directory = try TemporaryDirectory(prefix: "devid-agent-server")
         var configuration = ServerConfiguration.testing(dataDirectory: directory.file("data"))
         configuration.caPassphrase = "agent-test-passphrase"
+        configuration.estHost = estHost
         self.clock = clock
+        self.estHost = estHost
         var logger = Logger(label: "devid-agent-test")
         logger.logLevel = .warning
+        try await Self.reissueServerCertificate(
+            lifetime: serverTLSLifetime, configuration: configuration, clock: clock, logger: logger)
         app = try await DevIDServerApp(configuration: configuration, clock: clock, logger: logger)
         group = ServiceGroup(configuration: .init(services: [app], logger: logger))
         let group = self.group
@@ -41,6 +52,32 @@ final class AgentTestServer: Sendable {
         estPort = await app.waitUntilRunning().est
         try await store.createTenant(
             Tenant(id: tenant, displayName: "Acme", createdAt: clock.now(), policy: policy), audit: nil)
+    }
+
+    /// Three years: the agent validates the server's TLS certificate at the server's (virtual) time, and tests
+    /// move that time a year and more on, past the one-year certificate `devid serve` creates.
+    static let defaultServerTLSLifetime: TimeInterval = 3 * 365 * 86_400
+
+    /// Creates the data directory (CA hierarchy, registry) and replaces the server's TLS certificate with one of
+    /// the same key, subject and names, valid for `lifetime` from the server's time. A real server's operator renews
+    /// the one-year certificate before it expires; this server cannot during a test run.
+    static func reissueServerCertificate(
+        lifetime: TimeInterval, configuration: ServerConfiguration, clock: ManualWallClock, logger: Logger
+    ) async throws {
+        let hierarchy = try await DataDirectory.prepare(configuration: configuration, clock: clock, logger: logger)
+            .hierarchy
+        let old = try #require(hierarchy.serverChain.first)
+        let names = try old.extensions.subjectAlternativeNames.map { Array($0) } ?? []
+        let profile = CertificateProfile(
+            kind: .serverTLS,
+            policy: ProfilePolicy(
+                name: "server-tls", lifetime: lifetime, backdate: 300, allowedKeyAlgorithms: [.p256]))
+        let renewed = try hierarchy.issuing.issue(
+            subject: old.subject, publicKey: old.publicKey, profile: profile, subjectAlternativeNames: names,
+            now: clock.now())
+        try SecureFile.write(
+            Array(PEM.bundle([renewed, hierarchy.issuing.certificate]).utf8),
+            to: CALayout(dataDirectory: configuration.dataDirectory).serverCertificate, mode: 0o644)
     }
 
     func stop() async throws {
@@ -90,9 +127,11 @@ final class AgentTestServer: Sendable {
 /// Runs `body` against a fresh server and always stops it.
 func withServer<T>(
     clock: ManualWallClock = ManualWallClock(Date()), policy: TenantPolicy = TenantPolicy(),
+    serverTLSLifetime: TimeInterval = AgentTestServer.defaultServerTLSLifetime, estHost: String = "127.0.0.1",
     _ body: (AgentTestServer) async throws -> T
 ) async throws -> T {
-    let server = try await AgentTestServer(clock: clock, policy: policy)
+    let server = try await AgentTestServer(
+        clock: clock, policy: policy, serverTLSLifetime: serverTLSLifetime, estHost: estHost)
     do {
         let result = try await body(server)
         try await server.stop()

@@ -103,6 +103,11 @@ struct RunbookTests {
         var outputs: [String: ServeCLITests.CommandResult] = [:]
         for command in commands {
             let line = command.joined(separator: " ")
+            if line.hasPrefix("crl fetch") || line.hasPrefix("cert status") {
+                // What relying parties see is published within a second of a revocation; an operator reading
+                // the previous output is slower than that.
+                try await Task.sleep(for: .seconds(1))
+            }
             let result = try await fleet.devid(command)
             #expect(result.succeeded, "devid \(line): \(result)")
             outputs[line] = result
@@ -153,6 +158,22 @@ struct RunbookTests {
             #expect(list.contains("L1-00000\(index)  acme    L1   revoked"), "\(list)")
         }
         #expect(stdout("audit verify").contains("audit chain intact"))
+
+        // What relying parties see: OCSP and the CRL (docs/revocation.md).
+        let single = stdout("cert status --device L1-000002")
+        #expect(single.contains("status:   revoked"), "\(single)")
+        #expect(single.contains("crl:      listed (keyCompromise"), "\(single)")
+        #expect(single.contains("ocsp:     revoked (keyCompromise"), "\(single)")
+        #expect(single.contains("\(fleet.endpoints.opsURL)/ocsp"), "\(single)")
+        let firstCRL = stdout("crl fetch --name issuing --out issuing.crl")
+        #expect(firstCRL.contains(": 1 revoked"), "\(firstCRL)")
+        #expect(firstCRL.contains("signature: valid"), "\(firstCRL)")
+        #expect(FileManager.default.fileExists(atPath: fleet.work.file("issuing.crl")))
+        let lotCRL = stdout("crl fetch --name issuing")
+        #expect(lotCRL.contains(": 4 revoked"), "\(lotCRL)")
+        let lotMember = stdout("cert status --device L1-000001")
+        #expect(lotMember.contains("crl:      listed (keyCompromise"), "\(lotMember)")
+        #expect(lotMember.contains("ocsp:     revoked (keyCompromise"), "\(lotMember)")
 
         // What relying parties see: the lot's IDevIDs are refused now.
         let idevid = try await ServeCLITests.devid(

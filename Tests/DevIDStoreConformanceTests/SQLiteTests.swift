@@ -108,7 +108,7 @@ struct SQLiteTests {
         }
         let journalMode = try await queue.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
         try queue.close()
-        #expect(migrations == ["v1", "v2", "v3", "v4"])
+        #expect(migrations == ["v1", "v2", "v3", "v4", "v5"])
         #expect(journalMode == "wal")
     }
 
@@ -129,7 +129,8 @@ struct SQLiteTests {
             """
             ALTER TABLE tenants DROP COLUMN auto_register;
             ALTER TABLE tenants DROP COLUMN manual_approval;
-            DELETE FROM grdb_migrations WHERE identifier = 'v2';
+            ALTER TABLE tenants DROP COLUMN topic_policy;
+            DELETE FROM grdb_migrations WHERE identifier IN ('v2', 'v5');
             """)
         let inspector = try DatabaseQueue(path: path)
         let v1Columns = try await inspector.read { db in try db.columns(in: "tenants").map(\.name) }
@@ -152,7 +153,7 @@ struct SQLiteTests {
             try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY identifier")
         }
         try queue.close()
-        #expect(migrations == ["v1", "v2", "v3", "v4"])
+        #expect(migrations == ["v1", "v2", "v3", "v4", "v5"])
     }
 
     @Test func v3DatabaseMigratesToRotationColumns() async throws {
@@ -205,7 +206,7 @@ struct SQLiteTests {
             )
         }
         try queue.close()
-        #expect(migrations == ["v1", "v2", "v3", "v4"])
+        #expect(migrations == ["v1", "v2", "v3", "v4", "v5"])
         #expect(
             Set(indexes).isSuperset(of: [
                 "credentials_status_overlap_deadline", "credentials_status_issuer_serial", "credentials_status_serial",

@@ -86,6 +86,32 @@ struct TenantPolicyTests {
     }
 
     @Test(arguments: StoreKind.allCases)
+    func topicPolicyIsStoredWithTheTenant(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            try await Fixture.seed(store)
+            let acme = Fixture.tenantID("acme")
+            #expect(try await store.tenant(acme)?.policy.topics == nil, "no own topic policy: the default applies")
+            let topics = TopicPolicy(
+                rules: [TopicRule(.publish, "tenants/{tenant}/lines/+/status"), TopicRule(.all, "tenants/{tenant}/x/#")],
+                scopes: ["telemetry:write"])
+            try await store.updateTenantPolicy(
+                acme, policy: TenantPolicy(autoRegister: true, manualApproval: false, topics: topics), audit: nil)
+            let stored = try #require(try await store.tenant(acme))
+            #expect(stored.policy.topics == topics)
+            #expect(stored.policy.autoRegister)
+            #expect(try await store.tenants().first { $0.id == acme }?.policy.topics == topics)
+
+            var created = Fixture.tenant("with-topics")
+            created.policy.topics = TopicPolicy(rules: [])
+            try await store.createTenant(created, audit: nil)
+            #expect(try await store.tenant(created.id) == created, "an empty rule list is not the default")
+
+            try await store.updateTenantPolicy(acme, policy: TenantPolicy(autoRegister: true), audit: nil)
+            #expect(try await store.tenant(acme)?.policy.topics == nil)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func unknownTenantChangesNothing(kind: StoreKind) async throws {
         try await withStore(kind) { store in
             try await Fixture.seed(store)

@@ -10,10 +10,16 @@ import X509
 public struct LotMinter: Sendable {
     public let manufacturer: CertificateAuthority
     public let manufacturerName: String
+    /// When set, every IDevID names the manufacturer CRL and the OCSP responder under this base URL.
+    public let revocation: RevocationEndpoints?
 
-    public init(manufacturer: CertificateAuthority, manufacturerName: String = "DevID Manufacturer") {
+    public init(
+        manufacturer: CertificateAuthority, manufacturerName: String = "DevID Manufacturer",
+        revocation: RevocationEndpoints? = nil
+    ) {
         self.manufacturer = manufacturer
         self.manufacturerName = manufacturerName
+        self.revocation = revocation
     }
 
     /// The hardware serial of the `index`-th device of `lot` (1-based): `<lot>-000001`.
@@ -100,7 +106,8 @@ public struct LotMinter: Sendable {
         now: Date
     ) throws(DevIDPKIError) -> LotManifest.Entry {
         let certificate = try manufacturer.issueIDevID(
-            hardwareSerial: hardwareSerial, manufacturer: manufacturerName, publicKey: publicKey, now: now)
+            hardwareSerial: hardwareSerial, manufacturer: manufacturerName, publicKey: publicKey, now: now,
+            revocation: revocation)
         let id = DeviceID(derivedFromHardwareSerial: hardwareSerial)
         let directory = outputDirectory + "/" + id.rawValue
         try SecureFile.createDirectory(directory)

@@ -372,7 +372,7 @@ struct EnrollmentService: Sendable {
         let now = state.clock.now()
         let certificate = try hierarchy.issuing.issueLDevID(
             device: device.id, tenant: device.tenant, trustDomain: hierarchy.trustDomain, publicKey: csr.publicKey,
-            profile: profile, now: now)
+            profile: profile, now: now, revocation: await state.revocation.endpoints(caName: "issuing"))
         let credential = Credential(
             serial: certificate.devidSerial, deviceID: device.id, kind: .ldevid,
             issuer: String(describing: certificate.issuer), notBefore: certificate.notValidBefore,
@@ -401,6 +401,11 @@ struct EnrollmentService: Sendable {
                 refusalReason = reason
             }
             throw Refusal(.forbidden, refusalReason, subject)
+        }
+        state.authz.invalidate(device: device.id)  // superseded credentials and the device state changed
+        // A device that just became active gets its broker ACL block (and a re-enrolled one keeps it).
+        if registration != nil || device.state != next {
+            await state.brokers.identityChanged(devices: [device.id], endSessions: false, reason: "enrolled")
         }
         return .issued(certificate)
     }

@@ -20,6 +20,9 @@ enum SQLiteSchema {
         migrator.registerMigration("v4") { db in
             try db.execute(sql: v4)
         }
+        migrator.registerMigration("v5") { db in
+            try db.execute(sql: v5)
+        }
         return migrator
     }
 
@@ -147,5 +150,10 @@ enum SQLiteSchema {
         CREATE INDEX credentials_status_overlap_deadline ON credentials(status, overlap_deadline);
         CREATE INDEX credentials_status_issuer_serial ON credentials(status, issuer, serial);
         CREATE INDEX credentials_status_serial ON credentials(status, serial);
+        """
+
+    /// A tenant's own MQTT topic rules and API scopes, as JSON (`TopicPolicy`); NULL means the default policy.
+    static let v5 = """
+        ALTER TABLE tenants ADD COLUMN topic_policy TEXT;
         """
 }

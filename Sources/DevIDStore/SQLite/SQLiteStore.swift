@@ -139,6 +139,7 @@ extension SQLiteStore {
                     [
                         TenantRecord.Columns.autoRegister.set(to: policy.autoRegister),
                         TenantRecord.Columns.manualApproval.set(to: policy.manualApproval),
+                        TenantRecord.Columns.topicPolicy.set(to: TenantRecord.encode(policy.topics)),
                     ])
             guard changed > 0 else { throw StoreError(.notFound, "update tenant policy: no such tenant") }
             try Self.append(audit, db)

@@ -1,4 +1,5 @@
 import DevIDCore
+import Foundation
 import GRDB
 
 /// A row of `tenants`, with its enrollment policy flattened into columns (added by migration v2).
@@ -10,6 +11,8 @@ struct TenantRecord: Codable, FetchableRecord, PersistableRecord {
     var createdAt: Int64
     var autoRegister: Bool
     var manualApproval: Bool
+    /// `TopicPolicy` as JSON; nil for the default policy.
+    var topicPolicy: String?
 
     enum CodingKeys: String, CodingKey {
         case id
@@ -17,12 +20,14 @@ struct TenantRecord: Codable, FetchableRecord, PersistableRecord {
         case createdAt = "created_at"
         case autoRegister = "auto_register"
         case manualApproval = "manual_approval"
+        case topicPolicy = "topic_policy"
     }
 
     enum Columns {
         static let id = Column(CodingKeys.id)
         static let autoRegister = Column(CodingKeys.autoRegister)
         static let manualApproval = Column(CodingKeys.manualApproval)
+        static let topicPolicy = Column(CodingKeys.topicPolicy)
     }
 }
 
@@ -31,7 +36,23 @@ extension TenantRecord {
         self.init(
             id: tenant.id.rawValue, displayName: tenant.displayName,
             createdAt: StoreTime.milliseconds(tenant.createdAt), autoRegister: tenant.policy.autoRegister,
-            manualApproval: tenant.policy.manualApproval)
+            manualApproval: tenant.policy.manualApproval, topicPolicy: Self.encode(tenant.policy.topics))
+    }
+
+    static func encode(_ topics: TopicPolicy?) -> String? {
+        guard let topics else { return nil }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? encoder.encode(topics)).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    static func decode(_ text: String?) throws(StoreError) -> TopicPolicy? {
+        guard let text else { return nil }
+        do {
+            return try JSONDecoder().decode(TopicPolicy.self, from: Data(text.utf8))
+        } catch {
+            throw StoreError(.corrupt, "unreadable value in tenants.topic_policy")
+        }
     }
 
     func model() throws(StoreError) -> Tenant {
@@ -39,6 +60,7 @@ extension TenantRecord {
             id: try SQLiteColumn.decode(TenantID.init(rawValue:), id, "tenants.id"),
             displayName: displayName,
             createdAt: StoreTime.date(milliseconds: createdAt),
-            policy: TenantPolicy(autoRegister: autoRegister, manualApproval: manualApproval))
+            policy: TenantPolicy(
+                autoRegister: autoRegister, manualApproval: manualApproval, topics: try Self.decode(topicPolicy)))
     }
 }

@@ -1,0 +1,101 @@
+import Crypto
+import DevIDCore
+import DevIDPKI
+import DevIDStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// The credential brokers and relying parties use for `/v1/authz/*`: a token that can ask for decisions and
+/// nothing else, kept in `DATA/secrets/authz-token` (created on first start, mode 0600).
+///
+/// An admin token is accepted too (it can do everything). The token is never logged; only its SHA-256 is kept in
+/// memory.
+struct AuthzToken: Sendable {
+    let hash: String
+
+    static func path(_ configuration: ServerConfiguration) -> String {
+        configuration.secretsDirectory + "/authz-token"
+    }
+
+    /// Reads the token file, creating it with a fresh token if missing.
+    static func loadOrCreate(_ configuration: ServerConfiguration) throws -> AuthzToken {
+        let path = path(configuration)
+        if FileManager.default.fileExists(atPath: path) {
+            let secret = String(decoding: try SecureFile.read(path), as: UTF8.self)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            return AuthzToken(hash: AdminTokens.hash(secret))
+        }
+        let secret = "devid_authz_" + AdminTokens.randomBase32(40)
+        try SecureFile.write(Array(secret.utf8), to: path, mode: 0o600)
+        return AuthzToken(hash: AdminTokens.hash(secret))
+    }
+}
+
+/// Guards `/v1/authz/*`: `Authorization: Bearer <authz or admin token>`, or HTTP Basic with the token as password
+/// (any user name). RabbitMQ's HTTP backend cannot send headers, so under `/v1/authz/rabbitmq/<token>/...` the
+/// path segment after `rabbitmq` is accepted as the token instead. Refusals are audited.
+struct AuthzAuthMiddleware: RouterMiddleware {
+    typealias Context = OpsRequestContext
+    let store: any Store
+    let auditor: Auditor
+    let token: AuthzToken?
+
+    func handle(
+        _ request: Request, context: OpsRequestContext,
+        next: @concurrent (Request, OpsRequestContext) async throws -> Response
+    ) async throws -> Response {
+        guard let presented = Self.presentedToken(request) else {
+            await auditor.record(
+                actor: "anonymous", action: "authz.auth", outcome: .denied,
+                reason: "missing authz token: \(request.method.rawValue) \(Self.redactedPath(request.uri.path))")
+            throw HTTPError(
+                .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"devid-authz\""],
+                message: "missing authz token")
+        }
+        let hash = Array(AdminTokens.hash(presented).utf8)
+        var matched = false
+        if let token, constantTimeEquals(Array(token.hash.utf8), hash) { matched = true }
+        for candidate in try await store.adminTokens() where constantTimeEquals(Array(candidate.secretHash.utf8), hash)
+        {
+            matched = true
+        }
+        guard matched else {
+            await auditor.record(
+                actor: "anonymous", action: "authz.auth", outcome: .denied,
+                reason: "invalid authz token: \(request.method.rawValue) \(Self.redactedPath(request.uri.path))")
+            throw HTTPError(
+                .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"devid-authz\", error=\"invalid_token\""],
+                message: "invalid authz token")
+        }
+        return try await next(request, context)
+    }
+
+    static func presentedToken(_ request: Request) -> String? {
+        if let header = request.headers[.authorization] {
+            if let bearer = AdminAuthMiddleware.bearerToken(header) { return bearer }
+            let parts = header.split(separator: " ", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == "basic",
+                let data = Data(base64Encoded: String(parts[1]).trimmingCharacters(in: .whitespaces)),
+                let decoded = String(data: data, encoding: .utf8), let colon = decoded.firstIndex(of: ":")
+            {
+                let password = String(decoded[decoded.index(after: colon)...])
+                if !password.isEmpty { return password }
+            }
+        }
+        let segments = request.uri.path.split(separator: "/")
+        if segments.count >= 5, segments[0] == "v1", segments[1] == "authz", segments[2] == "rabbitmq" {
+            return String(segments[3])
+        }
+        return nil
+    }
+
+    /// The path as it may be logged: the token segment of a RabbitMQ path replaced.
+    static func redactedPath(_ path: String) -> String {
+        var segments = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        if segments.count >= 6, segments[1] == "v1", segments[2] == "authz", segments[3] == "rabbitmq" {
+            segments[4] = "<token>"
+        }
+        return segments.joined(separator: "/")
+    }
+}

@@ -1,0 +1,95 @@
+public import DevIDCore
+public import DevIDPKI
+public import DevIDStore
+public import Logging
+
+/// The brokers DevID keeps in step with identity state: a Mosquitto whose files it rewrites, a RabbitMQ whose
+/// connections it closes. Both optional (configuration); every identity change goes through ``identityChanged``.
+public final class BrokerHooks: Sendable {
+    public let mosquitto: MosquittoSync?
+    public let rabbitMQ: RabbitMQSessions?
+
+    init(
+        configuration: ServerConfiguration, hierarchy: CAHierarchy, store: any Store, revocation: RevocationPublisher,
+        clock: any WallClock, logger: Logger
+    ) {
+        mosquitto = configuration.mosquitto.map { sync in
+            MosquittoSync(
+                configuration: sync, hierarchy: hierarchy, clock: clock, logger: logger,
+                snapshot: {
+                    let grants = try await BrokerGrants.all(store: store)
+                    let crls = await revocation.brokerCRLs()
+                    return (crls, grants)
+                })
+        }
+        rabbitMQ = configuration.rabbitMQManagement.map { RabbitMQSessions(management: $0, logger: logger) }
+    }
+
+    /// Devices whose identity state changed. `endSessions`: they may no longer be connected (revoked, suspended),
+    /// so their open broker sessions are closed now.
+    public func identityChanged(devices: Set<DeviceID>, endSessions: Bool, reason: String) async {
+        await mosquitto?.changed()
+        if endSessions, let rabbitMQ, !devices.isEmpty {
+            await rabbitMQ.close(devices: devices, reason: reason)
+        }
+    }
+
+    /// The CRLs were re-signed: brokers that hold a copy need the new one before the old one's nextUpdate.
+    public func crlsPublished() async {
+        await mosquitto?.changed()
+    }
+}
+
+extension RevocationPublisher {
+    /// The issuing CA's current CRLs (every published one), DER, for brokers that check CRLs themselves.
+    public func brokerCRLs() -> [[UInt8]] {
+        publishedCRLs().filter { $0.caName == "issuing" }.map(\.der)
+    }
+}
+
+extension ServerState {
+    func brokerCRLs() async -> [[UInt8]] {
+        await revocation.brokerCRLs()
+    }
+}
+
+extension BrokerHooks {
+    /// A revocation of `scope` happened: rewrite the broker files and, when a RabbitMQ is wired, close the open
+    /// sessions of every device in scope (for a single serial, its device's: it reconnects with a good
+    /// credential if it has one).
+    public func revoked(_ scope: CredentialScope, store: any Store) async {
+        var devices: Set<DeviceID> = []
+        if rabbitMQ != nil {
+            devices = await Self.devices(in: scope, store: store)
+        }
+        await identityChanged(devices: devices, endSessions: true, reason: "identity revoked by DevID")
+    }
+
+    static func devices(in scope: CredentialScope, store: any Store) async -> Set<DeviceID> {
+        switch scope {
+        case .device(let id):
+            return [id]
+        case .serial(let serial):
+            guard let credential = try? await store.credential(serial: serial) else { return [] }
+            return [credential.deviceID]
+        case .lot(let lot):
+            return await all(DeviceFilter(lot: lot), store: store)
+        case .tenant(let tenant):
+            return await all(DeviceFilter(tenant: tenant), store: store)
+        case .expiringBefore:
+            return []
+        }
+    }
+
+    private static func all(_ filter: DeviceFilter, store: any Store) async -> Set<DeviceID> {
+        var filter = filter
+        filter.limit = 2_000
+        var ids: Set<DeviceID> = []
+        while let page = try? await store.devices(filter), !page.isEmpty {
+            ids.formUnion(page.map(\.id))
+            guard page.count == filter.limit else { break }
+            filter.after = page.last?.id
+        }
+        return ids
+    }
+}

@@ -1,0 +1,108 @@
+import AsyncHTTPClient
+public import DevIDCore
+public import Foundation
+public import Logging
+import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
+
+/// How DevID reaches a RabbitMQ node's management API to end a device's open sessions.
+public struct RabbitMQManagement: Sendable, Hashable, CustomStringConvertible {
+    /// e.g. `http://127.0.0.1:15672` (no trailing slash).
+    public var url: String
+    public var user: String
+    public var password: String
+
+    public init(url: String, user: String, password: String) {
+        self.url = url.hasSuffix("/") ? String(url.dropLast()) : url
+        self.user = user
+        self.password = password
+    }
+
+    /// Never shows the password.
+    public var description: String { "RabbitMQManagement(\(url) as \(user), password <redacted>)" }
+}
+
+/// Ends a device's live RabbitMQ connections when it is revoked or suspended.
+///
+/// A broker checks identity when a connection opens; RabbitMQ's HTTP auth backend asks DevID then and on each
+/// topic access, so a revoked device's next publish is already refused. Its open connection (and its subscriptions,
+/// which keep delivering) is closed here through the management API: `GET /api/connections` (the `user` column is the
+/// certificate's CN, i.e. the device id, with `ssl_cert_login_from = common_name`) and
+/// `DELETE /api/connections/<name>` with an `X-Reason` header that RabbitMQ passes to the client.
+public actor RabbitMQSessions {
+    public let management: RabbitMQManagement
+    /// The process-wide client: nothing to shut down, and revocations are rare enough to share it.
+    private var client: HTTPClient { HTTPClient.shared }
+    private let logger: Logger
+
+    public init(management: RabbitMQManagement, logger: Logger) {
+        self.management = management
+        self.logger = logger
+    }
+
+    /// Closes every connection whose user is one of `devices`; returns how many were closed.
+    @discardableResult
+    public func close(devices: Set<DeviceID>, reason: String) async -> Int {
+        guard !devices.isEmpty else { return 0 }
+        let names: [String]
+        do {
+            names = try await connections().filter { connection in
+                DeviceID(rawValue: connection.user).map(devices.contains) ?? false
+            }.map(\.name)
+        } catch {
+            logger.warning(
+                "RabbitMQ management API unreachable; open sessions were not closed",
+                metadata: ["error": "\(error)", "url": "\(management.url)"])
+            return 0
+        }
+        var closed = 0
+        for name in names {
+            let path = name.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? name
+            var request = HTTPClientRequest(url: "\(management.url)/api/connections/\(path)")
+            request.method = .DELETE
+            request.headers.add(name: "Authorization", value: authorization)
+            request.headers.add(name: "X-Reason", value: reason)
+            do {
+                let response = try await client.execute(request, timeout: .seconds(10))
+                _ = try? await response.body.collect(upTo: 64 * 1024)
+                if response.status == .noContent || response.status == .ok || response.status == .notFound {
+                    closed += response.status == .notFound ? 0 : 1
+                } else {
+                    logger.warning(
+                        "RabbitMQ refused to close a connection",
+                        metadata: ["status": "\(response.status.code)", "connection": "\(name)"])
+                }
+            } catch {
+                logger.warning("closing a RabbitMQ connection failed", metadata: ["error": "\(error)"])
+            }
+        }
+        return closed
+    }
+
+    struct Connection: Decodable {
+        var name: String
+        var user: String
+    }
+
+    func connections() async throws -> [Connection] {
+        var request = HTTPClientRequest(url: "\(management.url)/api/connections?columns=name,user")
+        request.headers.add(name: "Authorization", value: authorization)
+        let response = try await client.execute(request, timeout: .seconds(10))
+        let body = try await response.body.collect(upTo: 32 * 1024 * 1024)
+        guard response.status == .ok else {
+            throw RabbitMQManagementError(status: Int(response.status.code))
+        }
+        return try JSONDecoder().decode([Connection].self, from: Data(buffer: body))
+    }
+
+    private var authorization: String {
+        "Basic " + Data("\(management.user):\(management.password)".utf8).base64EncodedString()
+    }
+
+}
+
+struct RabbitMQManagementError: Error, CustomStringConvertible {
+    let status: Int
+    var description: String { "the RabbitMQ management API answered \(status)" }
+}

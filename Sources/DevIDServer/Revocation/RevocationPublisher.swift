@@ -1,0 +1,452 @@
+import DevIDCore
+public import DevIDPKI
+import DevIDStore
+import Foundation
+import Logging
+public import ServiceLifecycle
+import X509
+
+/// Publishes revocation status: the signed CRLs of every CA whose key the server holds (the issuing CA for
+/// LDevIDs, DevID's own manufacturer CA for IDevIDs), and OCSP answers signed by a short-lived delegated responder.
+///
+/// - CRLs are rebuilt from the registry when ``invalidate()`` is called (after any revocation; at most one rebuild
+///   per `revocationCoalesceMilliseconds`, so a burst shares a few rebuilds and each revocation is published within
+///   a second), and on a
+///   schedule at half of their validity, so a relying party never holds an expired CRL while the server runs.
+///   Expired certificates leave the CRL. The CRL number is persisted before a CRL is published and never goes down,
+///   across restarts too.
+/// - OCSP answers read the registry live. Answers without a nonce are cached until a revocation; the delegated
+///   signing certificate (id-kp-OCSPSigning, id-pkix-ocsp-nocheck) lives in memory only and is replaced when less
+///   than half of its lifetime remains.
+///
+/// Runs as a `Service` in `DevIDServerApp`'s group; the routes read from it.
+public actor RevocationPublisher: Service {
+    /// One CA whose revocation status DevID publishes.
+    struct Authority: Sendable {
+        /// `issuing` or `manufacturer`: the CRL's file name.
+        let name: String
+        let ca: CertificateAuthority
+        /// The issuer as the registry stores it on each credential.
+        let registryIssuer: String
+        let partitions: Int
+        let builder: CRLBuilder
+        /// Signs nothing: answers whether a CertID names this CA (its issuer name and key hashes).
+        let matcher: OCSPResponder
+
+        func isAskedAbout(_ request: OCSPRequest) -> Bool {
+            request.certificateIDs.contains { matcher.isAuthoritative(for: $0) }
+        }
+    }
+
+    /// The current delegated OCSP signer of one CA.
+    struct Signer: Sendable {
+        let responder: OCSPResponder
+        let renewAt: Date
+        let notAfter: Date
+    }
+
+    /// A cached OCSP answer (requests without a nonce only).
+    struct CachedAnswer: Sendable {
+        let response: OCSPResponse
+        let nextUpdate: Date
+        let expiresAt: Date
+    }
+
+    /// What the OCSP route sends.
+    struct Answer: Sendable {
+        let response: OCSPResponse
+        /// Set for a cacheable successful answer (no nonce): when it stops being valid.
+        let nextUpdate: Date?
+    }
+
+    private let configuration: ServerConfiguration
+    private let store: any Store
+    private let clock: any WallClock
+    private let logger: Logger
+    private let auditor: Auditor
+    let authorities: [Authority]
+
+    private var baseURL: String?
+    private var baseURLWaiters: [CheckedContinuation<String, Never>] = []
+
+    private var published: [String: PublishedCRL] = [:]
+    /// Names that are known but deliberately not served, with the reason.
+    private var withheld: [String: String] = [:]
+    private var lastCRLNumber: UInt64?
+    private var pending = false
+    private var waiter: CheckedContinuation<Void, Never>?
+    private var scheduled = ContinuousClock.now
+    private var lastRebuildStarted = ContinuousClock.now
+    /// How many times the CRLs were rebuilt (tests, logs).
+    private(set) var rebuildCount = 0
+
+    private var signers: [String: Signer] = [:]
+    private var cache: [[UInt8]: CachedAnswer] = [:]
+    /// Bumped by every invalidation: an answer computed across one is not cached.
+    private var generation: UInt64 = 0
+    static let maximumCachedAnswers = 10_000
+
+    init(
+        configuration: ServerConfiguration, hierarchy: CAHierarchy, store: any Store, clock: any WallClock,
+        logger: Logger, auditor: Auditor
+    ) {
+        self.configuration = configuration
+        self.store = store
+        self.clock = clock
+        self.logger = logger
+        self.auditor = auditor
+        var authorities: [Authority] = []
+        if let builder = try? CRLBuilder(authority: hierarchy.issuing),
+            let matcher = try? OCSPResponder(authority: hierarchy.issuing)
+        {
+            authorities.append(
+                Authority(
+                    name: "issuing", ca: hierarchy.issuing,
+                    registryIssuer: String(describing: hierarchy.issuing.certificate.subject),
+                    partitions: configuration.crlPartitions, builder: builder, matcher: matcher))
+        }
+        // DevID's own manufacturer CA only: an external manufacturer publishes its own revocation status.
+        if let manufacturer = hierarchy.manufacturer, let builder = try? CRLBuilder(authority: manufacturer),
+            let matcher = try? OCSPResponder(authority: manufacturer)
+        {
+            authorities.append(
+                Authority(
+                    name: "manufacturer", ca: manufacturer,
+                    registryIssuer: String(describing: manufacturer.certificate.subject), partitions: 1,
+                    builder: builder, matcher: matcher))
+        }
+        self.authorities = authorities
+        self.baseURL = configuration.revocationBaseURL.map { RevocationEndpoints(baseURL: $0, caName: "").baseURL }
+    }
+
+    // MARK: - Endpoints
+
+    /// Called when the operations listener is bound: the default base URL is `http://<ops host>:<port>`.
+    func listenerBound(opsURL: String) {
+        guard baseURL == nil else { return }
+        baseURL = opsURL
+        for waiter in baseURLWaiters { waiter.resume(returning: opsURL) }
+        baseURLWaiters.removeAll()
+    }
+
+    private func resolvedBaseURL() async -> String {
+        if let baseURL { return baseURL }
+        return await withCheckedContinuation { baseURLWaiters.append($0) }
+    }
+
+    /// Where the CA named `caName` publishes; what goes into the certificates it issues.
+    public func endpoints(caName: String) async -> RevocationEndpoints {
+        let partitions = authorities.first { $0.name == caName }?.partitions ?? 1
+        return RevocationEndpoints(baseURL: await resolvedBaseURL(), caName: caName, partitionCount: partitions)
+    }
+
+    // MARK: - Invalidation and the rebuild loop
+
+    /// A revocation happened: drop cached OCSP answers now, and rebuild the CRLs within the coalescing window.
+    public func invalidate() {
+        generation &+= 1
+        cache.removeAll(keepingCapacity: true)
+        pending = true
+        wake()
+    }
+
+    private func wake() {
+        waiter?.resume()
+        waiter = nil
+    }
+
+    public func run() async throws {
+        // Graceful shutdown cancels the loop, including its sleeps.
+        await cancelWhenGracefulShutdown {
+            await self.loop()
+        }
+    }
+
+    private func loop() async {
+        await rebuild()
+        while !Task.isCancelled {
+            await sleepUntilWork(deadline: scheduled)
+            if Task.isCancelled { break }
+            if pending {
+                // At most one rebuild per coalescing window: the first revocation after a quiet spell is
+                // published at once, the rest of a burst together at the end of the window.
+                let window = Duration.milliseconds(configuration.revocationCoalesceMilliseconds)
+                let sinceLast = ContinuousClock.now - lastRebuildStarted
+                if sinceLast < window {
+                    try? await Task.sleep(for: window - sinceLast)
+                }
+            }
+            await rebuild()
+        }
+    }
+
+    private func sleepUntilWork(deadline: ContinuousClock.Instant) async {
+        guard !pending, deadline > ContinuousClock.now else { return }
+        let timer = Task { [weak self] in
+            try? await Task.sleep(until: deadline, clock: .continuous)
+            await self?.wake()
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                if pending || Task.isCancelled {
+                    continuation.resume()
+                } else {
+                    waiter = continuation
+                }
+            }
+        } onCancel: {
+            timer.cancel()
+        }
+        timer.cancel()
+    }
+
+    private var publishObservers: [@Sendable () async -> Void] = []
+
+    /// Calls `observer` after every successful rebuild (brokers that keep a copy of the CRLs refresh it).
+    public func observePublications(_ observer: @escaping @Sendable () async -> Void) {
+        publishObservers.append(observer)
+    }
+
+    /// Rebuilds and publishes every CRL now. On failure the previous CRLs stay published and a retry is scheduled
+    /// in five seconds.
+    func rebuild() async {
+        pending = false
+        let started = ContinuousClock.now
+        lastRebuildStarted = started
+        do {
+            try await rebuildCRLs()
+            rebuildCount += 1
+            for observer in publishObservers { await observer() }
+            let halfValidity = max(1, configuration.crlValidity / 2)
+            scheduled = started.advanced(by: .seconds(halfValidity))
+        } catch {
+            // Shutting down: nothing to publish any more.
+            if Task.isCancelled { return }
+            logger.error("CRL rebuild failed; the previous CRLs stay published", metadata: ["error": "\(error)"])
+            scheduled = ContinuousClock.now.advanced(by: .seconds(5))
+        }
+    }
+
+    private func rebuildCRLs() async throws {
+        let now = clock.now()
+        let thisUpdate = now
+        let nextUpdate = now.addingTimeInterval(configuration.crlValidity)
+        var entriesByAuthority: [[RevokedEntry]] = []
+        for authority in authorities {
+            entriesByAuthority.append(try await revokedEntries(of: authority, now: now))
+        }
+        let number = try nextCRLNumber()
+        var fresh: [String: PublishedCRL] = [:]
+        var withheld: [String: String] = [:]
+        for (authority, entries) in zip(authorities, entriesByAuthority) {
+            let endpoints = await endpoints(caName: authority.name)
+            let built = try await Self.build(
+                authority.builder, entries: entries, endpoints: endpoints, thisUpdate: thisUpdate,
+                nextUpdate: nextUpdate, number: number)
+            let maximum = configuration.crlMaximumBytes
+            for (index, crl) in built.enumerated() {
+                let partition: Int? = index == 0 ? nil : index - 1
+                let name = endpoints.crlName(partition: partition)
+                if partition == nil, authority.partitions > 1, crl.derBytes.count > maximum {
+                    withheld[name] =
+                        "CRL \(name) is partitioned (\(crl.derBytes.count) bytes complete); fetch the partition "
+                        + "named in the certificate's CRL distribution point"
+                    continue
+                }
+                if crl.derBytes.count > maximum {
+                    logger.error(
+                        "CRL over the size limit: raise crl.partitions for new certificates",
+                        metadata: ["crl": "\(name)", "bytes": "\(crl.derBytes.count)", "limit": "\(maximum)"])
+                }
+                fresh[name] = PublishedCRL(
+                    name: name, caName: authority.name, crl: crl, url: endpoints.crlURL(name: name))
+            }
+        }
+        published = fresh
+        self.withheld = withheld
+        logger.debug(
+            "CRLs published",
+            metadata: [
+                "number": "\(number)", "crls": "\(fresh.count)",
+                "entries": "\(entriesByAuthority.map(\.count).reduce(0, +))",
+            ])
+    }
+
+    /// The complete CRL first, then each partition when the CA is partitioned. Signing a large CRL takes a while,
+    /// so it runs off the actor.
+    @concurrent
+    private static func build(
+        _ builder: CRLBuilder, entries: [RevokedEntry], endpoints: RevocationEndpoints, thisUpdate: Date,
+        nextUpdate: Date, number: UInt64
+    ) async throws -> [CertificateRevocationList] {
+        var crls = [
+            try builder.build(entries: entries, thisUpdate: thisUpdate, nextUpdate: nextUpdate, crlNumber: number)
+        ]
+        if endpoints.partitionCount > 1 {
+            let partitioner = CRLPartitioner(partitionCount: endpoints.partitionCount)
+            for (index, partition) in partitioner.split(entries).enumerated() {
+                crls.append(
+                    try builder.build(
+                        entries: partition, thisUpdate: thisUpdate, nextUpdate: nextUpdate, crlNumber: number,
+                        distributionPoint: endpoints.crlURL(name: endpoints.crlName(partition: index))))
+            }
+        }
+        return crls
+    }
+
+    /// Every revoked, unexpired credential of `authority`, a page at a time.
+    private func revokedEntries(of authority: Authority, now: Date) async throws -> [RevokedEntry] {
+        var entries: [RevokedEntry] = []
+        var after: DevIDCore.SerialNumber?
+        let page = 10_000
+        while true {
+            let credentials = try await store.revokedCredentials(
+                issuer: authority.registryIssuer, notExpiredAt: now, afterSerial: after, limit: page)
+            for credential in credentials {
+                var reason = credential.revocationReason ?? .unspecified
+                if reason == .removeFromCRL { reason = .unspecified }
+                entries.append(
+                    RevokedEntry(serial: credential.serial, revokedAt: credential.revokedAt ?? now, reason: reason))
+            }
+            guard credentials.count == page, let last = credentials.last else { break }
+            after = last.serial
+        }
+        return entries
+    }
+
+    /// The next CRL number, written to `DATA/crl/number` before any CRL carrying it is published.
+    private func nextCRLNumber() throws -> UInt64 {
+        let path = configuration.crlDirectory + "/number"
+        if lastCRLNumber == nil {
+            if FileManager.default.fileExists(atPath: path) {
+                let text = String(decoding: try SecureFile.read(path), as: UTF8.self)
+                guard let stored = UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                    throw DevIDPKIError(.malformed, "\(path) does not hold a CRL number")
+                }
+                lastCRLNumber = stored
+            } else {
+                lastCRLNumber = 0
+            }
+        }
+        let next = (lastCRLNumber ?? 0) + 1
+        try SecureFile.createDirectory(configuration.crlDirectory)
+        try SecureFile.write(Array("\(next)\n".utf8), to: path, mode: 0o644)
+        lastCRLNumber = next
+        return next
+    }
+
+    // MARK: - Reading
+
+    /// The CRL published under `name` (without `.crl`).
+    func crl(named name: String) -> CRLLookup {
+        if let crl = published[name] { return .found(crl) }
+        if let reason = withheld[name] { return .missing(status: 404, reason: reason) }
+        if published.isEmpty, authorities.contains(where: { name.hasPrefix($0.name) }) {
+            return .missing(status: 503, reason: "CRLs are not published yet; retry in a second")
+        }
+        return .missing(status: 404, reason: "unknown CRL \(name)")
+    }
+
+    /// Every published CRL, by name.
+    func publishedCRLs() -> [PublishedCRL] {
+        published.values.sorted { $0.name < $1.name }
+    }
+
+    /// When the CRLs are next re-signed at the latest, in seconds from now (for `Cache-Control`).
+    func secondsUntilScheduledRebuild() -> Int {
+        let remaining = scheduled - ContinuousClock.now
+        return max(0, Int(remaining.components.seconds))
+    }
+
+    // MARK: - OCSP
+
+    /// Answers a parsed OCSP request: cached if it has no nonce and nothing was revoked since, else from the
+    /// registry, signed by the delegated responder of the CA the request asks about.
+    func answer(_ request: OCSPRequest, der: [UInt8]) async -> Answer {
+        let now = clock.now()
+        let cacheable = request.nonce == nil
+        if cacheable, let cached = cache[der] {
+            if cached.expiresAt > now { return Answer(response: cached.response, nextUpdate: cached.nextUpdate) }
+            cache[der] = nil
+        }
+        // A CertID of no CA of ours is answered `unknown` by the issuing CA's responder.
+        guard let authority = authorities.first(where: { $0.isAskedAbout(request) }) ?? authorities.first else {
+            return Answer(response: .unauthorized, nextUpdate: nil)
+        }
+        let signer: Signer
+        do {
+            signer = try await self.signer(for: authority, now: now)
+        } catch {
+            logger.error("OCSP signer could not be issued", metadata: ["ca": "\(authority.name)", "error": "\(error)"])
+            return Answer(response: .tryLater, nextUpdate: nil)
+        }
+        let generation = self.generation
+        let nextUpdate = min(now.addingTimeInterval(configuration.ocspValidity), signer.notAfter)
+        let store = self.store
+        let issuer = authority.registryIssuer
+        let response = await signer.responder.respond(
+            to: request, producedAt: now, thisUpdate: now, nextUpdate: nextUpdate
+        ) { serial in
+            try await Self.status(of: serial, issuer: issuer, store: store)
+        }
+        guard response.status == .successful else { return Answer(response: response, nextUpdate: nil) }
+        guard cacheable else { return Answer(response: response, nextUpdate: nil) }
+        if generation == self.generation {
+            if cache.count >= Self.maximumCachedAnswers { cache.removeAll(keepingCapacity: true) }
+            // Re-sign well before nextUpdate so relying parties always get a fresh window.
+            let expiresAt = now.addingTimeInterval(nextUpdate.timeIntervalSince(now) / 2)
+            cache[der] = CachedAnswer(response: response, nextUpdate: nextUpdate, expiresAt: expiresAt)
+        }
+        return Answer(response: response, nextUpdate: nextUpdate)
+    }
+
+    /// The registry's word on one serial of `issuer`: revoked (time, reason), good, or unknown.
+    private static func status(
+        of serial: Certificate.SerialNumber, issuer: String, store: any Store
+    ) async throws -> OCSPCertificateStatus {
+        let id = DevIDCore.SerialNumber(bytes: serial.bytes)
+        guard let credential = try await store.credential(serial: id), credential.issuer == issuer else {
+            return .unknown
+        }
+        guard credential.status == .revoked else { return .good }
+        return .revoked(
+            at: credential.revokedAt ?? credential.createdAt, reason: credential.revocationReason ?? .unspecified)
+    }
+
+    /// The delegated OCSP signer of `authority`, issued anew when less than half of its lifetime remains.
+    private func signer(for authority: Authority, now: Date) async throws -> Signer {
+        if let signer = signers[authority.name], now < signer.renewAt { return signer }
+        let key = try KeyMaterial.generate(.p256)
+        var policy = CertificateProfile.ocspSigning.policy
+        policy.lifetime = configuration.ocspSignerLifetime
+        let subject = try DistinguishedName {
+            OrganizationName("DevID")
+            CommonName("DevID OCSP Responder (\(authority.name))")
+        }
+        let certificate = try authority.ca.issue(
+            subject: subject, publicKey: key.publicKey, profile: CertificateProfile(kind: .ocspSigning, policy: policy),
+            now: now)
+        let responder = try OCSPResponder(
+            issuer: authority.ca.certificate, responderCertificate: certificate, responderKey: key)
+        let lifetime = certificate.notValidAfter.timeIntervalSince(now)
+        let signer = Signer(
+            responder: responder, renewAt: now.addingTimeInterval(lifetime / 2), notAfter: certificate.notValidAfter)
+        signers[authority.name] = signer
+        await auditor.record(
+            actor: "system", action: "ocsp.signer", outcome: .success,
+            reason: "issued the \(authority.name) CA's OCSP signing certificate, valid until "
+                + "\(certificate.notValidAfter.formatted(.iso8601))",
+            serial: certificate.devidSerial)
+        return signer
+    }
+
+    /// The current OCSP signing certificate of `caName` (issued on first use).
+    func signingCertificate(caName: String) async throws -> Certificate? {
+        guard let authority = authorities.first(where: { $0.name == caName }) else { return nil }
+        return try await signer(for: authority, now: clock.now()).responder.responderCertificate
+    }
+}
+
+extension RevocationPublisher: CustomStringConvertible {
+    public nonisolated var description: String { "RevocationPublisher" }
+}

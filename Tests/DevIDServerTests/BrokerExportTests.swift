@@ -1,0 +1,174 @@
+import DevIDCore
+import DevIDPKI
+import DevIDServer
+import DevIDStore
+import DevIDTesting
+import Foundation
+import SwiftASN1
+import Testing
+import X509
+
+/// `POST /v1/admin/exports/mosquitto` (what `devid export mosquitto` calls) and the pure parts of the export.
+@Suite struct BrokerExportTests {
+    struct ExportResponse: Decodable {
+        var files: [String: String]
+        var brokerCertificate: String?
+        var devices: Int
+    }
+
+    static func csr(_ key: Certificate.PrivateKey, commonName: String = "mqtt.example.com") throws -> String {
+        Data(try ESTFixture.csr(commonName: commonName, key: key)).base64EncodedString()
+    }
+
+    @Test("the export holds the CA bundle, CRL, an ACL of active devices and a listener block; a CSR gets a broker certificate")
+    func export() async throws {
+        let fixture = try await ESTFixture()
+        _ = try await fixture.enroll("alpha")
+        _ = try await fixture.enroll("beta")
+        let suspended = try await fixture.admin("POST", "/v1/admin/devices/beta/suspend")
+        #expect(suspended.status == 200)
+        _ = try await eventually(timeout: 5) { !(await fixture.server.state.revocation.brokerCRLs().isEmpty) }
+
+        let key = try KeyMaterial.generate(.p256)
+        let body = """
+            {"directory":"/etc/mosquitto/devid","port":18883,"bindAddress":"127.0.0.1",\
+            "brokerNames":["mqtt.example.com","10.0.0.7"],"csr":"\(try Self.csr(key))"}
+            """
+        let reply = try await fixture.admin("POST", "/v1/admin/exports/mosquitto", body: body)
+        #expect(reply.status == 200, "\(reply.body)")
+        let export = try JSONDecoder().decode(ExportResponse.self, from: Data(reply.body.utf8))
+        #expect(export.devices == 1)
+        let acl = try #require(export.files[MosquittoExport.aclFile])
+        #expect(acl.contains("user alpha\ntopic write tenants/acme/devices/alpha/telemetry/#\n"))
+        #expect(acl.contains("topic read tenants/acme/devices/alpha/commands/#\n"))
+        #expect(acl.contains("topic read tenants/acme/broadcast\n"))
+        #expect(!acl.contains("user beta"), "a suspended device has no ACL block")
+        let config = try #require(export.files[MosquittoExport.configurationFile])
+        #expect(config.contains("listener 18883 127.0.0.1\n"))
+        #expect(config.contains("certfile /etc/mosquitto/devid/broker.pem\n"))
+        #expect(config.contains("crlfile /etc/mosquitto/devid/crl.pem\n"))
+        #expect(config.contains("require_certificate true\nuse_identity_as_username true\n"))
+        #expect(try PEM.certificates(try #require(export.files[MosquittoExport.caFile])).count == 2)
+        #expect(export.files[MosquittoExport.crlFile]?.hasPrefix("-----BEGIN X509 CRL-----\n") == true)
+
+        // The broker certificate: for the CSR's key, server-auth, the names asked for, issued by the issuing CA.
+        let chain = try PEM.certificates(try #require(export.brokerCertificate))
+        let leaf = try #require(chain.first)
+        #expect(leaf.publicKey == key.publicKey)
+        #expect(leaf.issuer == fixture.hierarchy.issuing.certificate.subject)
+        #expect(try leaf.extensions.extendedKeyUsage?.contains(.serverAuth) == true)
+        let names = try #require(try leaf.extensions.subjectAlternativeNames)
+        #expect(names.contains(.dnsName("mqtt.example.com")))
+        #expect(names.count == 2)
+        let audited = try await fixture.store.auditEvents(AuditFilter(action: "broker.certificate", limit: 5))
+        #expect(audited.contains { $0.outcome == .success })
+
+        // openssl agrees the broker certificate chains to DevID's root.
+        let directory = try TemporaryDirectory(prefix: "devid-export")
+        defer { directory.remove() }
+        let leafFile = try directory.write("broker.pem", PEM.bundle([leaf]))
+        let caFile = try directory.write("ca.pem", export.files[MosquittoExport.caFile]!)
+        let verified = try ExternalTool.run(["openssl", "verify", "-CAfile", caFile, "-purpose", "sslserver", leafFile])
+        #expect(verified.succeeded, "\(verified.stdout) \(verified.stderr)")
+        try await fixture.server.stop()
+    }
+
+    @Test("bad export requests are refused with 400 and a reason; nothing is issued")
+    func refusals() async throws {
+        let fixture = try await ESTFixture()
+        let key = try KeyMaterial.generate(.p256)
+        let good = try Self.csr(key)
+        let cases: [(String, String)] = [
+            (#"{"directory":"relative/dir"}"#, "directory must be an absolute path without spaces"),
+            (#"{"directory":"/with space"}"#, "directory must be an absolute path without spaces"),
+            (#"{"directory":"/etc/m","port":0}"#, "port must be 1-65535"),
+            (#"{"directory":"/etc/m","port":70000}"#, "port must be 1-65535"),
+            (#"{"directory":"/etc/m","bindAddress":""}"#, "invalid bind address"),
+            (#"{"directory":"/etc/m","brokerNames":[]}"#, "broker names must be DNS names or IP addresses"),
+            (#"{"directory":"/etc/m","brokerNames":["bad name"]}"#, "broker names must be DNS names or IP addresses"),
+            (#"{"directory":"/etc/m","brokerNames":["-x.example"]}"#, "broker names must be DNS names or IP addresses"),
+            (#"{"directory":"/etc/m","csr":"%%%"}"#, "csr is not base64"),
+            (#"{"directory":"/etc/m","csr":"AAAA"}"#, "CSR is not a valid PKCS#10 request"),
+        ]
+        let auditBefore = try await fixture.store.auditEvents(AuditFilter(action: "broker.certificate", limit: 50)).count
+        for (body, reason) in cases {
+            let reply = try await fixture.admin("POST", "/v1/admin/exports/mosquitto", body: body)
+            #expect(reply.status == 400, "\(body): \(reply.body)")
+            #expect(reply.body.contains(reason), "\(body): \(reply.body)")
+        }
+        // A CSR whose signature does not verify (proof of possession) is refused too.
+        var tampered = Array(Data(base64Encoded: good)!)
+        tampered[tampered.count - 3] ^= 0x01
+        let bad = try await fixture.admin(
+            "POST", "/v1/admin/exports/mosquitto",
+            body: #"{"directory":"/etc/m","csr":"\#(Data(tampered).base64EncodedString())"}"#)
+        #expect(bad.status == 400, "\(bad.body)")
+        let events = try await fixture.store.auditEvents(AuditFilter(action: "broker.certificate", limit: 50))
+        #expect(!events.contains { $0.outcome == .success }, "nothing may be issued")
+        #expect(events.count >= auditBefore + 2, "CSR refusals are audited")
+
+        // Without an admin token: 401.
+        let anonymous = try await withClient(try fixture.server.client()) {
+            try await $0.send(
+                "POST", fixture.server.opsURL + "/v1/admin/exports/mosquitto",
+                headers: [("Content-Type", "application/json")], body: #"{"directory":"/etc/m"}"#)
+        }
+        #expect(anonymous.status == 401)
+        try await fixture.server.stop()
+    }
+
+    @Test("the ACL expands {tenant}, {device} and {lot}, drops {lot} rules for devices without a lot, sorts devices")
+    func aclExpansion() throws {
+        let policy = TopicPolicy(rules: [
+            TopicRule(.publish, "tenants/{tenant}/devices/{device}/telemetry/#"),
+            TopicRule(.all, "tenants/{tenant}/lots/{lot}/+"),
+            TopicRule(.subscribe, "tenants/{tenant}/broadcast"),
+        ])
+        let tenant = TenantID(rawValue: "acme")!
+        let withLot = BrokerGrants.grant(
+            policy, tenant: tenant, device: DeviceID(rawValue: "d2")!, lot: LotID(rawValue: "lot-7")!)
+        let withoutLot = BrokerGrants.grant(policy, tenant: tenant, device: DeviceID(rawValue: "d1")!, lot: nil)
+        #expect(withLot.publish == ["tenants/acme/devices/d2/telemetry/#", "tenants/acme/lots/lot-7/+"])
+        #expect(withLot.subscribe == ["tenants/acme/lots/lot-7/+", "tenants/acme/broadcast"])
+        #expect(withoutLot.publish == ["tenants/acme/devices/d1/telemetry/#"])
+        #expect(withoutLot.subscribe == ["tenants/acme/broadcast"])
+        let acl = MosquittoExport.acl([withLot, withoutLot])
+        let d1 = try #require(acl.range(of: "user d1\n"))
+        let d2 = try #require(acl.range(of: "user d2\n"))
+        #expect(d1.lowerBound < d2.lowerBound)
+        #expect(MosquittoExport.acl([withLot, withoutLot]) == acl, "the same fleet gives the same bytes")
+    }
+
+    @Test("CRLs are written as X509 CRL PEM blocks of 64-character lines")
+    func crlPEM() {
+        let pem = MosquittoExport.crlPEM([Array(repeating: 0xAB, count: 100), [1, 2, 3]])
+        let blocks = pem.components(separatedBy: "-----BEGIN X509 CRL-----\n").dropFirst()
+        #expect(blocks.count == 2)
+        #expect(pem.split(separator: "\n").allSatisfy { $0.count <= 64 || $0.hasPrefix("-----") })
+        #expect(pem.hasSuffix("-----END X509 CRL-----\n"))
+    }
+}
+
+@Suite struct IMFFixdateTests {
+    @Test("HTTP dates match Foundation's formatter, 1970 to 2100, leap days included")
+    func matchesFoundation() {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        var seconds: TimeInterval = 0
+        var checked = 0
+        while seconds < 4_102_444_800 {  // 2100-01-01
+            let date = Date(timeIntervalSince1970: seconds)
+            #expect(IMFFixdate.string(from: date) == formatter.string(from: date))
+            seconds += 86_400 * 13 + 3_607.5
+            checked += 1
+        }
+        for fixed in [951_782_400.0, 1_330_473_599, 1_795_631_290, 4_107_542_400] {  // 2000-02-29, 2012-02-28 23:59:59, ...
+            let date = Date(timeIntervalSince1970: fixed)
+            #expect(IMFFixdate.string(from: date) == formatter.string(from: date))
+        }
+        #expect(checked > 2_000)
+        #expect(IMFFixdate.string(from: Date(timeIntervalSince1970: 784_111_777)) == "Sun, 06 Nov 1994 08:49:37 GMT")
+    }
+}
