@@ -530,7 +530,7 @@ struct AuthzRun: Codable, Sendable {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for part in 0..<connections {
                 group.addTask {
-                    try await HeaderKeepAliveConnection.with(host: "127.0.0.1", port: port) { connection in
+                    try await KeepAliveConnection.with(host: "127.0.0.1", port: port) { connection in
                         for index in stride(
                             from: part, to: min(requests, connections * warmUpPerConnection), by: connections)
                         {
@@ -545,11 +545,11 @@ struct AuthzRun: Codable, Sendable {
         let wall = ContinuousClock()
         let cpuStart = processCPUSeconds()
         let start = wall.now
-        let replies = try await withThrowingTaskGroup(of: [(Int, HeaderKeepAliveConnection.Reply)].self) { group in
+        let replies = try await withThrowingTaskGroup(of: [(Int, KeepAliveConnection.Reply)].self) { group in
             for _ in 0..<connections {
                 group.addTask {
-                    try await HeaderKeepAliveConnection.with(host: "127.0.0.1", port: port) { connection in
-                        var mine: [(Int, HeaderKeepAliveConnection.Reply)] = []
+                    try await KeepAliveConnection.with(host: "127.0.0.1", port: port) { connection in
+                        var mine: [(Int, KeepAliveConnection.Reply)] = []
                         while true {
                             let index = next.take()
                             guard index < requests else { break }
@@ -561,7 +561,7 @@ struct AuthzRun: Codable, Sendable {
                     }
                 }
             }
-            var all: [HeaderKeepAliveConnection.Reply?] = Array(repeating: nil, count: requests)
+            var all: [KeepAliveConnection.Reply?] = Array(repeating: nil, count: requests)
             for try await batch in group {
                 for (index, reply) in batch { all[index] = reply }
             }
@@ -612,8 +612,8 @@ struct AuthzRun: Codable, Sendable {
     }
 
     private static func send(
-        _ connection: inout HeaderKeepAliveConnection, bodies: [ByteBuffer]?, index: Int, headers: [(String, String)]
-    ) async throws -> HeaderKeepAliveConnection.Reply {
+        _ connection: inout KeepAliveConnection, bodies: [ByteBuffer]?, index: Int, headers: [(String, String)]
+    ) async throws -> KeepAliveConnection.Reply {
         if let bodies {
             return try await connection.send(
                 method: .POST, path: "/v1/authz/mqtt", headers: headers, contentType: "application/json",
@@ -653,73 +653,6 @@ struct AuthzRun: Codable, Sendable {
     }
 }
 
-/// ``KeepAliveConnection`` with request headers (the authz token). A copy, because that type's state is private to
-/// its file; a `headers:` parameter on `KeepAliveConnection.send` would make this one unnecessary.
-struct HeaderKeepAliveConnection {
-    struct Reply: Sendable {
-        var status: Int
-        var body: ByteBuffer
-        var latency: Duration
-    }
-
-    private var inbound: NIOAsyncChannelInboundStream<HTTPClientResponsePart>.AsyncIterator
-    private let outbound: NIOAsyncChannelOutboundWriter<HTTPClientRequestPart>
-    private let hostHeader: String
-    private var requests = 0
-
-    static func with<T>(
-        host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        _ body: (inout HeaderKeepAliveConnection) async throws -> T
-    ) async throws -> T {
-        let channel = try await ClientBootstrap(group: group)
-            .connectTimeout(.seconds(10))
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .connect(host: host, port: port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(
-                        wrappingChannelSynchronously: channel)
-                }
-            }
-        return try await channel.executeThenClose { inbound, outbound in
-            var connection = HeaderKeepAliveConnection(
-                inbound: inbound.makeAsyncIterator(), outbound: outbound, hostHeader: "\(host):\(port)")
-            return try await body(&connection)
-        }
-    }
-
-    /// Sends one request and reads the whole response. Throws if the server closes the connection.
-    mutating func send(
-        method: HTTPMethod, path: String, headers: [(String, String)], contentType: String? = nil,
-        body: ByteBuffer? = nil
-    ) async throws -> Reply {
-        let clock = ContinuousClock()
-        let start = clock.now
-        var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
-        head.headers.add(name: "Host", value: hostHeader)
-        for (name, value) in headers { head.headers.add(name: name, value: value) }
-        if let contentType { head.headers.add(name: "Content-Type", value: contentType) }
-        if let body { head.headers.add(name: "Content-Length", value: String(body.readableBytes)) }
-        try await outbound.write(.head(head))
-        if let body { try await outbound.write(.body(.byteBuffer(body))) }
-        try await outbound.write(.end(nil))
-
-        var status = 0
-        var collected = ByteBuffer()
-        while let part = try await inbound.next(isolation: #isolation) {
-            switch part {
-            case .head(let responseHead):
-                status = Int(responseHead.status.code)
-            case .body(var bytes):
-                collected.writeBuffer(&bytes)
-            case .end:
-                requests += 1
-                return Reply(status: status, body: collected, latency: clock.now - start)
-            }
-        }
-        throw BenchError("the server closed the connection after \(requests) requests")
-    }
-}
 
 struct AuthzReport: Codable, Sendable {
     var benchmark = "authz"

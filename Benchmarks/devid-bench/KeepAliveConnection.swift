@@ -42,12 +42,14 @@ struct KeepAliveConnection {
 
     /// Sends one request and reads the whole response. Throws if the server closes the connection.
     mutating func send(
-        method: HTTPMethod, path: String, contentType: String? = nil, body: ByteBuffer? = nil
+        method: HTTPMethod, path: String, headers: [(String, String)] = [], contentType: String? = nil,
+        body: ByteBuffer? = nil
     ) async throws -> Reply {
         let clock = ContinuousClock()
         let start = clock.now
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
         head.headers.add(name: "Host", value: hostHeader)
+        for (name, value) in headers { head.headers.add(name: name, value: value) }
         if let contentType { head.headers.add(name: "Content-Type", value: contentType) }
         if let body { head.headers.add(name: "Content-Length", value: String(body.readableBytes)) }
         try await outbound.write(.head(head))

@@ -36,7 +36,7 @@ struct Export: AsyncParsableCommand {
             let keyPath = "\(directory)/\(BrokerCertificate.keyFile)"
             var csr: String?
             var newKeyPEM: String?
-            if !Self.currentCertificateIsGood(directory: directory, names: names) {
+            if !BrokerCertificate.isCurrent(directory: directory, names: names, issuer: nil, now: Date()) {
                 let key = try KeyMaterial.generate(.p256)
                 let request = try CertificateSigningRequest(
                     version: .v1, subject: try DistinguishedName { CommonName(names[0]) }, privateKey: key,
@@ -68,17 +68,6 @@ struct Export: AsyncParsableCommand {
             print("wrote \(directory): \(response.devices) devices in the ACL"
                 + (csr != nil ? ", a new broker certificate for \(names.joined(separator: ", "))" : ""))
             print("add to mosquitto.conf:  include_dir \(directory)")
-        }
-
-        static func currentCertificateIsGood(directory: String, names: [String]) -> Bool {
-            guard FileManager.default.fileExists(atPath: "\(directory)/\(BrokerCertificate.keyFile)"),
-                let pem = try? String(contentsOfFile: "\(directory)/\(BrokerCertificate.certificateFile)", encoding: .utf8),
-                let leaf = try? PEM.certificates(pem).first,
-                let sans = try? leaf.extensions.subjectAlternativeNames
-            else { return false }
-            guard Set(sans) == Set(names.map(CAStore.generalName(forHost:))) else { return false }
-            let lifetime = leaf.notValidAfter.timeIntervalSince(leaf.notValidBefore)
-            return leaf.notValidAfter.timeIntervalSinceNow > lifetime / 3
         }
     }
 }

@@ -119,11 +119,11 @@ import X509
 
     @Test("the ACL expands {tenant}, {device} and {lot}, drops {lot} rules for devices without a lot, sorts devices")
     func aclExpansion() throws {
-        let policy = TopicPolicy(rules: [
+        let policy = try CompiledTopicPolicy(TopicPolicy(rules: [
             TopicRule(.publish, "tenants/{tenant}/devices/{device}/telemetry/#"),
             TopicRule(.all, "tenants/{tenant}/lots/{lot}/+"),
             TopicRule(.subscribe, "tenants/{tenant}/broadcast"),
-        ])
+        ]))
         let tenant = TenantID(rawValue: "acme")!
         let withLot = BrokerGrants.grant(
             policy, tenant: tenant, device: DeviceID(rawValue: "d2")!, lot: LotID(rawValue: "lot-7")!)

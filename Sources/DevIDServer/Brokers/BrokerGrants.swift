@@ -12,7 +12,8 @@ public enum BrokerGrants {
     public static func all(store: any Store) async throws(StoreError) -> [BrokerGrant] {
         var grants: [BrokerGrant] = []
         for tenant in try await store.tenants() {
-            let policy = tenant.policy.effectiveTopics
+            // Stored policies were validated when they were set; one that no longer compiles grants nothing.
+            let policy = (try? CompiledTopicPolicy(tenant.policy.effectiveTopics)) ?? .nothing
             var after: DeviceID?
             while true {
                 let page = try await store.devices(
@@ -27,36 +28,22 @@ public enum BrokerGrants {
         return grants
     }
 
-    /// The policy's rules with `{tenant}`, `{device}` and `{lot}` replaced. A rule naming `{lot}` is left out for a
-    /// device without a lot (it could never match, and an empty level would widen nothing but confuse readers).
-    public static func grant(_ policy: TopicPolicy, tenant: TenantID, device: DeviceID, lot: LotID?) -> BrokerGrant {
+    /// The policy's rules expanded for one device (``CompiledTopicPolicy/expanded(for:)``: `{tenant}`, `{device}`,
+    /// `{lot}` replaced; a `{lot}` rule left out for a device without a lot), split by action.
+    public static func grant(_ policy: CompiledTopicPolicy, tenant: TenantID, device: DeviceID, lot: LotID?)
+        -> BrokerGrant
+    {
         var publish: [String] = []
         var subscribe: [String] = []
-        for rule in policy.rules {
-            guard let filter = expand(rule.topic, tenant: tenant, device: device, lot: lot) else { continue }
+        for rule in policy.expanded(for: TopicBinding(tenant: tenant, device: device, lot: lot)) {
             switch rule.action {
-            case .publish: publish.append(filter)
-            case .subscribe: subscribe.append(filter)
+            case .publish: publish.append(rule.topic)
+            case .subscribe: subscribe.append(rule.topic)
             case .all:
-                publish.append(filter)
-                subscribe.append(filter)
+                publish.append(rule.topic)
+                subscribe.append(rule.topic)
             }
         }
         return BrokerGrant(device: device, publish: publish, subscribe: subscribe)
-    }
-
-    public static func expand(_ template: String, tenant: TenantID, device: DeviceID, lot: LotID?) -> String? {
-        var levels: [String] = []
-        for level in template.split(separator: "/", omittingEmptySubsequences: false) {
-            switch level {
-            case "{tenant}": levels.append(tenant.rawValue)
-            case "{device}": levels.append(device.rawValue)
-            case "{lot}":
-                guard let lot else { return nil }
-                levels.append(lot.rawValue)
-            default: levels.append(String(level))
-            }
-        }
-        return levels.joined(separator: "/")
     }
 }

@@ -151,16 +151,7 @@ public enum BrokerCertificate {
         try SecureFile.createDirectory(directory, mode: 0o755)
         let certificatePath = "\(directory)/\(certificateFile)"
         let keyPath = "\(directory)/\(keyFile)"
-        if let existing = try? SecureFile.read(certificatePath),
-            let chain = try? PEM.certificates(String(decoding: existing, as: UTF8.self)),
-            let leaf = chain.first, FileManager.default.fileExists(atPath: keyPath),
-            leaf.issuer == issuing.certificate.subject,
-            issuing.certificate.publicKey.isValidSignature(leaf.signature, for: leaf),
-            Self.names(of: leaf) == Set(names.map(CAStore.generalName(forHost:)))
-        {
-            let lifetime = leaf.notValidAfter.timeIntervalSince(leaf.notValidBefore)
-            if leaf.notValidAfter.timeIntervalSince(now) > lifetime / 3 { return false }
-        }
+        if isCurrent(directory: directory, names: names, issuer: issuing.certificate, now: now) { return false }
         guard !names.isEmpty else { throw DevIDPKIError(.policyViolation, "the broker certificate needs a host name") }
         let (key, pkcs8) = try KeyMaterial.generateWithDER(.p256)
         let subject: DistinguishedName
@@ -183,6 +174,23 @@ public enum BrokerCertificate {
         try SecureFile.write(
             Array(PEM.bundle([certificate, issuing.certificate]).utf8), to: certificatePath, mode: 0o644)
         return true
+    }
+
+    /// True when `directory` holds a broker key and a certificate that names exactly `names`, has more than a
+    /// third of its lifetime left at `now`, and (when `issuer` is given) was signed by it: nothing to re-issue.
+    public static func isCurrent(directory: String, names: [String], issuer: Certificate?, now: Date) -> Bool {
+        guard FileManager.default.fileExists(atPath: "\(directory)/\(keyFile)"),
+            let pem = try? SecureFile.read("\(directory)/\(certificateFile)"),
+            let leaf = try? PEM.certificates(String(decoding: pem, as: UTF8.self)).first,
+            Self.names(of: leaf) == Set(names.map(CAStore.generalName(forHost:)))
+        else { return false }
+        if let issuer {
+            guard leaf.issuer == issuer.subject, issuer.publicKey.isValidSignature(leaf.signature, for: leaf) else {
+                return false
+            }
+        }
+        let lifetime = leaf.notValidAfter.timeIntervalSince(leaf.notValidBefore)
+        return leaf.notValidAfter.timeIntervalSince(now) > lifetime / 3
     }
 
     static func names(of certificate: Certificate) -> Set<GeneralName> {
