@@ -236,13 +236,11 @@ struct ClockResetTLSTests {
         let client = try ESTClient(
             baseURL: "https://127.0.0.1:\(port)", trustRoots: [chain.hierarchy.root],
             connectTimeout: .milliseconds(300), requestTimeout: .seconds(5))
-        let started = ContinuousClock.now
         let error = await #expect(throws: AgentError.self) { try await client.cacerts() }
         #expect(error?.code == .connectionFailed)
         #expect(error?.reason == "TLS handshake with 127.0.0.1 timed out (cacerts)", "\(String(describing: error))")
-        // The reason above proves the handshake timer fired (not the 5 s request timeout); the wall-clock bound
-        // is loose because the whole suite runs in parallel on 2 cores, where a 300 ms timer can fire seconds late.
-        #expect(ContinuousClock.now - started < .seconds(20))
+        // The reason above proves that the handshake timer fired, not the 5 s request timeout. No wall-clock
+        // bound: with the whole suite in parallel on 2 cores, CI saw this 300 ms timer's answer arrive after 25 s.
     }
 
     /// The token was not used: no credential, the device still `manufactured`, one use left.
