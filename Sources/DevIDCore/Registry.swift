@@ -84,10 +84,19 @@ public struct Device: Sendable, Hashable, Codable {
     public var state: DeviceState
     public var createdAt: Date
     public var lastSeen: Date?
+    /// The serial of the device's IDevID when DevID's own manufacturer CA issued it (from the lot manifest, or
+    /// from the certificate an unlisted device enrolled with); nil for external manufacturers and claim tokens.
+    /// DevID publishes revocation status (CRL, OCSP) for these IDevIDs only.
+    public var idevidSerial: SerialNumber?
+    /// When the IDevID was revoked (revoking the device, its lot or its tenant). Never cleared: re-provisioning
+    /// gives the device a claim token, not its factory identity back.
+    public var idevidRevokedAt: Date?
+    public var idevidRevocationReason: RevocationReason?
 
     public init(
         id: DeviceID, tenant: TenantID, hardwareSerial: String, lot: LotID?, state: DeviceState,
-        createdAt: Date, lastSeen: Date? = nil
+        createdAt: Date, lastSeen: Date? = nil, idevidSerial: SerialNumber? = nil, idevidRevokedAt: Date? = nil,
+        idevidRevocationReason: RevocationReason? = nil
     ) {
         self.id = id
         self.tenant = tenant
@@ -96,6 +105,9 @@ public struct Device: Sendable, Hashable, Codable {
         self.state = state
         self.createdAt = createdAt
         self.lastSeen = lastSeen
+        self.idevidSerial = idevidSerial
+        self.idevidRevokedAt = idevidRevokedAt
+        self.idevidRevocationReason = idevidRevocationReason
     }
 }
 

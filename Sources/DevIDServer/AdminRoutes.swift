@@ -161,10 +161,14 @@ enum AdminRoutes {
                 throw HTTPError(.badRequest, message: "invalid hardware serial for device \(entry.deviceID)")
             }
             let now = state.clock.now()
+            // IDevIDs of DevID's own manufacturer CA are registered by serial: its CRL and OCSP responder list them
+            // once revoked, and only the listed certificate enrolls.
+            let ownManufacturer = state.hierarchy.manufacturer?.certificate.sha256Fingerprint
+                == manifest.manufacturerCASHA256
             let devices = manifest.devices.map {
                 Device(
                     id: $0.deviceID, tenant: manifest.tenant, hardwareSerial: $0.hardwareSerial, lot: manifest.lot,
-                    state: .manufactured, createdAt: now)
+                    state: .manufactured, createdAt: now, idevidSerial: ownManufacturer ? $0.idevidSerial : nil)
             }
             do {
                 let result = try await store.importDevices(

@@ -6,8 +6,9 @@ import X509
 public enum PeerIdentity: Sendable, Hashable {
     /// An operational identity DevID issued.
     case ldevid(device: DeviceID, tenant: TenantID, serial: SerialNumber)
-    /// A factory identity from a trusted manufacturer CA.
-    case idevid(hardwareSerial: String, serial: SerialNumber)
+    /// A factory identity from a trusted manufacturer CA; `ownManufacturer` when DevID's own manufacturer CA
+    /// issued it (DevID then publishes its revocation status).
+    case idevid(hardwareSerial: String, serial: SerialNumber, ownManufacturer: Bool)
     /// Chains to a trusted anchor but is shaped like neither.
     case unrecognized(serial: SerialNumber)
 
@@ -23,7 +24,9 @@ public enum PeerIdentity: Sendable, Hashable {
         if let anchor = chain.last, hierarchy.trustedManufacturers.contains(anchor),
             let hardwareSerial = DeviceNames.hardwareSerial(of: leaf)
         {
-            return .idevid(hardwareSerial: hardwareSerial, serial: serial)
+            return .idevid(
+                hardwareSerial: hardwareSerial, serial: serial,
+                ownManufacturer: hierarchy.manufacturer.map { anchor == $0.certificate } ?? false)
         }
         return .unrecognized(serial: serial)
     }

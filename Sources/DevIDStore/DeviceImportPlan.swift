@@ -12,6 +12,13 @@ struct DeviceImportPlan {
         var tenant: String
         var hardwareSerial: String
         var lot: String?
+        /// Compared only when both the registered and the imported device have one.
+        var idevidSerial: String?
+
+        static func == (lhs: Self, rhs: Self) -> Bool {
+            lhs.tenant == rhs.tenant && lhs.hardwareSerial == rhs.hardwareSerial && lhs.lot == rhs.lot
+                && (lhs.idevidSerial == nil || rhs.idevidSerial == nil || lhs.idevidSerial == rhs.idevidSerial)
+        }
     }
 
     /// What the store holds that bears on one device of the manifest.
@@ -23,6 +30,8 @@ struct DeviceImportPlan {
         var registered: Registered?
         /// Whether some registered device holds the same hardware serial.
         var hardwareSerialTaken: Bool
+        /// Whether some registered device holds the device's IDevID serial (false when it has none).
+        var idevidSerialTaken: Bool = false
     }
 
     private static let operation = "import devices"
@@ -35,6 +44,7 @@ struct DeviceImportPlan {
     private var lotTenants: [LotID: TenantID] = [:]
     private var ids: Set<DeviceID> = []
     private var hardwareSerials: Set<String> = []
+    private var idevidSerials: Set<SerialNumber> = []
 
     /// `time` becomes the creation time of the lots the import creates.
     init(time: Date) {
@@ -69,12 +79,18 @@ struct DeviceImportPlan {
             throw StoreError(
                 .duplicate, "\(Self.operation): the hardware serial of device \(name) appears more than once")
         }
+        if let serial = device.idevidSerial {
+            guard !idevidSerials.contains(serial) else {
+                throw StoreError(
+                    .duplicate, "\(Self.operation): the IDevID serial of device \(name) appears more than once")
+            }
+        }
         let isUnchanged: Bool
         if let registered = stored.registered {
             guard registered == Registered(device) else {
                 throw StoreError(
                     .duplicate,
-                    "\(Self.operation): device \(name) is registered with another tenant, hardware serial or lot")
+                    "\(Self.operation): device \(name) is registered with another tenant, hardware serial, lot or IDevID")
             }
             isUnchanged = true
         } else {
@@ -83,11 +99,16 @@ struct DeviceImportPlan {
                     .duplicate,
                     "\(Self.operation): the hardware serial of device \(name) is registered to another device")
             }
+            guard !stored.idevidSerialTaken else {
+                throw StoreError(
+                    .duplicate, "\(Self.operation): the IDevID serial of device \(name) is registered to another device")
+            }
             isUnchanged = false
         }
 
         ids.insert(device.id)
         hardwareSerials.insert(device.hardwareSerial)
+        if let serial = device.idevidSerial { idevidSerials.insert(serial) }
         if let lot = device.lot { lotTenants[lot] = device.tenant }
         if let newLot { lots.append(newLot) }
         if isUnchanged {
@@ -103,6 +124,8 @@ struct DeviceImportPlan {
 
 extension DeviceImportPlan.Registered {
     init(_ device: Device) {
-        self.init(tenant: device.tenant.rawValue, hardwareSerial: device.hardwareSerial, lot: device.lot?.rawValue)
+        self.init(
+            tenant: device.tenant.rawValue, hardwareSerial: device.hardwareSerial, lot: device.lot?.rawValue,
+            idevidSerial: device.idevidSerial?.rawValue)
     }
 }

@@ -18,8 +18,8 @@ public protocol Store: Sendable {
     func lot(_ id: LotID) async throws(StoreError) -> Lot?
 
     // MARK: Devices
-    /// Inserts a device. Fails with `.duplicate` if the id or the (tenant-independent) hardware serial exists,
-    /// with `.notFound` if its tenant or lot does not exist.
+    /// Inserts a device. Fails with `.duplicate` if the id, the (tenant-independent) hardware serial or the
+    /// IDevID serial exists, with `.notFound` if its tenant or lot does not exist.
     func insertDevice(_ device: Device, audit: AuditEvent?) async throws(StoreError)
     /// Imports a factory manifest (the allowlist) and its audit event in one transaction.
     ///
@@ -28,15 +28,18 @@ public protocol Store: Sendable {
     /// - its tenant must exist, else `.notFound`;
     /// - its lot is created (under the device's tenant, at `audit.time`) if missing; a lot that belongs to
     ///   another tenant, or that two devices of the import place under different tenants, is `.conflict`;
-    /// - an id or hardware serial that appears twice in `devices` is `.duplicate`, even on identical rows;
-    /// - a device already registered with the same id, tenant, hardware serial and lot is counted
-    ///   `unchanged` and left as it is (state, times); any other clash with a registered id or hardware
-    ///   serial is `.duplicate`.
+    /// - an id, hardware serial or IDevID serial that appears twice in `devices` is `.duplicate`, even on
+    ///   identical rows;
+    /// - a device already registered with the same id, tenant, hardware serial and lot, and no other IDevID
+    ///   serial (a device registered without one keeps none), is counted `unchanged` and left as it is (state,
+    ///   times); any other clash with a registered id, hardware serial or IDevID serial is `.duplicate`.
     ///
     /// Error reasons name the offending device's id and nothing else from the manifest.
     func importDevices(_ devices: [Device], audit: AuditEvent) async throws(StoreError) -> DeviceImportResult
     func device(_ id: DeviceID) async throws(StoreError) -> Device?
     func device(hardwareSerial: String) async throws(StoreError) -> Device?
+    /// The device whose IDevID (see ``Device/idevidSerial``) has this serial.
+    func device(idevidSerial: SerialNumber) async throws(StoreError) -> Device?
     func devices(_ filter: DeviceFilter) async throws(StoreError) -> [Device]
     /// Moves a device from `expected` to `next` atomically; `.conflict` if its state is no longer `expected`.
     func updateDeviceState(
@@ -93,7 +96,8 @@ public protocol Store: Sendable {
     func blastRadius(_ scope: CredentialScope, now: Date) async throws(StoreError) -> BlastRadius
     /// Revokes a scope in one transaction: every credential ``BlastRadius`` counts at `at` gets status `revoked`,
     /// `revokedAt` and `reason`; for device, lot and tenant scopes every device of the scope that is neither
-    /// `revoked` nor `decommissioned` moves to `revoked`. `audit` is appended (also when nothing changed). Returns
+    /// `revoked` nor `decommissioned` moves to `revoked`, and every device of the scope with an IDevID serial
+    /// that is not revoked yet gets `idevidRevokedAt` and `idevidRevocationReason` (whatever its state). `audit` is appended (also when nothing changed). Returns
     /// what changed. `.notFound` as for ``blastRadius(_:now:)``, and then nothing changes.
     func revoke(
         _ scope: CredentialScope, reason: RevocationReason, at: Date, audit: AuditEvent
@@ -115,6 +119,9 @@ public protocol Store: Sendable {
     func revokedCredentials(
         issuer: String?, notExpiredAt: Date, afterSerial: SerialNumber?, limit: Int
     ) async throws(StoreError) -> [Credential]
+    /// Devices whose IDevID is revoked (`idevidRevokedAt` set), in ascending IDevID serial order (byte order of
+    /// the lowercase hex), after `afterSerial` if given, at most `limit`: the entries of the manufacturer CRL.
+    func revokedIDevIDs(afterSerial: SerialNumber?, limit: Int) async throws(StoreError) -> [Device]
 
     // MARK: Claim tokens
     func insertClaimToken(_ token: ClaimToken, audit: AuditEvent?) async throws(StoreError)

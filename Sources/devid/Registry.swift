@@ -110,6 +110,12 @@ struct Device: AsyncParsableCommand {
             print("lot:       \(device.lot?.rawValue ?? "-")")
             print("state:     \(device.state.rawValue)")
             print("hardware:  \(device.hardwareSerial)")
+            if let serial = device.idevidSerial {
+                let revoked = device.idevidRevokedAt.map {
+                    " (revoked \(Output.date($0)), \(device.idevidRevocationReason?.rawValue ?? "unspecified"))"
+                }
+                print("idevid:    \(serial)\(revoked ?? "")")
+            }
             print("last seen: \(device.lastSeen.map(Output.date) ?? "-")")
             print("")
             Output.table(

@@ -122,6 +122,18 @@ struct RunbookTests {
                     ], in: fleet.work.path)
                 #expect(enroll.succeeded, "agent enroll with the re-provisioning token: \(enroll)")
                 #expect(enroll.stdout.contains("enrolled device L1-000002 (tenant acme)"), "\(enroll)")
+                // The token is the only way back: the device's IDevID stays revoked.
+                let idevid = try await ServeCLITests.devid(
+                    [
+                        "agent", "enroll", "--server", fleet.endpoints.estURL, "--trust-bundle",
+                        "\(fleet.dataDir)/ca/root.crt", "--state-dir", fleet.work.file("state-idevid-2"),
+                        "--idevid-cert", fleet.work.file("lot-L1/L1-000002/chain.pem"), "--idevid-key",
+                        fleet.work.file("lot-L1/L1-000002/idevid.key"),
+                    ], in: fleet.work.path)
+                #expect(!idevid.succeeded)
+                #expect(
+                    idevid.stderr.contains("HTTP 403: IDevID of device L1-000002 is revoked (keyCompromise)"),
+                    "\(idevid)")
             }
         }
         func stdout(_ line: String) -> String { outputs[line]?.stdout ?? "<not run: \(line)>" }
@@ -136,6 +148,7 @@ struct RunbookTests {
         let show = stdout("device show L1-000002")
         #expect(show.contains("state:     revoked"), "\(show)")
         #expect(show.contains("ldevid  revoked"), "\(show)")
+        #expect(show.contains(", keyCompromise)"), "the IDevID is revoked with the device: \(show)")
         #expect(stdout("audit list --action revoke").contains("revoked device L1-000002 (keyCompromise)"))
         let reprovision = outputs["device reprovision L1-000002"]
         #expect(reprovision?.stdout.hasPrefix("devid_ct_") == true, "\(String(describing: reprovision))")
@@ -174,6 +187,9 @@ struct RunbookTests {
         let lotMember = stdout("cert status --device L1-000001")
         #expect(lotMember.contains("crl:      listed (keyCompromise"), "\(lotMember)")
         #expect(lotMember.contains("ocsp:     revoked (keyCompromise"), "\(lotMember)")
+        let manufacturerCRL = stdout("crl fetch --name manufacturer")
+        #expect(manufacturerCRL.contains(": 3 revoked"), "every IDevID of the lot: \(manufacturerCRL)")
+        #expect(manufacturerCRL.contains("signature: valid"), "\(manufacturerCRL)")
 
         // What relying parties see: the lot's IDevIDs are refused now.
         let idevid = try await ServeCLITests.devid(

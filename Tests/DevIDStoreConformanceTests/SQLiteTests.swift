@@ -108,7 +108,7 @@ struct SQLiteTests {
         }
         let journalMode = try await queue.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
         try queue.close()
-        #expect(migrations == ["v1", "v2", "v3", "v4", "v5"])
+        #expect(migrations == ["v1", "v2", "v3", "v4", "v5", "v6"])
         #expect(journalMode == "wal")
     }
 
@@ -153,7 +153,7 @@ struct SQLiteTests {
             try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY identifier")
         }
         try queue.close()
-        #expect(migrations == ["v1", "v2", "v3", "v4", "v5"])
+        #expect(migrations == ["v1", "v2", "v3", "v4", "v5", "v6"])
     }
 
     @Test func v3DatabaseMigratesToRotationColumns() async throws {
@@ -206,11 +206,46 @@ struct SQLiteTests {
             )
         }
         try queue.close()
-        #expect(migrations == ["v1", "v2", "v3", "v4", "v5"])
+        #expect(migrations == ["v1", "v2", "v3", "v4", "v5", "v6"])
         #expect(
             Set(indexes).isSuperset(of: [
                 "credentials_status_overlap_deadline", "credentials_status_issuer_serial", "credentials_status_serial",
             ]))
+    }
+
+    @Test func v5DatabaseMigratesToIDevIDSerials() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("registry.sqlite")
+        do {
+            let store = try SQLiteStore(path: path)
+            try await Fixture.seed(store)
+            try store.close()
+        }
+        // What a registry written before IDevID serials were registered looks like.
+        try Self.tamper(
+            path,
+            """
+            DROP INDEX devices_idevid_serial;
+            ALTER TABLE devices DROP COLUMN idevid_serial;
+            ALTER TABLE devices DROP COLUMN idevid_revoked_at;
+            ALTER TABLE devices DROP COLUMN idevid_revocation_reason;
+            DELETE FROM grdb_migrations WHERE identifier = 'v6';
+            """)
+        let store = try SQLiteStore(path: path)
+        #expect(try await store.device(Fixture.deviceID("dev-1")) == Fixture.device("dev-1", lot: "lot-a"))
+        var imported = Fixture.device("dev-2", lot: "lot-a")
+        imported.idevidSerial = SerialNumber(rawValue: "0a02")!
+        _ = try await store.importDevices([imported], audit: Fixture.event("device.import"))
+        #expect(try await store.device(idevidSerial: SerialNumber(rawValue: "0a02")!) == imported)
+        _ = try await store.revoke(
+            .lot(Fixture.lotID("lot-a")), reason: .keyCompromise, at: Fixture.time(60), audit: Fixture.event("revoke"))
+        #expect(try await store.revokedIDevIDs(afterSerial: nil, limit: 10).map(\.id) == [imported.id])
+        try store.close()
+        let queue = try DatabaseQueue(path: path)
+        let indexes = try await queue.read { db in try db.indexes(on: "devices").map(\.name) }
+        try queue.close()
+        #expect(indexes.contains("devices_idevid_serial"))
     }
 
     @Test func rotationDueOnlyHoldsBooleans() async throws {

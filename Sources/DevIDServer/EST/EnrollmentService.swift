@@ -72,16 +72,17 @@ struct EnrollmentService: Sendable {
             switch (identity, request.kind) {
             case (.ldevid(let device, let tenant, let serial), .reenroll):
                 return try await reenroll(request, device: device, tenant: tenant, serial: serial, labelTenant: labelTenant)
-            case (.idevid(let hardwareSerial, let serial), .enroll):
+            case (.idevid(let hardwareSerial, let serial, let ownManufacturer), .enroll):
                 return try await enrollWithIDevID(
-                    request, hardwareSerial: hardwareSerial, serial: serial, labelTenant: labelTenant)
+                    request, hardwareSerial: hardwareSerial, serial: serial, ownManufacturer: ownManufacturer,
+                    labelTenant: labelTenant)
             case (.ldevid(let device, let tenant, let serial), .enroll):
                 if case .bearer = request.credential { break }
                 if case .basic = request.credential { break }
                 throw Refusal(
                     .forbidden, "an LDevID renews with simplereenroll",
                     Subject(actor: "device:\(device)", method: "ldevid", tenant: tenant, device: device, serial: serial))
-            case (.idevid(_, let serial), .reenroll):
+            case (.idevid(_, let serial, _), .reenroll):
                 throw Refusal(
                     .forbidden, "simplereenroll needs the device's current LDevID, not its IDevID",
                     Subject(actor: "anonymous", method: "idevid", serial: serial))
@@ -116,7 +117,7 @@ struct EnrollmentService: Sendable {
     }
 
     private func enrollWithIDevID(
-        _ request: Request, hardwareSerial: String, serial: SerialNumber, labelTenant: Tenant?
+        _ request: Request, hardwareSerial: String, serial: SerialNumber, ownManufacturer: Bool, labelTenant: Tenant?
     ) async throws -> Verdict {
         var subject = Subject(actor: "idevid:\(hardwareSerial)", method: "idevid", serial: serial)
         let now = state.clock.now()
@@ -134,14 +135,15 @@ struct EnrollmentService: Sendable {
             if tenant.policy.manualApproval {
                 let parked = Device(
                     id: id, tenant: tenant.id, hardwareSerial: hardwareSerial, lot: nil, state: .pendingApproval,
-                    createdAt: now, lastSeen: now)
+                    createdAt: now, lastSeen: now, idevidSerial: ownManufacturer ? serial : nil)
                 guard try await insertIfNew(parked) else {
                     throw Refusal(.conflict, "device id \(id) is already registered with another hardware serial", subject)
                 }
                 throw Refusal(parkedReason: "device \(id) is waiting for operator approval (devid device approve \(id))", subject)
             }
             registration = Device(
-                id: id, tenant: tenant.id, hardwareSerial: hardwareSerial, lot: nil, state: .manufactured, createdAt: now)
+                id: id, tenant: tenant.id, hardwareSerial: hardwareSerial, lot: nil, state: .manufactured, createdAt: now,
+                idevidSerial: ownManufacturer ? serial : nil)
             device = registration!
         }
         subject.tenant = device.tenant
@@ -151,6 +153,17 @@ struct EnrollmentService: Sendable {
             throw Refusal(.forbidden, "device belongs to another tenant", subject)
         }
         let next = try transition(device, event: .enroll, subject)
+        // The registry knows this device's IDevID (DevID's manufacturer CA issued it): only that certificate
+        // enrolls, and never once it is revoked, also after a re-provisioning made the device enrollable again.
+        if let registered = device.idevidSerial {
+            guard registered == serial else {
+                throw Refusal(.forbidden, "IDevID serial \(serial) is not the one registered for device \(device.id)", subject)
+            }
+            if device.idevidRevokedAt != nil {
+                let reason = device.idevidRevocationReason ?? .unspecified
+                throw Refusal(.forbidden, "IDevID of device \(device.id) is revoked (\(reason.rawValue))", subject)
+            }
+        }
         let csr = try checkedCSR(request.body, device: device.id, tenant: device.tenant, subject)
         return try await issue(
             request, subject: subject, device: device, registration: registration, next: next, csr: csr,

@@ -29,6 +29,8 @@ public actor RevocationPublisher: Service {
         /// The issuer as the registry stores it on each credential.
         let registryIssuer: String
         let partitions: Int
+        /// DevID's own manufacturer CA: its IDevIDs are devices' ``Device/idevidSerial``s, not credentials.
+        let issuesIDevIDs: Bool
         let builder: CRLBuilder
         /// Signs nothing: answers whether a CertID names this CA (its issuer name and key hashes).
         let matcher: OCSPResponder
@@ -103,7 +105,7 @@ public actor RevocationPublisher: Service {
                 Authority(
                     name: "issuing", ca: hierarchy.issuing,
                     registryIssuer: String(describing: hierarchy.issuing.certificate.subject),
-                    partitions: configuration.crlPartitions, builder: builder, matcher: matcher))
+                    partitions: configuration.crlPartitions, issuesIDevIDs: false, builder: builder, matcher: matcher))
         }
         // DevID's own manufacturer CA only: an external manufacturer publishes its own revocation status.
         if let manufacturer = hierarchy.manufacturer, let builder = try? CRLBuilder(authority: manufacturer),
@@ -113,7 +115,7 @@ public actor RevocationPublisher: Service {
                 Authority(
                     name: "manufacturer", ca: manufacturer,
                     registryIssuer: String(describing: manufacturer.certificate.subject), partitions: 1,
-                    builder: builder, matcher: matcher))
+                    issuesIDevIDs: true, builder: builder, matcher: matcher))
         }
         self.authorities = authorities
         self.baseURL = configuration.revocationBaseURL.map { RevocationEndpoints(baseURL: $0, caName: "").baseURL }
@@ -294,9 +296,13 @@ public actor RevocationPublisher: Service {
         return crls
     }
 
-    /// Every revoked, unexpired credential of `authority`, a page at a time.
+    /// Every revoked, unexpired credential of `authority`, a page at a time; for DevID's manufacturer CA, every
+    /// revoked IDevID (kept until the device is deleted: the registry does not know when an IDevID expires).
     private func revokedEntries(of authority: Authority, now: Date) async throws -> [RevokedEntry] {
         var entries: [RevokedEntry] = []
+        if authority.issuesIDevIDs {
+            entries = try await revokedIDevIDEntries(now: now)
+        }
         var after: DevIDCore.SerialNumber?
         let page = 10_000
         while true {
@@ -310,6 +316,24 @@ public actor RevocationPublisher: Service {
             }
             guard credentials.count == page, let last = credentials.last else { break }
             after = last.serial
+        }
+        return entries
+    }
+
+    private func revokedIDevIDEntries(now: Date) async throws -> [RevokedEntry] {
+        var entries: [RevokedEntry] = []
+        var after: DevIDCore.SerialNumber?
+        let page = 10_000
+        while true {
+            let devices = try await store.revokedIDevIDs(afterSerial: after, limit: page)
+            for device in devices {
+                guard let serial = device.idevidSerial else { continue }
+                var reason = device.idevidRevocationReason ?? .unspecified
+                if reason == .removeFromCRL { reason = .unspecified }
+                entries.append(RevokedEntry(serial: serial, revokedAt: device.idevidRevokedAt ?? now, reason: reason))
+            }
+            guard devices.count == page, let last = devices.last?.idevidSerial else { break }
+            after = last
         }
         return entries
     }
@@ -384,10 +408,11 @@ public actor RevocationPublisher: Service {
         let nextUpdate = min(now.addingTimeInterval(configuration.ocspValidity), signer.notAfter)
         let store = self.store
         let issuer = authority.registryIssuer
+        let issuesIDevIDs = authority.issuesIDevIDs
         let response = await signer.responder.respond(
             to: request, producedAt: now, thisUpdate: now, nextUpdate: nextUpdate
         ) { serial in
-            try await Self.status(of: serial, issuer: issuer, store: store)
+            try await Self.status(of: serial, issuer: issuer, issuesIDevIDs: issuesIDevIDs, store: store)
         }
         guard response.status == .successful else { return Answer(response: response, nextUpdate: nil) }
         guard cacheable else { return Answer(response: response, nextUpdate: nil) }
@@ -400,11 +425,16 @@ public actor RevocationPublisher: Service {
         return Answer(response: response, nextUpdate: nextUpdate)
     }
 
-    /// The registry's word on one serial of `issuer`: revoked (time, reason), good, or unknown.
+    /// The registry's word on one serial of `issuer`: revoked (time, reason), good, or unknown. For DevID's
+    /// manufacturer CA, the IDevIDs the registry knows (from lot manifests and enrollments) come first.
     private static func status(
-        of serial: Certificate.SerialNumber, issuer: String, store: any Store
+        of serial: Certificate.SerialNumber, issuer: String, issuesIDevIDs: Bool, store: any Store
     ) async throws -> OCSPCertificateStatus {
         let id = DevIDCore.SerialNumber(bytes: serial.bytes)
+        if issuesIDevIDs, let device = try await store.device(idevidSerial: id) {
+            guard let revokedAt = device.idevidRevokedAt else { return .good }
+            return .revoked(at: revokedAt, reason: device.idevidRevocationReason ?? .unspecified)
+        }
         guard let credential = try await store.credential(serial: id), credential.issuer == issuer else {
             return .unknown
         }

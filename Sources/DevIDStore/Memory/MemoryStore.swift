@@ -10,6 +10,7 @@ public actor MemoryStore: Store {
     private var lotRows: [LotID: Lot] = [:]
     private var deviceRows: [DeviceID: Device] = [:]
     private var deviceByHardwareSerial: [String: DeviceID] = [:]
+    private var deviceByIDevIDSerial: [SerialNumber: DeviceID] = [:]
     private var credentialRows: [SerialNumber: Credential] = [:]
     private var credentialByFingerprint: [String: SerialNumber] = [:]
     private var claimTokenRows: [String: ClaimToken] = [:]
@@ -70,7 +71,8 @@ public actor MemoryStore: Store {
                     tenantExists: tenantRows[device.tenant] != nil,
                     lotTenant: device.lot.flatMap { lotRows[$0]?.tenant },
                     registered: registered.map(DeviceImportPlan.Registered.init),
-                    hardwareSerialTaken: deviceByHardwareSerial[device.hardwareSerial] != nil))
+                    hardwareSerialTaken: deviceByHardwareSerial[device.hardwareSerial] != nil,
+                    idevidSerialTaken: device.idevidSerial.map { deviceByIDevIDSerial[$0] != nil } ?? false))
         }
         for lot in plan.lots { lotRows[lot.id] = lot }
         for device in plan.devices { store(device) }
@@ -82,6 +84,10 @@ public actor MemoryStore: Store {
 
     public func device(hardwareSerial: String) -> Device? {
         deviceByHardwareSerial[hardwareSerial].flatMap { deviceRows[$0] }
+    }
+
+    public func device(idevidSerial: SerialNumber) -> Device? {
+        deviceByIDevIDSerial[idevidSerial].flatMap { deviceRows[$0] }
     }
 
     public func devices(_ filter: DeviceFilter) -> [Device] {
@@ -299,8 +305,14 @@ public actor MemoryStore: Store {
         for credential in credentials(in: scope) where RotationRules.isRevocable(credential, in: scope, now: at) {
             revoke(credential.serial, reason: reason, at: at)
         }
-        for device in devices(in: scope) ?? [] where !RotationRules.finalDeviceStates.contains(device.state) {
-            deviceRows[device.id]?.state = .revoked
+        for device in devices(in: scope) ?? [] {
+            if !RotationRules.finalDeviceStates.contains(device.state) {
+                deviceRows[device.id]?.state = .revoked
+            }
+            if device.idevidSerial != nil, device.idevidRevokedAt == nil {
+                deviceRows[device.id]?.idevidRevokedAt = StoreTime.normalized(at)
+                deviceRows[device.id]?.idevidRevocationReason = reason
+            }
         }
         append(audit)
         return radius
@@ -356,6 +368,16 @@ public actor MemoryStore: Store {
         }
         return Array(
             matching.sorted { Self.bytewiseLess($0.serial.rawValue, $1.serial.rawValue) }.prefix(max(0, limit)))
+    }
+
+    public func revokedIDevIDs(afterSerial: SerialNumber?, limit: Int) -> [Device] {
+        let matching = deviceRows.values.filter { device in
+            guard let serial = device.idevidSerial, device.idevidRevokedAt != nil else { return false }
+            return afterSerial.map { Self.bytewiseLess($0.rawValue, serial.rawValue) } ?? true
+        }
+        return Array(
+            matching.sorted { Self.bytewiseLess($0.idevidSerial!.rawValue, $1.idevidSerial!.rawValue) }
+                .prefix(max(0, limit)))
     }
 
     // MARK: Claim tokens
@@ -536,6 +558,9 @@ public actor MemoryStore: Store {
         guard deviceByHardwareSerial[device.hardwareSerial] == nil else {
             throw StoreError(.duplicate, "\(operation): devices.hardware_serial already exists")
         }
+        if let serial = device.idevidSerial, deviceByIDevIDSerial[serial] != nil {
+            throw StoreError(.duplicate, "\(operation): devices.idevid_serial already exists")
+        }
         try requireTenant(device.tenant, operation)
         if let lot = device.lot, lotRows[lot] == nil {
             throw StoreError(.notFound, "\(operation): a referenced row does not exist")
@@ -556,8 +581,10 @@ public actor MemoryStore: Store {
         var device = device
         device.createdAt = StoreTime.normalized(device.createdAt)
         device.lastSeen = StoreTime.normalized(device.lastSeen)
+        device.idevidRevokedAt = StoreTime.normalized(device.idevidRevokedAt)
         deviceRows[device.id] = device
         deviceByHardwareSerial[device.hardwareSerial] = device.id
+        if let serial = device.idevidSerial { deviceByIDevIDSerial[serial] = device.id }
     }
 
     /// Stores (or replaces) a checked credential, rounding its times as the SQL backends do.

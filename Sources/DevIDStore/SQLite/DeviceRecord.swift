@@ -12,6 +12,9 @@ struct DeviceRecord: Codable, FetchableRecord, PersistableRecord {
     var state: String
     var createdAt: Int64
     var lastSeen: Int64?
+    var idevidSerial: String?
+    var idevidRevokedAt: Int64?
+    var idevidRevocationReason: String?
 
     enum CodingKeys: String, CodingKey {
         case id
@@ -21,6 +24,9 @@ struct DeviceRecord: Codable, FetchableRecord, PersistableRecord {
         case state
         case createdAt = "created_at"
         case lastSeen = "last_seen"
+        case idevidSerial = "idevid_serial"
+        case idevidRevokedAt = "idevid_revoked_at"
+        case idevidRevocationReason = "idevid_revocation_reason"
     }
 
     enum Columns {
@@ -30,6 +36,8 @@ struct DeviceRecord: Codable, FetchableRecord, PersistableRecord {
         static let lotID = Column(CodingKeys.lotID)
         static let state = Column(CodingKeys.state)
         static let lastSeen = Column(CodingKeys.lastSeen)
+        static let idevidSerial = Column(CodingKeys.idevidSerial)
+        static let idevidRevokedAt = Column(CodingKeys.idevidRevokedAt)
     }
 }
 
@@ -38,7 +46,10 @@ extension DeviceRecord {
         self.init(
             id: device.id.rawValue, tenantID: device.tenant.rawValue, hardwareSerial: device.hardwareSerial,
             lotID: device.lot?.rawValue, state: device.state.rawValue,
-            createdAt: StoreTime.milliseconds(device.createdAt), lastSeen: device.lastSeen.map(StoreTime.milliseconds))
+            createdAt: StoreTime.milliseconds(device.createdAt), lastSeen: device.lastSeen.map(StoreTime.milliseconds),
+            idevidSerial: device.idevidSerial?.rawValue,
+            idevidRevokedAt: device.idevidRevokedAt.map(StoreTime.milliseconds),
+            idevidRevocationReason: device.idevidRevocationReason?.rawValue)
     }
 
     func model() throws(StoreError) -> Device {
@@ -51,6 +62,13 @@ extension DeviceRecord {
             },
             state: try SQLiteColumn.decode(DeviceState.init(rawValue:), state, "devices.state"),
             createdAt: StoreTime.date(milliseconds: createdAt),
-            lastSeen: lastSeen.map { StoreTime.date(milliseconds: $0) })
+            lastSeen: lastSeen.map { StoreTime.date(milliseconds: $0) },
+            idevidSerial: try idevidSerial.map { value throws(StoreError) in
+                try SQLiteColumn.decode(SerialNumber.init(rawValue:), value, "devices.idevid_serial")
+            },
+            idevidRevokedAt: idevidRevokedAt.map { StoreTime.date(milliseconds: $0) },
+            idevidRevocationReason: try idevidRevocationReason.map { value throws(StoreError) in
+                try SQLiteColumn.decode(RevocationReason.init(rawValue:), value, "devices.idevid_revocation_reason")
+            })
     }
 }

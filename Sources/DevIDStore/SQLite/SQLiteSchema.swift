@@ -23,6 +23,9 @@ enum SQLiteSchema {
         migrator.registerMigration("v5") { db in
             try db.execute(sql: v5)
         }
+        migrator.registerMigration("v6") { db in
+            try db.execute(sql: v6)
+        }
         return migrator
     }
 
@@ -155,5 +158,15 @@ enum SQLiteSchema {
     /// A tenant's own MQTT topic rules and API scopes, as JSON (`TopicPolicy`); NULL means the default policy.
     static let v5 = """
         ALTER TABLE tenants ADD COLUMN topic_policy TEXT;
+        """
+
+    /// The IDevIDs of DevID's own manufacturer CA, so that its CRL and OCSP responder know them: the serial
+    /// (unique; NULL for other devices), and when and why it was revoked. The CRL's pages of revoked IDevIDs
+    /// walk the unique index in serial order.
+    static let v6 = """
+        ALTER TABLE devices ADD COLUMN idevid_serial TEXT;
+        ALTER TABLE devices ADD COLUMN idevid_revoked_at BIGINT;
+        ALTER TABLE devices ADD COLUMN idevid_revocation_reason TEXT;
+        CREATE UNIQUE INDEX devices_idevid_serial ON devices(idevid_serial);
         """
 }

@@ -25,17 +25,25 @@ extension SQLiteStore {
 
             var registered: [String: DeviceImportPlan.Registered] = [:]
             try Self.forEachRow(
-                db, "SELECT id, tenant_id, hardware_serial, lot_id FROM devices WHERE id IN", devices.map(\.id.rawValue)
+                db, "SELECT id, tenant_id, hardware_serial, lot_id, idevid_serial FROM devices WHERE id IN",
+                devices.map(\.id.rawValue)
             ) { row in
                 registered[try row.decode(atIndex: 0)] = DeviceImportPlan.Registered(
                     tenant: try row.decode(atIndex: 1), hardwareSerial: try row.decode(atIndex: 2),
-                    lot: try row.decode(atIndex: 3))
+                    lot: try row.decode(atIndex: 3), idevidSerial: try row.decode(atIndex: 4))
             }
             var takenSerials: Set<String> = []
             try Self.forEachRow(
                 db, "SELECT hardware_serial FROM devices WHERE hardware_serial IN", devices.map(\.hardwareSerial)
             ) { row in
                 takenSerials.insert(try row.decode(atIndex: 0))
+            }
+            var takenIDevIDs: Set<String> = []
+            try Self.forEachRow(
+                db, "SELECT idevid_serial FROM devices WHERE idevid_serial IN",
+                devices.compactMap(\.idevidSerial?.rawValue)
+            ) { row in
+                takenIDevIDs.insert(try row.decode(atIndex: 0))
             }
 
             var plan = DeviceImportPlan(time: audit.time)
@@ -46,7 +54,8 @@ extension SQLiteStore {
                         tenantExists: tenants.contains(device.tenant),
                         lotTenant: device.lot.flatMap { lotTenants[$0] },
                         registered: registered[device.id.rawValue],
-                        hardwareSerialTaken: takenSerials.contains(device.hardwareSerial)))
+                        hardwareSerialTaken: takenSerials.contains(device.hardwareSerial),
+                        idevidSerialTaken: device.idevidSerial.map { takenIDevIDs.contains($0.rawValue) } ?? false))
             }
 
             for lot in plan.lots {
@@ -54,14 +63,14 @@ extension SQLiteStore {
             }
             let insertDevice = try db.cachedStatement(
                 sql: """
-                    INSERT INTO devices (id, tenant_id, hardware_serial, lot_id, state, created_at, last_seen)
-                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO devices (id, tenant_id, hardware_serial, lot_id, state, created_at, last_seen, idevid_serial)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                     """)
             for device in plan.devices {
                 try insertDevice.execute(arguments: [
                     device.id.rawValue, device.tenant.rawValue, device.hardwareSerial, device.lot?.rawValue,
                     device.state.rawValue, StoreTime.milliseconds(device.createdAt),
-                    device.lastSeen.map(StoreTime.milliseconds),
+                    device.lastSeen.map(StoreTime.milliseconds), device.idevidSerial?.rawValue,
                 ])
             }
             _ = try Self.append(audit, db)

@@ -130,6 +130,12 @@ extension SQLiteStore {
                     sql: "UPDATE devices SET state = ? WHERE \(devices.sql) AND state NOT IN (?, ?)",
                     arguments: [DeviceState.revoked.rawValue] + devices.arguments
                         + [DeviceState.revoked.rawValue, DeviceState.decommissioned.rawValue])
+                try db.execute(
+                    sql: """
+                        UPDATE devices SET idevid_revoked_at = ?, idevid_revocation_reason = ?
+                        WHERE \(devices.sql) AND idevid_serial IS NOT NULL AND idevid_revoked_at IS NULL
+                        """,
+                    arguments: [StoreTime.milliseconds(at), reason.rawValue] + devices.arguments)
             }
             _ = try Self.append(audit, db)
             return radius
@@ -214,6 +220,22 @@ extension SQLiteStore {
             sql += " ORDER BY serial LIMIT ?"
             arguments += [max(0, limit)]
             return try CredentialRecord.fetchAll(db, sql: sql, arguments: arguments)
+                .map { record throws(StoreError) in try record.model() }
+        }
+    }
+
+    public func revokedIDevIDs(afterSerial: SerialNumber?, limit: Int) async throws(StoreError) -> [Device] {
+        try await read("list revoked IDevIDs") { db in
+            // Walks the unique index on idevid_serial in page order; `+` keeps the planner on it.
+            var sql = "SELECT * FROM devices WHERE idevid_serial IS NOT NULL AND +idevid_revoked_at IS NOT NULL"
+            var arguments: StatementArguments = []
+            if let afterSerial {
+                sql += " AND idevid_serial > ?"
+                arguments += [afterSerial.rawValue]
+            }
+            sql += " ORDER BY idevid_serial LIMIT ?"
+            arguments += [max(0, limit)]
+            return try DeviceRecord.fetchAll(db, sql: sql, arguments: arguments)
                 .map { record throws(StoreError) in try record.model() }
         }
     }

@@ -179,6 +179,12 @@ extension SQLiteStore {
         }
     }
 
+    public func device(idevidSerial: SerialNumber) async throws(StoreError) -> Device? {
+        try await read("read device") { db in
+            try DeviceRecord.all().filter { $0.idevidSerial == idevidSerial.rawValue }.fetchOne(db)?.model()
+        }
+    }
+
     public func devices(_ filter: DeviceFilter) async throws(StoreError) -> [Device] {
         try await read("list devices") { db in
             var request = DeviceRecord.all()
