@@ -104,8 +104,26 @@ struct RevocationTests {
         #expect(held.body == "device is suspended\n")
         #expect(try await f.store.credential(serial: identity.certificate.devidSerial)?.status == .active, "no revocation")
         #expect(try await f.admin("POST", "/v1/admin/devices/sus-1/resume").status == 200)
+        #expect(try await f.store.device(DeviceID(rawValue: "sus-1")!)?.state == .active)
         #expect(try await f.status(identity).status == 200)
         #expect(try await f.admin("POST", "/v1/admin/devices/sus-1/resume").status == 409)
+        try await f.server.stop()
+    }
+
+    @Test("resume of a device that never enrolled: back to manufactured, and its IDevID enrolls it")
+    func resumeWithoutCredentials() async throws {
+        let f = try await ESTFixture()
+        let (key, certificate) = try await f.idevid("HW-S2")
+        #expect(try await f.admin("POST", "/v1/admin/devices/HW-S2/suspend").status == 200)
+        let resumed = try await f.admin("POST", "/v1/admin/devices/HW-S2/resume")
+        #expect(resumed.status == 200, "\(resumed.body)")
+        #expect(resumed.body.contains("\"state\":\"manufactured\""), "\(resumed.body)")
+        #expect(try await f.store.device(DeviceID(rawValue: "HW-S2")!)?.state == .manufactured)
+        let enrolled = try await withClient(try f.server.client(certificate: [certificate], key: key)) {
+            try await f.post("simpleenroll", csr: try ESTFixture.csr(key: try KeyMaterial.generate(.p256)), client: $0)
+        }
+        #expect(try ESTFixture.certificate(enrolled).commonName == "HW-S2")
+        #expect(try await f.store.device(DeviceID(rawValue: "HW-S2")!)?.state == .active)
         try await f.server.stop()
     }
 
