@@ -176,6 +176,9 @@ enum AdminRoutes {
                     audit: auditor.event(
                         actor: context.actor, action: "device.import", outcome: .success,
                         reason: "imported lot \(manifest.lot): \(devices.count) devices", tenant: manifest.tenant))
+                // Serials registered to devices imported before they were kept: a revoked device's IDevID is now
+                // revoked, and OCSP may have cached `unknown` for the others.
+                if result.idevidsRegistered > 0 { await state.revocation.invalidate() }
                 return JSONBody(result)
             } catch let error as StoreError where error.code == .duplicate || error.code == .conflict {
                 await auditor.record(

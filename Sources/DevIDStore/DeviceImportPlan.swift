@@ -5,7 +5,8 @@ import Foundation
 ///
 /// A backend walks the manifest in order, looks up what it stores about each device, and hands both to
 /// ``add(_:_:)``; the first refusal ends the import. At the end, ``lots`` and ``devices`` are what to insert
-/// (lots first), with times already rounded to the stores' millisecond precision.
+/// (lots first), with times already rounded to the stores' millisecond precision, and ``idevidBackfills`` the
+/// registered devices that get their IDevID serial now (see ``IDevIDBackfill``).
 struct DeviceImportPlan {
     /// The parts of a registered device that decide whether an imported one is the same, as stored text.
     struct Registered: Equatable {
@@ -34,11 +35,22 @@ struct DeviceImportPlan {
         var idevidSerialTaken: Bool = false
     }
 
+    /// A device registered before IDevID serials were (schema version 6), met again in a manifest that names its
+    /// serial. The backend stores the serial, and when the device is `revoked` it revokes the IDevID at once: the
+    /// revocation that moved the device there happened before its serial was known, and would otherwise never
+    /// reach the manufacturer CRL. The time and reason are those of the device's newest revoked credential, or
+    /// the import's time and no reason (`unspecified`) when it has none.
+    struct IDevIDBackfill: Equatable {
+        var device: DeviceID
+        var serial: SerialNumber
+    }
+
     private static let operation = "import devices"
 
     private let lotTime: Date
     private(set) var lots: [Lot] = []
     private(set) var devices: [Device] = []
+    private(set) var idevidBackfills: [IDevIDBackfill] = []
     private var unchanged = 0
     /// The owner of every lot the import has met so far, stored or new.
     private var lotTenants: [LotID: TenantID] = [:]
@@ -52,7 +64,9 @@ struct DeviceImportPlan {
     }
 
     var result: DeviceImportResult {
-        DeviceImportResult(created: devices.count, unchanged: unchanged, lotsCreated: lots.count)
+        DeviceImportResult(
+            created: devices.count, unchanged: unchanged, lotsCreated: lots.count,
+            idevidsRegistered: idevidBackfills.count)
     }
 
     /// Accepts the next device of the manifest or refuses the whole import. Reasons name the device's id only.
@@ -91,6 +105,15 @@ struct DeviceImportPlan {
                 throw StoreError(
                     .duplicate,
                     "\(Self.operation): device \(name) is registered with another tenant, hardware serial, lot or IDevID")
+            }
+            if registered.idevidSerial == nil, let serial = device.idevidSerial {
+                // The device holds no serial, so whoever holds this one is another device.
+                guard !stored.idevidSerialTaken else {
+                    throw StoreError(
+                        .duplicate,
+                        "\(Self.operation): the IDevID serial of device \(name) is registered to another device")
+                }
+                idevidBackfills.append(IDevIDBackfill(device: device.id, serial: serial))
             }
             isUnchanged = true
         } else {

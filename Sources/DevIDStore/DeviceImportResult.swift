@@ -6,10 +6,14 @@ public struct DeviceImportResult: Sendable, Hashable, Codable {
     public var unchanged: Int
     /// Lots the import created because a device referred to them.
     public var lotsCreated: Int
+    /// Unchanged devices that were registered without an IDevID serial (imported before schema version 6) and
+    /// now have the manifest's. They are also counted in ``unchanged``.
+    public var idevidsRegistered: Int
 
-    public init(created: Int, unchanged: Int, lotsCreated: Int) {
+    public init(created: Int, unchanged: Int, lotsCreated: Int, idevidsRegistered: Int = 0) {
         self.created = created
         self.unchanged = unchanged
         self.lotsCreated = lotsCreated
+        self.idevidsRegistered = idevidsRegistered
     }
 }

@@ -83,11 +83,20 @@ struct Device: AsyncParsableCommand {
             } catch {
                 throw CLIError("\(manifest) is not a DevID lot manifest")
             }
-            struct Result: Codable { var created: Int; var unchanged: Int; var lotsCreated: Int }
+            struct Result: Codable {
+                var created: Int
+                var unchanged: Int
+                var lotsCreated: Int
+                var idevidsRegistered: Int?
+            }
             let result = try await AdminClient(options: global).post(
                 "/v1/admin/devices/import", json: decoded, as: Result.self)
             if global.json { return try Output.json(result) }
-            print("lot \(decoded.lot): \(result.created) devices registered, \(result.unchanged) already present")
+            var line = "lot \(decoded.lot): \(result.created) devices registered, \(result.unchanged) already present"
+            if let registered = result.idevidsRegistered, registered > 0 {
+                line += " (\(registered) of them now with their IDevID serial)"
+            }
+            print(line)
         }
     }
 

@@ -16,14 +16,23 @@ struct IDevIDRevocationTests {
     /// Mints `count` IDevIDs of `lot` with the server's manufacturer CA into the scratch directory and imports
     /// the manifest through the admin API.
     func mintAndImport(_ f: PublicationFixture, lot: String, count: Int) async throws -> LotManifest {
-        let minter = LotMinter(manufacturer: try #require(f.server.state.hierarchy.manufacturer))
-        let manifest = try minter.mint(
-            lot: LotID(rawValue: lot)!, tenant: f.tenant, count: count, outputDirectory: f.scratch.file("lot-\(lot)"),
-            now: f.server.clock.now())
-        let body = String(decoding: try DevIDJSON.encoder.encode(manifest), as: UTF8.self)
-        let reply = try await f.admin("POST", "/v1/admin/devices/import", body: body)
+        let manifest = try mint(f, lot: lot, count: count)
+        let reply = try await importManifest(f, manifest)
         #expect(reply.status == 200, "\(reply.body)")
         return manifest
+    }
+
+    func mint(_ f: PublicationFixture, lot: String, count: Int) throws -> LotManifest {
+        let minter = LotMinter(manufacturer: try #require(f.server.state.hierarchy.manufacturer))
+        return try minter.mint(
+            lot: LotID(rawValue: lot)!, tenant: f.tenant, count: count, outputDirectory: f.scratch.file("lot-\(lot)"),
+            now: f.server.clock.now())
+    }
+
+    func importManifest(_ f: PublicationFixture, _ manifest: LotManifest) async throws -> Reply {
+        try await f.admin(
+            "POST", "/v1/admin/devices/import",
+            body: String(decoding: try DevIDJSON.encoder.encode(manifest), as: UTF8.self))
     }
 
     func certificateSerial(_ serial: DevIDCore.SerialNumber) -> Certificate.SerialNumber {
@@ -81,7 +90,7 @@ struct IDevIDRevocationTests {
 
         // openssl as the relying party: the CRL verifies, the leaked IDevID is refused, the neighbour accepted.
         let crlReply = try await f.fetch("/crl/manufacturer.crl")
-        FileManager.default.createFile(atPath: f.scratch.file("manufacturer.crl.der"), contents: Data(crlReply.body))
+        _ = FileManager.default.createFile(atPath: f.scratch.file("manufacturer.crl.der"), contents: Data(crlReply.body))
         let verify = try await f.sh(
             """
             openssl crl -inform DER -in manufacturer.crl.der -out manufacturer.crl.pem
@@ -121,6 +130,50 @@ struct IDevIDRevocationTests {
         // Still listed after the re-provisioning, with its first revocation's time and reason.
         let after = try await f.crl("manufacturer")
         #expect(after.entries.count == leaked.devices.count)
+    }
+
+    @Test("a lot registered before IDevID serials were kept: re-importing its manifest after the leak lists it")
+    func reimportRegistersSerialsOfARevokedLot() async throws {
+        let f = try await PublicationFixture.start()
+        defer { Task { try? await f.stop() } }
+        // What a schema-v5 import stored: the devices, without their IDevID serials.
+        let manifest = try mint(f, lot: "L6", count: 3)
+        _ = try await f.store.importDevices(
+            manifest.devices.map {
+                Device(
+                    id: $0.deviceID, tenant: f.tenant, hardwareSerial: $0.hardwareSerial, lot: manifest.lot,
+                    state: .manufactured, createdAt: f.server.clock.now())
+            },
+            audit: f.server.state.auditor.event(actor: "test", action: "device.import", outcome: .success, reason: "v5"))
+        let enrolled = try await enrollWithIDevID(f, lot: "L6", device: "L6-000001")
+        #expect(enrolled.status == 200, "\(enrolled.body)")
+        let revoke = try await f.admin("POST", "/v1/admin/revoke", body: #"{"lot":"L6","reason":"keyCompromise"}"#)
+        #expect(revoke.status == 200, "\(revoke.body)")
+        let unknown = try await f.sh(
+            "openssl ocsp -issuer manufacturer.pem -cert lot-L6/L6-000002/idevid.crt -url \(f.server.opsURL)/ocsp "
+                + "-CAfile manufacturer.pem 2>&1")
+        #expect(unknown.stdout.contains("lot-L6/L6-000002/idevid.crt: unknown"), "the gap: \(unknown.stdout)")
+
+        let reply = try await importManifest(f, manifest)
+        #expect(reply.status == 200, "\(reply.body)")
+        #expect(reply.body.contains(#""idevidsRegistered":3"#), "\(reply.body)")
+        #expect(reply.body.contains(#""unchanged":3"#), "\(reply.body)")
+        let listed = certificateSerial(manifest.devices[2].idevidSerial)
+        #expect(try await f.waitUntilListed(listed, in: "manufacturer", limit: .seconds(30)) != nil)
+        let crl = try await f.crl("manufacturer")
+        #expect(crl.entries.count == 3)
+        #expect(crl.entry(for: certificateSerial(manifest.devices[0].idevidSerial))?.reason == .keyCompromise,
+            "the reason of the enrolled device's revoked LDevID")
+
+        let ocsp = try await f.sh(
+            "openssl ocsp -issuer manufacturer.pem -cert lot-L6/L6-000002/idevid.crt -url \(f.server.opsURL)/ocsp "
+                + "-CAfile manufacturer.pem 2>&1")
+        #expect(ocsp.stdout.contains("lot-L6/L6-000002/idevid.crt: revoked"), "\(ocsp.stdout)")
+        let reprovision = try await f.admin("POST", "/v1/admin/devices/L6-000003/reprovision")
+        #expect(reprovision.status == 201, "\(reprovision.body)")
+        let refused = try await enrollWithIDevID(f, lot: "L6", device: "L6-000003")
+        #expect(refused.status == 403, "\(refused.body)")
+        #expect(refused.body == "IDevID of device L6-000003 is revoked (unspecified)\n")
     }
 
     @Test("only the IDevID the manifest registered enrolls: another one with the same hardware serial is refused")

@@ -26,11 +26,67 @@ struct IDevIDTests {
             #expect(try await store.device(idevidSerial: SerialNumber(rawValue: "0a03")!) == nil)
             #expect(try await store.device(Fixture.deviceID("dev-3"))?.idevidSerial == nil)
 
-            // Re-importing the same manifest is unchanged; a device registered without a serial keeps none.
+            // Re-importing the same manifest is unchanged; a device registered without a serial (before schema
+            // version 6) gets the manifest's, and keeps it.
             let again = try await store.importDevices(
                 [imported, Self.device("dev-1", idevid: "0a09")], audit: DeviceImportTests.importEvent())
-            #expect(again == DeviceImportResult(created: 0, unchanged: 2, lotsCreated: 0))
-            #expect(try await store.device(Fixture.deviceID("dev-1"))?.idevidSerial == nil)
+            #expect(again == DeviceImportResult(created: 0, unchanged: 2, lotsCreated: 0, idevidsRegistered: 1))
+            let dev1 = try await store.device(Fixture.deviceID("dev-1"))
+            #expect(dev1?.idevidSerial?.rawValue == "0a09")
+            #expect(dev1?.idevidRevokedAt == nil && dev1?.state == .manufactured, "a good device's IDevID stays good")
+            #expect(try await store.device(idevidSerial: SerialNumber(rawValue: "0a09")!)?.id.rawValue == "dev-1")
+            let third = try await store.importDevices(
+                [Self.device("dev-1", idevid: "0a09")], audit: DeviceImportTests.importEvent())
+            #expect(third == DeviceImportResult(created: 0, unchanged: 1, lotsCreated: 0))
+        }
+    }
+
+    /// A device revoked before its IDevID serial was registered: registering it later revokes the IDevID at once,
+    /// with the device's revocation time and reason when a credential carries them.
+    @Test(arguments: StoreKind.allCases)
+    func aRevokedDeviceRegisteredLaterHasItsIDevIDRevoked(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            try await Fixture.seed(store)
+            _ = try await store.importDevices(
+                [Self.device("dev-2", idevid: nil), Self.device("dev-3", idevid: nil), Self.device("dev-4", idevid: nil)],
+                audit: DeviceImportTests.importEvent())
+            try await store.insertCredential(
+                Fixture.credential(1, device: "dev-2"), audit: Fixture.event("issue", device: "dev-2"))
+            _ = try await store.revoke(
+                .device(Fixture.deviceID("dev-2")), reason: .keyCompromise, at: Fixture.time(60),
+                audit: Fixture.event("revoke", at: 60))
+            _ = try await store.revoke(
+                .device(Fixture.deviceID("dev-3")), reason: .cessationOfOperation, at: Fixture.time(61),
+                audit: Fixture.event("revoke", at: 61))
+            #expect(try await store.revokedIDevIDs(afterSerial: nil, limit: 10).isEmpty, "no serial, no entry")
+
+            // A serial held by another device is refused, and the refusal changes nothing.
+            _ = try await store.importDevices([Self.device("dev-5", idevid: "0c05")], audit: DeviceImportTests.importEvent())
+            let before = try await Fixture.allDevices(store)
+            let taken = await #expect(throws: StoreError.self) {
+                _ = try await store.importDevices(
+                    [Self.device("dev-2", idevid: "0c02"), Self.device("dev-4", idevid: "0c05")],
+                    audit: DeviceImportTests.importEvent())
+            }
+            #expect(taken?.reason == "import devices: the IDevID serial of device dev-4 is registered to another device")
+            #expect(try await Fixture.allDevices(store) == before)
+
+            let event = DeviceImportTests.importEvent(at: 90)
+            let result = try await store.importDevices(
+                [
+                    Self.device("dev-2", idevid: "0c02"), Self.device("dev-3", idevid: "0c03"),
+                    Self.device("dev-4", idevid: "0c04"),
+                ],
+                audit: event)
+            #expect(result == DeviceImportResult(created: 0, unchanged: 3, lotsCreated: 0, idevidsRegistered: 3))
+            let revoked = try await store.revokedIDevIDs(afterSerial: nil, limit: 10)
+            #expect(revoked.map(\.id.rawValue) == ["dev-2", "dev-3"])
+            #expect(revoked.first?.idevidRevokedAt == Fixture.time(60), "the credential's revocation time")
+            #expect(revoked.first?.idevidRevocationReason == .keyCompromise)
+            #expect(revoked.last?.idevidRevokedAt == event.time, "no credential: the import's time")
+            #expect(revoked.last?.idevidRevocationReason == nil)
+            let good = try await store.device(Fixture.deviceID("dev-4"))
+            #expect(good?.idevidSerial?.rawValue == "0c04" && good?.idevidRevokedAt == nil)
         }
     }
 

@@ -241,6 +241,15 @@ struct SQLiteTests {
         _ = try await store.revoke(
             .lot(Fixture.lotID("lot-a")), reason: .keyCompromise, at: Fixture.time(60), audit: Fixture.event("revoke"))
         #expect(try await store.revokedIDevIDs(afterSerial: nil, limit: 10).map(\.id) == [imported.id])
+        // dev-1 was registered before v6: its lot's revocation could not reach its IDevID. Re-importing its
+        // manifest registers the serial, revoked at once since the device is.
+        var again = Fixture.device("dev-1", lot: "lot-a")
+        again.idevidSerial = SerialNumber(rawValue: "0a01")!
+        let result = try await store.importDevices([again, imported], audit: Fixture.event("device.import", at: 70))
+        #expect(result == DeviceImportResult(created: 0, unchanged: 2, lotsCreated: 0, idevidsRegistered: 1))
+        let revoked = try await store.revokedIDevIDs(afterSerial: nil, limit: 10)
+        #expect(revoked.map(\.id) == [again.id, imported.id])
+        #expect(revoked.first?.idevidRevokedAt == Fixture.time(70))
         try store.close()
         let queue = try DatabaseQueue(path: path)
         let indexes = try await queue.read { db in try db.indexes(on: "devices").map(\.name) }

@@ -76,6 +76,19 @@ public actor MemoryStore: Store {
         }
         for lot in plan.lots { lotRows[lot.id] = lot }
         for device in plan.devices { store(device) }
+        for entry in plan.idevidBackfills {
+            guard var device = deviceRows[entry.device], device.idevidSerial == nil else { continue }
+            device.idevidSerial = entry.serial
+            if device.state == .revoked {
+                // The same choice as the SQL backend: the device's newest revoked credential, else the import.
+                let newest = credentialRows.values
+                    .filter { $0.deviceID == entry.device && $0.status == .revoked }
+                    .max { ($0.revokedAt ?? .distantPast, $0.serial) < ($1.revokedAt ?? .distantPast, $1.serial) }
+                device.idevidRevokedAt = newest?.revokedAt ?? audit.time
+                device.idevidRevocationReason = newest?.revocationReason
+            }
+            store(device)
+        }
         append(audit)
         return plan.result
     }

@@ -73,6 +73,31 @@ extension SQLiteStore {
                     device.lastSeen.map(StoreTime.milliseconds), device.idevidSerial?.rawValue,
                 ])
             }
+            if !plan.idevidBackfills.isEmpty {
+                // See ``DeviceImportPlan/IDevIDBackfill``: a `revoked` device's IDevID is revoked with the time and
+                // reason of its newest revoked credential, or at the import's time without a reason.
+                let newestRevoked = """
+                    FROM credentials c WHERE c.device_id = devices.id AND c.status = ?
+                    ORDER BY c.revoked_at DESC, c.serial DESC LIMIT 1
+                    """
+                let backfill = try db.cachedStatement(
+                    sql: """
+                        UPDATE devices SET idevid_serial = ?,
+                            idevid_revoked_at = CASE WHEN state = ?
+                                THEN COALESCE((SELECT c.revoked_at \(newestRevoked)), ?) END,
+                            idevid_revocation_reason = CASE WHEN state = ?
+                                THEN (SELECT c.revocation_reason \(newestRevoked)) END
+                        WHERE id = ? AND idevid_serial IS NULL
+                        """)
+                let revoked = CredentialStatus.revoked.rawValue
+                let revokedState = DeviceState.revoked.rawValue
+                for entry in plan.idevidBackfills {
+                    try backfill.execute(arguments: [
+                        entry.serial.rawValue, revokedState, revoked, StoreTime.milliseconds(audit.time),
+                        revokedState, revoked, entry.device.rawValue,
+                    ])
+                }
+            }
             _ = try Self.append(audit, db)
             return plan.result
         }
