@@ -69,7 +69,8 @@ struct PolicyCommand: AsyncParsableCommand {
             }
             do {
                 try policy.validate()
-            } catch let error as DevIDCoreError {
+            } catch {
+                // `validate()` throws only `DevIDCoreError`, whose reason names the bad rule.
                 throw CLIError("\(file): \(error.reason)")
             }
             let view = try await AdminClient(options: global).send(

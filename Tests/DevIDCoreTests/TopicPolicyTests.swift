@@ -274,27 +274,27 @@ struct TopicPolicyTests {
         #expect(throws: DevIDCoreError.self) { try policy.validate() }
         do {
             try policy.validate()
-        } catch let error as DevIDCoreError {
+        } catch {
             #expect(error.code == .invalidPolicy)
             #expect(error.reason == reason)
-        } catch {}
+        }
     }
 
     @Test func rejectedPoliciesNameTheRuleAndScope() {
         let second = TopicPolicy(rules: [TopicRule(.publish, "tenants/{tenant}/a"), TopicRule(.subscribe, "#")])
         #expect(throws: DevIDCoreError(code: .invalidPolicy, reason: "")) { try second.validate() }
-        do { try second.validate() } catch let error as DevIDCoreError {
+        do { try second.validate() } catch {
             #expect(error.reason.hasPrefix("rule 2: "))
-        } catch {}
+        }
 
         for scope in ["", "has space", String(repeating: "s", count: 129), "ünï"] {
             let policy = TopicPolicy(rules: [], scopes: ["ok:scope", scope])
             do {
                 try policy.validate()
                 Issue.record("scope \(scope) accepted")
-            } catch let error as DevIDCoreError {
+            } catch {
                 #expect(error.reason.hasPrefix("scope 2: "))
-            } catch {}
+            }
         }
         let many = TopicPolicy(rules: Array(repeating: TopicRule(.publish, "tenants/{tenant}/a"), count: 257))
         #expect(throws: DevIDCoreError.self) { try many.validate() }

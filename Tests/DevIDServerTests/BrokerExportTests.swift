@@ -27,7 +27,7 @@ import X509
         _ = try await fixture.enroll("beta")
         let suspended = try await fixture.admin("POST", "/v1/admin/devices/beta/suspend")
         #expect(suspended.status == 200)
-        _ = try await eventually(timeout: 5) { !(await fixture.server.state.revocation.brokerCRLs().isEmpty) }
+        _ = await eventually(timeout: 5) { !(await fixture.server.state.revocation.brokerCRLs().isEmpty) }
 
         let key = try KeyMaterial.generate(.p256)
         let body = """

@@ -11,12 +11,12 @@ import Glibc
 final class BackgroundProcess: Sendable {
     let arguments: [String]
     let logPath: String
-    private nonisolated(unsafe) let process: Process
+    private let process: Process
 
     init(_ arguments: [String], logPath: String, environment: [String: String]? = nil) throws {
         self.arguments = arguments
         self.logPath = logPath
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         let process = Process()
         // The test process blocks SIGHUP, SIGTERM and others on its threads (signal handling of the libraries it

@@ -1,7 +1,7 @@
 public import DevIDCore
-public import DevIDPKI
+import DevIDPKI
 public import DevIDStore
-public import Logging
+import Logging
 
 /// The brokers DevID keeps in step with identity state: a Mosquitto whose files it rewrites, a RabbitMQ whose
 /// connections it closes. Both optional (configuration); every identity change goes through ``identityChanged``.

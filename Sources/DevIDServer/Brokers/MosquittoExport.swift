@@ -153,7 +153,7 @@ public enum BrokerCertificate {
         let keyPath = "\(directory)/\(keyFile)"
         if isCurrent(directory: directory, names: names, issuer: issuing.certificate, now: now) { return false }
         guard !names.isEmpty else { throw DevIDPKIError(.policyViolation, "the broker certificate needs a host name") }
-        let (key, pkcs8) = try KeyMaterial.generateWithDER(.p256)
+        let (key, _) = try KeyMaterial.generateWithDER(.p256)
         let subject: DistinguishedName
         do {
             subject = try DistinguishedName { CommonName(names[0]) }

@@ -79,7 +79,7 @@ public actor MosquittoSync: Service {
 
     public func run() async throws {
         try await sync(reason: "start")
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.waitForChange()
                 if Task.isCancelled { return }

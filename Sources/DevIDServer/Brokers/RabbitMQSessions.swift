@@ -1,6 +1,6 @@
 import AsyncHTTPClient
 public import DevIDCore
-public import Foundation
+import Foundation
 public import Logging
 import NIOCore
 import NIOFoundationCompat

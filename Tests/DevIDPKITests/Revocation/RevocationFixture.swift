@@ -53,7 +53,7 @@ struct RevocationFixture: Sendable {
             Certificate.Extension(SubjectKeyIdentifier(hash: key.publicKey), critical: false))
         try extensions.append(
             Certificate.Extension(
-                AuthorityKeyIdentifier(keyIdentifier: try #require(issuing.certificate.subjectKeyIdentifierBytes)),
+                AuthorityKeyIdentifier(keyIdentifier: issuing.certificate.subjectKeyIdentifierBytes),
                 critical: false))
         if let crlDistributionPoint {
             try extensions.append(RevocationExtensions.crlDistributionPoint(uri: crlDistributionPoint))
