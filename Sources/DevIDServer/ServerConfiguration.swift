@@ -86,7 +86,7 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var devAdminTokenPath: String { secretsDirectory + "/admin-token" }
     /// Written at start: the listeners' actual URLs, so the CLI finds a running server from `--data-dir`.
     public var endpointsPath: String { dataDirectory + "/server.json" }
-    /// CRL state that must survive a restart (the last CRL number issued).
+    /// CRL state that must survive a restart (the last CRL number issued, the partition counts in use).
     public var crlDirectory: String { dataDirectory + "/crl" }
 
     /// Refuses revocation settings that would publish nothing usable.

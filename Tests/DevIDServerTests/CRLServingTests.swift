@@ -159,6 +159,85 @@ struct CRLServingTests {
         try await f.stop()
     }
 
+    @Test("after crl.partitions is raised, the earlier count's partitions stay published until its certificates expire")
+    func earlierPartitionCountsStayPublished() async throws {
+        // Ports change across the restart; the base URL in the certificates must not.
+        let base = "http://pki.example.test/devid"
+        let first = try await PublicationFixture.start {
+            $0.crlPartitions = 4
+            $0.revocationBaseURL = base
+        }
+        let old = try await first.enroll("dev-old")
+        let oldURI = try #require(RevocationExtensions.crlDistributionPointURI(of: old))
+        let oldName = String(try #require(oldURI.split(separator: "/").last).dropLast(".crl".count))
+        #expect(oldName.hasPrefix("issuing-4-"), "\(oldURI)")
+        let token = first.server.adminToken
+        let dataDirectory = first.server.configuration.dataDirectory
+        await first.server.group.triggerGracefulShutdown()
+        try await first.server.runTask.value
+
+        // The same data directory, now with 8 partitions.
+        let server = try await LiveServer(clock: first.server.clock) {
+            $0.dataDirectory = dataDirectory
+            $0.crlPartitions = 8
+            $0.revocationBaseURL = base
+        }
+        let f = PublicationFixture(server: server, scratch: first.scratch)
+        func lookUp(_ name: String) async throws -> Int {
+            try await f.fetch("/crl/\(name).crl").status
+        }
+        var status = 0
+        for _ in 0..<250 {
+            status = try await lookUp("issuing-8-0")
+            if status == 200 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(status == 200, "the current count is published")
+        let new = try await f.enroll("dev-new")
+        #expect(RevocationExtensions.crlDistributionPointURI(of: new)?.contains("/crl/issuing-8-") == true)
+        #expect(try await lookUp(oldName) == 200, "the earlier count is still published after the restart")
+
+        let revoke = try await withClient(try server.client()) {
+            try await $0.send(
+                "POST", server.opsURL + "/v1/admin/revoke",
+                headers: [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")],
+                body: #"{"device":"dev-old","reason":"keyCompromise"}"#)
+        }
+        #expect(revoke.status == 200, "\(revoke.body)")
+        #expect(try await f.waitUntilListed(old.serialNumber, in: oldName) != nil)
+        let crl = try await f.crl(oldName)
+        #expect(crl.distributionPoint == oldURI, "the IDP matches the old certificate's CDP")
+        #expect(crl.entry(for: old.serialNumber)?.reason == .keyCompromise)
+        let verdict = try await f.sh(
+            """
+            curl -sS --fail -o old.crl '\(server.opsURL)/crl/\(oldName).crl'
+            openssl crl -inform DER -in old.crl -out old.pem
+            openssl crl -in old.pem -CAfile issuing.pem -noout -verify 2>&1
+            openssl verify -crl_check -CAfile root.pem -untrusted issuing.pem -CRLfile old.pem dev-old.pem 2>&1
+            """)
+        #expect(verdict.stdout.contains("verify OK"), "\(verdict.stdout) \(verdict.stderr)")
+        #expect(verdict.stdout.contains("certificate revoked"), "\(verdict.stdout)")
+        let history = try String(contentsOfFile: dataDirectory + "/crl/partitions.json", encoding: .utf8)
+        #expect(history.contains(#""partitions":4"#) && history.contains(#""partitions":8"#), "\(history)")
+
+        // Once every certificate issued under 4 partitions has expired, they are no longer published.
+        let lifetime = try #require(server.configuration.ldevidPolicy.lifetime)
+        server.clock.advance(by: lifetime + server.configuration.crlValidity + 60)
+        await server.state.revocation.invalidate()
+        for _ in 0..<250 {
+            status = try await lookUp(oldName)
+            if status == 404 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(status == 404)
+        #expect(try await lookUp("issuing-8-0") == 200)
+        let forgotten = try String(contentsOfFile: dataDirectory + "/crl/partitions.json", encoding: .utf8)
+        #expect(!forgotten.contains(#""partitions":4"#), "\(forgotten)")
+        try await server.stop()
+        first.scratch.remove()
+        first.server.directory.remove()
+    }
+
     @Test("a burst of revocations shares a few rebuilds, and every one is listed within a second of the last")
     func burstCoalesces() async throws {
         let f = try await PublicationFixture.start()

@@ -72,6 +72,8 @@ public actor RevocationPublisher: Service {
     private var baseURLWaiters: [CheckedContinuation<String, Never>] = []
 
     private var published: [String: PublishedCRL] = [:]
+    /// Loaded at the first rebuild; see ``PartitionHistory``.
+    private var partitionHistory: PartitionHistory?
     /// Names that are known but deliberately not served, with the reason.
     private var withheld: [String: String] = [:]
     private var lastCRLNumber: UInt64?
@@ -263,6 +265,19 @@ public actor RevocationPublisher: Service {
                 fresh[name] = PublishedCRL(
                     name: name, caName: authority.name, crl: crl, url: endpoints.crlURL(name: name))
             }
+            // The partitions of earlier counts, for the unexpired certificates that still name them.
+            for count in earlierPartitionCounts(of: authority, now: now) {
+                let earlier = RevocationEndpoints(
+                    baseURL: endpoints.baseURL, caName: authority.name, partitionCount: count)
+                let partitions = try await Self.buildPartitions(
+                    authority.builder, entries: entries, endpoints: earlier, thisUpdate: thisUpdate,
+                    nextUpdate: nextUpdate, number: number)
+                for (index, crl) in partitions.enumerated() {
+                    let name = earlier.crlName(partition: index)
+                    fresh[name] = PublishedCRL(
+                        name: name, caName: authority.name, crl: crl, url: earlier.crlURL(name: name))
+                }
+            }
         }
         published = fresh
         self.withheld = withheld
@@ -281,19 +296,63 @@ public actor RevocationPublisher: Service {
         _ builder: CRLBuilder, entries: [RevokedEntry], endpoints: RevocationEndpoints, thisUpdate: Date,
         nextUpdate: Date, number: UInt64
     ) async throws -> [CertificateRevocationList] {
-        var crls = [
-            try builder.build(entries: entries, thisUpdate: thisUpdate, nextUpdate: nextUpdate, crlNumber: number)
-        ]
-        if endpoints.partitionCount > 1 {
-            let partitioner = CRLPartitioner(partitionCount: endpoints.partitionCount)
-            for (index, partition) in partitioner.split(entries).enumerated() {
-                crls.append(
-                    try builder.build(
-                        entries: partition, thisUpdate: thisUpdate, nextUpdate: nextUpdate, crlNumber: number,
-                        distributionPoint: endpoints.crlURL(name: endpoints.crlName(partition: index))))
+        let complete = try builder.build(
+            entries: entries, thisUpdate: thisUpdate, nextUpdate: nextUpdate, crlNumber: number)
+        return [complete]
+            + (try await buildPartitions(
+                builder, entries: entries, endpoints: endpoints, thisUpdate: thisUpdate, nextUpdate: nextUpdate,
+                number: number))
+    }
+
+    /// The partitions `0..<endpoints.partitionCount` of `entries`, each with its Issuing Distribution Point; none
+    /// for a count of 1.
+    @concurrent
+    private static func buildPartitions(
+        _ builder: CRLBuilder, entries: [RevokedEntry], endpoints: RevocationEndpoints, thisUpdate: Date,
+        nextUpdate: Date, number: UInt64
+    ) async throws -> [CertificateRevocationList] {
+        guard endpoints.partitionCount > 1 else { return [] }
+        let partitioner = CRLPartitioner(partitionCount: endpoints.partitionCount)
+        return try partitioner.split(entries).enumerated().map { index, partition in
+            try builder.build(
+                entries: partition, thisUpdate: thisUpdate, nextUpdate: nextUpdate, crlNumber: number,
+                distributionPoint: endpoints.crlURL(name: endpoints.crlName(partition: index)))
+        }
+    }
+
+    /// Records the partition count `authority` issues under now, and answers the earlier counts whose
+    /// certificates may still be unexpired (``PartitionHistory``). The history is persisted; failing to read or
+    /// write it is logged and never stops the current CRLs from being published.
+    private func earlierPartitionCounts(of authority: Authority, now: Date) -> [Int] {
+        guard !authority.issuesIDevIDs else { return [] }
+        let path = configuration.crlDirectory + "/partitions.json"
+        var history: PartitionHistory
+        if let partitionHistory {
+            history = partitionHistory
+        } else {
+            do {
+                history = try PartitionHistory.load(path)
+            } catch {
+                logger.error(
+                    "cannot read the CRL partition history; earlier partition counts are no longer published",
+                    metadata: ["path": "\(path)", "error": "\(error)"])
+                history = PartitionHistory()
             }
         }
-        return crls
+        history.record(authority.partitions, at: now)
+        let retention = configuration.ldevidPolicy.lifetime.map { $0 + configuration.crlValidity }
+        let earlier = history.earlierCounts(current: authority.partitions, now: now, retention: retention)
+        if history != partitionHistory {
+            do {
+                try SecureFile.createDirectory(configuration.crlDirectory)
+                try history.save(path)
+            } catch {
+                logger.error(
+                    "cannot write the CRL partition history", metadata: ["path": "\(path)", "error": "\(error)"])
+            }
+        }
+        partitionHistory = history
+        return earlier
     }
 
     /// Every revoked, unexpired credential of `authority`, a page at a time; for DevID's manufacturer CA, every
