@@ -61,8 +61,12 @@ public struct DeviceLifecycle: Sendable, Hashable {
             return .transition(to: .pendingApproval)
         case (.approve, .pendingApproval), (.approve, .manufactured):
             return .transition(to: .manufactured)
-        case (.suspend, .active), (.suspend, .manufactured), (.suspend, .suspended), (.suspend, .pendingApproval):
+        case (.suspend, .active), (.suspend, .manufactured), (.suspend, .suspended):
             return .transition(to: .suspended)
+        case (.suspend, .pendingApproval):
+            // A parked device cannot enroll anyway; a hold would only forget that it was never approved (a resume
+            // returns a device without credentials to `manufactured`). Decline or revoke it instead.
+            return .refuse(reason: "device is waiting for operator approval")
         case (.resume, .suspended):
             return .transition(to: .active)
         case (.revoke, .decommissioned):

@@ -19,6 +19,13 @@ struct DeviceLifecycleTests {
         #expect(lifecycle.resume() == .transition(to: .active))
     }
 
+    @Test func aDeviceWaitingForApprovalIsNotSuspended() {
+        var lifecycle = DeviceLifecycle(state: .pendingApproval)
+        #expect(lifecycle.suspend() == .refuse(reason: "device is waiting for operator approval"))
+        #expect(lifecycle.state == .pendingApproval)
+        #expect(lifecycle.revoke() == .transition(to: .revoked))
+    }
+
     @Test func revokedDeviceCannotEnrollUntilReprovisioned() {
         var lifecycle = DeviceLifecycle(state: .active)
         #expect(lifecycle.revoke() == .transition(to: .revoked))

@@ -320,6 +320,11 @@ struct ESTEnrollmentTests {
         #expect(try await f.store.device(hardwareSerial: "HW-NEW")?.state == .pendingApproval)
         #expect(try await f.post("simpleenroll", csr: csr, client: client, label: "acme").status == 202)
         #expect(try await f.store.credentialCount() == 0)
+        // A hold cannot be used to skip the approval: suspending a parked device is refused and changes nothing.
+        let suspend = try await f.admin("POST", "/v1/admin/devices/HW-NEW/suspend")
+        #expect(suspend.status == 409, "\(suspend.body)")
+        #expect(suspend.body.contains("device HW-NEW is pending_approval; cannot suspend"), "\(suspend.body)")
+        #expect(try await f.store.device(hardwareSerial: "HW-NEW")?.state == .pendingApproval)
 
         try await f.store.updateDeviceState(DeviceID(rawValue: "HW-NEW")!, from: .pendingApproval, to: .manufactured, audit: nil)
         let issued = try await f.post("simpleenroll", csr: csr, client: client, label: "acme")
