@@ -178,7 +178,14 @@ enum AdminRoutes {
                         reason: "imported lot \(manifest.lot): \(devices.count) devices", tenant: manifest.tenant))
                 // Serials registered to devices imported before they were kept: a revoked device's IDevID is now
                 // revoked, and OCSP may have cached `unknown` for the others.
-                if result.idevidsRegistered > 0 { await state.revocation.invalidate() }
+                if result.idevidsRegistered > 0 {
+                    await auditor.record(
+                        actor: context.actor, action: "device.import", outcome: .success,
+                        reason: "lot \(manifest.lot): registered \(result.idevidsRegistered) IDevID serials of devices "
+                            + "imported before they were kept; those of revoked devices are revoked",
+                        tenant: manifest.tenant)
+                    await state.revocation.invalidate()
+                }
                 return JSONBody(result)
             } catch let error as StoreError where error.code == .duplicate || error.code == .conflict {
                 await auditor.record(

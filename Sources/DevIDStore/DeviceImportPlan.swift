@@ -38,8 +38,10 @@ struct DeviceImportPlan {
     /// A device registered before IDevID serials were (schema version 6), met again in a manifest that names its
     /// serial. The backend stores the serial, and when the device is `revoked` it revokes the IDevID at once: the
     /// revocation that moved the device there happened before its serial was known, and would otherwise never
-    /// reach the manufacturer CRL. The time and reason are those of the device's newest revoked credential, or
-    /// the import's time and no reason (`unspecified`) when it has none.
+    /// reach the manufacturer CRL. The time and reason are those of the device's newest credential revoked for a
+    /// reason other than `superseded` (a rotation did not revoke the device), or the import's time and no reason
+    /// (`unspecified`) when it has none. Only `revoked` devices: a `decommissioned` one cannot enroll whatever
+    /// its IDevID's status, and the registry cannot tell whether its lot leaked before it was retired.
     struct IDevIDBackfill: Equatable {
         var device: DeviceID
         var serial: SerialNumber

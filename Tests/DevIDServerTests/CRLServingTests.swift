@@ -222,7 +222,8 @@ struct CRLServingTests {
 
         // Once every certificate issued under 4 partitions has expired, they are no longer published.
         let lifetime = try #require(server.configuration.ldevidPolicy.lifetime)
-        server.clock.advance(by: lifetime + server.configuration.crlValidity + 60)
+        // (The history rounds each count's end up by one hour.)
+        server.clock.advance(by: lifetime + server.configuration.crlValidity + 3_600 + 60)
         await server.state.revocation.invalidate()
         for _ in 0..<250 {
             status = try await lookUp(oldName)
@@ -234,6 +235,26 @@ struct CRLServingTests {
         let forgotten = try String(contentsOfFile: dataDirectory + "/crl/partitions.json", encoding: .utf8)
         #expect(!forgotten.contains(#""partitions":4"#), "\(forgotten)")
         try await server.stop()
+
+        // An unreadable history is moved aside, not overwritten, and the CRLs of the current count are published.
+        try "{broken".write(toFile: dataDirectory + "/crl/partitions.json", atomically: true, encoding: .utf8)
+        let third = try await LiveServer(clock: server.clock) {
+            $0.dataDirectory = dataDirectory
+            $0.crlPartitions = 8
+            $0.revocationBaseURL = base
+        }
+        let g = PublicationFixture(server: third, scratch: first.scratch)
+        status = 0
+        for _ in 0..<250 {
+            status = try await g.fetch("/crl/issuing-8-0.crl").status
+            if status == 200 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(status == 200)
+        #expect(
+            try String(contentsOfFile: dataDirectory + "/crl/partitions.json.unreadable", encoding: .utf8) == "{broken")
+        #expect(try String(contentsOfFile: dataDirectory + "/crl/partitions.json", encoding: .utf8).contains(#""partitions":8"#))
+        try await third.stop()
         first.scratch.remove()
         first.server.directory.remove()
     }

@@ -55,6 +55,13 @@ struct IDevIDTests {
             _ = try await store.revoke(
                 .device(Fixture.deviceID("dev-2")), reason: .keyCompromise, at: Fixture.time(60),
                 audit: Fixture.event("revoke", at: 60))
+            // dev-3's only credential was revoked by a rotation before the device was: that is not the device's
+            // revocation, so its IDevID gets the import's time and no reason.
+            try await store.insertCredential(
+                Fixture.credential(2, device: "dev-3"), audit: Fixture.event("issue", device: "dev-3"))
+            _ = try await store.revoke(
+                .serial(Fixture.serial(2)), reason: .superseded, at: Fixture.time(58),
+                audit: Fixture.event("revoke", at: 58))
             _ = try await store.revoke(
                 .device(Fixture.deviceID("dev-3")), reason: .cessationOfOperation, at: Fixture.time(61),
                 audit: Fixture.event("revoke", at: 61))

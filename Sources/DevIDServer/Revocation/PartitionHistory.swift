@@ -1,41 +1,55 @@
 import DevIDPKI
 import Foundation
 
-/// The CRL partition counts the issuing CA has written into certificates, and when each was last in use, kept in
-/// `DATA/crl/partitions.json`.
+/// The CRL partition counts the issuing CA has written into certificates, and until when each must be published,
+/// kept in `DATA/crl/partitions.json`.
 ///
 /// A partition's name carries its count (`issuing-4-1`), and a certificate keeps the CRL Distribution Point it was
 /// issued with. After `crl.partitions` changes, the certificates issued under an earlier count still name that
-/// count's partitions, so the publisher goes on signing them until every such certificate has expired: until the
-/// count's last use plus the LDevID lifetime, plus one CRL validity for certificates issued after the last
-/// rebuild that recorded the use.
+/// count's partitions, so the publisher goes on signing them until every such certificate has expired. That time
+/// is fixed when the count is used, from the LDevID lifetime and CRL validity of that moment, so lowering either
+/// later does not cut short the certificates already issued.
 struct PartitionHistory: Sendable, Equatable, Codable {
     struct Use: Sendable, Equatable, Codable {
         var partitions: Int
-        var lastUsed: Date
+        /// Until when this count's partitions are published; nil when its certificates never expire.
+        var publishUntil: Date?
     }
+
+    /// A use extends `publishUntil` in steps of this size, so the file is written about once an hour and not at
+    /// every CRL rebuild.
+    static let step: TimeInterval = 3_600
 
     private(set) var uses: [Use] = []
 
-    /// `partitions` is in use at `now` (a count of 1 names no partition and is not recorded).
-    mutating func record(_ partitions: Int, at now: Date) {
+    /// `partitions` is in use at `now` for certificates that are valid for at most `retention` more (nil:
+    /// forever). A count of 1 names no partition and is not recorded.
+    mutating func record(_ partitions: Int, at now: Date, retention: TimeInterval?) {
         guard partitions > 1 else { return }
-        uses.removeAll { $0.partitions == partitions }
-        uses.append(Use(partitions: partitions, lastUsed: now))
-        uses.sort { $0.partitions < $1.partitions }
+        let needed = retention.map { now.addingTimeInterval($0) }
+        if let index = uses.firstIndex(where: { $0.partitions == partitions }) {
+            guard let stored = uses[index].publishUntil else { return }
+            guard let needed else {
+                uses[index].publishUntil = nil
+                return
+            }
+            if needed > stored { uses[index].publishUntil = needed.addingTimeInterval(Self.step) }
+        } else {
+            uses.append(Use(partitions: partitions, publishUntil: needed.map { $0.addingTimeInterval(Self.step) }))
+            uses.sort { $0.partitions < $1.partitions }
+        }
     }
 
     /// The earlier counts whose certificates may still be unexpired at `now`, ascending; forgets the others.
-    /// `retention` nil means certificates never expire, so no count is ever forgotten.
-    mutating func earlierCounts(current: Int, now: Date, retention: TimeInterval?) -> [Int] {
-        if let retention {
-            uses.removeAll { $0.partitions != current && $0.lastUsed.addingTimeInterval(retention) <= now }
+    mutating func earlierCounts(current: Int, now: Date) -> [Int] {
+        uses.removeAll { use in
+            guard use.partitions != current, let until = use.publishUntil else { return false }
+            return until <= now
         }
         return uses.map(\.partitions).filter { $0 != current }
     }
 
-    /// The history stored at `path`; empty when there is none yet. A file that cannot be read throws, and the
-    /// caller decides (the publisher logs it and starts over rather than stop publishing).
+    /// The history stored at `path`; empty when there is none yet.
     static func load(_ path: String) throws -> PartitionHistory {
         guard FileManager.default.fileExists(atPath: path) else { return PartitionHistory() }
         let decoder = JSONDecoder()

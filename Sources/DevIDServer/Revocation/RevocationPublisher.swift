@@ -274,6 +274,14 @@ public actor RevocationPublisher: Service {
                     nextUpdate: nextUpdate, number: number)
                 for (index, crl) in partitions.enumerated() {
                     let name = earlier.crlName(partition: index)
+                    if crl.derBytes.count > configuration.crlMaximumBytes {
+                        logger.error(
+                            "CRL over the size limit: a partition of an earlier crl.partitions",
+                            metadata: [
+                                "crl": "\(name)", "bytes": "\(crl.derBytes.count)",
+                                "limit": "\(configuration.crlMaximumBytes)",
+                            ])
+                    }
                     fresh[name] = PublishedCRL(
                         name: name, caName: authority.name, crl: crl, url: earlier.crlURL(name: name))
                 }
@@ -321,8 +329,10 @@ public actor RevocationPublisher: Service {
     }
 
     /// Records the partition count `authority` issues under now, and answers the earlier counts whose
-    /// certificates may still be unexpired (``PartitionHistory``). The history is persisted; failing to read or
-    /// write it is logged and never stops the current CRLs from being published.
+    /// certificates may still be unexpired (``PartitionHistory``). The history is persisted. A file that cannot be
+    /// read is moved aside to `partitions.json.unreadable` and a new history starts (logged at error, since the
+    /// counts it held are no longer published); if it cannot be moved, nothing is written and the next rebuild
+    /// tries again. Neither stops the current CRLs from being published.
     private func earlierPartitionCounts(of authority: Authority, now: Date) -> [Int] {
         guard !authority.issuesIDevIDs else { return [] }
         let path = configuration.crlDirectory + "/partitions.json"
@@ -333,15 +343,23 @@ public actor RevocationPublisher: Service {
             do {
                 history = try PartitionHistory.load(path)
             } catch {
+                let aside = path + ".unreadable"
+                guard rename(path, aside) == 0 else {
+                    logger.error(
+                        "cannot read the CRL partition history, nor move it aside; earlier partition counts are not published",
+                        metadata: ["path": "\(path)", "error": "\(error)"])
+                    return []
+                }
                 logger.error(
-                    "cannot read the CRL partition history; earlier partition counts are no longer published",
-                    metadata: ["path": "\(path)", "error": "\(error)"])
+                    "cannot read the CRL partition history; moved aside, earlier partition counts it lists are no longer published",
+                    metadata: ["path": "\(path)", "movedTo": "\(aside)", "error": "\(error)"])
                 history = PartitionHistory()
             }
         }
-        history.record(authority.partitions, at: now)
+        // Certificates issued from now until the next rebuild (at most one CRL validity away) live one lifetime.
         let retention = configuration.ldevidPolicy.lifetime.map { $0 + configuration.crlValidity }
-        let earlier = history.earlierCounts(current: authority.partitions, now: now, retention: retention)
+        history.record(authority.partitions, at: now, retention: retention)
+        let earlier = history.earlierCounts(current: authority.partitions, now: now)
         if history != partitionHistory {
             do {
                 try SecureFile.createDirectory(configuration.crlDirectory)

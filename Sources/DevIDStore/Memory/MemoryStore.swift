@@ -82,7 +82,7 @@ public actor MemoryStore: Store {
             if device.state == .revoked {
                 // The same choice as the SQL backend: the device's newest revoked credential, else the import.
                 let newest = credentialRows.values
-                    .filter { $0.deviceID == entry.device && $0.status == .revoked }
+                    .filter { $0.deviceID == entry.device && $0.status == .revoked && $0.revocationReason != .superseded }
                     .max { ($0.revokedAt ?? .distantPast, $0.serial) < ($1.revokedAt ?? .distantPast, $1.serial) }
                 device.idevidRevokedAt = newest?.revokedAt ?? audit.time
                 device.idevidRevocationReason = newest?.revocationReason

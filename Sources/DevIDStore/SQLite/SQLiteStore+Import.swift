@@ -75,9 +75,10 @@ extension SQLiteStore {
             }
             if !plan.idevidBackfills.isEmpty {
                 // See ``DeviceImportPlan/IDevIDBackfill``: a `revoked` device's IDevID is revoked with the time and
-                // reason of its newest revoked credential, or at the import's time without a reason.
+                // reason of its newest credential revoked for another reason than `superseded` (rotation is not
+                // what revoked the device), or at the import's time without a reason.
                 let newestRevoked = """
-                    FROM credentials c WHERE c.device_id = devices.id AND c.status = ?
+                    FROM credentials c WHERE c.device_id = devices.id AND c.status = ? AND c.revocation_reason IS NOT ?
                     ORDER BY c.revoked_at DESC, c.serial DESC LIMIT 1
                     """
                 let backfill = try db.cachedStatement(
@@ -91,10 +92,11 @@ extension SQLiteStore {
                         """)
                 let revoked = CredentialStatus.revoked.rawValue
                 let revokedState = DeviceState.revoked.rawValue
+                let superseded = RevocationReason.superseded.rawValue
                 for entry in plan.idevidBackfills {
                     try backfill.execute(arguments: [
-                        entry.serial.rawValue, revokedState, revoked, StoreTime.milliseconds(audit.time),
-                        revokedState, revoked, entry.device.rawValue,
+                        entry.serial.rawValue, revokedState, revoked, superseded, StoreTime.milliseconds(audit.time),
+                        revokedState, revoked, superseded, entry.device.rawValue,
                     ])
                 }
             }
