@@ -37,8 +37,8 @@ struct EnrollmentFloor: Codable, Sendable {
     }
 
     /// For any run whose requests cost what an enrollment does, give or take P-384 verifies: `rate` requests per
-    /// second at `cpuMilliseconds` of process CPU each. A renewal over LDevID mTLS has 2 P-384 verifies: the server's
-    /// verifier also checks the issuing CA's signature by the P-384 root, which an IDevID chain does not reach.
+    /// second at `cpuMilliseconds` of process CPU each. (A renewal over LDevID mTLS costs the same: the server anchors
+    /// the issuing CA, so it verifies no P-384 signature per handshake.)
     init(
         baseline: CryptoBaseline, rate: Double, cpuMilliseconds: Double, fsyncsPerSecond: Double,
         p384Verifies: Int = 1

@@ -104,9 +104,14 @@ public struct CAHierarchy: Sendable {
 
     public var trustDomain: String { metadata.trustDomain }
 
-    /// Verifies device certificates: LDevIDs chain to the root through the issuing CA; IDevIDs to a manufacturer CA.
+    /// Verifies device certificates: LDevIDs chain to the issuing CA; IDevIDs to a manufacturer CA.
+    ///
+    /// The issuing CA is an anchor of its own, so a device chain ends there and each handshake verifies one P-256
+    /// signature (the leaf's) instead of also the root's P-384 signature over the issuing CA, which never changes:
+    /// ``CAStore/load(layout:passphrase:)`` checks that signature once. The issuing CA's validity period is still
+    /// checked at every validation (swift-certificates checks every certificate of the chain, anchor included).
     public var deviceTrust: TrustVerifier {
-        TrustVerifier(anchors: [root] + trustedManufacturers, intermediates: [issuing.certificate])
+        TrustVerifier(anchors: [issuing.certificate, root] + trustedManufacturers, intermediates: [])
     }
 
     /// The certificates EST `/cacerts` returns: issuing CA and root.
@@ -234,6 +239,12 @@ public enum CAStore {
         let issuing = try CertificateAuthority(
             certificate: try readCertificate(layout.issuingCertificate),
             signingKey: try readKey(layout.issuingKey, passphrase: passphrase))
+        // ``CAHierarchy/deviceTrust`` anchors the issuing CA itself; this is the one check that it is the root's.
+        guard issuing.certificate.issuer == root.subject,
+            root.publicKey.isValidSignature(issuing.certificate.signature, for: issuing.certificate)
+        else {
+            throw DevIDPKIError(.malformed, "\(layout.issuingCertificate) is not signed by the root in \(layout.rootCertificate)")
+        }
         var manufacturer: CertificateAuthority?
         if FileManager.default.fileExists(atPath: layout.manufacturerKey) {
             manufacturer = try CertificateAuthority(

@@ -111,8 +111,9 @@ public struct DevIDServerApp: Service {
     }
 }
 
-/// Verifies client certificates at the injected time against the device trust (root via issuing CA for LDevIDs,
-/// trusted manufacturer CAs for IDevIDs), and audits every refusal.
+/// Verifies client certificates at the injected time against the device trust (the issuing CA for LDevIDs, whose
+/// signature by the root was checked when the hierarchy loaded; trusted manufacturer CAs for IDevIDs), and audits
+/// every refusal.
 struct ClientCertificateVerifier: Sendable {
     let state: ServerState
 

@@ -18,7 +18,7 @@ struct TrustVerifierTests {
             return
         }
         #expect(path.first == leaf)
-        #expect(path.last == chain.hierarchy.root)
+        #expect(path == [leaf, chain.hierarchy.issuing.certificate], "the issuing CA is an anchor: one signature")
 
         #expect(await trust.validate(leaf: leaf, at: now.addingTimeInterval(31 * 86_400))
             == .untrusted(reason: "certificate has expired"))
@@ -83,6 +83,29 @@ struct CAStoreTests {
         }
         let loaded = try CAStore.load(layout: chain.layout, passphrase: TestChain.passphrase)
         #expect(loaded.issuing.certificate == chain.hierarchy.issuing.certificate)
+    }
+
+    /// The issuing CA is a trust anchor for device chains, so loading checks once that the root signed it.
+    @Test func anIssuingCANotSignedByTheRootIsRefusedAtLoad() throws {
+        let ours = try TestChain()
+        let theirs = try TestChain()
+        // Another hierarchy's issuing CA, certificate and key together (same passphrase), under our root.
+        for (from, to) in [
+            (theirs.layout.issuingCertificate, ours.layout.issuingCertificate),
+            (theirs.layout.issuingKey, ours.layout.issuingKey),
+        ] {
+            try FileManager.default.removeItem(atPath: to)
+            try FileManager.default.copyItem(atPath: from, toPath: to)
+        }
+        #expect(throws: DevIDPKIError(.malformed, "")) {
+            try CAStore.load(layout: ours.layout, passphrase: TestChain.passphrase)
+        }
+        do {
+            _ = try CAStore.load(layout: ours.layout, passphrase: TestChain.passphrase)
+        } catch {
+            #expect(error.reason == "\(ours.layout.issuingCertificate) is not signed by the root in \(ours.layout.rootCertificate)")
+        }
+        _ = try CAStore.load(layout: theirs.layout, passphrase: TestChain.passphrase)
     }
 
     @Test func rootKeyCanLiveOutsideTheDataDirectoryAndIsNeverLoaded() throws {
