@@ -44,7 +44,15 @@ public struct DeviceLifecycle: Sendable, Hashable {
     public mutating func enroll() -> Action { apply(.enroll) }
     public mutating func reenroll() -> Action { apply(.reenroll) }
     public mutating func suspend() -> Action { apply(.suspend) }
-    public mutating func resume() -> Action { apply(.resume) }
+    /// Lifts a suspension. A device that holds no usable credential (`active` or `superseded`: suspended before it
+    /// ever enrolled, or its credentials have all gone) has nothing to be `active` with: it goes back to
+    /// `manufactured` and enrolls as any new device does.
+    public mutating func resume(holdsCredential: Bool = true) -> Action {
+        let action = apply(.resume)
+        guard !holdsCredential, case .transition(.active) = action else { return action }
+        state = .manufactured
+        return .transition(to: .manufactured)
+    }
     public mutating func revoke() -> Action { apply(.revoke) }
     public mutating func reprovision() -> Action { apply(.reprovision) }
     public mutating func decommission() -> Action { apply(.decommission) }

@@ -98,13 +98,13 @@ enum RevocationRoutes {
             admin.post("/devices/:id/\(verb)") { _, context -> JSONBody<Device> in
                 let device = try await AdminRoutes.requireDevice(context, state.store)
                 var lifecycle = DeviceLifecycle(state: device.state)
-                guard case .transition(var next) = lifecycle.apply(event) else {
+                let action =
+                    event == .resume
+                    ? lifecycle.resume(
+                        holdsCredential: !(try await state.store.activeCredentials(device: device.id).isEmpty))
+                    : lifecycle.apply(event)
+                guard case .transition(let next) = action else {
                     throw HTTPError(.conflict, message: "device \(device.id) is \(device.state.rawValue); cannot \(verb)")
-                }
-                // A device suspended before it ever enrolled (or whose credentials have all gone) has nothing to
-                // be `active` with: it goes back to `manufactured` and enrolls as any new device does.
-                if event == .resume, try await state.store.activeCredentials(device: device.id).isEmpty {
-                    next = .manufactured
                 }
                 try await state.store.updateDeviceState(
                     device.id, from: device.state, to: next,

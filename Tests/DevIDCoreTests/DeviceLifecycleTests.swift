@@ -19,6 +19,16 @@ struct DeviceLifecycleTests {
         #expect(lifecycle.resume() == .transition(to: .active))
     }
 
+    @Test func resumingADeviceWithoutCredentialsReturnsItToManufactured() {
+        var lifecycle = DeviceLifecycle(state: .suspended)
+        #expect(lifecycle.resume(holdsCredential: false) == .transition(to: .manufactured))
+        #expect(lifecycle.state == .manufactured)
+        #expect(lifecycle.enroll() == .transition(to: .active))
+        var revoked = DeviceLifecycle(state: .revoked)
+        #expect(revoked.resume(holdsCredential: false) == .refuse(reason: "device is revoked"), "refusals unchanged")
+        #expect(revoked.state == .revoked)
+    }
+
     @Test func aDeviceWaitingForApprovalIsNotSuspended() {
         var lifecycle = DeviceLifecycle(state: .pendingApproval)
         #expect(lifecycle.suspend() == .refuse(reason: "device is waiting for operator approval"))
