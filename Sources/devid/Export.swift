@@ -36,7 +36,7 @@ struct Export: AsyncParsableCommand {
             let keyPath = "\(directory)/\(BrokerCertificate.keyFile)"
             var csr: String?
             var newKeyPEM: String?
-            if !BrokerCertificate.isCurrent(directory: directory, names: names, issuer: nil, now: Date()) {
+            if !BrokerCertificate.isCurrent(directory: directory, names: names, issuer: nil, now: SystemWallClock().now()) {
                 let key = try KeyMaterial.generate(.p256)
                 let request = try CertificateSigningRequest(
                     version: .v1, subject: try DistinguishedName { CommonName(names[0]) }, privateKey: key,
