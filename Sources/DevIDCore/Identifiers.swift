@@ -125,9 +125,28 @@ public struct SerialNumber: RawRepresentable, Hashable, Sendable, Codable, Custo
         guard !lowered.isEmpty, lowered.count <= 40, lowered.utf8.allSatisfy({ $0.isHexDigit }) else { return nil }
         self.rawValue = lowered
     }
+    /// The most octets a serial may have (RFC 5280 §4.1.2.2), and so the most a ``SerialNumber`` holds.
+    public static let maximumOctets = 20
+
+    /// The serial of a certificate's DER INTEGER content `bytes`. Always a valid value, whatever a peer sent:
+    /// - up to ``maximumOctets`` octets: their lowercase hex;
+    /// - longer (which RFC 5280 forbids, yet a self-signed certificate may carry): `0000` and the hex of the first
+    ///   18 octets. A minimal DER INTEGER never starts with two zero octets, so this can never equal the serial of
+    ///   a conforming certificate; ``isTruncated`` tells it apart.
+    /// - none (not valid DER): `00`.
     public init(bytes: some Sequence<UInt8>) {
-        self.rawValue = Hex.encode(bytes)
+        let octets = Array(bytes)
+        if octets.isEmpty {
+            self.rawValue = "00"
+        } else if octets.count <= Self.maximumOctets {
+            self.rawValue = Hex.encode(octets)
+        } else {
+            self.rawValue = "0000" + Hex.encode(octets.prefix(Self.maximumOctets - 2))
+        }
     }
+
+    /// Whether this stands for a longer serial cut to fit (see ``init(bytes:)``).
+    public var isTruncated: Bool { rawValue.count == 2 * Self.maximumOctets && rawValue.hasPrefix("0000") }
     public var description: String { rawValue }
     public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
     public init(from decoder: any Decoder) throws {

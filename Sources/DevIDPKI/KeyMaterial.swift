@@ -86,9 +86,17 @@ extension Certificate {
         return serializer.serializedBytes
     }
 
-    /// The serial as DevID's lowercase-hex ``SerialNumber``.
+    /// The serial as DevID's lowercase-hex ``SerialNumber`` (a serial longer than RFC 5280 allows is cut to fit;
+    /// see ``SerialNumber/init(bytes:)`` and ``devidSerialNote``).
     public var devidSerial: DevIDCore.SerialNumber {
         DevIDCore.SerialNumber(bytes: serialNumber.bytes)
+    }
+
+    /// For audit reasons: says that the serial was cut, and how long it was; nil for a serial that fits.
+    public var devidSerialNote: String? {
+        let octets = serialNumber.bytes.count
+        guard octets > DevIDCore.SerialNumber.maximumOctets else { return nil }
+        return "serial of \(octets) octets exceeds RFC 5280's \(DevIDCore.SerialNumber.maximumOctets), recorded truncated"
     }
 
     /// One PEM block.

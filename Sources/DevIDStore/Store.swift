@@ -143,10 +143,26 @@ public protocol Store: Sendable {
     @discardableResult
     func appendAudit(_ event: AuditEvent) async throws(StoreError) -> AuditEvent
     /// Matching events, newest first, at most `filter.limit` of them. With `filter.afterSequence`, only events
-    /// after that sequence number; if more than `limit` of them match, the newest are returned.
+    /// after that sequence number; if more than `limit` of them match, the newest are returned (the oldest with
+    /// `filter.oldestFirst`, which also sorts ascending). A row whose fields no longer parse is left out; see
+    /// ``auditEntries(_:)``.
     func auditEvents(_ filter: AuditFilter) async throws(StoreError) -> [AuditEvent]
+    /// Like ``auditEvents(_:)`` but the rows exactly as stored, so an odd row never fails the listing.
+    func auditEntries(_ filter: AuditFilter) async throws(StoreError) -> [AuditEntry]
+    /// Re-computes the whole chain from the stored strings, against `anchor` (a signed checkpoint) if given, and
+    /// reports the first entry that does not fit (see ``AuditChainReport``).
+    func auditChainReport(anchor: AuditAnchor?) async throws(StoreError) -> AuditChainReport
+}
+
+extension Store {
     /// Re-computes the chain; returns the sequence of the first entry that does not match, or nil if intact.
-    func verifyAuditChain() async throws(StoreError) -> Int64?
+    public func verifyAuditChain() async throws(StoreError) -> Int64? {
+        try await auditChainReport(anchor: nil).brokenSequence
+    }
+
+    public func auditEvents(_ filter: AuditFilter) async throws(StoreError) -> [AuditEvent] {
+        try await auditEntries(filter).compactMap(\.event)
+    }
 }
 
 /// Which devices to list.
@@ -178,16 +194,19 @@ public struct AuditFilter: Sendable, Hashable {
     public var limit: Int
     /// Only events with a greater sequence number (to fetch what was appended since a known entry).
     public var afterSequence: Int64?
+    /// Ascending order, keeping the oldest matches when more than `limit` match (pages for an export).
+    public var oldestFirst: Bool
 
     public init(
         action: String? = nil, device: DeviceID? = nil, outcome: AuditEvent.Outcome? = nil, limit: Int = 100,
-        afterSequence: Int64? = nil
+        afterSequence: Int64? = nil, oldestFirst: Bool = false
     ) {
         self.action = action
         self.device = device
         self.outcome = outcome
         self.limit = limit
         self.afterSequence = afterSequence
+        self.oldestFirst = oldestFirst
     }
 }
 

@@ -133,3 +133,98 @@ struct AuditTests {
         }
     }
 }
+
+/// Hostile values, keyed chains and tampering (issue #12, findings 2 and 3).
+@Suite("Audit trail: hostile input and tamper evidence")
+struct AuditTamperEvidenceTests {
+    static let key = AuditKey(secret: Array(repeating: 7, count: 32))
+    static let otherKey = AuditKey(secret: Array(repeating: 8, count: 32))
+
+    /// Runs `body` against a fresh keyed store of `kind`.
+    static func withKeyedStore(_ kind: StoreKind, _ body: (any Store) async throws -> Void) async throws {
+        switch kind {
+        case .sqliteFile:
+            let directory = try TemporaryDirectory()
+            defer { directory.remove() }
+            let store = try SQLiteStore(path: directory.file("registry.sqlite"), auditKey: key)
+            try await body(store)
+            try store.close()
+        case .sqliteMemory:
+            try await body(try SQLiteStore.inMemory(auditKey: key))
+        case .memory:
+            try await body(MemoryStore(auditKey: key))
+        }
+    }
+
+    /// Serials of every length a certificate can carry, including longer than RFC 5280's 20 octets.
+    @Test(arguments: [1, 16, 17, 20, 21, 24, 64, 1000])
+    func anySerialReadsBack(octets: Int) {
+        let bytes = (0..<octets).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 0x81) }
+        let serial = SerialNumber(bytes: bytes)
+        #expect(SerialNumber(rawValue: serial.rawValue) == serial, "what is written can be read back")
+        #expect(serial.isTruncated == (octets > SerialNumber.maximumOctets))
+        if octets <= SerialNumber.maximumOctets { #expect(serial.rawValue == Hex.encode(bytes)) }
+    }
+
+    /// Values an attacker controls (a 24-octet serial, control characters, a huge reason) are bounded at write and
+    /// read back exactly as `appendAudit` returned them; the chain verifies.
+    @Test(arguments: StoreKind.allCases)
+    func hostileValuesAreBoundedAndReadBack(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let serial = SerialNumber(bytes: (0..<24).map { UInt8($0 + 1) })
+            var event = Fixture.event(
+                "tls.client_auth", outcome: .denied, serial: serial,
+                reason: "bad\u{0}\u{7}\r\ncert \u{202E}gpj.exe\u{2028}" + String(repeating: "A", count: 100_000))
+            event.actor = String(repeating: "x", count: 5000) + "\u{1B}[31m"
+            let stored = try await store.appendAudit(event)
+
+            #expect(stored.reason.hasPrefix("bad\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}cert \u{FFFD}gpj.exe\u{FFFD}"))
+            #expect(stored.reason.unicodeScalars.count <= AuditChain.maximumReasonLength + 20)
+            #expect(stored.reason.hasSuffix(AuditChain.truncationMarker))
+            #expect(stored.actor.unicodeScalars.count <= AuditChain.maximumActorLength + 20)
+            #expect(!stored.actor.contains("\u{1B}"))
+            #expect(stored.serial == serial)
+            #expect(try await store.auditEvents(AuditFilter()) == [stored])
+            #expect(try await store.auditEntries(AuditFilter()) == [AuditEntry(stored)])
+            #expect(try await store.verifyAuditChain() == nil)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func keyedChainUsesTheKey(kind: StoreKind) async throws {
+        try await Self.withKeyedStore(kind) { store in
+            let first = try await store.appendAudit(Fixture.event("ca.init", at: 1))
+            let second = try await store.appendAudit(Fixture.event("admin.auth", at: 2, reason: "ok"))
+            for event in [first, second] {
+                let input = event.previousHash + "|" + event.canonicalContent
+                #expect(event.hash == Self.key.mac(input))
+                #expect(event.hash != Self.otherKey.mac(input))
+                #expect(event.hash != AuditChain.hash(previous: event.previousHash, content: event.canonicalContent))
+            }
+            let report = try await store.auditChainReport(anchor: nil)
+            #expect(report.isIntact)
+            #expect(report.keyedFrom == 1)
+            #expect(report.checked == 2)
+            #expect(report.headSequence == 2)
+            #expect(report.headHash == second.hash)
+            #expect(report.summary == "audit chain intact: 2 entries, keyed from sequence 1")
+            // A matching anchor verifies; one the trail does not reach means entries were deleted at the end.
+            let anchored = try await store.auditChainReport(
+                anchor: AuditAnchor(sequence: 2, hash: second.hash, keyedFrom: 1))
+            #expect(anchored.isIntact)
+            #expect(anchored.summary.hasSuffix("signed checkpoint at sequence 2 matches"))
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func exportPagesOldestFirst(kind: StoreKind) async throws {
+        try await Self.withKeyedStore(kind) { store in
+            for index in 1...5 { try await store.appendAudit(Fixture.event("e\(index)", at: TimeInterval(index))) }
+            let page1 = try await store.auditEntries(AuditFilter(limit: 2, afterSequence: 0, oldestFirst: true))
+            let page2 = try await store.auditEntries(AuditFilter(limit: 2, afterSequence: 2, oldestFirst: true))
+            let page3 = try await store.auditEntries(AuditFilter(limit: 2, afterSequence: 4, oldestFirst: true))
+            #expect((page1 + page2 + page3).map(\.sequence) == [1, 2, 3, 4, 5])
+            #expect((page1 + page2 + page3).map(\.action) == ["e1", "e2", "e3", "e4", "e5"])
+        }
+    }
+}

@@ -426,3 +426,185 @@ struct SQLiteTests {
         }
     }
 }
+
+/// Tampering with a keyed trail through a second connection (issue #12, finding 3): each kind is told apart.
+@Suite("SQLite backend: keyed audit chain")
+struct SQLiteKeyedAuditTests {
+    static let key = AuditKey(secret: Array(repeating: 7, count: 32))
+
+    /// A keyed trail of 6 entries; returns the store and the anchor (checkpoint) at its head.
+    static func seeded(_ path: String) async throws -> (SQLiteStore, AuditAnchor) {
+        let store = try SQLiteStore(path: path, auditKey: key)
+        var head: AuditEvent?
+        for index in 1...6 {
+            head = try await store.appendAudit(
+                Fixture.event("est.enroll", at: TimeInterval(index), reason: "entry \(index)"))
+        }
+        let anchor = AuditAnchor(sequence: 6, hash: try #require(head).hash, keyedFrom: 1)
+        #expect(try await store.auditChainReport(anchor: anchor).isIntact)
+        return (store, anchor)
+    }
+
+    /// Recomputes the chain with plain SHA-256 from `sequence` on, as someone without the key would.
+    static func recomputePlain(_ path: String, from sequence: Int64) throws {
+        let queue = try DatabaseQueue(path: path)
+        try queue.write { db in
+            var previous = try String.fetchOne(
+                db, sql: "SELECT hash FROM audit_events WHERE sequence = ?", arguments: [sequence - 1])
+                ?? AuditChain.genesis
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT * FROM audit_events WHERE sequence >= ? ORDER BY sequence", arguments: [sequence])
+            for row in rows {
+                let fields: [String] = [
+                    String(row["sequence"] as Int64), String(row["occurred_at"] as Int64), row["actor"], row["action"],
+                    row["outcome"], row["reason"], row["tenant_id"] ?? "", row["device_id"] ?? "",
+                    row["serial"] ?? "",
+                ]
+                let content = fields.map { "\($0.utf8.count):\($0)" }.joined(separator: "|")
+                let hash = AuditChain.hash(previous: previous, content: content)
+                try db.execute(
+                    sql: "UPDATE audit_events SET previous_hash = ?, hash = ? WHERE sequence = ?",
+                    arguments: [previous, hash, row["sequence"] as Int64])
+                previous = hash
+            }
+        }
+        try queue.close()
+    }
+
+    @Test func editedRow() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("registry.sqlite")
+        let (store, anchor) = try await Self.seeded(path)
+        try SQLiteTests.tamper(path, "UPDATE audit_events SET reason = 'nothing happened' WHERE sequence = 3")
+        let report = try await store.auditChainReport(anchor: anchor)
+        #expect(report.finding == .edited(sequence: 3))
+        #expect(report.code == "edited")
+        #expect(report.summary == "audit chain broken at sequence 3: entry 3 was edited (its hash does not match its content)")
+        try store.close()
+    }
+
+    @Test func rowsDeletedInTheMiddle() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("registry.sqlite")
+        let (store, anchor) = try await Self.seeded(path)
+        try SQLiteTests.tamper(path, "DELETE FROM audit_events WHERE sequence IN (3, 4)")
+        let report = try await store.auditChainReport(anchor: anchor)
+        #expect(report.finding == .missing(from: 3, through: 4))
+        #expect(report.brokenSequence == 5)
+        #expect(
+            report.summary
+                == "audit chain broken at sequence 5: entries 3-4 are missing (deleted from the middle of the trail)")
+        try store.close()
+    }
+
+    @Test func rowsDeletedAtTheTail() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("registry.sqlite")
+        let (store, anchor) = try await Self.seeded(path)
+        try SQLiteTests.tamper(path, "DELETE FROM audit_events WHERE sequence > 4")
+        // Without the checkpoint nothing shows: the remaining chain is consistent.
+        #expect(try await store.auditChainReport(anchor: nil).isIntact)
+        let report = try await store.auditChainReport(anchor: anchor)
+        #expect(report.finding == .truncated(last: 4, checkpoint: 6))
+        #expect(report.code == "truncated")
+        #expect(
+            report.summary
+                == "audit chain broken at sequence 5: entries after 4 are missing (deleted from the end: the signed checkpoint covers 6)")
+        try store.close()
+    }
+
+    @Test func chainRecomputedWithoutTheKey() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("registry.sqlite")
+        let (store, anchor) = try await Self.seeded(path)
+        try SQLiteTests.tamper(path, "UPDATE audit_events SET reason = 'nothing happened' WHERE sequence = 4")
+        try Self.recomputePlain(path, from: 4)
+        for anchor in [anchor, nil] {
+            let report = try await store.auditChainReport(anchor: anchor)
+            #expect(report.finding == .recomputed(sequence: 4))
+            #expect(report.code == "recomputed")
+            #expect(
+                report.summary
+                    == "audit chain broken at sequence 4: the chain was recomputed from entry 4 on (consistent hashes, but not keyed with the audit key)")
+        }
+        try store.close()
+    }
+
+    @Test func wholeChainRecomputedIsCaughtByTheCheckpoint() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("registry.sqlite")
+        let (store, anchor) = try await Self.seeded(path)
+        try Self.recomputePlain(path, from: 1)
+        #expect(try await store.auditChainReport(anchor: anchor).finding == .recomputed(sequence: 1))
+        // A checkpoint taken before any entry was keyed still pins the head's hash.
+        let legacyAnchor = AuditAnchor(sequence: anchor.sequence, hash: anchor.hash, keyedFrom: nil)
+        let report = try await store.auditChainReport(anchor: legacyAnchor)
+        #expect(report.finding == .checkpointMismatch(sequence: 6))
+        #expect(report.code == "recomputed")
+        #expect(
+            report.summary
+                == "audit chain broken at sequence 6: the chain was recomputed (entry 6 does not match the signed checkpoint)")
+        try store.close()
+    }
+
+    /// An installation from before keyed chains: its plain entries verify as a prefix; once keyed entries begin, a
+    /// plain one after them (e.g. written by a store opened without the key) is reported.
+    @Test func legacyPrefixThenKeyed() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("registry.sqlite")
+        let legacy = try SQLiteStore(path: path)
+        for index in 1...3 { try await legacy.appendAudit(Fixture.event("old", at: TimeInterval(index))) }
+        try legacy.close()
+
+        let keyed = try SQLiteStore(path: path, auditKey: Self.key)
+        for index in 4...5 { try await keyed.appendAudit(Fixture.event("new", at: TimeInterval(index))) }
+        let report = try await keyed.auditChainReport(anchor: nil)
+        #expect(report.isIntact)
+        #expect(report.keyedFrom == 4)
+        #expect(report.summary == "audit chain intact: 5 entries, keyed from sequence 4")
+        try keyed.close()
+
+        let unkeyed = try SQLiteStore(path: path)
+        try await unkeyed.appendAudit(Fixture.event("late", at: 6))
+        try unkeyed.close()
+        let reopened = try SQLiteStore(path: path, auditKey: Self.key)
+        #expect(try await reopened.auditChainReport(anchor: nil).finding == .recomputed(sequence: 6))
+        try reopened.close()
+    }
+
+    /// Rows that an older version wrote and that no longer parse into the typed model (a 24-octet serial, an
+    /// unknown outcome) are listed as stored and still verify: the chain hashes the stored strings.
+    @Test func oddRowsAreListedAndVerified() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("registry.sqlite")
+        let store = try SQLiteStore(path: path)
+        try await store.appendAudit(Fixture.event("ca.init", at: 1))
+        let first = try #require(try await store.auditEntries(AuditFilter()).first)
+        var odd = AuditEntry(
+            sequence: 2, timeMillis: 1_790_000_002_000, actor: "anonymous", action: "tls.client_auth",
+            outcome: "denied", reason: "certificate does not chain to a trusted CA", tenant: nil, device: nil,
+            serial: String(repeating: "ab", count: 24), previousHash: first.hash, hash: "")
+        odd.hash = AuditChain.hash(previous: odd.previousHash, content: odd.canonicalContent)
+        try SQLiteTests.tamper(
+            path,
+            """
+            INSERT INTO audit_events (sequence, occurred_at, actor, action, outcome, reason, serial, previous_hash, hash)
+            VALUES (2, \(odd.timeMillis), '\(odd.actor)', '\(odd.action)', '\(odd.outcome)', '\(odd.reason)',
+                    '\(odd.serial!)', '\(odd.previousHash)', '\(odd.hash)')
+            """)
+        #expect(try await store.verifyAuditChain() == nil)
+        #expect(try await store.auditEntries(AuditFilter()).first == odd)
+        #expect(try await store.auditEvents(AuditFilter()).map(\.sequence) == [1], "typed listing skips, not throws")
+        let next = try await store.appendAudit(Fixture.event("after", at: 3))
+        #expect(next.previousHash == odd.hash)
+        #expect(try await store.verifyAuditChain() == nil)
+        try store.close()
+    }
+}

@@ -17,9 +17,13 @@ public actor MemoryStore: Store {
     private var claimTokenBySecretHash: [String: String] = [:]
     private var adminTokenRows: [String: AdminToken] = [:]
     private var adminTokenSecretHashes: Set<String> = []
-    private var auditTrail: [AuditEvent] = []
+    private var auditTrail: [AuditEntry] = []
+    private let auditKey: AuditKey?
 
-    public init() {}
+    /// With `auditKey`, audit entries are keyed as in ``SQLiteStore/init(path:auditKey:)``.
+    public init(auditKey: AuditKey? = nil) {
+        self.auditKey = auditKey
+    }
 
     // MARK: Tenants and lots
 
@@ -466,24 +470,28 @@ public actor MemoryStore: Store {
     @discardableResult
     public func appendAudit(_ event: AuditEvent) -> AuditEvent {
         let last = auditTrail.last
-        let chained = AuditChain.chained(event, afterSequence: last?.sequence, hash: last?.hash)
-        auditTrail.append(chained)
+        let key = auditKey
+        let chained = AuditChain.chained(
+            event, afterSequence: last?.sequence, hash: last?.hash, mac: { input in key?.mac(input) })
+        auditTrail.append(AuditEntry(chained))
         return chained
     }
 
-    public func auditEvents(_ filter: AuditFilter) -> [AuditEvent] {
-        let matching = auditTrail.reversed().lazy.filter { event in
-            (filter.action.map { event.action == $0 } ?? true)
-                && (filter.device.map { event.device == $0 } ?? true)
-                && (filter.outcome.map { event.outcome == $0 } ?? true)
-                && (filter.afterSequence.map { event.sequence > $0 } ?? true)
+    public func auditEntries(_ filter: AuditFilter) -> [AuditEntry] {
+        let ordered: [AuditEntry] = filter.oldestFirst ? auditTrail : auditTrail.reversed()
+        let matching = ordered.lazy.filter { entry in
+            (filter.action.map { entry.action == $0 } ?? true)
+                && (filter.device.map { entry.device == $0.rawValue } ?? true)
+                && (filter.outcome.map { entry.outcome == $0.rawValue } ?? true)
+                && (filter.afterSequence.map { entry.sequence > $0 } ?? true)
         }
         return Array(matching.prefix(max(0, filter.limit)))
     }
 
-    public func verifyAuditChain() -> Int64? {
-        var verifier = AuditChain.Verifier()
-        return auditTrail.first { !verifier.accept($0) }?.sequence
+    public func auditChainReport(anchor: AuditAnchor?) -> AuditChainReport {
+        var verifier = AuditChain.Verifier(key: auditKey, anchor: anchor)
+        for entry in auditTrail where !verifier.accept(entry) { break }
+        return verifier.finish()
     }
 
     // MARK: Helpers

@@ -1,4 +1,5 @@
 import DevIDCore
+import Foundation
 import GRDB
 
 /// A row of `audit_events`: one link of the hash chain.
@@ -41,30 +42,41 @@ struct AuditEventRecord: Codable, FetchableRecord, PersistableRecord {
 
 extension AuditEventRecord {
     init(_ event: AuditEvent) {
+        let entry = AuditEntry(event)
         self.init(
-            sequence: event.sequence, occurredAt: StoreTime.milliseconds(event.time), actor: event.actor,
-            action: event.action, outcome: event.outcome.rawValue, reason: event.reason,
-            tenantID: event.tenant?.rawValue, deviceID: event.device?.rawValue, serial: event.serial?.rawValue,
-            previousHash: event.previousHash, hash: event.hash)
+            sequence: entry.sequence, occurredAt: entry.timeMillis, actor: entry.actor, action: entry.action,
+            outcome: entry.outcome, reason: entry.reason, tenantID: entry.tenant, deviceID: entry.device,
+            serial: entry.serial, previousHash: entry.previousHash, hash: entry.hash)
     }
 
-    func model() throws(StoreError) -> AuditEvent {
-        var event = AuditEvent(
-            time: StoreTime.date(milliseconds: occurredAt), actor: actor, action: action,
-            outcome: try SQLiteColumn.decode(AuditEvent.Outcome.init(rawValue:), outcome, "audit_events.outcome"),
-            reason: reason,
-            tenant: try tenantID.map { value throws(StoreError) in
-                try SQLiteColumn.decode(TenantID.init(rawValue:), value, "audit_events.tenant_id")
-            },
-            device: try deviceID.map { value throws(StoreError) in
-                try SQLiteColumn.decode(DeviceID.init(rawValue:), value, "audit_events.device_id")
-            },
-            serial: try serial.map { value throws(StoreError) in
-                try SQLiteColumn.decode(SerialNumber.init(rawValue:), value, "audit_events.serial")
-            })
-        event.sequence = sequence
-        event.previousHash = previousHash
-        event.hash = hash
-        return event
+    /// A row as stored, whatever it holds: SQLite keeps any type in any column, so a value of another type (put
+    /// there by hand) is shown as text, and the chain, which hashed text, then no longer matches it.
+    static func entry(_ row: Row) -> AuditEntry {
+        func text(_ column: CodingKeys) -> String? {
+            switch row[column.rawValue] as DatabaseValue? {
+            case nil: return nil
+            case let value?:
+                switch value.storage {
+                case .null: return nil
+                case .string(let string): return string
+                case .int64(let integer): return String(integer)
+                case .double(let double): return String(double)
+                case .blob(let data): return String(decoding: data, as: UTF8.self)
+                }
+            }
+        }
+        func integer(_ column: CodingKeys) -> Int64 {
+            let value: DatabaseValue? = row[column.rawValue]
+            switch value?.storage {
+            case .int64(let integer)?: return integer
+            case .double(let double)?: return Int64(exactly: double) ?? 0
+            default: return 0
+            }
+        }
+        return AuditEntry(
+            sequence: integer(.sequence), timeMillis: integer(.occurredAt), actor: text(.actor) ?? "",
+            action: text(.action) ?? "", outcome: text(.outcome) ?? "", reason: text(.reason) ?? "",
+            tenant: text(.tenantID), device: text(.deviceID), serial: text(.serial),
+            previousHash: text(.previousHash) ?? "", hash: text(.hash) ?? "")
     }
 }

@@ -10,41 +10,45 @@ import GRDB
 /// chain, token consumption) cannot interleave with another writer.
 public final class SQLiteStore: Store {
     private let writer: any DatabaseWriter
+    /// Keys the audit chain (see ``AuditChain``); nil writes plain SHA-256 entries, as before keyed chains.
+    let auditKey: AuditKey?
 
     /// Opens (creating if needed) the database file at `path` and brings its schema up to date.
     ///
-    /// Runs the migrations synchronously: call it at startup, not on an event loop.
-    public convenience init(path: String) throws(StoreError) {
+    /// Runs the migrations synchronously: call it at startup, not on an event loop. With `auditKey`, new audit
+    /// entries are keyed (HMAC-SHA256) and verification expects every entry after the first keyed one to be keyed.
+    public convenience init(path: String, auditKey: AuditKey? = nil) throws(StoreError) {
         let pool: DatabasePool
         do {
-            pool = try DatabasePool(path: path, configuration: Self.configuration())
+            pool = try DatabasePool(path: path, configuration: Self.configuration(auditKey: auditKey))
             // DatabasePool sets its writer to synchronous = NORMAL after `prepareDatabase` runs; the writer is the
             // connection that commits, so set FULL on it again here.
             try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         } catch {
             throw .sqlite(error, "open database")
         }
-        try self.init(writer: pool)
+        try self.init(writer: pool, auditKey: auditKey)
     }
 
     /// A private in-memory database with the full schema; gone when the store is released.
-    public static func inMemory() throws(StoreError) -> SQLiteStore {
+    public static func inMemory(auditKey: AuditKey? = nil) throws(StoreError) -> SQLiteStore {
         let queue: DatabaseQueue
         do {
-            queue = try DatabaseQueue(configuration: configuration())
+            queue = try DatabaseQueue(configuration: configuration(auditKey: auditKey))
         } catch {
             throw .sqlite(error, "open in-memory database")
         }
-        return try SQLiteStore(writer: queue)
+        return try SQLiteStore(writer: queue, auditKey: auditKey)
     }
 
-    private init(writer: any DatabaseWriter) throws(StoreError) {
+    private init(writer: any DatabaseWriter, auditKey: AuditKey?) throws(StoreError) {
         do {
             try SQLiteSchema.migrator.migrate(writer)
         } catch {
             throw .sqlite(error, "migrate database")
         }
         self.writer = writer
+        self.auditKey = auditKey
     }
 
     /// Closes the database. Later calls fail with `.unavailable`. Optional: releasing the store closes it too.
@@ -56,7 +60,7 @@ public final class SQLiteStore: Store {
         }
     }
 
-    static func configuration() -> Configuration {
+    static func configuration(auditKey: AuditKey?) -> Configuration {
         var configuration = Configuration()
         configuration.label = "DevIDStore"
         configuration.foreignKeysEnabled = true
@@ -65,8 +69,12 @@ public final class SQLiteStore: Store {
         configuration.busyMode = .timeout(5)
         // A certificate is recorded before its bytes leave the server, so a commit must survive power loss:
         // WAL's default (NORMAL) may lose the last commits; FULL syncs the WAL on every commit (~0.3 ms here).
+        // Every connection gets the audit chain's keyed hash as an SQL function, so `append(_:_:)` (called inside
+        // any write transaction) keys its entry; the key itself never reaches the database.
+        let mac = AuditChain.macFunction(auditKey)
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            db.add(function: mac)
         }
         return configuration
     }
@@ -95,8 +103,11 @@ public final class SQLiteStore: Store {
 
     /// Appends `event` to the chain inside the caller's transaction.
     static func append(_ event: AuditEvent, _ db: Database) throws -> AuditEvent {
-        let last = try AuditEventRecord.all().order { $0.sequence.desc }.limit(1).fetchOne(db)
-        let chained = AuditChain.chained(event, afterSequence: last?.sequence, hash: last?.hash)
+        let last = try Row.fetchOne(db, sql: "SELECT * FROM audit_events ORDER BY sequence DESC LIMIT 1")
+            .map(AuditEventRecord.entry)
+        let chained = try AuditChain.chained(
+            event, afterSequence: last?.sequence, hash: last?.hash,
+            mac: { input in try String.fetchOne(db, sql: "SELECT devid_audit_mac(?)", arguments: [input]) })
         try AuditEventRecord(chained).insert(db)
         return chained
     }
@@ -364,42 +375,6 @@ extension SQLiteStore {
     public func adminTokens() async throws(StoreError) -> [AdminToken] {
         try await read("list admin tokens") { db in
             try AdminTokenRecord.all().order { $0.id }.fetchAll(db).map { $0.model() }
-        }
-    }
-
-    // MARK: Audit
-
-    @discardableResult
-    public func appendAudit(_ event: AuditEvent) async throws(StoreError) -> AuditEvent {
-        try await write("append audit event") { db in
-            try Self.append(event, db)
-        }
-    }
-
-    public func auditEvents(_ filter: AuditFilter) async throws(StoreError) -> [AuditEvent] {
-        try await read("list audit events") { db in
-            var request = AuditEventRecord.all()
-            if let action = filter.action { request = request.filter { $0.action == action } }
-            if let device = filter.device { request = request.filter { $0.deviceID == device.rawValue } }
-            if let outcome = filter.outcome { request = request.filter { $0.outcome == outcome.rawValue } }
-            if let after = filter.afterSequence { request = request.filter { $0.sequence > after } }
-            return try request.order { $0.sequence.desc }.limit(max(0, filter.limit)).fetchAll(db)
-                .map { record throws(StoreError) in try record.model() }
-        }
-    }
-
-    public func verifyAuditChain() async throws(StoreError) -> Int64? {
-        try await read("verify audit chain") { db in
-            var verifier = AuditChain.Verifier()
-            let rows = try AuditEventRecord.all().order { $0.sequence }.asRequest(of: Row.self).fetchCursor(db)
-            while let row = try rows.next() {
-                let sequence = Int64.fromDatabaseValue(row[AuditEventRecord.Columns.sequence]) ?? -1
-                // A row edited into something unreadable is as broken as one that no longer hashes right.
-                guard let event = try? AuditEventRecord(row: row).model(), verifier.accept(event) else {
-                    return sequence
-                }
-            }
-            return nil
         }
     }
 }
