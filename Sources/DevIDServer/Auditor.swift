@@ -25,22 +25,30 @@ public struct Auditor: Sendable {
         do {
             try await store.appendAudit(event)
         } catch {
-            logger.error("audit append failed", metadata: ["action": "\(action)", "error": "\(error)"])
+            logger.error("audit append failed", metadata: ["action": "\(event.action)", "error": "\(error)"])
         }
     }
 
     /// An event stamped with the injected clock, for methods that store it in the same transaction as a change.
+    ///
+    /// `actor`, `action` and `reason` may carry what a peer sent (certificate names, request fields): they are
+    /// bounded and made one line here (``AuditChain/normalized(_:)``, which the store applies again), so the log
+    /// line says exactly what the trail will.
     public func event(
         actor: String, action: String, outcome: AuditEvent.Outcome, reason: String,
         tenant: TenantID? = nil, device: DeviceID? = nil, serial: SerialNumber? = nil
     ) -> AuditEvent {
-        var metadata: Logger.Metadata = ["actor": "\(actor)", "action": "\(action)", "outcome": "\(outcome.rawValue)"]
+        let event = AuditChain.normalized(
+            AuditEvent(
+                time: clock.now(), actor: actor, action: action, outcome: outcome, reason: reason,
+                tenant: tenant, device: device, serial: serial))
+        var metadata: Logger.Metadata = [
+            "actor": "\(event.actor)", "action": "\(event.action)", "outcome": "\(outcome.rawValue)",
+        ]
         if let device { metadata["device"] = "\(device)" }
         if let tenant { metadata["tenant"] = "\(tenant)" }
         if let serial { metadata["serial"] = "\(serial)" }
-        logger.debug("\(reason)", metadata: metadata)
-        return AuditEvent(
-            time: clock.now(), actor: actor, action: action, outcome: outcome, reason: reason,
-            tenant: tenant, device: device, serial: serial)
+        logger.debug("\(event.reason)", metadata: metadata)
+        return event
     }
 }

@@ -46,7 +46,12 @@ public enum DataDirectory {
         if !FileManager.default.fileExists(atPath: configuration.databasePath) {
             try SecureFile.write([], to: configuration.databasePath, mode: 0o600)
         }
-        let store = try SQLiteStore(path: configuration.databasePath)
+        // The audit chain's key lives in secrets/, never in the registry (see AuditSecret).
+        let (auditSecret, createdAuditKey) = try AuditSecret.load(configuration, creating: true)
+        if createdAuditKey {
+            logger.notice("created audit key", metadata: ["path": "\(AuditSecret.path(configuration))"])
+        }
+        let store = try SQLiteStore(path: configuration.databasePath, auditKey: auditSecret.chainKey)
         let hierarchy: CAHierarchy
         if layout.isInitialized {
             hierarchy = try CAStore.load(layout: layout, passphrase: passphrase)

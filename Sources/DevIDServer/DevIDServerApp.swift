@@ -76,9 +76,15 @@ public struct DevIDServerApp: Service {
         let endpointsWriter = EndpointsWriter(state: state, bound: bound)
         let brokers = state.brokers
         await state.revocation.observePublications { await brokers.crlsPublished() }
+        // First in the group, so it stops last and its shutdown checkpoint covers everything the listeners wrote.
+        let checkpointer = AuditCheckpointer(
+            store: state.store, secret: try AuditSecret.load(configuration).0,
+            file: AuditCheckpointFile(dataDirectory: configuration.dataDirectory), wallClock: state.clock,
+            clock: ContinuousClock(), logger: state.logger)
         let group = ServiceGroup(
             configuration: .init(
                 services: [
+                    .init(service: checkpointer),
                     .init(service: est), .init(service: ops),
                     .init(service: endpointsWriter, successTerminationBehavior: .ignore),
                     .init(service: RotationSweeper(state: state)),
@@ -151,8 +157,8 @@ struct ClientCertificateVerifier: Sendable {
             }
         case .untrusted(let reason):
             await state.auditor.record(
-                actor: "anonymous", action: "tls.client_auth", outcome: .denied, reason: reason,
-                serial: leaf.devidSerial)
+                actor: "anonymous", action: "tls.client_auth", outcome: .denied,
+                reason: leaf.devidSerialNote.map { "\(reason); \($0)" } ?? reason, serial: leaf.devidSerial)
             return .failed
         }
     }

@@ -4,6 +4,7 @@ import DevIDStore
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import X509
 
 /// `GET /healthz`: the registry answers.
@@ -43,9 +44,41 @@ struct JSONBody<Value: Encodable & Sendable>: ResponseGenerator {
     }
 }
 
+/// `GET /v1/admin/audit/verify`. `intact` and `firstBrokenSequence` as before; `code` is `intact`, `edited`,
+/// `missing`, `truncated`, `recomputed`, `relinked` or `checkpoint-invalid`, and `message` the one line to show.
 struct AuditVerifyResponse: ResponseCodable {
     var intact: Bool
     var firstBrokenSequence: Int64?
+    var code: String
+    var message: String
+    var entries: Int64
+    var headSequence: Int64?
+    var headHash: String?
+    var keyedFrom: Int64?
+    var checkpointSequence: Int64?
+    var checkpointTime: String?
+    /// Lines of the checkpoint file that do not parse or whose signature does not verify.
+    var invalidCheckpoints: Int
+
+    init(report: AuditChainReport, checkpoints: AuditCheckpointFile.Contents, file: AuditCheckpointFile) {
+        intact = report.isIntact
+        firstBrokenSequence = report.brokenSequence
+        code = report.code
+        message = report.summary
+        entries = report.checked
+        headSequence = report.headSequence
+        headHash = report.headHash
+        keyedFrom = report.keyedFrom
+        checkpointSequence = checkpoints.newest?.sequence
+        checkpointTime = checkpoints.newest?.time
+        invalidCheckpoints = checkpoints.invalidLines
+        if report.isIntact, checkpoints.invalidLines > 0 {
+            intact = false
+            code = "checkpoint-invalid"
+            message =
+                "audit checkpoints tampered: \(checkpoints.invalidLines) line(s) of \(file.path) fail their signature check"
+        }
+    }
 }
 
 
@@ -156,10 +189,24 @@ enum Routes {
             }
             return ListResponse(items: try await state.store.devices(filter))
         }
-        admin.get("/audit") { request, _ -> ListResponse<AuditEvent> in
+        // Rows exactly as stored (AuditEntry), so an odd row is listed rather than failing the request. `after` and
+        // `order=asc` page through the whole trail for `devid audit export`.
+        admin.get("/audit") { request, _ -> ListResponse<AuditEntry> in
             var filter = AuditFilter()
             let query = request.uri.queryParameters
             if let action = query["action"] { filter.action = String(action) }
+            if let after = query["after"] {
+                guard let value = Int64(after), value >= 0 else {
+                    throw HTTPError(.badRequest, message: "after must be a sequence number (0 or more)")
+                }
+                filter.afterSequence = value
+            }
+            if let order = query["order"] {
+                guard order == "asc" || order == "desc" else {
+                    throw HTTPError(.badRequest, message: "order must be asc or desc")
+                }
+                filter.oldestFirst = order == "asc"
+            }
             if let outcome = query["outcome"] {
                 guard let value = AuditEvent.Outcome(rawValue: String(outcome)) else {
                     throw HTTPError(.badRequest, message: "outcome must be success, denied or failure")
@@ -172,16 +219,25 @@ enum Routes {
                 }
                 filter.limit = value
             }
-            return ListResponse(items: try await state.store.auditEvents(filter))
+            return ListResponse(items: try await state.store.auditEntries(filter))
         }
         AdminRoutes.register(admin, state: state)
         RotationRoutes.register(admin, state: state)
         RevocationRoutes.register(admin, state: state)
         BrokerRoutes.register(admin, state: state)
         PolicyRoutes.register(admin, state: state)
+        // Walks the chain against the newest validly signed checkpoint (DATA/audit/checkpoints.jsonl).
         admin.get("/audit/verify") { _, _ -> AuditVerifyResponse in
-            let broken = try await state.store.verifyAuditChain()
-            return AuditVerifyResponse(intact: broken == nil, firstBrokenSequence: broken)
+            let file = AuditCheckpointFile(dataDirectory: state.configuration.dataDirectory)
+            let checkpoints: AuditCheckpointFile.Contents
+            do {
+                checkpoints = try file.read(publicKey: try AuditSecret.load(state.configuration).0.publicKey)
+            } catch {
+                state.logger.error("audit checkpoints unreadable", metadata: ["error": "\(error)"])
+                throw HTTPError(.internalServerError, message: "audit key or checkpoint file unreadable")
+            }
+            let report = try await state.store.auditChainReport(anchor: checkpoints.newest?.anchor)
+            return AuditVerifyResponse(report: report, checkpoints: checkpoints, file: file)
         }
     }
 }

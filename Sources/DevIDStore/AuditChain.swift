@@ -227,11 +227,15 @@ public struct AuditAnchor: Sendable, Hashable {
     public var hash: String
     /// The first keyed entry then (nil if none was keyed): entries from it on must be keyed.
     public var keyedFrom: Int64?
+    /// When the checkpoint was taken (milliseconds since 1970, the trail's clock), if known: an entry at or before
+    /// `sequence` that is newer was appended after entries the checkpoint covered had been deleted.
+    public var timeMillis: Int64?
 
-    public init(sequence: Int64, hash: String, keyedFrom: Int64?) {
+    public init(sequence: Int64, hash: String, keyedFrom: Int64?, timeMillis: Int64? = nil) {
         self.sequence = sequence
         self.hash = hash
         self.keyedFrom = keyedFrom
+        self.timeMillis = timeMillis
     }
 }
 
@@ -243,7 +247,8 @@ public struct AuditChainReport: Sendable, Hashable {
         case edited(sequence: Int64)
         /// Entries `from...through` are absent while later ones exist: deleted from the middle (or the start).
         case missing(from: Int64, through: Int64)
-        /// Entries after `last` are absent, but a signed checkpoint covers up to `checkpoint`: deleted at the tail.
+        /// Entries after `last` are absent, but a signed checkpoint covers up to `checkpoint`: deleted at the tail
+        /// (entries appended since then may have taken their sequence numbers).
         case truncated(last: Int64, checkpoint: Int64)
         /// The entry hashes consistently but is not keyed although keyed entries precede it (or the checkpoint says
         /// they began): the chain was recomputed without the key from here on.
@@ -332,6 +337,8 @@ extension AuditChain {
         private var previousHash = AuditChain.genesis
         private var keyedFrom: Int64?
         private var checked: Int64 = 0
+        /// The first entry newer than the anchor's time.
+        private var firstAfterAnchor: Int64?
         private(set) var finding: AuditChainReport.Finding?
 
         init(key: AuditKey?, anchor: AuditAnchor?) {
@@ -368,7 +375,13 @@ extension AuditChain {
                 if mustBeKeyed { return .recomputed(sequence: entry.sequence) }
             }
             guard entry.previousHash == previousHash else { return .relinked(sequence: entry.sequence) }
+            if let anchor, firstAfterAnchor == nil, let time = anchor.timeMillis, entry.timeMillis > time {
+                firstAfterAnchor = entry.sequence
+            }
             if let anchor, anchor.sequence == entry.sequence, anchor.hash != entry.hash {
+                // Newer than the checkpoint yet within it: the covered entries from there on were deleted, and the
+                // server has appended since.
+                if let first = firstAfterAnchor { return .truncated(last: first - 1, checkpoint: anchor.sequence) }
                 return .checkpointMismatch(sequence: entry.sequence)
             }
             return nil

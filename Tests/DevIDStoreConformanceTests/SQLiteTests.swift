@@ -513,6 +513,15 @@ struct SQLiteKeyedAuditTests {
         #expect(
             report.summary
                 == "audit chain broken at sequence 5: entries after 4 are missing (deleted from the end: the signed checkpoint covers 6)")
+
+        // The server goes on appending over the deleted numbers: entries newer than the checkpoint but within it
+        // still tell a deletion at the end (not a recomputed chain) when the checkpoint's time is known.
+        try await store.appendAudit(Fixture.event("later", at: 100))
+        try await store.appendAudit(Fixture.event("later", at: 101))
+        var timed = anchor
+        timed.timeMillis = Int64((Fixture.time(6).timeIntervalSince1970 * 1000).rounded())
+        #expect(try await store.auditChainReport(anchor: timed).finding == .truncated(last: 4, checkpoint: 6))
+        #expect(try await store.auditChainReport(anchor: anchor).finding == .checkpointMismatch(sequence: 6))
         try store.close()
     }
 
