@@ -3,8 +3,23 @@
 /// They are deliberately narrow: 1–64 characters of `A–Z a–z 0–9 . _ -`, not starting with `.` or `-`.
 /// That keeps them safe in every place they are pasted into (URIs, MQTT topics, paths, SQL identifiers
 /// are never built from them, but logs and file names are).
+///
+/// A **new** tenant or device id may not contain a `.` either (``isValidNew(_:)``): RabbitMQ turns MQTT's `/` into
+/// `.`, so `tenants/acme.eu/...` and `tenants/acme/eu/...` are the same routing key, and a dot would let one id
+/// reach another's topics. Ids stored before that rule still load (``isValid(_:)`` is what reading uses); the
+/// policy-decision engine denies them every RabbitMQ topic (`dotted_id`) until they are re-provisioned.
 public enum IdentifierRules {
     public static let maximumLength = 64
+
+    /// Whether `value` may name a tenant or device created now: ``isValid(_:)`` and no `.`.
+    public static func isValidNew(_ value: String) -> Bool {
+        isValid(value) && !hasDot(value)
+    }
+
+    /// Whether a (stored) id contains a `.`, which RabbitMQ cannot tell from a topic level separator.
+    public static func hasDot(_ value: String) -> Bool {
+        value.utf8.contains(UInt8(ascii: "."))
+    }
 
     public static func isValid(_ value: String) -> Bool {
         guard !value.isEmpty, value.utf8.count <= maximumLength else { return false }
@@ -50,19 +65,30 @@ public struct DeviceID: RawRepresentable, Hashable, Sendable, Codable, CustomStr
 }
 
 extension DeviceID {
-    /// The device id a self-registering IDevID gets: its hardware serial with every character outside
-    /// `A-Z a-z 0-9 . _ -` replaced by `_`, cut to 64 characters, prefixed with `hw` if it would start with `.` or `-`.
+    /// The device id a self-registering IDevID (or a minted lot) gets: its hardware serial with every character
+    /// outside `A-Z a-z 0-9 _ -` (the `.` included, see ``IdentifierRules/isValidNew(_:)``) replaced by `_`, cut to
+    /// 64 characters, prefixed with `hw` if it would start with `-`.
     public init(derivedFromHardwareSerial serial: String) {
         var characters = serial.unicodeScalars.map { scalar -> Character in
             let allowed = scalar.isASCII
                 && (("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || ("0"..."9").contains(scalar)
-                    || scalar == "." || scalar == "_" || scalar == "-")
+                    || scalar == "_" || scalar == "-")
             return allowed ? Character(scalar) : "_"
         }
         if characters.isEmpty { characters = ["h", "w"] }
-        if characters[0] == "." || characters[0] == "-" { characters.insert(contentsOf: ["h", "w"], at: 0) }
+        if characters[0] == "-" { characters.insert(contentsOf: ["h", "w"], at: 0) }
         self.rawValue = String(characters.prefix(IdentifierRules.maximumLength))
     }
+
+    /// A device id for a device created now: refuses what ``init(_:)`` refuses, and a `.`.
+    public init(newID value: String) throws(DevIDCoreError) {
+        let id = try DeviceID(value)
+        guard !id.hasDot else { throw .dottedIdentifier(kind: "device id") }
+        self = id
+    }
+
+    /// True for an id stored before dots were refused in new ids.
+    public var hasDot: Bool { IdentifierRules.hasDot(rawValue) }
 }
 
 /// A tenant: the customer or site a device belongs to; the boundary no identity may cross.
@@ -88,6 +114,28 @@ public struct TenantID: RawRepresentable, Hashable, Sendable, Codable, CustomStr
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(rawValue)
+    }
+}
+
+extension TenantID {
+    /// A tenant id for a tenant created now: refuses what ``init(_:)`` refuses, and a `.`.
+    public init(newID value: String) throws(DevIDCoreError) {
+        let id = try TenantID(value)
+        guard !id.hasDot else { throw .dottedIdentifier(kind: "tenant id") }
+        self = id
+    }
+
+    /// True for an id stored before dots were refused in new ids.
+    public var hasDot: Bool { IdentifierRules.hasDot(rawValue) }
+}
+
+extension DevIDCoreError {
+    /// A new tenant or device id with a `.` (code ``Code/invalidIdentifier``).
+    public static func dottedIdentifier(kind: String, file: String = #fileID, line: UInt = #line) -> Self {
+        Self(
+            code: .invalidIdentifier,
+            reason: "a new \(kind) may not contain a dot (RabbitMQ reads it as a topic level separator); use _ or -",
+            file: file, line: line)
     }
 }
 

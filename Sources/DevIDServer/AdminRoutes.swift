@@ -101,6 +101,10 @@ enum AdminRoutes {
             if let device, let existing = try await store.device(device), existing.tenant != tenant {
                 throw HTTPError(.conflict, message: "device \(device) belongs to another tenant")
             }
+            // A token may name a device stored with a dot, never create one.
+            if let device, device.hasDot, try await store.device(device) == nil {
+                throw HTTPError(.badRequest, message: DevIDCoreError.dottedIdentifier(kind: "device id").reason)
+            }
             let generated = ClaimTokens.generate()
             let now = state.clock.now()
             let token = ClaimToken(
@@ -159,6 +163,15 @@ enum AdminRoutes {
             }
             for entry in manifest.devices where !DeviceNames.isValidHardwareSerial(entry.hardwareSerial) {
                 throw HTTPError(.badRequest, message: "invalid hardware serial for device \(entry.deviceID)")
+            }
+            // New device ids may not have a dot (RabbitMQ reads it as a level separator); nothing is imported.
+            for (index, entry) in manifest.devices.enumerated() where entry.deviceID.hasDot {
+                let reason = "device \(index + 1) (\(entry.deviceID)): "
+                    + DevIDCoreError.dottedIdentifier(kind: "device id").reason
+                await auditor.record(
+                    actor: context.actor, action: "device.import", outcome: .denied, reason: reason,
+                    tenant: manifest.tenant)
+                throw HTTPError(.badRequest, message: reason)
             }
             let now = state.clock.now()
             // IDevIDs of DevID's own manufacturer CA are registered by serial: its CRL and OCSP responder list them

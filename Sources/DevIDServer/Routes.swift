@@ -144,8 +144,14 @@ enum Routes {
         }
         admin.post("/tenants") { request, context -> EditedResponse<JSONBody<Tenant>> in
             let body = try await request.decode(as: TenantRequest.self, context: context)
-            guard let id = TenantID(rawValue: body.id) else {
-                throw HTTPError(.badRequest, message: DevIDCoreError.invalidIdentifier(kind: "tenant").reason)
+            // A new tenant id may not have a dot (RabbitMQ reads it as a level separator); stored ones still load.
+            let id: TenantID
+            do throws(DevIDCoreError) {
+                id = try TenantID(newID: body.id)
+            } catch {
+                await state.auditor.record(
+                    actor: context.actor, action: "tenant.create", outcome: .denied, reason: error.reason)
+                throw HTTPError(.badRequest, message: error.reason)
             }
             let tenant = Tenant(id: id, displayName: body.displayName ?? body.id, createdAt: state.clock.now())
             do {

@@ -54,12 +54,21 @@ struct Export: AsyncParsableCommand {
                 "/v1/admin/exports/mosquitto",
                 json: Body(directory: directory, port: port, bindAddress: bind, csr: csr, brokerNames: names),
                 as: Response.self)
+            // What the server sent is checked like what it would write itself (BrokerFileEntry): only the export's
+            // file names, clean lines, an ACL of DevID's own lines. A poisoned answer fails here; nothing is written.
+            let files = response.files.mapValues { Array($0.utf8) }
+            for (name, bytes) in files { try BrokerFileEntry.check(file: name, bytes) }
+            if let certificate = response.brokerCertificate {
+                guard (try? PEM.certificates(certificate))?.isEmpty == false,
+                    certificate.unicodeScalars.allSatisfy({ $0 == "\n" || !ControlCharacters.isForbidden($0) })
+                else { throw CLIError("the server's broker certificate is not a clean PEM chain; nothing written") }
+            }
             if let newKeyPEM, let certificate = response.brokerCertificate {
                 try SecureFile.write(Array(newKeyPEM.utf8), to: keyPath, mode: 0o600)
                 try SecureFile.write(
                     Array(certificate.utf8), to: "\(directory)/\(BrokerCertificate.certificateFile)", mode: 0o644)
             }
-            let changed = try MosquittoExport.write(response.files.mapValues { Array($0.utf8) }, to: directory)
+            let changed = try MosquittoExport.write(files, to: directory)
             if global.json {
                 struct Summary: Encodable { var directory: String; var devices: Int; var changed: [String]; var newBrokerCertificate: Bool }
                 return try Output.json(

@@ -132,11 +132,11 @@ import X509
         #expect(withLot.subscribe == ["tenants/acme/lots/lot-7/+", "tenants/acme/broadcast"])
         #expect(withoutLot.publish == ["tenants/acme/devices/d1/telemetry/#"])
         #expect(withoutLot.subscribe == ["tenants/acme/broadcast"])
-        let acl = MosquittoExport.acl([withLot, withoutLot])
+        let acl = try MosquittoExport.acl([withLot, withoutLot])
         let d1 = try #require(acl.range(of: "user d1\n"))
         let d2 = try #require(acl.range(of: "user d2\n"))
         #expect(d1.lowerBound < d2.lowerBound)
-        #expect(MosquittoExport.acl([withLot, withoutLot]) == acl, "the same fleet gives the same bytes")
+        #expect(try MosquittoExport.acl([withLot, withoutLot]) == acl, "the same fleet gives the same bytes")
     }
 
     @Test("CRLs are written as X509 CRL PEM blocks of 64-character lines")

@@ -19,7 +19,7 @@ struct RabbitMQE2ETests {
     /// docs/integrations/rabbitmq.md).
     static let revocationBound: TimeInterval = 3
 
-    @Test("RabbitMQ enforces topic policies, revocation (new and open connections), suspension, expiry, rotation")
+    @Test("RabbitMQ enforces topic policies, revocation, suspension, expiry, rotation and the tenant boundary")
     func rabbitMQ() async throws {
         let directory = try TemporaryDirectory(prefix: "devid-rabbitmq")
         let managementPort = try Loopback.freePort()
@@ -157,6 +157,38 @@ struct RabbitMQE2ETests {
         let delta = try BrokerDevice.write("delta", expiredIdentity, caFile: caFile, directory: directory)
         let expired = try await publish(delta, "tenants/acme/devices/delta/telemetry/t", "late")
         #expect(!expired.connected, "\(expired.output)")
+
+        // 6. A dot does not cross the tenant boundary (issue #12): RabbitMQ makes `tenants/initech.eu/x` and
+        // `tenants/initech/eu/x` the same routing key. `initech` may use its whole tree; `initech.eu` is legacy data
+        // (a tenant id with a dot can no longer be created), so it goes straight into the registry.
+        let initech = try await fixture.createTenant("initech")
+        let wide = try await fixture.admin(
+            "PUT", "/v1/admin/tenants/initech/topic-policy",
+            body: #"{"rules":[{"action":"all","topic":"tenants/{tenant}/#"}]}"#)
+        #expect(wide.status == 200, "\(wide.body)")
+        let legacy = try await fixture.createTenant("initech.eu")
+        try await fixture.setBrokerTestPolicy(legacy)
+        // Written behind the running server's back: seen once what the server read at start has aged out.
+        fixture.server.clock.set(fixture.server.clock.now().addingTimeInterval(fixture.server.state.authz.maximumAge + 1))
+        let zeta = try await device("zeta", tenant: initech)
+        let eta = try await device("eta", tenant: legacy)
+        let zetaOwn = try await publish(zeta, "tenants/initech/devices/zeta/telemetry/t", "own")
+        #expect(zetaOwn.accepted, "\(zetaOwn.output)")
+        let crossing = try await publish(zeta, "tenants/initech.eu/devices/eta/commands/reboot", "cross")
+        #expect(crossing.connected, "\(crossing.output)")
+        #expect(crossing.pubackReason == nil, "RabbitMQ must refuse the cross-tenant publish: \(crossing.output)")
+        let aliased = try await publish(zeta, "tenants/initech/eu/devices/eta/commands/reboot", "alias")
+        #expect(aliased.pubackReason == nil, "the same routing key, however it is spelled: \(aliased.output)")
+        // A device of the dotted tenant is refused every topic on RabbitMQ, its own included (fail closed).
+        let etaOwn = try await publish(eta, "tenants/initech.eu/devices/eta/telemetry/t", "legacy")
+        #expect(etaOwn.pubackReason == nil, "\(etaOwn.output)")
+        let denials = try await fixture.store.auditEvents(AuditFilter(action: "authz.publish", outcome: .denied))
+        #expect(
+            denials.contains { $0.reason == "publish tenants/initech/eu/devices/eta/commands/reboot: wrong_tenant" },
+            "\(denials.map(\.reason))")
+        #expect(
+            denials.contains { $0.reason == "publish tenants/initech/eu/devices/eta/telemetry/t: dotted_id" },
+            "\(denials.map(\.reason))")
 
         await broker.stop()
         try await fixture.server.stop()

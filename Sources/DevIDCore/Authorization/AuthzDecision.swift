@@ -24,6 +24,10 @@ public enum AuthzReason: String, Sendable, Codable, Hashable, CaseIterable {
     case deviceNotActive = "device_not_active"
     /// The tenant's policy does not grant the requested API scope.
     case scopeNotAllowed = "scope_not_allowed"
+    /// A RabbitMQ topic for a device whose tenant or device id has a `.` (stored before new ids were refused one):
+    /// RabbitMQ cannot tell that dot from a level separator, so it is denied until the device is re-provisioned
+    /// under an id without one.
+    case dottedID = "dotted_id"
 }
 
 /// What is being asked.

@@ -110,6 +110,23 @@ public enum MQTTTopic {
         }
     }
 
+    /// Whether some topic name matches both filters `a` and `b` (level by level: a `#` in either matches the rest,
+    /// a `+` any one level, literals must be equal).
+    public static func overlaps(_ a: [Level], _ b: [Level]) -> Bool {
+        var index = 0
+        while true {
+            let aEnded = index == a.count
+            let bEnded = index == b.count
+            if aEnded && bEnded { return true }
+            // `#` also matches its parent level, so it matches wherever the other filter has ended.
+            if !aEnded, a[index] == .multi { return true }
+            if !bEnded, b[index] == .multi { return true }
+            if aEnded || bEnded { return false }
+            if case .literal(let x) = a[index], case .literal(let y) = b[index], x != y { return false }
+            index += 1
+        }
+    }
+
     private static func startsWithDollar(_ levels: [Level]) -> Bool {
         guard case .literal(let first)? = levels.first else { return false }
         return first.utf8.first == UInt8(ascii: "$")

@@ -13,7 +13,7 @@ public enum TopicAction: String, Sendable, Codable, Hashable, CaseIterable {
 /// The template is an MQTT topic filter whose levels may be exactly one of the variables `{tenant}`, `{device}`
 /// (the device id, the LDevID's CN) or `{lot}` (the device's manufacturing lot; a rule naming `{lot}` does not
 /// apply to a device without one). Every template begins with the levels `tenants/{tenant}`, so no rule can reach
-/// another tenant's topics.
+/// another tenant's topics. No control character (``ControlCharacters``) may appear anywhere in it.
 public struct TopicRule: Sendable, Hashable, Codable {
     public var action: TopicAction
     public var topic: String
@@ -99,6 +99,24 @@ public enum TopicVerdict: Sendable, Hashable {
     case notAllowed
     /// The topic is not a valid MQTT topic name (publish) or filter (subscribe); the reason is one line.
     case invalid(String)
+    /// The device's tenant or device id has a `.` (stored before new ids were refused one): in a RabbitMQ routing
+    /// key it cannot be told from a level separator, so no topic is decided for it there.
+    case dottedIdentifier
+}
+
+/// The tenant and device ids that hold a `.`, stored before new ids were refused one
+/// (``IdentifierRules/isValidNew(_:)``). On RabbitMQ, where `/` becomes `.`, their topics share routing keys with
+/// other ids' topics (`tenants/acme.eu/x` and `tenants/acme/eu/x` are both `tenants.acme.eu.x`).
+public struct DottedIdentifiers: Sendable, Hashable {
+    public var tenants: Set<TenantID>
+    public var devices: Set<DeviceID>
+
+    public init(tenants: Set<TenantID> = [], devices: Set<DeviceID> = []) {
+        self.tenants = tenants
+        self.devices = devices
+    }
+
+    public var isEmpty: Bool { tenants.isEmpty && devices.isEmpty }
 }
 
 /// A validated topic policy, its templates parsed into levels once, so a decision is a walk over a few levels.
@@ -154,6 +172,8 @@ public struct CompiledTopicPolicy: Sendable, Hashable {
 
     static func compile(_ rule: TopicRule, position: Int) throws(DevIDCoreError) -> Rule {
         let prefix = "rule \(position)"
+        // First: a line break here would become a line of its own in Mosquitto's ACL file.
+        if let problem = ControlCharacters.lineProblem(rule.topic) { throw invalid("\(prefix): \(problem)") }
         if let problem = MQTTTopic.filterProblem(rule.topic) { throw invalid("\(prefix): \(problem)") }
         var levels: [TemplateLevel] = []
         for level in MQTTTopic.split(rule.topic) {
@@ -215,6 +235,74 @@ public struct CompiledTopicPolicy: Sendable, Hashable {
 
     /// Whether `scope` is granted.
     public func grants(scope: String) -> Bool { scopes.contains(scope) }
+
+    /// Whether a device bound as `binding` may `action` a topic that came from a RabbitMQ routing key (translated
+    /// back: `.` → `/`, `*` → `+`).
+    ///
+    /// In a routing key a `.` inside an id cannot be told from a level separator, so the tenant is the device's own
+    /// (`binding`, from the registry; never read from the key) and:
+    /// - a device whose tenant or device id has a `.` gets ``TopicVerdict/dottedIdentifier`` (fail closed);
+    /// - a `{lot}` rule does not apply to a lot with a `.`; a `.` in a literal level of a rule is a level separator;
+    /// - a rule does not grant a topic or filter that could also match routing keys of a dotted tenant in `dotted`
+    ///   other than the device's own (``TopicVerdict/wrongTenant``: `tenants.acme.eu.x` for a device of `acme`), nor
+    ///   of a dotted device id in the rule's `{device}` level (`devices.dev.telemetry.x` for device `dev`).
+    public func checkRoutingKey(
+        _ action: TopicAction, topic: String, binding: TopicBinding, dotted: DottedIdentifiers
+    ) -> TopicVerdict {
+        if binding.tenant.hasDot || binding.device.hasDot { return .dottedIdentifier }
+        if action == .publish, let problem = MQTTTopic.nameProblem(topic) { return .invalid(problem) }
+        if action != .publish, let problem = MQTTTopic.filterProblem(topic) { return .invalid(problem) }
+        let requested = MQTTTopic.filterLevels(topic)
+        let otherTenants = dotted.tenants.filter { $0 != binding.tenant }.map { tenant in
+            [MQTTTopic.Level.literal("tenants")] + Self.routingLevels(tenant.rawValue) + [.multi]
+        }
+        let ownPrefix = binding.device.rawValue + "."
+        let otherDevices = dotted.devices.filter { $0.rawValue.hasPrefix(ownPrefix) }
+        var crossesTenant = false
+        for rule in rules where rule.action.permits(action) {
+            if rule.needsLot && (binding.lot == nil || binding.lot?.rawValue.contains(".") == true) { continue }
+            let levels = Self.routingLevels(rule.levels[...], binding)
+            guard MQTTTopic.covers(levels, requested) else { continue }
+            if otherTenants.contains(where: { MQTTTopic.overlaps($0, requested) }) {
+                crossesTenant = true
+                continue
+            }
+            let reachesDevice = rule.levels.indices.contains { index in
+                guard rule.levels[index] == .device else { return false }
+                let before = Self.routingLevels(rule.levels[..<index], binding)
+                return otherDevices.contains { other in
+                    MQTTTopic.overlaps(before + Self.routingLevels(other.rawValue) + [.multi], requested)
+                }
+            }
+            if reachesDevice { continue }
+            return .allowed
+        }
+        if crossesTenant { return .wrongTenant }
+        if requested.count >= 2, requested[0] == .literal("tenants"), case .literal(let other) = requested[1],
+            other != Substring(binding.tenant.rawValue)
+        {
+            return .wrongTenant
+        }
+        return .notAllowed
+    }
+
+    /// Template levels as RabbitMQ sees them: variables resolved, each `.` a level separator.
+    static func routingLevels(_ levels: ArraySlice<TemplateLevel>, _ binding: TopicBinding) -> [MQTTTopic.Level] {
+        levels.flatMap { level -> [MQTTTopic.Level] in
+            switch level {
+            case .literal(let text): routingLevels(text)
+            case .tenant: routingLevels(binding.tenant.rawValue)
+            case .device: routingLevels(binding.device.rawValue)
+            case .lot: routingLevels(binding.lot?.rawValue ?? "")
+            case .single: [.single]
+            case .multi: [.multi]
+            }
+        }
+    }
+
+    static func routingLevels(_ text: some StringProtocol) -> [MQTTTopic.Level] {
+        text.split(separator: ".", omittingEmptySubsequences: false).map { .literal(Substring($0)) }
+    }
 
     /// `MQTTTopic.covers` with the variables resolved in place (no string is built).
     static func covers(_ allowed: [TemplateLevel], _ requested: [MQTTTopic.Level], _ binding: TopicBinding) -> Bool {

@@ -103,6 +103,13 @@ public struct AuthzService: Sendable {
             case .missingTenant(let id):
                 let entry = try await DecisionEngine.loadTenant(id, store: state.store, now: now)
                 installed = engine.install(entry, tenant: id, generation: generation)
+            case .missingDottedIdentifiers:
+                // The first time a full scan; then only the tenants are re-read when they age out.
+                let tenantsOnly = engine.dottedIdentifiers != nil
+                engine.install(
+                    dotted: try await DecisionEngine.scanDottedIdentifiers(store: state.store, tenantsOnly: tenantsOnly),
+                    now: now)
+                installed = true
             }
             if !installed { break }
         }
@@ -124,7 +131,19 @@ public struct AuthzService: Sendable {
         }
         guard let entry else { return .decided(.deny(.unknownCertificate), confirm: nil) }
         let tenant = try await DecisionEngine.loadTenant(entry.device.tenant, store: state.store, now: now)
-        return DecisionEngine.evaluate(query, entry: entry, fingerprint: fingerprint, tenant: tenant, now: now)
+        var dotted = DottedIdentifiers()
+        if query.encoding == .amqp, query.action.isTopic {
+            if let known = engine.dottedIdentifiers {
+                dotted = known
+            } else {
+                dotted = try await DecisionEngine.scanDottedIdentifiers(store: state.store)
+                engine.install(dotted: dotted, now: now)
+            }
+            if entry.device.tenant.hasDot { dotted.tenants.insert(entry.device.tenant) }
+            if entry.device.id.hasDot { dotted.devices.insert(entry.device.id) }
+        }
+        return DecisionEngine.evaluate(
+            query, entry: entry, fingerprint: fingerprint, tenant: tenant, dotted: dotted, now: now)
     }
 
     private func loadDevice(fingerprint: String, now: Date) async throws -> DecisionEngine.DeviceEntry? {

@@ -26,8 +26,8 @@ public final class DecisionEngine: Sendable {
     public enum TopicEncoding: Sendable, Hashable {
         /// An MQTT topic name or filter.
         case mqtt
-        /// A RabbitMQ routing key translated back to MQTT (`.` → `/`, `*` → `+`): a `.` inside a tenant, device or
-        /// lot id was turned into a level separator too, so rules are compared the same way.
+        /// A RabbitMQ routing key translated back to MQTT (`.` → `/`, `*` → `+`): decided by
+        /// ``CompiledTopicPolicy/checkRoutingKey(_:topic:binding:dotted:)``, which needs the registry's dotted ids.
         case amqp
     }
 
@@ -57,6 +57,8 @@ public final class DecisionEngine: Sendable {
         case missingFingerprint(String)
         case missingDevice(DeviceID)
         case missingTenant(TenantID)
+        /// A RabbitMQ topic decision, and the registry's dotted ids (``DottedIdentifiers``) are not loaded yet.
+        case missingDottedIdentifiers
     }
 
     /// One device and its credentials, as loaded from the store.
@@ -98,6 +100,12 @@ public final class DecisionEngine: Sendable {
     /// Every decision made through ``AuthzService``, by action, result and reason.
     public let counters: DecisionCounters
     private let index = Mutex(Index())
+    /// The registry's tenant and device ids with a `.`; nil until scanned (``scanDottedIdentifiers(store:)``).
+    private let dotted = Mutex<DottedIdentifiers?>(nil)
+    /// When the dotted tenant ids were last read from the store: they are re-read after ``maximumAge`` (cheap:
+    /// one list of tenants), so a tenant written by another server is seen; dotted device ids come from the full
+    /// scan at start and from every device loaded since.
+    private let dottedTenantsReadAt = Mutex<Date?>(nil)
 
     public init(maximumAge: TimeInterval = 5, observer: (any DecisionObserver)? = nil) {
         self.maximumAge = maximumAge
@@ -108,6 +116,12 @@ public final class DecisionEngine: Sendable {
 
     /// Answers from the index alone, or names the entry it is missing.
     public func decide(_ query: Query, now: Date) -> Lookup {
+        var dotted = DottedIdentifiers()
+        if query.encoding == .amqp, query.action.isTopic {
+            guard let known = dottedIdentifiers, let readAt = dottedTenantsReadAt.withLock({ $0 }), fresh(readAt, now)
+            else { return .missingDottedIdentifiers }
+            dotted = known
+        }
         let found: Result<(DeviceEntry, String?, TenantEntry), Miss> = index.withLock { index in
             let entry: DeviceEntry
             var fingerprint: String?
@@ -131,7 +145,7 @@ public final class DecisionEngine: Sendable {
         case .failure(.device(let id)): return .missingDevice(id)
         case .failure(.tenant(let id)): return .missingTenant(id)
         case .success(let (entry, fingerprint, tenant)):
-            return Self.evaluate(query, entry: entry, fingerprint: fingerprint, tenant: tenant, now: now)
+            return Self.evaluate(query, entry: entry, fingerprint: fingerprint, tenant: tenant, dotted: dotted, now: now)
         }
     }
 
@@ -145,9 +159,11 @@ public final class DecisionEngine: Sendable {
         now.timeIntervalSince(loadedAt) < maximumAge && loadedAt <= now.addingTimeInterval(maximumAge)
     }
 
-    /// The decision for `query` on a device entry and its tenant's policy. Pure.
+    /// The decision for `query` on a device entry and its tenant's policy. Pure. `dotted` are the registry's dotted
+    /// ids, which a RabbitMQ (`.amqp`) topic decision needs.
     public static func evaluate(
-        _ query: Query, entry: DeviceEntry, fingerprint: String?, tenant: TenantEntry, now: Date
+        _ query: Query, entry: DeviceEntry, fingerprint: String?, tenant: TenantEntry, dotted: DottedIdentifiers,
+        now: Date
     ) -> Lookup {
         let device = entry.device
         var credential: CredentialSnapshot?
@@ -175,15 +191,17 @@ public final class DecisionEngine: Sendable {
             break
         case .publish(let topic), .subscribe(let topic):
             let action: TopicAction = if case .publish = query.action { .publish } else { .subscribe }
+            // The tenant is always the device's own, from the registry; never the topic's or the broker's vhost.
             let verdict =
                 query.encoding == .mqtt
                 ? tenant.policy.check(action, topic: topic, binding: binding)
-                : checkTranslated(action, topic: topic, policy: tenant.policy, binding: binding)
+                : tenant.policy.checkRoutingKey(action, topic: topic, binding: binding, dotted: dotted)
             switch verdict {
             case .allowed: break
             case .wrongTenant: return deny(.wrongTenant)
             case .notAllowed: return deny(.topicNotAllowed)
             case .invalid: return deny(.invalidTopic)
+            case .dottedIdentifier: return deny(.dottedID)
             }
         case .scope(let scope):
             guard tenant.policy.grants(scope: scope) else { return deny(.scopeNotAllowed) }
@@ -195,27 +213,6 @@ public final class DecisionEngine: Sendable {
         return .decided(
             AuthzDecision(allowed: true, reason: .ok, device: device.id, tenant: device.tenant, serial: serial),
             confirm: confirm)
-    }
-
-    /// Topic check for a topic that came from a RabbitMQ routing key: the rules, expanded for the device, are put
-    /// through the same translation (`.` becomes a level separator) before they are compared.
-    static func checkTranslated(
-        _ action: TopicAction, topic: String, policy: CompiledTopicPolicy, binding: TopicBinding
-    ) -> TopicVerdict {
-        if action == .publish, let problem = MQTTTopic.nameProblem(topic) { return .invalid(problem) }
-        if action != .publish, let problem = MQTTTopic.filterProblem(topic) { return .invalid(problem) }
-        let requested = MQTTTopic.filterLevels(topic)
-        for rule in policy.expanded(for: binding) where rule.action.permits(action) {
-            let translated = rule.topic.replacingOccurrences(of: ".", with: "/")
-            if MQTTTopic.covers(MQTTTopic.filterLevels(translated), requested) { return .allowed }
-        }
-        let own = "tenants/" + binding.tenant.rawValue.replacingOccurrences(of: ".", with: "/") + "/"
-        if topic.hasPrefix("tenants/"), !topic.hasPrefix(own), !topic.hasPrefix("tenants/+"),
-            !topic.hasPrefix("tenants/#")
-        {
-            return .wrongTenant
-        }
-        return .notAllowed
     }
 
     // MARK: - Keeping in step
@@ -274,6 +271,7 @@ public final class DecisionEngine: Sendable {
             }
             index.devices[entry.device.id] = entry
             for fingerprint in entry.credentials.keys { index.fingerprints[fingerprint] = entry.device.id }
+            note(tenant: entry.device.tenant, device: entry.device.id)
             return true
         }
     }
@@ -283,7 +281,34 @@ public final class DecisionEngine: Sendable {
         index.withLock { index in
             guard index.generation == generation else { return false }
             index.tenants[tenant] = entry
+            note(tenant: tenant, device: nil)
             return true
+        }
+    }
+
+    /// The registry's tenant and device ids with a `.`, once scanned.
+    public var dottedIdentifiers: DottedIdentifiers? { dotted.withLock { $0 } }
+
+    /// Installs the result of ``scanDottedIdentifiers(store:)``, kept across invalidations: new ids cannot have a
+    /// dot, and every device or tenant loaded later with one is added (so another server's writes are seen too).
+    public func install(dotted ids: DottedIdentifiers, now: Date) {
+        dottedTenantsReadAt.withLock { $0 = now }
+        dotted.withLock { current in
+            var merged = ids
+            if let current {
+                merged.tenants.formUnion(current.tenants)
+                merged.devices.formUnion(current.devices)
+            }
+            current = merged
+        }
+    }
+
+    private func note(tenant: TenantID, device: DeviceID?) {
+        guard tenant.hasDot || device?.hasDot == true else { return }
+        dotted.withLock { current in
+            guard current != nil else { return }
+            if tenant.hasDot { current?.tenants.insert(tenant) }
+            if let device, device.hasDot { current?.devices.insert(device) }
         }
     }
 
@@ -312,9 +337,28 @@ public final class DecisionEngine: Sendable {
         return TenantEntry(policy: compiled, isDefault: tenant?.policy.topics == nil, loadedAt: now)
     }
 
-    /// Fills the index from the store: every `active` device, with its credentials and its tenant's policy. Run
-    /// once at start so the first decisions do not each read the store.
+    /// Every tenant and device id in the registry with a `.` (any state): what RabbitMQ topic decisions must know
+    /// (``CompiledTopicPolicy/checkRoutingKey(_:topic:binding:dotted:)``).
+    public static func scanDottedIdentifiers(store: any Store, tenantsOnly: Bool = false) async throws
+        -> DottedIdentifiers
+    {
+        var ids = DottedIdentifiers()
+        for tenant in try await store.tenants() where tenant.id.hasDot { ids.tenants.insert(tenant.id) }
+        if tenantsOnly { return ids }
+        var after: DeviceID?
+        while true {
+            let page = try await store.devices(DeviceFilter(limit: 1000, after: after))
+            for device in page where device.id.hasDot { ids.devices.insert(device.id) }
+            guard page.count == 1000, let last = page.last else { break }
+            after = last.id
+        }
+        return ids
+    }
+
+    /// Fills the index from the store: every `active` device, with its credentials and its tenant's policy, and
+    /// the registry's dotted ids. Run once at start so the first decisions do not each read the store.
     public func warm(store: any Store, now: Date) async throws -> Int {
+        install(dotted: try await Self.scanDottedIdentifiers(store: store), now: now)
         let generation = self.generation
         var after: DeviceID?
         var count = 0
@@ -334,5 +378,15 @@ public final class DecisionEngine: Sendable {
             install(try await Self.loadTenant(tenant, store: store, now: now), tenant: tenant, generation: generation)
         }
         return count
+    }
+}
+
+extension AuthzAction {
+    /// Publish or subscribe: the actions decided by a topic policy.
+    var isTopic: Bool {
+        switch self {
+        case .publish, .subscribe: true
+        case .connect, .scope: false
+        }
     }
 }

@@ -32,7 +32,9 @@ enum BrokerRoutes {
     static func register(_ admin: RouterGroup<OpsRequestContext>, state: ServerState) {
         admin.post("/exports/mosquitto") { request, context -> JSONBody<MosquittoExportResponse> in
             let body = try await request.decode(as: MosquittoExportRequest.self, context: context)
-            guard body.directory.hasPrefix("/"), !body.directory.contains("\n"), !body.directory.contains(" ") else {
+            guard body.directory.hasPrefix("/"), !body.directory.contains(" "),
+                ControlCharacters.first(in: body.directory) == nil
+            else {
                 throw HTTPError(.badRequest, message: "directory must be an absolute path without spaces")
             }
             let port = body.port ?? 8883
@@ -54,9 +56,17 @@ enum BrokerRoutes {
             let export = MosquittoExport(
                 port: port, bindAddress: bind, certificateFile: "\(body.directory)/\(BrokerCertificate.certificateFile)",
                 keyFile: "\(body.directory)/\(BrokerCertificate.keyFile)")
-            let files = export.files(
-                directory: body.directory, trust: [state.hierarchy.issuing.certificate, state.hierarchy.root],
-                crls: snapshot.crls, grants: snapshot.grants)
+            let files: [String: [UInt8]]
+            do throws(DevIDPKIError) {
+                // Refuses a value that would not stay on its line (a device id or filter that slipped past validation).
+                files = try export.files(
+                    directory: body.directory, trust: [state.hierarchy.issuing.certificate, state.hierarchy.root],
+                    crls: snapshot.crls, grants: snapshot.grants)
+            } catch {
+                await state.auditor.record(
+                    actor: context.actor, action: "export.mosquitto", outcome: .denied, reason: error.reason)
+                throw HTTPError(.internalServerError, message: error.reason)
+            }
             await state.auditor.record(
                 actor: context.actor, action: "export.mosquitto", outcome: .success,
                 reason: "\(snapshot.grants.count) devices in the ACL")

@@ -32,6 +32,10 @@ public struct BrokerGrant: Sendable, Hashable {
 ///   above) to `include_dir` from the main configuration.
 ///
 /// The broker's own certificate and key (`broker.pem`, `broker.key`) are written by ``BrokerCertificate``.
+///
+/// Every value put on a line (device id, topic filter, path, address) goes through ``BrokerFileEntry``, and
+/// ``write(_:to:)`` checks each whole file before it writes any: a value with a line break or another control
+/// character fails the export with a one-line reason instead of adding a line of its own to the broker's files.
 public struct MosquittoExport: Sendable {
     public static let configurationFile = "devid-mosquitto.conf"
     public static let caFile = "ca.pem"
@@ -52,22 +56,27 @@ public struct MosquittoExport: Sendable {
         self.keyFile = keyFile
     }
 
-    /// The files' contents by name (relative to the export directory `directory`).
+    /// The files' contents by name (relative to the export directory `directory`). Throws when a value would not
+    /// stay on its line (``BrokerFileEntry``).
     public func files(
         directory: String, trust: [Certificate], crls: [[UInt8]], grants: [BrokerGrant]
-    ) -> [String: [UInt8]] {
+    ) throws(DevIDPKIError) -> [String: [UInt8]] {
         [
             Self.caFile: Array(PEM.bundle(trust).utf8),
             Self.crlFile: Array(Self.crlPEM(crls).utf8),
-            Self.aclFile: Array(Self.acl(grants).utf8),
-            Self.configurationFile: Array(configuration(directory: directory).utf8),
+            Self.aclFile: Array(try Self.acl(grants).utf8),
+            Self.configurationFile: Array(try configuration(directory: directory).utf8),
         ]
     }
 
     /// Writes every file atomically (the configuration last, so a broker never includes a configuration that names
     /// files not written yet). Returns the names of the files whose content changed.
+    ///
+    /// Every file is checked first (``BrokerFileEntry/check(file:_:)``: a known name, clean lines, and for the ACL
+    /// only the lines DevID writes); if one fails, nothing is written.
     @discardableResult
     public static func write(_ files: [String: [UInt8]], to directory: String) throws(DevIDPKIError) -> [String] {
+        for (name, bytes) in files { try BrokerFileEntry.check(file: name, bytes) }
         try SecureFile.createDirectory(directory, mode: 0o755)
         var changed: [String] = []
         let order = files.keys.sorted { lhs, rhs in
@@ -85,25 +94,29 @@ public struct MosquittoExport: Sendable {
     }
 
     /// The listener block.
-    public func configuration(directory: String) -> String {
-        """
-        # Written by DevID (devid export mosquitto / devid serve --mosquitto-dir). Do not edit: it is replaced.
-        # Include it from mosquitto.conf with:  include_dir \(directory)
-        per_listener_settings false
-        allow_anonymous false
-        acl_file \(directory)/\(Self.aclFile)
+    public func configuration(directory: String) throws(DevIDPKIError) -> String {
+        let directory = try BrokerFileEntry.line(directory, "devid-mosquitto.conf: the export directory")
+        let bindAddress = try BrokerFileEntry.line(bindAddress, "devid-mosquitto.conf: the bind address")
+        let certificateFile = try BrokerFileEntry.line(certificateFile, "devid-mosquitto.conf: certfile")
+        let keyFile = try BrokerFileEntry.line(keyFile, "devid-mosquitto.conf: keyfile")
+        return """
+            # Written by DevID (devid export mosquitto / devid serve --mosquitto-dir). Do not edit: it is replaced.
+            # Include it from mosquitto.conf with:  include_dir \(directory)
+            per_listener_settings false
+            allow_anonymous false
+            acl_file \(directory)/\(Self.aclFile)
 
-        listener \(port) \(bindAddress)
-        protocol mqtt
-        cafile \(directory)/\(Self.caFile)
-        certfile \(certificateFile)
-        keyfile \(keyFile)
-        tls_version tlsv1.2
-        require_certificate true
-        use_identity_as_username true
-        crlfile \(directory)/\(Self.crlFile)
+            listener \(port) \(bindAddress)
+            protocol mqtt
+            cafile \(directory)/\(Self.caFile)
+            certfile \(certificateFile)
+            keyfile \(keyFile)
+            tls_version tlsv1.2
+            require_certificate true
+            use_identity_as_username true
+            crlfile \(directory)/\(Self.crlFile)
 
-        """
+            """
     }
 
     /// The CRLs as concatenated `X509 CRL` PEM blocks (OpenSSL, and so Mosquitto, loads them all from one file).
@@ -122,17 +135,89 @@ public struct MosquittoExport: Sendable {
         }.joined()
     }
 
-    /// The ACL file: devices sorted by id, filters in policy order.
-    public static func acl(_ grants: [BrokerGrant]) -> String {
+    /// The ACL file: devices sorted by id, filters in policy order. Throws when a device id or filter would not
+    /// stay on its line.
+    public static func acl(_ grants: [BrokerGrant]) throws(DevIDPKIError) -> String {
         // No timestamp: an unchanged fleet must give byte-identical files, so nothing is rewritten or reloaded.
         var text = "# DevID topic ACL: one block per device that may connect now.\n"
         text += "# A device without a block (revoked, suspended, no valid credential) is denied every topic.\n"
         for grant in grants.sorted(by: { $0.device < $1.device }) {
-            text += "\nuser \(grant.device.rawValue)\n"
-            for filter in grant.publish { text += "topic write \(filter)\n" }
-            for filter in grant.subscribe { text += "topic read \(filter)\n" }
+            text += "\nuser \(try BrokerFileEntry.line(grant.device.rawValue, "acl: a device id"))\n"
+            for filter in grant.publish {
+                text += "topic write \(try BrokerFileEntry.line(filter, "acl: a topic of device \(grant.device)"))\n"
+            }
+            for filter in grant.subscribe {
+                text += "topic read \(try BrokerFileEntry.line(filter, "acl: a topic of device \(grant.device)"))\n"
+            }
         }
         return text
+    }
+}
+
+/// The one check every broker file writer applies (``MosquittoExport``, ``MosquittoSync``, `devid export
+/// mosquitto`): each entry is a single clean line, and each file is made of such lines.
+public enum BrokerFileEntry {
+    /// The names an export directory holds besides the broker's key and certificate.
+    public static let fileNames: Set<String> = [
+        MosquittoExport.caFile, MosquittoExport.crlFile, MosquittoExport.aclFile, MosquittoExport.configurationFile,
+    ]
+
+    /// `value` if it is one clean line: not empty and without a control character (``ControlCharacters``: line
+    /// feed, carriage return, tab, NEL, U+2028, U+2029, ...). `what` names the entry in the one-line reason.
+    public static func line(_ value: String, _ what: @autoclosure () -> String) throws(DevIDPKIError) -> String {
+        if value.isEmpty { throw refused("\(what()): empty") }
+        if let problem = ControlCharacters.lineProblem(value) { throw refused("\(what()): \(problem)") }
+        return value
+    }
+
+    /// Checks a whole file before it is written: a known name, UTF-8 text whose every line is clean, and for the
+    /// ACL only the lines DevID writes (comments, `user <device id>`, and after it `topic read|write <filter>` with
+    /// a filter inside one named tenant, `tenants/<tenant>/...`).
+    public static func check(file name: String, _ bytes: [UInt8]) throws(DevIDPKIError) {
+        guard fileNames.contains(name) else { throw refused("\(name.debugDescription): not a file of the export") }
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw refused("\(name): not UTF-8 text") }
+        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            if let problem = ControlCharacters.lineProblem(String(line)) {
+                throw refused("\(name) line \(number + 1): \(problem)")
+            }
+        }
+        if name == MosquittoExport.aclFile, let problem = aclProblem(text) { throw refused("acl \(problem)") }
+    }
+
+    /// The first line of an ACL that DevID would not have written, as `line N: why`.
+    static func aclProblem(_ text: String) -> String? {
+        var inBlock = false
+        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let at = "line \(number + 1)"
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            if line.hasPrefix("user ") {
+                guard DeviceID(rawValue: String(line.dropFirst("user ".count))) != nil else {
+                    return "\(at): not a device id"
+                }
+                inBlock = true
+                continue
+            }
+            let filter: Substring
+            if line.hasPrefix("topic read ") {
+                filter = line.dropFirst("topic read ".count)
+            } else if line.hasPrefix("topic write ") {
+                filter = line.dropFirst("topic write ".count)
+            } else {
+                return "\(at): not a line DevID writes"
+            }
+            // A topic line before any user line would apply to every client.
+            guard inBlock else { return "\(at): a topic line outside a user block" }
+            guard MQTTTopic.isValidFilter(String(filter)) else { return "\(at): not a valid topic filter" }
+            let levels = MQTTTopic.filterLevels(String(filter))
+            guard levels.count >= 2, levels[0] == .literal("tenants"), case .literal(let tenant) = levels[1],
+                TenantID(rawValue: String(tenant)) != nil
+            else { return "\(at): a filter outside one named tenant" }
+        }
+        return nil
+    }
+
+    static func refused(_ reason: String) -> DevIDPKIError {
+        DevIDPKIError(.policyViolation, "broker file refused: \(reason); nothing written")
     }
 }
 

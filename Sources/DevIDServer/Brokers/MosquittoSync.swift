@@ -131,7 +131,9 @@ public actor MosquittoSync: Service {
             certificateFile: "\(directory)/\(BrokerCertificate.certificateFile)",
             keyFile: "\(directory)/\(BrokerCertificate.keyFile)")
         let trust = [hierarchy.issuing.certificate, hierarchy.root]
-        let files = export.files(directory: directory, trust: trust, crls: crls, grants: grants)
+        // Both refuse (and nothing is written) when a value would not stay on its line: the broker keeps the files
+        // it has, and `run()` logs the reason.
+        let files = try export.files(directory: directory, trust: trust, crls: crls, grants: grants)
         let changed = try MosquittoExport.write(files, to: directory)
         writes += 1
         lastWrite = .now
