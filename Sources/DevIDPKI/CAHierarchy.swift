@@ -10,9 +10,13 @@ public import X509
 /// DATA/ca/root.key                     its key, encrypted (absent when written elsewhere with --root-key-out)
 /// DATA/ca/issuing.crt, issuing.key     issuing CA for LDevIDs (P-256, 5 years, pathLen 0)
 /// DATA/ca/issuing-chain.pem            issuing + root, what EST /cacerts serves
+/// DATA/ca/services.crt, services.key   services CA for brokers' TLS certificates (P-256, 5 years, pathLen 0,
+///                                      EKU serverAuth + clientAuth: never the EST server)
+/// DATA/ca/services-chain.pem           services + root
 /// DATA/ca/manufacturer.crt, .key       DevID's own manufacturer CA for IDevIDs (self-signed, separate chain)
 /// DATA/ca/trusted-manufacturers/*.pem  every manufacturer CA whose IDevIDs may enroll
-/// DATA/tls/server.crt, server.key      the listeners' certificate (chain: server + issuing)
+/// DATA/tls/server.crt, server.key      the listeners' certificate (chain: server + issuing; EKU serverAuth and
+///                                      id-kp-cmcRA, the mark of the EST server)
 /// DATA/ca/hierarchy.json               trust domain and creation time
 /// ```
 /// Keys are PKCS#8 encrypted with PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC), mode 0600.
@@ -30,6 +34,9 @@ public struct CALayout: Sendable, Hashable {
     public var issuingCertificate: String { caDirectory + "/issuing.crt" }
     public var issuingKey: String { caDirectory + "/issuing.key" }
     public var issuingChain: String { caDirectory + "/issuing-chain.pem" }
+    public var servicesCertificate: String { caDirectory + "/services.crt" }
+    public var servicesKey: String { caDirectory + "/services.key" }
+    public var servicesChain: String { caDirectory + "/services-chain.pem" }
     public var manufacturerCertificate: String { caDirectory + "/manufacturer.crt" }
     public var manufacturerKey: String { caDirectory + "/manufacturer.key" }
     public var trustedManufacturers: String { caDirectory + "/trusted-manufacturers" }
@@ -101,6 +108,9 @@ public struct CAHierarchy: Sendable {
     public let serverChain: [Certificate]
     /// The server's PKCS#8 key DER, for the TLS stack.
     public let serverKeyPKCS8: [UInt8]
+    /// The services CA, which issues brokers' TLS certificates; nil in a data directory made before it existed whose
+    /// root key is not at hand (`devid ca init-services` creates it).
+    public let services: CertificateAuthority?
 
     public var trustDomain: String { metadata.trustDomain }
 
@@ -110,12 +120,27 @@ public struct CAHierarchy: Sendable {
     /// signature (the leaf's) instead of also the root's P-384 signature over the issuing CA, which never changes:
     /// ``CAStore/load(layout:passphrase:)`` checks that signature once. The issuing CA's validity period is still
     /// checked at every validation (swift-certificates checks every certificate of the chain, anchor included).
+    ///
+    /// The root is not an anchor: the only other CA under it is the services CA, and a broker's certificate is no
+    /// device identity.
     public var deviceTrust: TrustVerifier {
-        TrustVerifier(anchors: [issuing.certificate, root] + trustedManufacturers, intermediates: [])
+        TrustVerifier(anchors: [issuing.certificate] + trustedManufacturers, intermediates: [])
     }
 
     /// The certificates EST `/cacerts` returns: issuing CA and root.
     public var estCACertificates: [Certificate] { [issuing.certificate, root] }
+
+    /// The services CA, or `.notFound` naming the command that creates it (a data directory made before the services
+    /// CA existed, whose root key is kept elsewhere).
+    public func requireServices() throws(DevIDPKIError) -> CertificateAuthority {
+        guard let services else { throw DevIDPKIError(.notFound, Self.noServicesCA) }
+        return services
+    }
+
+    /// Why there is no broker certificate without a services CA, and what to run.
+    public static let noServicesCA =
+        "no services CA to issue broker certificates: the root key is not in the data directory; run "
+        + "`devid ca init-services --root-key PATH` and restart `devid serve`"
 }
 
 /// Creates and loads the CA hierarchy on disk.
@@ -165,6 +190,7 @@ public enum CAStore {
         let issuingCert = try root.issue(
             subject: try name("DevID Issuing CA"), publicKey: issuingKey.publicKey, profile: .issuing, now: now)
         let issuing = try CertificateAuthority(certificate: issuingCert, signingKey: issuingKey)
+        let (services, servicesPKCS8) = try makeServicesCA(root: root, name: try name("DevID Services CA"), now: now)
 
         var manufacturer: (CertificateAuthority, [UInt8])?
         if options.createManufacturerCA {
@@ -203,6 +229,9 @@ public enum CAStore {
         try writeKey(issuingPKCS8, layout.issuingKey)
         try writeCert([issuing.certificate], layout.issuingCertificate)
         try writeCert([issuing.certificate, root.certificate], layout.issuingChain)
+        try writeKey(servicesPKCS8, layout.servicesKey)
+        try writeCert([services.certificate], layout.servicesCertificate)
+        try writeCert([services.certificate, root.certificate], layout.servicesChain)
         if let (ca, pkcs8) = manufacturer {
             try writeKey(pkcs8, layout.manufacturerKey)
             try writeCert([ca.certificate], layout.manufacturerCertificate)
@@ -257,13 +286,143 @@ public enum CAStore {
             let text = String(decoding: try SecureFile.read(layout.trustedManufacturers + "/" + file), as: UTF8.self)
             trusted.append(contentsOf: try PEM.certificates(text))
         }
+        var services: CertificateAuthority?
+        if FileManager.default.fileExists(atPath: layout.servicesCertificate) {
+            let ca = try CertificateAuthority(
+                certificate: try readCertificate(layout.servicesCertificate),
+                signingKey: try readKey(layout.servicesKey, passphrase: passphrase))
+            guard ca.certificate.issuer == root.subject,
+                root.publicKey.isValidSignature(ca.certificate.signature, for: ca.certificate),
+                ca.certificate != issuing.certificate
+            else {
+                throw DevIDPKIError(
+                    .malformed, "\(layout.servicesCertificate) is not signed by the root in \(layout.rootCertificate)")
+            }
+            services = ca
+        }
         let serverChain = try PEM.certificates(
             String(decoding: try SecureFile.read(layout.serverCertificate), as: UTF8.self))
+        // The EST listener presents only a certificate of the issuing CA: never a services-CA (broker) certificate,
+        // which the agent would refuse anyway.
+        guard let serverLeaf = serverChain.first, serverLeaf.issuer == issuing.certificate.subject,
+            issuing.certificate.publicKey.isValidSignature(serverLeaf.signature, for: serverLeaf)
+        else {
+            throw DevIDPKIError(
+                .untrusted, "\(layout.serverCertificate) is not a certificate of the issuing CA in \(layout.issuingCertificate)")
+        }
         let serverPEM = String(decoding: try SecureFile.read(layout.serverKey), as: UTF8.self)
         let serverPKCS8 = try EncryptedPrivateKey.decrypt(pem: serverPEM, passphrase: passphrase)
         return CAHierarchy(
             metadata: metadata, root: root, issuing: issuing, manufacturer: manufacturer,
-            trustedManufacturers: trusted, serverChain: serverChain, serverKeyPKCS8: serverPKCS8)
+            trustedManufacturers: trusted, serverChain: serverChain, serverKeyPKCS8: serverPKCS8, services: services)
+    }
+
+    /// A new services CA signed by `root`, and its PKCS#8 key.
+    static func makeServicesCA(
+        root: CertificateAuthority, name: DistinguishedName, now: Date
+    ) throws(DevIDPKIError) -> (CertificateAuthority, [UInt8]) {
+        let (key, pkcs8) = try KeyMaterial.generateWithDER(.p256)
+        let certificate = try root.issue(subject: name, publicKey: key.publicKey, profile: .servicesCA, now: now)
+        return (try CertificateAuthority(certificate: certificate, signingKey: key), pkcs8)
+    }
+
+    /// What ``upgrade(layout:passphrase:now:)`` changed in a data directory made by an earlier DevID.
+    public struct Upgrade: Sendable, Hashable {
+        /// The services CA was created (from the root key in the data directory).
+        public var createdServicesCA = false
+        /// The services CA is missing and the root key is not in the data directory: run `devid ca init-services`.
+        public var servicesCAMissing = false
+        /// The listener certificate was re-issued with id-kp-cmcRA (same key, names and subject).
+        public var reissuedServerCertificate = false
+
+        public init() {}
+    }
+
+    /// Brings a hierarchy made by an earlier DevID up to date, before ``load(layout:passphrase:)``:
+    /// - a missing services CA is created when the root key is in the data directory (`DATA/ca/root.key`); a root
+    ///   key kept elsewhere (`--root-key-out`) is never looked for: ``createServicesCA(layout:rootKeyPath:passphrase:now:keyEncryptionRounds:)``
+    ///   (`devid ca init-services --root-key PATH`) does it then;
+    /// - a listener certificate of the issuing CA without id-kp-cmcRA is re-issued with it (same key, subject and
+    ///   names, a new lifetime), since the agent accepts no EST server certificate without it.
+    public static func upgrade(
+        layout: CALayout, passphrase: [UInt8], now: Date,
+        keyEncryptionRounds: Int = EncryptedPrivateKey.defaultIterations
+    ) throws(DevIDPKIError) -> Upgrade {
+        var result = Upgrade()
+        guard layout.isInitialized else { return result }
+        if !FileManager.default.fileExists(atPath: layout.servicesCertificate) {
+            if FileManager.default.fileExists(atPath: layout.rootKey) {
+                try createServicesCA(
+                    layout: layout, rootKeyPath: layout.rootKey, passphrase: passphrase, now: now,
+                    keyEncryptionRounds: keyEncryptionRounds)
+                result.createdServicesCA = true
+            } else {
+                result.servicesCAMissing = true
+            }
+        }
+        let chain = try PEM.certificates(
+            String(decoding: try SecureFile.read(layout.serverCertificate), as: UTF8.self))
+        let issuingCertificate = try readCertificate(layout.issuingCertificate)
+        if let leaf = chain.first, !leaf.isESTServerCertificate, leaf.issuer == issuingCertificate.subject,
+            issuingCertificate.publicKey.isValidSignature(leaf.signature, for: leaf)
+        {
+            let issuing = try CertificateAuthority(
+                certificate: issuingCertificate, signingKey: try readKey(layout.issuingKey, passphrase: passphrase))
+            let names = (try? leaf.extensions.subjectAlternativeNames).flatMap { $0 }.map(Array.init) ?? []
+            let renewed = try issuing.issue(
+                subject: leaf.subject, publicKey: leaf.publicKey, profile: .serverTLS,
+                subjectAlternativeNames: names, now: now)
+            try SecureFile.write(
+                Array(PEM.bundle([renewed, issuing.certificate]).utf8), to: layout.serverCertificate, mode: 0o644)
+            result.reissuedServerCertificate = true
+        }
+        return result
+    }
+
+    /// Creates the services CA of an existing hierarchy with the root key at `rootKeyPath` (encrypted with the CA
+    /// passphrase). `.alreadyExists` if there is one; `.notFound` for no hierarchy or no key file; `.untrusted` if
+    /// the key is not the root's.
+    @discardableResult
+    public static func createServicesCA(
+        layout: CALayout, rootKeyPath: String, passphrase: [UInt8], now: Date,
+        keyEncryptionRounds: Int = EncryptedPrivateKey.defaultIterations
+    ) throws(DevIDPKIError) -> CertificateAuthority {
+        guard layout.isInitialized else {
+            throw DevIDPKIError(.notFound, "no CA hierarchy in \(layout.dataDirectory); run `devid ca init`")
+        }
+        guard !FileManager.default.fileExists(atPath: layout.servicesCertificate) else {
+            throw DevIDPKIError(.alreadyExists, "a services CA already exists in \(layout.caDirectory)")
+        }
+        guard FileManager.default.fileExists(atPath: rootKeyPath) else {
+            throw DevIDPKIError(.notFound, "root key \(rootKeyPath) not found")
+        }
+        let rootCertificate = try readCertificate(layout.rootCertificate)
+        let rootKey = try readKey(rootKeyPath, passphrase: passphrase)
+        guard rootKey.publicKey == rootCertificate.publicKey else {
+            throw DevIDPKIError(.untrusted, "\(rootKeyPath) is not the key of the root in \(layout.rootCertificate)")
+        }
+        let root = try CertificateAuthority(certificate: rootCertificate, signingKey: rootKey)
+        // The issuing CA's subject with the services CA's common name.
+        let issuing = try readCertificate(layout.issuingCertificate)
+        let name: DistinguishedName
+        do {
+            name = try DistinguishedName(
+                issuing.subject.map { rdn in
+                    rdn.contains { $0.type == .RDNAttributeType.commonName }
+                        ? RelativeDistinguishedName(
+                            try RelativeDistinguishedName.Attribute(
+                                type: .RDNAttributeType.commonName, utf8String: "DevID Services CA")) : rdn
+                })
+        } catch { throw DevIDPKIError(.malformed, "CA name could not be encoded") }
+        let (services, pkcs8) = try makeServicesCA(root: root, name: name, now: now)
+        let pem = try EncryptedPrivateKey.encryptPEM(
+            privateKeyInfoDER: pkcs8, passphrase: passphrase, iterations: keyEncryptionRounds)
+        // Key first, so a services certificate on disk always has its key.
+        try SecureFile.write(Array(pem.utf8), to: layout.servicesKey, mode: 0o600)
+        try SecureFile.write(
+            Array(PEM.bundle([services.certificate, rootCertificate]).utf8), to: layout.servicesChain, mode: 0o644)
+        try SecureFile.write(Array(PEM.bundle([services.certificate]).utf8), to: layout.servicesCertificate, mode: 0o644)
+        return services
     }
 
     /// Adds an external manufacturer CA to the trusted set.

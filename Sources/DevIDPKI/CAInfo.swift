@@ -65,6 +65,10 @@ public struct HierarchySummary: Codable, Sendable, Hashable {
         entries.append(CertificateSummary(role: "root", certificate: try CAStore.readCertificate(layout.rootCertificate)))
         entries.append(
             CertificateSummary(role: "issuing", certificate: try CAStore.readCertificate(layout.issuingCertificate)))
+        if FileManager.default.fileExists(atPath: layout.servicesCertificate) {
+            entries.append(
+                CertificateSummary(role: "services", certificate: try CAStore.readCertificate(layout.servicesCertificate)))
+        }
         var ownManufacturer: String?
         if FileManager.default.fileExists(atPath: layout.manufacturerCertificate) {
             let cert = try CAStore.readCertificate(layout.manufacturerCertificate)
@@ -91,6 +95,9 @@ extension HierarchySummary {
             CertificateSummary(role: "root", certificate: hierarchy.root),
             CertificateSummary(role: "issuing", certificate: hierarchy.issuing.certificate),
         ]
+        if let services = hierarchy.services {
+            entries.append(CertificateSummary(role: "services", certificate: services.certificate))
+        }
         if let manufacturer = hierarchy.manufacturer {
             entries.append(CertificateSummary(role: "manufacturer", certificate: manufacturer.certificate))
         }

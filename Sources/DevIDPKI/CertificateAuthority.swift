@@ -86,12 +86,26 @@ public enum CertificateIssuer {
                     Certificate.Extension(
                         BasicConstraints.isCertificateAuthority(maxPathLength: pathLength), critical: true))
                 try extensions.append(Certificate.Extension(KeyUsage(keyCertSign: true, cRLSign: true), critical: true))
+            case .servicesCA(let pathLength):
+                try extensions.append(
+                    Certificate.Extension(
+                        BasicConstraints.isCertificateAuthority(maxPathLength: pathLength), critical: true))
+                try extensions.append(Certificate.Extension(KeyUsage(keyCertSign: true, cRLSign: true), critical: true))
+                // An EKU in a CA certificate bounds the usages of everything under it (OpenSSL and the DevID agent
+                // check it): no id-kp-cmcRA, so no certificate of this CA can be the EST server.
+                try extensions.append(
+                    Certificate.Extension(try ExtendedKeyUsage([.serverAuth, .clientAuth]), critical: false))
             case .idevid, .ldevid:
                 try extensions.append(Certificate.Extension(BasicConstraints.notCertificateAuthority, critical: true))
                 try extensions.append(Certificate.Extension(KeyUsage(digitalSignature: true), critical: true))
                 try extensions.append(
                     Certificate.Extension(try ExtendedKeyUsage([.clientAuth]), critical: false))
             case .serverTLS:
+                try extensions.append(Certificate.Extension(BasicConstraints.notCertificateAuthority, critical: true))
+                try extensions.append(Certificate.Extension(KeyUsage(digitalSignature: true), critical: true))
+                try extensions.append(
+                    Certificate.Extension(try ExtendedKeyUsage([.serverAuth, .estServer]), critical: false))
+            case .serviceTLS:
                 try extensions.append(Certificate.Extension(BasicConstraints.notCertificateAuthority, critical: true))
                 try extensions.append(Certificate.Extension(KeyUsage(digitalSignature: true), critical: true))
                 try extensions.append(
@@ -141,7 +155,25 @@ public enum CertificateIssuer {
     }
 }
 
+extension ExtendedKeyUsage.Usage {
+    /// id-kp-cmcRA (1.3.6.1.5.5.7.3.28): RFC 7030 §3.6.1's mark of an EST server's certificate. DevID puts it in its
+    /// own listener certificate only; the agent accepts no EST server certificate without it.
+    public static let estServer = ExtendedKeyUsage.Usage(oid: [1, 3, 6, 1, 5, 5, 7, 3, 28])
+}
+
 extension Certificate {
+    /// True when the extended key usage names id-kp-cmcRA: DevID's own listener certificate (RFC 7030 §3.6.1).
+    public var isESTServerCertificate: Bool {
+        ((try? extensions.extendedKeyUsage) ?? nil)?.contains(.estServer) ?? false
+    }
+
+    /// True for a CA certificate whose extended key usage leaves out id-kp-cmcRA, such as DevID's services CA: no
+    /// certificate under it may be an EST server's.
+    public var isServicesCA: Bool {
+        guard isCertificateAuthority, let usage = (try? extensions.extendedKeyUsage) ?? nil else { return false }
+        return !usage.contains(.estServer)
+    }
+
     /// The SubjectKeyIdentifier extension's bytes, or nil.
     public var subjectKeyIdentifierBytes: ArraySlice<UInt8>? {
         (try? extensions.subjectKeyIdentifier)??.keyIdentifier

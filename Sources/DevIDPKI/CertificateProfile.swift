@@ -16,8 +16,16 @@ public struct CertificateProfile: Sendable, Hashable {
         case idevid
         /// Operational identity: CN = device id, O = tenant, one SPIFFE URI SAN; clientAuth.
         case ldevid
-        /// The listeners' certificate: serverAuth, DNS and IP SANs.
+        /// DevID's own listeners' certificate: serverAuth and id-kp-cmcRA (RFC 7030 §3.6.1: the EST server), DNS
+        /// and IP SANs. Issued by the issuing CA only.
         case serverTLS
+        /// A CA for the TLS certificates of services beside DevID (MQTT brokers): like ``intermediateCA(pathLength:)``,
+        /// plus an extended key usage of serverAuth and clientAuth, which bounds what its certificates may be used
+        /// for: never id-kp-cmcRA, so never the EST server.
+        case servicesCA(pathLength: Int)
+        /// A service's TLS server certificate (a broker's): serverAuth only, DNS and IP SANs. Issued by the services
+        /// CA only.
+        case serviceTLS
         /// A delegated OCSP responder (RFC 6960 §4.2.2.2): OCSPSigning, digitalSignature, id-pkix-ocsp-nocheck.
         case ocspSigning
     }
@@ -41,6 +49,17 @@ public struct CertificateProfile: Sendable, Hashable {
     public static let idevid = CertificateProfile(kind: .idevid, policy: .idevid)
     public static let ldevid = CertificateProfile(kind: .ldevid, policy: .ldevid)
     public static let serverTLS = CertificateProfile(kind: .serverTLS, policy: .serverTLS)
+    /// The services CA: under the root, beside the issuing CA, for brokers' TLS certificates.
+    public static let servicesCA = CertificateProfile(
+        kind: .servicesCA(pathLength: 0),
+        policy: ProfilePolicy(
+            name: "services-ca", lifetime: 5 * 365 * ProfilePolicy.day, backdate: 300, allowedKeyAlgorithms: [.p256]))
+    /// A broker's TLS certificate, from the services CA: the same lifetime and keys as DevID's own server certificate.
+    public static let serviceTLS = CertificateProfile(
+        kind: .serviceTLS,
+        policy: ProfilePolicy(
+            name: "service-tls", lifetime: ProfilePolicy.serverTLS.lifetime, backdate: ProfilePolicy.serverTLS.backdate,
+            allowedKeyAlgorithms: ProfilePolicy.serverTLS.allowedKeyAlgorithms))
     /// The OCSP responder's signing certificate: short-lived (it cannot be revoked usefully, having nocheck), so
     /// rotated well before its 7 days are up.
     public static let ocspSigning = CertificateProfile(
@@ -50,8 +69,8 @@ public struct CertificateProfile: Sendable, Hashable {
 
     public var isCA: Bool {
         switch kind {
-        case .rootCA, .intermediateCA: true
-        case .idevid, .ldevid, .serverTLS, .ocspSigning: false
+        case .rootCA, .intermediateCA, .servicesCA: true
+        case .idevid, .ldevid, .serverTLS, .serviceTLS, .ocspSigning: false
         }
     }
 }

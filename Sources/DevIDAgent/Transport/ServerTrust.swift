@@ -14,7 +14,10 @@ import SwiftASN1
 /// - `RFC5280Policy` at the validation time (signatures, basic constraints, key usage, name constraints, validity of
 ///   every certificate in the chain);
 /// - `ServerIdentityPolicy`: the leaf names the host the agent connects to (DNS or IP SAN, RFC 6125);
-/// - ``ServerAuthPolicy``: the leaf, if it has an extended key usage, allows `serverAuth`.
+/// - ``ServerAuthPolicy``: the leaf, if it has an extended key usage, allows `serverAuth`;
+/// - ``ESTServerPolicy``: the leaf is DevID's EST server certificate (id-kp-cmcRA in its extended key usage, RFC 7030
+///   §3.6.1), and no CA of the chain bounds its usages to exclude id-kp-cmcRA. DevID's services CA does: a broker's
+///   certificate, though it chains to the same root and names the same `localhost`, is never the EST server.
 ///
 /// ## Which time
 /// ``Mode/strict(at:)`` — every request — validates at the agent's *corrected* time (``ServerClock/now()``: the
@@ -83,6 +86,7 @@ struct ServerTrust: Sendable {
             RFC5280Policy(fixedExpiryValidationTime: time)
             identity
             ServerAuthPolicy()
+            ESTServerPolicy()
         }
         let result = await verifier.validate(leaf: leaf, intermediates: CertificateStore(Array(presented.dropFirst())))
         if case .validCertificate = result { return .trusted }
@@ -114,6 +118,14 @@ struct ServerTrust: Sendable {
         }
         if let usage = try? leaf.extensions.extendedKeyUsage, !usage.contains(ExtendedKeyUsage.Usage.serverAuth) {
             return "the server's certificate is not for TLS servers (no serverAuth extended key usage)"
+        }
+        if !ESTServerPolicy.isESTServer(leaf) {
+            return "the server's certificate is not DevID's EST server certificate (no id-kp-cmcRA extended key "
+                + "usage): a broker's or other service's certificate cannot stand in for the EST server"
+        }
+        if let ca = presented.dropFirst().first(where: { !ESTServerPolicy.allowsESTServer($0) }) {
+            return "a CA of the server's chain does not allow id-kp-cmcRA (\(ca.subject)): its certificates cannot "
+                + "be the EST server's"
         }
         if presented.dropFirst().contains(where: { time < $0.notValidBefore || time > $0.notValidAfter }) {
             return "a CA certificate of the server's chain is not valid at the agent's time \(when)"
@@ -156,5 +168,35 @@ struct ServerAuthPolicy: VerifierPolicy {
         guard let usage else { return .meetsPolicy }
         return usage.contains(ExtendedKeyUsage.Usage.serverAuth)
             ? .meetsPolicy : .failsToMeetPolicy(reason: "the leaf is not for serverAuth")
+    }
+}
+
+/// The leaf is an EST server's certificate: id-kp-cmcRA (1.3.6.1.5.5.7.3.28) is in its extended key usage (RFC 7030
+/// §3.6.1), which DevID puts in its own listener certificate only. And every CA certificate of the chain that has an
+/// extended key usage allows id-kp-cmcRA: an EKU in a CA certificate bounds the usages under it, and DevID's services
+/// CA (which issues brokers' certificates) carries serverAuth and clientAuth only.
+struct ESTServerPolicy: VerifierPolicy {
+    static let cmcRA: ASN1ObjectIdentifier = [1, 3, 6, 1, 5, 5, 7, 3, 28]
+    let verifyingCriticalExtensions: [ASN1ObjectIdentifier] = []
+
+    func chainMeetsPolicyRequirements(chain: UnverifiedCertificateChain) async -> PolicyEvaluationResult {
+        guard Self.isESTServer(chain.leaf) else {
+            return .failsToMeetPolicy(reason: "the leaf is not an EST server certificate (no id-kp-cmcRA)")
+        }
+        for ca in chain.dropFirst() where !Self.allowsESTServer(ca) {
+            return .failsToMeetPolicy(reason: "a CA of the chain does not allow id-kp-cmcRA")
+        }
+        return .meetsPolicy
+    }
+
+    static func isESTServer(_ certificate: Certificate) -> Bool {
+        guard let usage = (try? certificate.extensions.extendedKeyUsage) ?? nil else { return false }
+        return usage.contains(ExtendedKeyUsage.Usage(oid: cmcRA))
+    }
+
+    /// A certificate without an extended key usage allows everything; one with it must name id-kp-cmcRA (or any).
+    static func allowsESTServer(_ certificate: Certificate) -> Bool {
+        guard let usage = (try? certificate.extensions.extendedKeyUsage) ?? nil else { return true }
+        return usage.contains(ExtendedKeyUsage.Usage(oid: cmcRA)) || usage.contains(.any)
     }
 }
