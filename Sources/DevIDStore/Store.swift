@@ -123,6 +123,26 @@ public protocol Store: Sendable {
     /// the lowercase hex), after `afterSerial` if given, at most `limit`: the entries of the manufacturer CRL.
     func revokedIDevIDs(afterSerial: SerialNumber?, limit: Int) async throws(StoreError) -> [Device]
 
+    // MARK: Service certificates
+    /// Records a certificate of the services CA (a broker's TLS certificate) and its audit event in one transaction,
+    /// before its bytes leave the server. `.duplicate` if its serial is taken (by a service certificate or a
+    /// credential) or its fingerprint is; then nothing is stored.
+    func insertServiceCertificate(_ certificate: ServiceCertificate, audit: AuditEvent) async throws(StoreError)
+    func serviceCertificate(serial: SerialNumber) async throws(StoreError) -> ServiceCertificate?
+    /// Every service certificate, newest `createdAt` first (ties: descending serial).
+    func serviceCertificates() async throws(StoreError) -> [ServiceCertificate]
+    /// Revokes one service certificate (status `revoked`, `revokedAt`, `reason`) and appends `audit` in the same
+    /// transaction. Returns false, changing nothing and appending nothing, if it is revoked already. `.notFound` for
+    /// an unknown serial.
+    func revokeServiceCertificate(
+        serial: SerialNumber, reason: RevocationReason, at: Date, audit: AuditEvent?
+    ) async throws(StoreError) -> Bool
+    /// Revoked service certificates whose `notAfter` is after `notExpiredAt`, in ascending serial order (byte order of
+    /// the lowercase hex), after `afterSerial` if given, at most `limit`: the entries of the services CA's CRL.
+    func revokedServiceCertificates(
+        notExpiredAt: Date, afterSerial: SerialNumber?, limit: Int
+    ) async throws(StoreError) -> [ServiceCertificate]
+
     // MARK: Claim tokens
     func insertClaimToken(_ token: ClaimToken, audit: AuditEvent?) async throws(StoreError)
     func claimToken(id: String) async throws(StoreError) -> ClaimToken?

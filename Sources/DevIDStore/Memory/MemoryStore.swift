@@ -13,6 +13,8 @@ public actor MemoryStore: Store {
     private var deviceByIDevIDSerial: [SerialNumber: DeviceID] = [:]
     private var credentialRows: [SerialNumber: Credential] = [:]
     private var credentialByFingerprint: [String: SerialNumber] = [:]
+    /// Service certificates by serial (``MemoryStore+ServiceCertificates.swift``).
+    var serviceCertificateRows: [SerialNumber: ServiceCertificate] = [:]
     private var claimTokenRows: [String: ClaimToken] = [:]
     private var claimTokenBySecretHash: [String: String] = [:]
     private var adminTokenRows: [String: AdminToken] = [:]

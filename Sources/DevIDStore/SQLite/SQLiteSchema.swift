@@ -26,6 +26,9 @@ enum SQLiteSchema {
         migrator.registerMigration("v6") { db in
             try db.execute(sql: v6)
         }
+        migrator.registerMigration("v9-service-certificates") { db in
+            try db.execute(sql: v9ServiceCertificates)
+        }
         return migrator
     }
 
