@@ -54,6 +54,8 @@ public enum DataDirectory {
         let store = try SQLiteStore(path: configuration.databasePath, auditKey: auditSecret.chainKey)
         let hierarchy: CAHierarchy
         if layout.isInitialized {
+            try await upgrade(layout: layout, passphrase: passphrase, configuration: configuration, store: store,
+                clock: clock, logger: logger)
             hierarchy = try CAStore.load(layout: layout, passphrase: passphrase)
         } else {
             var options = initOptions ?? CAInitOptions(trustDomain: configuration.trustDomain)
@@ -85,6 +87,56 @@ public enum DataDirectory {
             report.adminTokenPath = configuration.devAdminTokenPath
         }
         return Prepared(hierarchy: hierarchy, store: store, report: report)
+    }
+
+    /// Brings a hierarchy of an earlier DevID up to date (``CAStore/upgrade(layout:passphrase:now:keyEncryptionRounds:)``)
+    /// and audits what changed: the services CA created from the root key in the data directory, the listener
+    /// certificate re-issued with id-kp-cmcRA. Without the root key, warns that broker certificates need
+    /// `devid ca init-services`.
+    static func upgrade(
+        layout: CALayout, passphrase: [UInt8], configuration: ServerConfiguration, store: any Store,
+        clock: any WallClock, logger: Logger
+    ) async throws {
+        let upgrade = try CAStore.upgrade(
+            layout: layout, passphrase: passphrase, now: clock.now(),
+            keyEncryptionRounds: configuration.keyEncryptionRounds)
+        if upgrade.createdServicesCA {
+            try await store.appendAudit(
+                AuditEvent(
+                    time: clock.now(), actor: "system", action: "ca.services.init", outcome: .success,
+                    reason: "created the services CA for broker certificates from the root key in the data directory"))
+            logger.notice("created the services CA", metadata: ["path": "\(layout.servicesCertificate)"])
+        } else if FileManager.default.fileExists(atPath: layout.servicesCertificate),
+            try await store.auditEvents(AuditFilter(action: "ca.services.init", limit: 1)).isEmpty
+        {
+            // `devid ca init-services` works offline on the files; the trail records the CA at the next start.
+            try await store.appendAudit(
+                AuditEvent(
+                    time: clock.now(), actor: "system", action: "ca.services.init", outcome: .success,
+                    reason: "found the services CA created by `devid ca init-services`"))
+        }
+        if upgrade.reissuedServerCertificate {
+            try await store.appendAudit(
+                AuditEvent(
+                    time: clock.now(), actor: "system", action: "ca.server.reissue", outcome: .success,
+                    reason: "re-issued the listener certificate with id-kp-cmcRA, the EST server's mark"))
+            logger.notice("re-issued the listener certificate", metadata: ["path": "\(layout.serverCertificate)"])
+        }
+        if upgrade.servicesCAMissing {
+            logger.warning("\(CAHierarchy.noServicesCA)")
+        }
+    }
+
+    /// `devid ca init-services`: creates the services CA of an existing hierarchy with the root key at `rootKeyPath`
+    /// (encrypted with the CA passphrase). The running server picks it up at its next start.
+    public static func createServicesCA(
+        configuration: ServerConfiguration, rootKeyPath: String?, clock: any WallClock
+    ) throws -> CertificateAuthority {
+        let layout = CALayout(dataDirectory: configuration.dataDirectory)
+        let (passphrase, _) = try resolvePassphrase(configuration, creating: false)
+        return try CAStore.createServicesCA(
+            layout: layout, rootKeyPath: rootKeyPath ?? layout.rootKey, passphrase: passphrase, now: clock.now(),
+            keyEncryptionRounds: configuration.keyEncryptionRounds)
     }
 
     /// Loads an existing hierarchy with the configured passphrase (for local tools such as `devid factory mint`).

@@ -51,12 +51,20 @@ import X509
         #expect(try PEM.certificates(try #require(export.files[MosquittoExport.caFile])).count == 2)
         #expect(export.files[MosquittoExport.crlFile]?.hasPrefix("-----BEGIN X509 CRL-----\n") == true)
 
-        // The broker certificate: for the CSR's key, server-auth, the names asked for, issued by the issuing CA.
+        // The broker certificate: for the CSR's key, server-auth (never the EST server's id-kp-cmcRA), the names
+        // asked for, issued by the services CA (never the issuing CA of the EST server), recorded in the registry.
         let chain = try PEM.certificates(try #require(export.brokerCertificate))
         let leaf = try #require(chain.first)
+        let services = try fixture.hierarchy.requireServices()
+        #expect(chain == [leaf, services.certificate])
         #expect(leaf.publicKey == key.publicKey)
-        #expect(leaf.issuer == fixture.hierarchy.issuing.certificate.subject)
+        #expect(leaf.issuer == services.certificate.subject)
+        #expect(leaf.issuer != fixture.hierarchy.issuing.certificate.subject)
         #expect(try leaf.extensions.extendedKeyUsage?.contains(.serverAuth) == true)
+        #expect(!leaf.isESTServerCertificate)
+        let recorded = try #require(try await fixture.store.serviceCertificate(serial: leaf.devidSerial))
+        #expect(recorded.der == leaf.derBytes)
+        #expect(recorded.names == ["mqtt.example.com", "10.0.0.7"])
         let names = try #require(try leaf.extensions.subjectAlternativeNames)
         #expect(names.contains(.dnsName("mqtt.example.com")))
         #expect(names.count == 2)
@@ -68,7 +76,10 @@ import X509
         defer { directory.remove() }
         let leafFile = try directory.write("broker.pem", PEM.bundle([leaf]))
         let caFile = try directory.write("ca.pem", export.files[MosquittoExport.caFile]!)
-        let verified = try ExternalTool.run(["openssl", "verify", "-CAfile", caFile, "-purpose", "sslserver", leafFile])
+        let untrusted = try directory.write("services.pem", PEM.bundle(Array(chain.dropFirst())))
+        let verified = try ExternalTool.run([
+            "openssl", "verify", "-CAfile", caFile, "-untrusted", untrusted, "-purpose", "sslserver", leafFile,
+        ])
         #expect(verified.succeeded, "\(verified.stdout) \(verified.stderr)")
         try await fixture.server.stop()
     }

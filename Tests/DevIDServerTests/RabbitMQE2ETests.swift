@@ -35,11 +35,16 @@ struct RabbitMQE2ETests {
         try await fixture.setBrokerTestPolicy(fixture.tenant)
         try await fixture.setBrokerTestPolicy(other)
 
-        // The broker's TLS identity from DevID's issuing CA; devices trust DevID's root.
+        // The broker's TLS identity from DevID's services CA, recorded in the registry; devices trust DevID's root.
         let brokerDirectory = directory.file("broker")
-        try BrokerCertificate.ensure(
-            directory: brokerDirectory, names: ["127.0.0.1", "localhost"], issuing: fixture.hierarchy.issuing,
-            now: Date())
+        let state = fixture.server.state
+        let recorder = ServiceCertificateRecorder(store: state.store, auditor: state.auditor, clock: state.clock)
+        try await BrokerCertificate.ensure(
+            directory: brokerDirectory, names: ["127.0.0.1", "localhost"],
+            services: try fixture.hierarchy.requireServices(), now: Date()
+        ) { certificate in
+            try await recorder.record(certificate, service: "rabbitmq", names: ["127.0.0.1", "localhost"], actor: "test")
+        }
         let caFile = try directory.write(
             "ca.pem", PEM.bundle([fixture.hierarchy.issuing.certificate, fixture.hierarchy.root]))
         let token = try String(

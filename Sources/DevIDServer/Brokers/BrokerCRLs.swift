@@ -16,6 +16,9 @@ public final class BrokerHooks: Sendable {
         mosquitto = configuration.mosquitto.map { sync in
             MosquittoSync(
                 configuration: sync, hierarchy: hierarchy, clock: clock, logger: logger,
+                recorder: ServiceCertificateRecorder(
+                    store: store, auditor: Auditor(store: store, clock: clock, logger: logger), clock: clock),
+                endpoints: { await revocation.endpoints(caName: "services") },
                 snapshot: {
                     let grants = try await BrokerGrants.all(store: store)
                     let crls = await revocation.brokerCRLs()

@@ -77,6 +77,8 @@ enum BrokerRoutes {
         }
     }
 
+    /// A broker certificate for the CSR's key from the services CA, recorded in the registry (with its audit event)
+    /// before the PEM chain is returned. Without a services CA, 409 naming `devid ca init-services`.
     static func issueBrokerCertificate(csr: String, names: [String], state: ServerState, actor: String) async throws
         -> String
     {
@@ -91,22 +93,28 @@ enum BrokerRoutes {
                 actor: actor, action: "broker.certificate", outcome: .denied, reason: error.reason)
             throw HTTPError(.badRequest, message: error.reason)
         }
-        let subject: DistinguishedName
+        let services: CertificateAuthority
         do {
-            subject = try DistinguishedName { CommonName(names[0]) }
-            let certificate = try state.hierarchy.issuing.issue(
-                subject: subject, publicKey: request.publicKey, profile: .serverTLS,
-                subjectAlternativeNames: names.map(CAStore.generalName(forHost:)), now: state.clock.now())
+            services = try state.hierarchy.requireServices()
+        } catch {
             await state.auditor.record(
-                actor: actor, action: "broker.certificate", outcome: .success,
-                reason: "server-tls certificate for \(names.joined(separator: ", "))",
-                serial: certificate.devidSerial)
-            return PEM.bundle([certificate, state.hierarchy.issuing.certificate])
-        } catch let error as DevIDPKIError {
+                actor: actor, action: "broker.certificate", outcome: .denied, reason: error.reason)
+            throw HTTPError(.conflict, message: error.reason)
+        }
+        let certificate: Certificate
+        do {
+            certificate = try BrokerCertificate.issue(
+                names: names, publicKey: request.publicKey, services: services, now: state.clock.now(),
+                revocation: await state.revocation.endpoints(caName: "services"))
+        } catch {
             await state.auditor.record(
                 actor: actor, action: "broker.certificate", outcome: .denied, reason: error.reason)
             throw HTTPError(.badRequest, message: error.reason)
         }
+        // Nothing leaves unrecorded: a failed write means no certificate.
+        try await ServiceCertificateRecorder(store: state.store, auditor: state.auditor, clock: state.clock).record(
+            certificate, service: "mosquitto", names: names, actor: actor)
+        return PEM.bundle([certificate, services.certificate])
     }
 
     /// A DNS name (letters, digits, `-`, `.`, optionally a leading `*.`) or an IPv4/IPv6 address.

@@ -221,58 +221,79 @@ public enum BrokerFileEntry {
     }
 }
 
-/// The broker's TLS server certificate, issued by DevID's issuing CA (profile `server-tls`) so that devices, which
-/// trust DevID's root, accept the broker. The key is made here and written 0600; it never crosses the network.
+/// The broker's TLS server certificate, issued by DevID's services CA (profile `service-tls`): devices, which trust
+/// DevID's root, accept the broker, and no device accepts it as the EST server (it has no id-kp-cmcRA, and the services
+/// CA's extended key usage does not allow it). The key is made here and written 0600; it never crosses the network.
 public enum BrokerCertificate {
     public static let certificateFile = "broker.pem"
     public static let keyFile = "broker.key"
 
-    /// Issues a new certificate unless the one in `directory` names exactly `names`, chains to `issuing`, and has
-    /// more than a third of its lifetime left at `now`. Returns true when it wrote a new one.
+    /// Issues a new certificate unless the one in `directory` names exactly `names`, was signed by `services`, and
+    /// has more than a third of its lifetime left at `now`. `record` is called with the new certificate before any
+    /// file is written (the registry records it: nothing leaves unrecorded); if it throws, nothing is written.
+    /// Returns the certificate it wrote, or nil when the current one stays.
     @discardableResult
     public static func ensure(
-        directory: String, names: [String], issuing: CertificateAuthority, now: Date
-    ) throws(DevIDPKIError) -> Bool {
+        directory: String, names: [String], services: CertificateAuthority, now: Date,
+        revocation: RevocationEndpoints? = nil, record: (Certificate) async throws -> Void
+    ) async throws -> Certificate? {
         try SecureFile.createDirectory(directory, mode: 0o755)
         let certificatePath = "\(directory)/\(certificateFile)"
         let keyPath = "\(directory)/\(keyFile)"
-        if isCurrent(directory: directory, names: names, issuer: issuing.certificate, now: now) { return false }
+        if isCurrent(directory: directory, names: names, issuer: services.certificate, now: now) { return nil }
         guard !names.isEmpty else { throw DevIDPKIError(.policyViolation, "the broker certificate needs a host name") }
         let (key, _) = try KeyMaterial.generateWithDER(.p256)
-        let subject: DistinguishedName
-        do {
-            subject = try DistinguishedName { CommonName(names[0]) }
-        } catch {
-            throw DevIDPKIError(.malformed, "the broker name is not a valid common name")
-        }
-        let certificate = try issuing.issue(
-            subject: subject, publicKey: key.publicKey, profile: .serverTLS,
-            subjectAlternativeNames: names.map(CAStore.generalName(forHost:)), now: now)
+        let certificate = try issue(names: names, publicKey: key.publicKey, services: services, now: now, revocation: revocation)
         let keyPEM: String
         do {
             keyPEM = try key.serializeAsPEM().pemString
         } catch {
             throw DevIDPKIError(.malformed, "the broker key could not be encoded")
         }
+        try await record(certificate)
         // Key first, so a certificate on disk always has its key next to it.
         try SecureFile.write(Array(keyPEM.utf8), to: keyPath, mode: 0o600)
         try SecureFile.write(
-            Array(PEM.bundle([certificate, issuing.certificate]).utf8), to: certificatePath, mode: 0o644)
-        return true
+            Array(PEM.bundle([certificate, services.certificate]).utf8), to: certificatePath, mode: 0o644)
+        return certificate
+    }
+
+    /// A broker certificate for `publicKey` from the services CA: CN = the first name, every name a SAN, serverAuth
+    /// only; with `revocation`, the services CA's CRL Distribution Point and OCSP responder.
+    public static func issue(
+        names: [String], publicKey: Certificate.PublicKey, services: CertificateAuthority, now: Date,
+        revocation: RevocationEndpoints? = nil
+    ) throws(DevIDPKIError) -> Certificate {
+        guard let first = names.first else {
+            throw DevIDPKIError(.policyViolation, "the broker certificate needs a host name")
+        }
+        let subject: DistinguishedName
+        do {
+            subject = try DistinguishedName { CommonName(first) }
+        } catch {
+            throw DevIDPKIError(.malformed, "the broker name is not a valid common name")
+        }
+        let serial = SerialNumberGenerator.next()
+        return try services.issue(
+            subject: subject, publicKey: publicKey, profile: .serviceTLS,
+            subjectAlternativeNames: names.map(CAStore.generalName(forHost:)), now: now, serialNumber: serial,
+            additionalExtensions: try revocation?.extensions(for: serial) ?? [])
     }
 
     /// True when `directory` holds a broker key and a certificate that names exactly `names`, has more than a
-    /// third of its lifetime left at `now`, and (when `issuer` is given) was signed by it: nothing to re-issue.
+    /// third of its lifetime left at `now`, and was signed by `issuer` (when given) or else by the CA certificate
+    /// after it in the file, which must be a services CA: nothing to re-issue. A broker certificate of the issuing
+    /// CA (DevID before the services CA) is never current.
     public static func isCurrent(directory: String, names: [String], issuer: Certificate?, now: Date) -> Bool {
         guard FileManager.default.fileExists(atPath: "\(directory)/\(keyFile)"),
             let pem = try? SecureFile.read("\(directory)/\(certificateFile)"),
-            let leaf = try? PEM.certificates(String(decoding: pem, as: UTF8.self)).first,
+            let chain = try? PEM.certificates(String(decoding: pem, as: UTF8.self)), let leaf = chain.first,
             Self.names(of: leaf) == Set(names.map(CAStore.generalName(forHost:)))
         else { return false }
-        if let issuer {
-            guard leaf.issuer == issuer.subject, issuer.publicKey.isValidSignature(leaf.signature, for: leaf) else {
-                return false
-            }
+        guard let signer = issuer ?? chain.dropFirst().first, signer.isServicesCA,
+            leaf.issuer == signer.subject, signer.publicKey.isValidSignature(leaf.signature, for: leaf)
+        else {
+            return false
         }
         let lifetime = leaf.notValidAfter.timeIntervalSince(leaf.notValidBefore)
         return leaf.notValidAfter.timeIntervalSince(now) > lifetime / 3

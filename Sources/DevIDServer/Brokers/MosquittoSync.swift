@@ -50,20 +50,28 @@ public actor MosquittoSync: Service {
     private let clock: any WallClock
     private let logger: Logger
     private let snapshot: Snapshot
+    private let recorder: ServiceCertificateRecorder
+    private let endpoints: @Sendable () async -> RevocationEndpoints?
     private var pending = false
     private var wakeUp: CheckedContinuation<Void, Never>?
     private var writes = 0
     private(set) var lastWrite: ContinuousClock.Instant?
     static let coalescingWindow = Duration.milliseconds(100)
 
+    /// - Parameters:
+    ///   - recorder: records the broker certificate in the registry before it is written.
+    ///   - endpoints: the services CA's CRL and OCSP endpoints, for the broker certificate.
     public init(
         configuration: MosquittoSyncConfiguration, hierarchy: CAHierarchy, clock: any WallClock, logger: Logger,
+        recorder: ServiceCertificateRecorder, endpoints: @escaping @Sendable () async -> RevocationEndpoints? = { nil },
         snapshot: @escaping Snapshot
     ) {
         self.configuration = configuration
         self.hierarchy = hierarchy
         self.clock = clock
         self.logger = logger
+        self.recorder = recorder
+        self.endpoints = endpoints
         self.snapshot = snapshot
     }
 
@@ -123,9 +131,19 @@ public actor MosquittoSync: Service {
         guard !crls.isEmpty else { return }
         let directory = configuration.directory
         let now = clock.now()
-        try BrokerCertificate.ensure(
-            directory: directory, names: configuration.brokerNames, issuing: hierarchy.issuing,
-            now: now)
+        // From the services CA only (never the EST server's issuing CA), recorded before it is written.
+        let names = configuration.brokerNames
+        if !BrokerCertificate.isCurrent(
+            directory: directory, names: names, issuer: hierarchy.services?.certificate, now: now)
+        {
+            let recorder = self.recorder
+            try await BrokerCertificate.ensure(
+                directory: directory, names: names, services: try hierarchy.requireServices(), now: now,
+                revocation: await endpoints()
+            ) { certificate in
+                try await recorder.record(certificate, service: "mosquitto", names: names, actor: "system")
+            }
+        }
         let export = MosquittoExport(
             port: configuration.port, bindAddress: configuration.bindAddress,
             certificateFile: "\(directory)/\(BrokerCertificate.certificateFile)",

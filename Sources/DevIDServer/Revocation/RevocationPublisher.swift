@@ -7,7 +7,8 @@ public import ServiceLifecycle
 import X509
 
 /// Publishes revocation status: the signed CRLs of every CA whose key the server holds (the issuing CA for
-/// LDevIDs, DevID's own manufacturer CA for IDevIDs), and OCSP answers signed by a short-lived delegated responder.
+/// LDevIDs, the services CA for brokers' certificates, DevID's own manufacturer CA for IDevIDs), and OCSP answers
+/// signed by a short-lived delegated responder.
 ///
 /// - CRLs are rebuilt from the registry when ``invalidate()`` is called (after any revocation; at most one rebuild
 ///   per `revocationCoalesceMilliseconds`, so a burst shares a few rebuilds and each revocation is published within
@@ -23,7 +24,7 @@ import X509
 public actor RevocationPublisher: Service {
     /// One CA whose revocation status DevID publishes.
     struct Authority: Sendable {
-        /// `issuing` or `manufacturer`: the CRL's file name.
+        /// `issuing`, `services` or `manufacturer`: the CRL's file name.
         let name: String
         let ca: CertificateAuthority
         /// The issuer as the registry stores it on each credential.
@@ -31,6 +32,8 @@ public actor RevocationPublisher: Service {
         let partitions: Int
         /// DevID's own manufacturer CA: its IDevIDs are devices' ``Device/idevidSerial``s, not credentials.
         let issuesIDevIDs: Bool
+        /// The services CA: its certificates are the registry's service certificates, not credentials.
+        var issuesServiceCertificates = false
         let builder: CRLBuilder
         /// Signs nothing: answers whether a CertID names this CA (its issuer name and key hashes).
         let matcher: OCSPResponder
@@ -108,6 +111,16 @@ public actor RevocationPublisher: Service {
                     name: "issuing", ca: hierarchy.issuing,
                     registryIssuer: String(describing: hierarchy.issuing.certificate.subject),
                     partitions: configuration.crlPartitions, issuesIDevIDs: false, builder: builder, matcher: matcher))
+        }
+        // The services CA (brokers' certificates): few certificates, one CRL, never partitioned.
+        if let services = hierarchy.services, let builder = try? CRLBuilder(authority: services),
+            let matcher = try? OCSPResponder(authority: services)
+        {
+            authorities.append(
+                Authority(
+                    name: "services", ca: services, registryIssuer: String(describing: services.certificate.subject),
+                    partitions: 1, issuesIDevIDs: false, issuesServiceCertificates: true, builder: builder,
+                    matcher: matcher))
         }
         // DevID's own manufacturer CA only: an external manufacturer publishes its own revocation status.
         if let manufacturer = hierarchy.manufacturer, let builder = try? CRLBuilder(authority: manufacturer),
@@ -334,7 +347,7 @@ public actor RevocationPublisher: Service {
     /// counts it held are no longer published); if it cannot be moved, nothing is written and the next rebuild
     /// tries again. Neither stops the current CRLs from being published.
     private func earlierPartitionCounts(of authority: Authority, now: Date) -> [Int] {
-        guard !authority.issuesIDevIDs else { return [] }
+        guard !authority.issuesIDevIDs, !authority.issuesServiceCertificates else { return [] }
         let path = configuration.crlDirectory + "/partitions.json"
         var history: PartitionHistory
         if let partitionHistory {
@@ -380,6 +393,9 @@ public actor RevocationPublisher: Service {
         if authority.issuesIDevIDs {
             entries = try await revokedIDevIDEntries(now: now)
         }
+        if authority.issuesServiceCertificates {
+            return try await revokedServiceEntries(now: now)
+        }
         var after: DevIDCore.SerialNumber?
         let page = 10_000
         while true {
@@ -392,6 +408,25 @@ public actor RevocationPublisher: Service {
                     RevokedEntry(serial: credential.serial, revokedAt: credential.revokedAt ?? now, reason: reason))
             }
             guard credentials.count == page, let last = credentials.last else { break }
+            after = last.serial
+        }
+        return entries
+    }
+
+    private func revokedServiceEntries(now: Date) async throws -> [RevokedEntry] {
+        var entries: [RevokedEntry] = []
+        var after: DevIDCore.SerialNumber?
+        let page = 10_000
+        while true {
+            let certificates = try await store.revokedServiceCertificates(
+                notExpiredAt: now, afterSerial: after, limit: page)
+            for certificate in certificates {
+                var reason = certificate.revocationReason ?? .unspecified
+                if reason == .removeFromCRL { reason = .unspecified }
+                entries.append(
+                    RevokedEntry(serial: certificate.serial, revokedAt: certificate.revokedAt ?? now, reason: reason))
+            }
+            guard certificates.count == page, let last = certificates.last else { break }
             after = last.serial
         }
         return entries
@@ -486,10 +521,14 @@ public actor RevocationPublisher: Service {
         let store = self.store
         let issuer = authority.registryIssuer
         let issuesIDevIDs = authority.issuesIDevIDs
+        let issuesServiceCertificates = authority.issuesServiceCertificates
         let response = await signer.responder.respond(
             to: request, producedAt: now, thisUpdate: now, nextUpdate: nextUpdate
         ) { serial in
-            try await Self.status(of: serial, issuer: issuer, issuesIDevIDs: issuesIDevIDs, store: store)
+            if issuesServiceCertificates {
+                return try await Self.serviceStatus(of: serial, issuer: issuer, store: store)
+            }
+            return try await Self.status(of: serial, issuer: issuer, issuesIDevIDs: issuesIDevIDs, store: store)
         }
         guard response.status == .successful else { return Answer(response: response, nextUpdate: nil) }
         guard cacheable else { return Answer(response: response, nextUpdate: nil) }
@@ -518,6 +557,19 @@ public actor RevocationPublisher: Service {
         guard credential.status == .revoked else { return .good }
         return .revoked(
             at: credential.revokedAt ?? credential.createdAt, reason: credential.revocationReason ?? .unspecified)
+    }
+
+    /// The registry's word on one serial of the services CA: a service certificate, revoked or good; else unknown.
+    private static func serviceStatus(
+        of serial: Certificate.SerialNumber, issuer: String, store: any Store
+    ) async throws -> OCSPCertificateStatus {
+        let id = DevIDCore.SerialNumber(bytes: serial.bytes)
+        guard let certificate = try await store.serviceCertificate(serial: id), certificate.issuer == issuer else {
+            return .unknown
+        }
+        guard certificate.status == .revoked else { return .good }
+        return .revoked(
+            at: certificate.revokedAt ?? certificate.createdAt, reason: certificate.revocationReason ?? .unspecified)
     }
 
     /// The delegated OCSP signer of `authority`, issued anew when less than half of its lifetime remains.
