@@ -155,8 +155,18 @@ public protocol Store: Sendable {
     func revokeClaimToken(id: String, audit: AuditEvent?) async throws(StoreError)
 
     // MARK: Admin tokens
+    /// Inserts an admin token and its audit event in one transaction. `.duplicate` if the id or the secret hash
+    /// exists, or if a token that is not revoked has the same name.
     func insertAdminToken(_ token: AdminToken, audit: AuditEvent?) async throws(StoreError)
+    /// Every admin token, revoked and expired ones included, in ascending id order.
     func adminTokens() async throws(StoreError) -> [AdminToken]
+    /// Revokes an admin token and appends `audit` in the same transaction; returns the token as stored after.
+    /// `.notFound` for an unknown id; `.conflict` if it is already revoked, or if it is an `admin` token and no
+    /// other `admin` token that is neither revoked nor expired at `now` would be left (and then nothing changes).
+    func revokeAdminToken(id: String, now: Date, audit: AuditEvent?) async throws(StoreError) -> AdminToken
+    /// Writes back when tokens were last used, in one transaction: each token's `lastUsedAt` becomes the later of
+    /// the stored one and the given one. Unknown ids are ignored.
+    func recordAdminTokenUse(_ lastUsed: [String: Date]) async throws(StoreError)
 
     // MARK: Audit
     /// Appends an event at the end of the hash chain; returns it with sequence and hashes filled in.
@@ -219,6 +229,10 @@ public struct AuditFilter: Sendable, Hashable {
 
     public init(
         action: String? = nil, device: DeviceID? = nil, outcome: AuditEvent.Outcome? = nil, limit: Int = 100,
+    /// Only events that name one of these tenants (what an admin token limited to tenants may read); nil: all.
+    public var tenants: [TenantID]? = nil
+    /// Only events of this actor (`admin:<token id>`: what one admin token did).
+    public var actor: String? = nil
         afterSequence: Int64? = nil, oldestFirst: Bool = false
     ) {
         self.action = action

@@ -467,8 +467,13 @@ public actor MemoryStore: Store {
 
     public func adminTokens() -> [AdminToken] { adminTokenRows.values.sorted { $0.id < $1.id } }
 
+        guard token.revoked || !adminTokenRows.values.contains(where: { !$0.revoked && $0.name == token.name }) else {
+            throw StoreError(.duplicate, "insert admin token: admin_tokens.name already exists")
+        }
     // MARK: Audit
 
+        token.expiresAt = StoreTime.normalized(token.expiresAt)
+        token.lastUsedAt = StoreTime.normalized(token.lastUsedAt)
     @discardableResult
     public func appendAudit(_ event: AuditEvent) -> AuditEvent {
         let last = auditTrail.last
@@ -476,6 +481,27 @@ public actor MemoryStore: Store {
         let chained = AuditChain.chained(
             event, afterSequence: last?.sequence, hash: last?.hash, mac: { input in key?.mac(input) })
         auditTrail.append(AuditEntry(chained))
+    public func revokeAdminToken(id: String, now: Date, audit: AuditEvent?) throws(StoreError) -> AdminToken {
+        guard let token = adminTokenRows[id] else { throw StoreError(.notFound, "revoke admin token: no such token") }
+        guard !token.revoked else { throw StoreError(.conflict, "admin token \(token.id) is already revoked") }
+        if token.role == .admin,
+            !adminTokenRows.values.contains(where: { $0.id != id && $0.role == .admin && $0.isUsable(at: now) })
+        {
+            throw StoreError(
+                .conflict, "admin token \(token.id) (\(token.name)) is the last usable admin token; create another first")
+        }
+        adminTokenRows[id]?.revoked = true
+        append(audit)
+        return adminTokenRows[id] ?? token
+    }
+
+    public func recordAdminTokenUse(_ lastUsed: [String: Date]) {
+        for (id, time) in lastUsed where adminTokenRows[id] != nil {
+            let time = StoreTime.normalized(time)
+            if adminTokenRows[id]?.lastUsedAt.map({ $0 < time }) ?? true { adminTokenRows[id]?.lastUsedAt = time }
+        }
+    }
+
         return chained
     }
 
@@ -495,6 +521,8 @@ public actor MemoryStore: Store {
         for entry in auditTrail where !verifier.accept(entry) { break }
         return verifier.finish()
     }
+                && (filter.tenants.map { tenants in tenants.contains { $0.rawValue == entry.tenant } } ?? true)
+                && (filter.actor.map { entry.actor == $0 } ?? true)
 
     // MARK: Helpers
 

@@ -26,6 +26,9 @@ enum SQLiteSchema {
         migrator.registerMigration("v6") { db in
             try db.execute(sql: v6)
         }
+        migrator.registerMigration("v8-admin-token-roles") { db in
+            try db.execute(sql: v8AdminTokenRoles)
+        }
         migrator.registerMigration("v9-service-certificates") { db in
             try db.execute(sql: v9ServiceCertificates)
         }
@@ -171,5 +174,22 @@ enum SQLiteSchema {
         ALTER TABLE devices ADD COLUMN idevid_revoked_at BIGINT;
         ALTER TABLE devices ADD COLUMN idevid_revocation_reason TEXT;
         CREATE UNIQUE INDEX devices_idevid_serial ON devices(idevid_serial);
+        """
+
+    /// Named admin tokens with roles: `name` (unique among tokens that are not revoked), `role` (`admin`,
+    /// `operator`, `factory`, `auditor`, `broker`), `tenants` (a JSON array of tenant ids; NULL: every tenant),
+    /// `expires_at` (NULL: never), `last_used_at` (written back coalesced), `revoked`. Tokens of earlier versions
+    /// become `admin` tokens for every tenant; the oldest one, created at first start, is named `bootstrap`.
+    static let v8AdminTokenRoles = """
+        ALTER TABLE admin_tokens ADD COLUMN name TEXT NOT NULL DEFAULT '';
+        ALTER TABLE admin_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
+        ALTER TABLE admin_tokens ADD COLUMN tenants TEXT;
+        ALTER TABLE admin_tokens ADD COLUMN expires_at BIGINT;
+        ALTER TABLE admin_tokens ADD COLUMN last_used_at BIGINT;
+        ALTER TABLE admin_tokens ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1));
+        UPDATE admin_tokens SET name = id;
+        UPDATE admin_tokens SET name = 'bootstrap'
+            WHERE id = (SELECT id FROM admin_tokens ORDER BY created_at, id LIMIT 1);
+        CREATE UNIQUE INDEX admin_tokens_active_name ON admin_tokens(name) WHERE revoked = 0;
         """
 }

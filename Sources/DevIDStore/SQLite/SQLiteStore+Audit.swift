@@ -18,6 +18,10 @@ extension SQLiteStore {
             if let device = filter.device { request = request.filter { $0.deviceID == device.rawValue } }
             if let outcome = filter.outcome { request = request.filter { $0.outcome == outcome.rawValue } }
             if let after = filter.afterSequence { request = request.filter { $0.sequence > after } }
+            if let actor = filter.actor { request = request.filter(Column("actor") == actor) }
+            if let tenants = filter.tenants {
+                request = request.filter(tenants.map(\.rawValue).contains(Column("tenant_id")))
+            }
             request = filter.oldestFirst ? request.order { $0.sequence } : request.order { $0.sequence.desc }
             return try request.limit(max(0, filter.limit)).asRequest(of: Row.self).fetchAll(db)
                 .map(AuditEventRecord.entry)

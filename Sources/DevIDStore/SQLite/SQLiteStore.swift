@@ -374,7 +374,49 @@ extension SQLiteStore {
 
     public func adminTokens() async throws(StoreError) -> [AdminToken] {
         try await read("list admin tokens") { db in
-            try AdminTokenRecord.all().order { $0.id }.fetchAll(db).map { $0.model() }
+            try AdminTokenRecord.all().order { $0.id }.fetchAll(db).map { record throws(StoreError) in
+                try record.model()
+            }
+        }
+    }
+
+    public func revokeAdminToken(id: String, now: Date, audit: AuditEvent?) async throws(StoreError) -> AdminToken {
+        try await write("revoke admin token") { db in
+            guard let record = try AdminTokenRecord.fetchOne(db, key: id) else {
+                throw StoreError(.notFound, "revoke admin token: no such token")
+            }
+            let token = try record.model()
+            guard !token.revoked else { throw StoreError(.conflict, "admin token \(token.id) is already revoked") }
+            if token.role == .admin {
+                let others = try AdminTokenRecord.all().filter { $0.id != id }.fetchAll(db)
+                    .compactMap { try? $0.model() }
+                    .filter { $0.role == .admin && $0.isUsable(at: now) }
+                guard !others.isEmpty else {
+                    throw StoreError(
+                        .conflict,
+                        "admin token \(token.id) (\(token.name)) is the last usable admin token; create another first")
+                }
+            }
+            try AdminTokenRecord.all().filter { $0.id == id }.updateAll(db, AdminTokenRecord.Columns.revoked.set(to: true))
+            try Self.append(audit, db)
+            var revoked = token
+            revoked.revoked = true
+            return revoked
+        }
+    }
+
+    public func recordAdminTokenUse(_ lastUsed: [String: Date]) async throws(StoreError) {
+        guard !lastUsed.isEmpty else { return }
+        try await write("record admin token use") { db in
+            for (id, time) in lastUsed.sorted(by: { $0.key < $1.key }) {
+                let millis = StoreTime.milliseconds(time)
+                try db.execute(
+                    sql: """
+                        UPDATE admin_tokens SET last_used_at = ?
+                        WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)
+                        """,
+                    arguments: [millis, id, millis])
+            }
         }
     }
 }
