@@ -49,7 +49,8 @@ struct RevokeRequest: Decodable {
 /// `GET /v1/admin/certificates/:serial`: the registry's record, and what relying parties see in the CRL and
 /// from OCSP.
 struct CertificateStatusView: Encodable, Sendable {
-    var credential: CredentialView
+    /// A ``CredentialView``, or a ``ServiceCertificateView`` for a broker's certificate.
+    var credential: any Encodable & Sendable
     var relyingParty: RelyingPartyView?
 
     func encode(to encoder: any Encoder) throws {
@@ -63,6 +64,8 @@ struct RevokeResult: Codable, Sendable {
     var dryRun: Bool
     var reason: RevocationReason
     var blastRadius: BlastRadius
+    /// Set when the serial was a broker's certificate (of the services CA), not a device's credential.
+    var serviceCertificate: ServiceCertificateView?
 }
 
 /// Revocation (permanent, with a CRL entry) and suspension (a reversible hold, no CRL entry).
@@ -73,6 +76,13 @@ enum RevocationRoutes {
             let scope = try body.scope()
             let reason = try body.revocationReason()
             let now = state.clock.now()
+            if case .serial(let serial) = scope, try await state.store.credential(serial: serial) == nil,
+                let service = try await state.store.serviceCertificate(serial: serial)
+            {
+                return JSONBody(
+                    try await ServiceCertificateRoutes.revoke(
+                        service, reason: reason, dryRun: body.dryRun ?? false, actor: context.actor, state: state))
+            }
             if body.dryRun ?? false {
                 let radius = try await notFoundAs404 { try await state.store.blastRadius(scope, now: now) }
                 return JSONBody(RevokeResult(dryRun: true, reason: reason, blastRadius: radius))
@@ -166,6 +176,9 @@ enum RevocationRoutes {
                 throw HTTPError(.badRequest, message: "invalid serial (hex expected)")
             }
             guard let credential = try await state.store.credential(serial: serial) else {
+                if let service = try await state.store.serviceCertificate(serial: serial) {
+                    return JSONBody(await ServiceCertificateRoutes.status(service, state: state))
+                }
                 throw HTTPError(.notFound, message: "unknown serial \(serial)")
             }
             var view = CertificateStatusView(credential: CredentialView(credential))

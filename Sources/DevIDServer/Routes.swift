@@ -231,6 +231,7 @@ enum Routes {
         RotationRoutes.register(admin, state: state)
         RevocationRoutes.register(admin, state: state)
         BrokerRoutes.register(admin, state: state)
+        ServiceCertificateRoutes.register(admin, state: state)
         PolicyRoutes.register(admin, state: state)
         // Walks the chain against the newest validly signed checkpoint (DATA/audit/checkpoints.jsonl).
         admin.get("/audit/verify") { _, _ -> AuditVerifyResponse in

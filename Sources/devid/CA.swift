@@ -10,7 +10,39 @@ struct CA: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ca",
         abstract: "Create and inspect the CA hierarchy.",
-        subcommands: [Init.self, Show.self])
+        subcommands: [Init.self, InitServices.self, Show.self])
+
+    struct InitServices: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "init-services",
+            abstract: "Create the services CA (brokers' TLS certificates) of a hierarchy made before it existed.",
+            discussion: """
+                Signs a new services CA with the root key (encrypted with the CA passphrase, as `devid ca init` wrote \
+                it) and writes DATA/ca/services.crt, services.key (0600) and services-chain.pem. Only needed when the \
+                root key is kept outside the data directory: otherwise `devid serve` creates the services CA at its \
+                next start. Restart `devid serve` afterwards.
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Option(name: .long, help: "The root CA key (default DATA/ca/root.key).") var rootKey: String?
+
+        func run() async throws {
+            LoggingSetup.bootstrap(level: .warning)
+            var configuration = try await ServerConfiguration.load(configFile: nil)
+            configuration.dataDirectory = global.dataDir
+            let services: X509.Certificate
+            do {
+                services = try DataDirectory.createServicesCA(
+                    configuration: configuration, rootKeyPath: rootKey, clock: SystemWallClock()
+                ).certificate
+            } catch {
+                throw CLIError("\(error)")
+            }
+            let summary = CertificateSummary(role: "services", certificate: services)
+            if global.json { return try Output.json(summary) }
+            print("Created the services CA in \(global.dataDir)/ca; restart `devid serve` to issue broker certificates")
+            Show.printSummary(HierarchySummary(trustDomain: "", certificates: [summary]))
+        }
+    }
 
     struct Init: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

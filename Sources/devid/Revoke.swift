@@ -24,7 +24,13 @@ struct Revoke: AsyncParsableCommand {
 
     struct Counts: Codable { var devices: Int; var credentials: Int }
     struct Radius: Codable { var devices: Int; var credentials: Int; var byTenant: [String: Counts]; var byLot: [String: Counts] }
-    struct Result: Codable { var dryRun: Bool; var reason: String; var blastRadius: Radius }
+    struct Service: Codable { var serial: String; var service: String; var names: [String]; var status: String }
+    struct Result: Codable {
+        var dryRun: Bool; var reason: String; var blastRadius: Radius
+        /// Set when `--serial` named a broker's certificate (of the services CA).
+        var serviceCertificate: Service?
+    }
+
 
     func run() async throws {
         struct Body: Encodable {
@@ -37,6 +43,15 @@ struct Revoke: AsyncParsableCommand {
             as: Result.self)
         if global.json { return try Output.json(result) }
         let radius = result.blastRadius
+        if let service = result.serviceCertificate {
+            let what = "\(service.service) broker certificate \(service.serial) (\(service.names.joined(separator: ", ")))"
+            return print(
+                result.dryRun
+                    ? "dry run: would revoke \(radius.credentials) \(what) (\(result.reason))"
+                    : radius.credentials == 0
+                        ? "\(what) was already revoked"
+                        : "revoked \(what) (\(result.reason)): the services CRL lists it, OCSP answers revoked")
+        }
         print(
             (result.dryRun ? "dry run: would revoke " : "revoked ")
                 + "\(radius.credentials) credentials on \(radius.devices) devices (\(result.reason))")
@@ -97,7 +112,32 @@ struct DeviceReprovision: AsyncParsableCommand {
 
 struct Cert: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Certificates as relying parties see them.", subcommands: [Status.self])
+        abstract: "Certificates as relying parties see them.", subcommands: [Status.self, Services.self])
+
+    struct Services: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List the brokers' TLS certificates DevID issued from its services CA (newest first).",
+            discussion: "Revoke one with `devid revoke --serial S`; `devid cert status --serial S` shows its CRL and OCSP view.")
+        @OptionGroup var global: GlobalOptions
+
+        struct View: Codable {
+            var serial: String; var service: String; var names: [String]; var status: String; var notBefore: Date
+            var notAfter: Date; var sha256: String; var revokedAt: Date?; var revocationReason: String?
+        }
+        struct List: Codable { var certificates: [View] }
+
+        func run() async throws {
+            let list = try await AdminClient(options: global).get("/v1/admin/service-certificates", as: List.self)
+            if global.json { return try Output.json(list.certificates) }
+            if list.certificates.isEmpty { return print("no broker certificates") }
+            for view in list.certificates {
+                let status = view.status == "revoked" ? "revoked (\(view.revocationReason ?? "unspecified"))" : view.status
+                print(
+                    "\(view.serial)  \(view.service)  \(status)  until \(Output.date(view.notAfter))  "
+                        + view.names.joined(separator: ", "))
+            }
+        }
+    }
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -118,6 +158,8 @@ struct Cert: AsyncParsableCommand {
             var serial: String; var kind: String; var status: String; var notBefore: Date; var notAfter: Date
             var sha256: String; var revokedAt: Date?; var revocationReason: String?
             var crl: CRLView?; var ocsp: OCSPView?; var notes: [String]?
+            /// A broker's certificate (kind `service`): what it is for and the names it carries.
+            var service: String?; var names: [String]?
         }
 
         func run() async throws {
@@ -148,6 +190,9 @@ struct Cert: AsyncParsableCommand {
         static func show(_ view: View) {
             print("serial:   \(view.serial)")
             print("kind:     \(view.kind)")
+            if let service = view.service {
+                print("service:  \(service) (\((view.names ?? []).joined(separator: ", ")))")
+            }
             print("status:   \(view.status)")
             print("valid:    \(Output.date(view.notBefore)) .. \(Output.date(view.notAfter))")
             if let revokedAt = view.revokedAt {
