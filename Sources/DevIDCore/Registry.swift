@@ -142,18 +142,49 @@ public struct ClaimToken: Sendable, Hashable, Codable {
 /// A named credential for the admin API, with a role and optionally a list of tenants. Only the hash of the secret
 /// is stored; the secret is shown once, when the token is created.
 public struct AdminToken: Sendable, Hashable, Codable {
+    /// A public handle (safe to log, the audit actor is `admin:<id>`).
     public var id: String
+    /// What the operator calls it (`bootstrap`, `ci-deploy`); unique among tokens that are not revoked.
+    public var name: String
+    /// SHA-256 of the whole token, lowercase hex.
     public var secretHash: String
+    public var role: AdminRole
+    /// The tenants the token may act on; nil means every tenant.
+    public var tenants: [TenantID]?
     public var createdAt: Date
+    /// After this the token is refused; nil means it does not expire.
+    public var expiresAt: Date?
+    /// The last time the token authenticated a request, as far as the registry knows (written back coalesced).
+    public var lastUsedAt: Date?
+    public var revoked: Bool
 
     public init(
         id: String, name: String? = nil, secretHash: String, role: AdminRole = .admin, tenants: [TenantID]? = nil,
         createdAt: Date, expiresAt: Date? = nil, lastUsedAt: Date? = nil, revoked: Bool = false
     ) {
         self.id = id
+        self.name = name ?? id
         self.secretHash = secretHash
+        self.role = role
+        self.tenants = tenants
         self.createdAt = createdAt
+        self.expiresAt = expiresAt
+        self.lastUsedAt = lastUsedAt
+        self.revoked = revoked
     }
+
+    /// Not revoked and not expired at `now`.
+    public func isUsable(at now: Date) -> Bool {
+        !revoked && (expiresAt.map { now < $0 } ?? true)
+    }
+
+    /// Whether the token may act on `tenant`'s objects.
+    public func allows(tenant: TenantID) -> Bool {
+        tenants.map { $0.contains(tenant) } ?? true
+    }
+
+    /// Names of tokens: 1-64 characters of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-` (like ids).
+    public static func isValidName(_ name: String) -> Bool { IdentifierRules.isValid(name) }
 }
 
 /// One entry of the audit trail: every decision that grants or denies, and every change.
@@ -188,46 +219,15 @@ public struct AuditEvent: Sendable, Hashable, Codable {
         tenant: TenantID? = nil, device: DeviceID? = nil, serial: SerialNumber? = nil
     ) {
         self.sequence = 0
-    /// A public handle (safe to log, the audit actor is `admin:<id>`).
         self.time = time
-    /// What the operator calls it (`bootstrap`, `ci-deploy`); unique among tokens that are not revoked.
-    public var name: String
-    /// SHA-256 of the whole token, lowercase hex.
         self.actor = actor
-    public var role: AdminRole
-    /// The tenants the token may act on; nil means every tenant.
-    public var tenants: [TenantID]?
         self.action = action
-    /// After this the token is refused; nil means it does not expire.
-    public var expiresAt: Date?
-    /// The last time the token authenticated a request, as far as the registry knows (written back coalesced).
-    public var lastUsedAt: Date?
-    public var revoked: Bool
         self.outcome = outcome
         self.reason = reason
         self.tenant = tenant
-        self.name = name ?? id
         self.device = device
-        self.role = role
-        self.tenants = tenants
         self.serial = serial
-        self.expiresAt = expiresAt
-        self.lastUsedAt = lastUsedAt
-        self.revoked = revoked
-    }
-
-    /// Not revoked and not expired at `now`.
-    public func isUsable(at now: Date) -> Bool {
-        !revoked && (expiresAt.map { now < $0 } ?? true)
-    }
-
-    /// Whether the token may act on `tenant`'s objects.
-    public func allows(tenant: TenantID) -> Bool {
-        tenants.map { $0.contains(tenant) } ?? true
         self.previousHash = ""
-
-    /// Names of tokens: 1-64 characters of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-` (like ids).
-    public static func isValidName(_ name: String) -> Bool { IdentifierRules.isValid(name) }
         self.hash = ""
     }
 

@@ -226,13 +226,13 @@ public struct AuditFilter: Sendable, Hashable {
     public var afterSequence: Int64?
     /// Ascending order, keeping the oldest matches when more than `limit` match (pages for an export).
     public var oldestFirst: Bool
-
-    public init(
-        action: String? = nil, device: DeviceID? = nil, outcome: AuditEvent.Outcome? = nil, limit: Int = 100,
     /// Only events that name one of these tenants (what an admin token limited to tenants may read); nil: all.
     public var tenants: [TenantID]? = nil
     /// Only events of this actor (`admin:<token id>`: what one admin token did).
     public var actor: String? = nil
+
+    public init(
+        action: String? = nil, device: DeviceID? = nil, outcome: AuditEvent.Outcome? = nil, limit: Int = 100,
         afterSequence: Int64? = nil, oldestFirst: Bool = false
     ) {
         self.action = action

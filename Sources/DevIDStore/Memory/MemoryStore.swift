@@ -458,8 +458,13 @@ public actor MemoryStore: Store {
         guard !adminTokenSecretHashes.contains(token.secretHash) else {
             throw StoreError(.duplicate, "insert admin token: admin_tokens.secret_hash already exists")
         }
+        guard token.revoked || !adminTokenRows.values.contains(where: { !$0.revoked && $0.name == token.name }) else {
+            throw StoreError(.duplicate, "insert admin token: admin_tokens.name already exists")
+        }
         var token = token
         token.createdAt = StoreTime.normalized(token.createdAt)
+        token.expiresAt = StoreTime.normalized(token.expiresAt)
+        token.lastUsedAt = StoreTime.normalized(token.lastUsedAt)
         adminTokenRows[token.id] = token
         adminTokenSecretHashes.insert(token.secretHash)
         append(audit)
@@ -467,20 +472,6 @@ public actor MemoryStore: Store {
 
     public func adminTokens() -> [AdminToken] { adminTokenRows.values.sorted { $0.id < $1.id } }
 
-        guard token.revoked || !adminTokenRows.values.contains(where: { !$0.revoked && $0.name == token.name }) else {
-            throw StoreError(.duplicate, "insert admin token: admin_tokens.name already exists")
-        }
-    // MARK: Audit
-
-        token.expiresAt = StoreTime.normalized(token.expiresAt)
-        token.lastUsedAt = StoreTime.normalized(token.lastUsedAt)
-    @discardableResult
-    public func appendAudit(_ event: AuditEvent) -> AuditEvent {
-        let last = auditTrail.last
-        let key = auditKey
-        let chained = AuditChain.chained(
-            event, afterSequence: last?.sequence, hash: last?.hash, mac: { input in key?.mac(input) })
-        auditTrail.append(AuditEntry(chained))
     public func revokeAdminToken(id: String, now: Date, audit: AuditEvent?) throws(StoreError) -> AdminToken {
         guard let token = adminTokenRows[id] else { throw StoreError(.notFound, "revoke admin token: no such token") }
         guard !token.revoked else { throw StoreError(.conflict, "admin token \(token.id) is already revoked") }
@@ -502,6 +493,15 @@ public actor MemoryStore: Store {
         }
     }
 
+    // MARK: Audit
+
+    @discardableResult
+    public func appendAudit(_ event: AuditEvent) -> AuditEvent {
+        let last = auditTrail.last
+        let key = auditKey
+        let chained = AuditChain.chained(
+            event, afterSequence: last?.sequence, hash: last?.hash, mac: { input in key?.mac(input) })
+        auditTrail.append(AuditEntry(chained))
         return chained
     }
 
@@ -512,6 +512,8 @@ public actor MemoryStore: Store {
                 && (filter.device.map { entry.device == $0.rawValue } ?? true)
                 && (filter.outcome.map { entry.outcome == $0.rawValue } ?? true)
                 && (filter.afterSequence.map { entry.sequence > $0 } ?? true)
+                && (filter.tenants.map { tenants in tenants.contains { $0.rawValue == entry.tenant } } ?? true)
+                && (filter.actor.map { entry.actor == $0 } ?? true)
         }
         return Array(matching.prefix(max(0, filter.limit)))
     }
@@ -521,8 +523,6 @@ public actor MemoryStore: Store {
         for entry in auditTrail where !verifier.accept(entry) { break }
         return verifier.finish()
     }
-                && (filter.tenants.map { tenants in tenants.contains { $0.rawValue == entry.tenant } } ?? true)
-                && (filter.actor.map { entry.actor == $0 } ?? true)
 
     // MARK: Helpers
 
