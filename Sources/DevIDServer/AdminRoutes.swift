@@ -84,6 +84,7 @@ enum AdminRoutes {
         admin.post("/tokens") { request, context -> EditedResponse<JSONBody<TokenCreated>> in
             let body = try await request.decode(as: TokenCreateRequest.self, context: context)
             guard let tenant = TenantID(rawValue: body.tenant) else { throw HTTPError(.badRequest, message: "invalid tenant") }
+            try context.require(tenant: tenant)
             var device: DeviceID?
             if let name = body.device {
                 guard let id = DeviceID(rawValue: name) else { throw HTTPError(.badRequest, message: "invalid device id") }
@@ -124,20 +125,24 @@ enum AdminRoutes {
                         expiresAt: token.expiresAt, uses: uses)))
         }
 
-        admin.get("/tokens") { request, _ -> ListResponse<TokenView> in
+        admin.get("/tokens") { request, context -> ListResponse<TokenView> in
             var tenant: TenantID?
             if let name = request.uri.queryParameters["tenant"] {
                 guard let id = TenantID(rawValue: String(name)) else { throw HTTPError(.badRequest, message: "invalid tenant") }
+                try context.require(tenant: id)
                 tenant = id
             }
-            return ListResponse(items: try await store.claimTokens(tenant: tenant).map(TokenView.init))
+            return ListResponse(
+                items: try await store.claimTokens(tenant: tenant).filter { context.allows(tenant: $0.tenant) }
+                    .map(TokenView.init))
         }
 
         admin.post("/tokens/:id/revoke") { _, context -> JSONBody<TokenView> in
             let id = try context.parameters.require("id")
-            guard try await store.claimToken(id: id) != nil else {
+            guard let existing = try await store.claimToken(id: id) else {
                 throw HTTPError(.notFound, message: "unknown claim token")
             }
+            try context.require(tenant: existing.tenant)
             try await store.revokeClaimToken(
                 id: id,
                 audit: auditor.event(
@@ -148,6 +153,7 @@ enum AdminRoutes {
 
         admin.post("/devices/import") { request, context -> JSONBody<DeviceImportResult> in
             let manifest = try await request.decode(as: LotManifest.self, context: context)
+            try context.require(tenant: manifest.tenant)
             guard manifest.devices.count <= maximumImport else {
                 throw HTTPError(.contentTooLarge, message: "at most \(maximumImport) devices per import")
             }
@@ -232,6 +238,7 @@ enum AdminRoutes {
             guard let id = TenantID(rawValue: try context.parameters.require("id")),
                 let existing = try await store.tenant(id)
             else { throw HTTPError(.notFound, message: "unknown tenant") }
+            try context.require(tenant: id)
             // The topic policy has its own endpoint (PolicyRoutes), which validates it; this one keeps it.
             policy.topics = existing.policy.topics
             try await store.updateTenantPolicy(
@@ -249,6 +256,7 @@ enum AdminRoutes {
             throw HTTPError(.badRequest, message: "invalid device id")
         }
         guard let device = try await store.device(id) else { throw HTTPError(.notFound, message: "unknown device \(id)") }
+        try context.require(tenant: device.tenant)
         return device
     }
 }

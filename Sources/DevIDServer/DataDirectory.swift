@@ -77,10 +77,10 @@ public enum DataDirectory {
         if try await store.adminTokens().isEmpty {
             let token = AdminTokens.generate()
             try await store.insertAdminToken(
-                AdminToken(id: token.id, secretHash: token.hash, createdAt: clock.now()),
+                AdminToken(id: token.id, name: "bootstrap", secretHash: token.hash, role: .admin, createdAt: clock.now()),
                 audit: AuditEvent(
                     time: clock.now(), actor: "system", action: "admin.token.create", outcome: .success,
-                    reason: "created admin token \(token.id)"))
+                    reason: "created admin token \(token.id) (bootstrap, role admin)"))
             try SecureFile.createDirectory(configuration.secretsDirectory)
             try SecureFile.write(Array(token.secret.utf8), to: configuration.devAdminTokenPath, mode: 0o600)
             report.adminToken = token.secret

@@ -85,6 +85,8 @@ public struct DevIDServerApp: Service {
             configuration: .init(
                 services: [
                     .init(service: checkpointer),
+                    // Before the listeners, so it stops after them and writes back the last uses of admin tokens.
+                    .init(service: state.adminTokens),
                     .init(service: est), .init(service: ops),
                     .init(service: endpointsWriter, successTerminationBehavior: .ignore),
                     .init(service: RotationSweeper(state: state)),

@@ -94,6 +94,7 @@ enum PolicyRoutes {
         guard let tenant = try await store.tenant(id) else {
             throw HTTPError(.notFound, message: "unknown tenant \(id)")
         }
+        try context.require(tenant: id)
         return tenant
     }
 }

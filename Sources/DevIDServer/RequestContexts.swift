@@ -1,3 +1,4 @@
+public import DevIDCore
 public import Foundation
 public import Hummingbird
 public import NIOCore
@@ -30,8 +31,11 @@ public struct DeviceRequestContext: RequestContext {
 /// Request context on the operations listener; the admin middleware records which token authenticated.
 public struct OpsRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
-    /// Set by `AdminAuthMiddleware`: the id of the admin token that authenticated this request.
-    public var adminTokenID: String?
+    /// Set by `AdminAuthMiddleware` (and by `AuthzAuthMiddleware` for an admin token): the admin token that
+    /// authenticated this request, with its role and tenant limit (see `require(tenant:)`).
+    public var adminToken: AdminToken?
+    /// The id of the admin token that authenticated this request.
+    public var adminTokenID: String? { adminToken?.id }
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

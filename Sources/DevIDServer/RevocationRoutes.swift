@@ -74,6 +74,7 @@ enum RevocationRoutes {
         admin.post("/revoke") { request, context -> JSONBody<RevokeResult> in
             let body = try await request.decode(as: RevokeRequest.self, context: context)
             let scope = try body.scope()
+            try await context.require(scope: scope, store: state.store)
             let reason = try body.revocationReason()
             let now = state.clock.now()
             if case .serial(let serial) = scope, try await state.store.credential(serial: serial) == nil,
@@ -181,6 +182,7 @@ enum RevocationRoutes {
                 }
                 throw HTTPError(.notFound, message: "unknown serial \(serial)")
             }
+            try await context.require(scope: .serial(serial), store: state.store)
             var view = CertificateStatusView(credential: CredentialView(credential))
             if let certificate = try? Certificate(derEncoded: credential.der) {
                 view.relyingParty = await state.revocation.relyingPartyView(of: certificate)

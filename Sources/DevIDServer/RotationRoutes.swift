@@ -56,6 +56,7 @@ enum RotationRoutes {
         admin.post("/rotate") { request, context -> JSONBody<RotateResult> in
             let body = try await request.decode(as: RotateRequest.self, context: context)
             let scope = try body.scope()
+            try await context.require(scope: scope, store: state.store)
             let now = state.clock.now()
             if body.dryRun ?? false {
                 let radius = try await RevocationRoutes.notFoundAs404 { try await state.store.blastRadius(scope, now: now) }
@@ -66,7 +67,7 @@ enum RotationRoutes {
             return JSONBody(RotateResult(dryRun: false, credentials: count, blastRadius: nil))
         }
 
-        admin.get("/rotate/status") { request, _ -> JSONBody<RotationProgress> in
+        admin.get("/rotate/status") { request, context -> JSONBody<RotationProgress> in
             let query = request.uri.queryParameters
             var scope: CredentialScope?
             if query["device"] != nil || query["lot"] != nil || query["tenant"] != nil {
@@ -74,6 +75,11 @@ enum RotationRoutes {
                     device: query["device"].map(String.init), lot: query["lot"].map(String.init),
                     tenant: query["tenant"].map(String.init)
                 ).scope()
+            }
+            if let scope {
+                try await context.require(scope: scope, store: state.store)
+            } else {
+                try context.requireAllTenants("the rotation status of every tenant")
             }
             return JSONBody(
                 try await RevocationRoutes.notFoundAs404 {

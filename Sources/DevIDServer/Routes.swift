@@ -134,13 +134,13 @@ enum Routes {
         PublicationRoutes.register(router, state: state)
         AuthzRoutes.register(router, state: state)
         let admin = router.group("/v1/admin").add(
-            middleware: AdminAuthMiddleware(store: state.store, auditor: state.auditor))
+            middleware: AdminAuthMiddleware(state: state))
 
         admin.get("/ca") { _, _ -> JSONBody<HierarchySummary> in
             JSONBody(HierarchySummary(hierarchy: state.hierarchy))
         }
-        admin.get("/tenants") { _, _ -> ListResponse<Tenant> in
-            ListResponse(items: try await state.store.tenants())
+        admin.get("/tenants") { _, context -> ListResponse<Tenant> in
+            ListResponse(items: try await state.store.tenants().filter { context.allows(tenant: $0.id) })
         }
         admin.post("/tenants") { request, context -> EditedResponse<JSONBody<Tenant>> in
             let body = try await request.decode(as: TenantRequest.self, context: context)
@@ -153,6 +153,7 @@ enum Routes {
                     actor: context.actor, action: "tenant.create", outcome: .denied, reason: error.reason)
                 throw HTTPError(.badRequest, message: error.reason)
             }
+            try context.require(tenant: id)
             let tenant = Tenant(id: id, displayName: body.displayName ?? body.id, createdAt: state.clock.now())
             do {
                 try await state.store.createTenant(
@@ -168,7 +169,7 @@ enum Routes {
             }
             return EditedResponse(status: .created, response: JSONBody(tenant))
         }
-        admin.get("/devices") { request, _ -> ListResponse<Device> in
+        admin.get("/devices") { request, context -> ListResponse<Device> in
             var filter = DeviceFilter()
             let query = request.uri.queryParameters
             if let tenant = query["tenant"] {
@@ -193,14 +194,16 @@ enum Routes {
                 }
                 filter.limit = value
             }
-            return ListResponse(items: try await state.store.devices(filter))
+            return ListResponse(items: try await context.devices(filter, store: state.store))
         }
         // Rows exactly as stored (AuditEntry), so an odd row is listed rather than failing the request. `after` and
         // `order=asc` page through the whole trail for `devid audit export`.
-        admin.get("/audit") { request, _ -> ListResponse<AuditEntry> in
+        admin.get("/audit") { request, context -> ListResponse<AuditEntry> in
             var filter = AuditFilter()
+            filter.tenants = context.tenantLimit
             let query = request.uri.queryParameters
             if let action = query["action"] { filter.action = String(action) }
+            if let actor = query["actor"] { filter.actor = String(actor) }
             if let after = query["after"] {
                 guard let value = Int64(after), value >= 0 else {
                     throw HTTPError(.badRequest, message: "after must be a sequence number (0 or more)")
@@ -233,6 +236,7 @@ enum Routes {
         BrokerRoutes.register(admin, state: state)
         ServiceCertificateRoutes.register(admin, state: state)
         PolicyRoutes.register(admin, state: state)
+        AdminTokenRoutes.register(admin, state: state)
         // Walks the chain against the newest validly signed checkpoint (DATA/audit/checkpoints.jsonl).
         admin.get("/audit/verify") { _, _ -> AuditVerifyResponse in
             let file = AuditCheckpointFile(dataDirectory: state.configuration.dataDirectory)

@@ -17,6 +17,8 @@ public struct ServerState: Sendable {
     public let authz: DecisionEngine
     /// Brokers kept in step with identity changes (Mosquitto files, RabbitMQ sessions); see ``BrokerHooks``.
     public let brokers: BrokerHooks
+    /// The admin API tokens, cached in memory; call `invalidate()` after creating or revoking one.
+    public let adminTokens: AdminTokenCache<ContinuousClock>
 
     public init(
         configuration: ServerConfiguration, hierarchy: CAHierarchy, store: any Store, clock: any WallClock,
@@ -32,6 +34,7 @@ public struct ServerState: Sendable {
             configuration: configuration, hierarchy: hierarchy, store: store, clock: clock, logger: logger,
             auditor: auditor)
         self.authz = DecisionEngine()
+        self.adminTokens = AdminTokenCache(store: store, clock: ContinuousClock())
         self.brokers = BrokerHooks(
             configuration: configuration, hierarchy: hierarchy, store: store, revocation: revocation, clock: clock,
             logger: logger)

@@ -187,12 +187,14 @@ struct Audit: AsyncParsableCommand {
         @OptionGroup var global: GlobalOptions
         @Option(name: .long, help: "Only this action, e.g. admin.auth.") var action: String?
         @Option(name: .long, help: "Only this outcome: success, denied, failure.") var outcome: String?
+        @Option(name: .long, help: "Only this actor, e.g. admin:<token id>.") var actor: String?
         @Option(name: .long, help: "How many.") var limit: Int = 50
 
         func run() async throws {
             var query = ["limit=\(limit)"]
             if let action { query.append("action=\(Audit.queryValue(action))") }
             if let outcome { query.append("outcome=\(Audit.queryValue(outcome))") }
+            if let actor { query.append("actor=\(Audit.queryValue(actor))") }
             // Rows as stored (AuditEntry): an odd row is listed as it is instead of failing the command.
             let list = try await AdminClient(options: global).get(
                 "/v1/admin/audit?" + query.joined(separator: "&"), as: ItemList<AuditEntry>.self)

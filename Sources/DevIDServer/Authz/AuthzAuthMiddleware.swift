@@ -35,11 +35,23 @@ struct AuthzToken: Sendable {
 /// Guards `/v1/authz/*`: `Authorization: Bearer <authz or admin token>`, or HTTP Basic with the token as password
 /// (any user name). RabbitMQ's HTTP backend cannot send headers, so under `/v1/authz/rabbitmq/<token>/...` the
 /// path segment after `rabbitmq` is accepted as the token instead. Refusals are audited.
+///
+/// An admin token is accepted when its role allows the route in ``AdminAccessTable`` (`admin` and `broker`, and
+/// `auditor` for the statistics) and it is not limited to tenants; it comes from the in-memory ``AdminTokenCache``,
+/// and a valid token whose role or tenant limit does not allow the route is `403`.
 struct AuthzAuthMiddleware: RouterMiddleware {
     typealias Context = OpsRequestContext
-    let store: any Store
+    let adminTokens: AdminTokenCache<ContinuousClock>
+    let clock: any WallClock
     let auditor: Auditor
     let token: AuthzToken?
+
+    init(state: ServerState, token: AuthzToken?) {
+        self.adminTokens = state.adminTokens
+        self.clock = state.clock
+        self.auditor = state.auditor
+        self.token = token
+    }
 
     func handle(
         _ request: Request, context: OpsRequestContext,
@@ -55,9 +67,27 @@ struct AuthzAuthMiddleware: RouterMiddleware {
         }
         let hash = Array(AdminTokens.hash(presented).utf8)
         var matched = false
-        if let token, constantTimeEquals(Array(token.hash.utf8), hash) { matched = true }
-        for candidate in try await store.adminTokens() where constantTimeEquals(Array(candidate.secretHash.utf8), hash)
-        {
+        var context = context
+        if let token, constantTimeEquals(Array(token.hash.utf8), hash) {
+            matched = true
+        } else if case .valid(let admin) = try await adminTokens.authenticate(presented, now: clock.now()) {
+            context.adminToken = admin
+            guard AdminAccessTable.allows(admin.role, method: request.method, endpoint: context.endpointPath) else {
+                let reason = AdminAuthMiddleware.printable(
+                    "role \(admin.role) may not \(request.method.rawValue) \(Self.redactedPath(request.uri.path))",
+                    limit: AdminAuthMiddleware.maximumPathInReason)
+                await auditor.record(actor: context.actor, action: "authz.auth", outcome: .denied, reason: reason)
+                throw HTTPError(.forbidden, message: reason)
+            }
+            // Decisions and their statistics cover every tenant: a token limited to tenants gets none.
+            guard admin.tenants == nil else {
+                await auditor.record(
+                    actor: context.actor, action: "authz.auth", outcome: .denied,
+                    reason: "admin token \(admin.name) is limited to tenants; policy decisions cover every tenant")
+                throw HTTPError(
+                    .forbidden, message: "an admin token limited to tenants may not ask for policy decisions")
+            }
+            await adminTokens.recordUse(id: admin.id, at: clock.now())
             matched = true
         }
         guard matched else {

@@ -77,7 +77,7 @@ enum AuthzRoutes {
                 metadata: ["error": "\(error)"])
         }
         let group = router.group("/v1/authz").add(
-            middleware: AuthzAuthMiddleware(store: state.store, auditor: state.auditor, token: token))
+            middleware: AuthzAuthMiddleware(state: state, token: token))
         let service = AuthzService(state: state)
 
         group.post("/mqtt") { request, context -> DecisionResponse in

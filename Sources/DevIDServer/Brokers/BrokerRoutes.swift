@@ -31,6 +31,7 @@ struct MosquittoExportResponse: Codable, Sendable {
 enum BrokerRoutes {
     static func register(_ admin: RouterGroup<OpsRequestContext>, state: ServerState) {
         admin.post("/exports/mosquitto") { request, context -> JSONBody<MosquittoExportResponse> in
+            try context.requireAllTenants("a broker export of every tenant")
             let body = try await request.decode(as: MosquittoExportRequest.self, context: context)
             guard body.directory.hasPrefix("/"), !body.directory.contains(" "),
                 ControlCharacters.first(in: body.directory) == nil

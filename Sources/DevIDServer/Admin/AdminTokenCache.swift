@@ -1,0 +1,122 @@
+import Crypto
+public import DevIDCore
+public import DevIDStore
+public import Foundation
+public import ServiceLifecycle
+
+/// The admin tokens, held in memory so that authenticating a request reads no database.
+///
+/// - The cache reloads from the registry when it is older than `refreshInterval` (1 s): a token created or
+///   revoked by another process sharing the registry counts within a second. A change made through this server
+///   calls ``invalidate()`` and counts at the next request.
+/// - A presented token is hashed (SHA-256) and compared in constant time with every cached hash.
+/// - When a token was last used is kept here and written back every `flushInterval` (and at shutdown), one
+///   transaction for all tokens: never a write per request.
+///
+/// `run()` (in the server's `ServiceGroup`) does the write-back; `C` is the clock of both intervals.
+public actor AdminTokenCache<C: Clock>: Service where C.Duration == Duration {
+    /// What a presented token turned out to be.
+    public enum Verdict: Sendable, Equatable {
+        case valid(AdminToken)
+        case expired(AdminToken)
+        case revoked(AdminToken)
+        case unknown
+    }
+
+    let store: any Store
+    let clock: C
+    let refreshInterval: Duration
+    let flushInterval: Duration
+    private var tokens: [AdminToken] = []
+    private var loadedAt: C.Instant?
+    private var loading: Task<[AdminToken], any Error>?
+    /// Bumped by ``invalidate()``, so that a load that started before a change cannot install what it read.
+    private var generation = 0
+    private var pendingUses: [String: Date] = [:]
+
+    public init(
+        store: any Store, clock: C, refreshInterval: Duration = .seconds(1), flushInterval: Duration = .seconds(5)
+    ) {
+        self.store = store
+        self.clock = clock
+        self.refreshInterval = refreshInterval
+        self.flushInterval = flushInterval
+    }
+
+    /// Finds the token whose SHA-256 matches `presented`, and says whether it may be used at `now`.
+    public func authenticate(_ presented: String, now: Date) async throws -> Verdict {
+        let hash = Array(AdminTokens.hash(presented).utf8)
+        var matched: AdminToken?
+        for candidate in try await current() {
+            // Visit every token so the time taken does not depend on which one matched.
+            if constantTimeEquals(Array(candidate.secretHash.utf8), hash) { matched = candidate }
+        }
+        guard let matched else { return .unknown }
+        if matched.revoked { return .revoked(matched) }
+        guard matched.isUsable(at: now) else { return .expired(matched) }
+        return .valid(matched)
+    }
+
+    /// Notes that a token authenticated a request at `time`; written back at the next flush.
+    public func recordUse(id: String, at time: Date) {
+        if let known = pendingUses[id], known >= time { return }
+        pendingUses[id] = time
+    }
+
+    /// Forgets what was loaded: the next request reads the registry again. Call after every change.
+    public func invalidate() {
+        generation += 1
+        loadedAt = nil
+        loading = nil
+    }
+
+    /// Writes the pending last-used times back now (also before listing tokens, so the list is current).
+    public func flush() async throws {
+        guard !pendingUses.isEmpty else { return }
+        let uses = pendingUses
+        pendingUses = [:]
+        do {
+            try await store.recordAdminTokenUse(uses)
+        } catch {
+            // Keep them for the next attempt, unless newer ones arrived meanwhile.
+            for (id, time) in uses where pendingUses[id].map({ $0 < time }) ?? true { pendingUses[id] = time }
+            throw error
+        }
+    }
+
+    public func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                let (interval, clock) = (flushInterval, self.clock)
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval, clock: clock) }
+            } catch {
+                break
+            }
+            try? await flush()
+        }
+        try? await flush()
+    }
+
+    /// The cached tokens, reloaded if older than `refreshInterval`; concurrent callers share one load.
+    private func current() async throws -> [AdminToken] {
+        if let loadedAt, clock.now < loadedAt.advanced(by: refreshInterval) { return tokens }
+        if let loading { return try await loading.value }
+        let store = self.store
+        let started = generation
+        let startedAt = clock.now
+        let task = Task { try await store.adminTokens() }
+        loading = task
+        do {
+            let loaded = try await task.value
+            if generation == started {
+                tokens = loaded
+                loadedAt = startedAt
+                loading = nil
+            }
+            return loaded
+        } catch {
+            if generation == started { loading = nil }
+            throw error
+        }
+    }
+}

@@ -1,0 +1,356 @@
+import AsyncHTTPClient
+import DevIDCore
+@testable import DevIDServer
+import DevIDStore
+import DevIDTesting
+import Foundation
+import Hummingbird
+import Testing
+
+/// Named admin tokens with roles and tenant limits, against a real server on loopback.
+@Suite("Admin token roles", .serialized)
+struct AdminRoleTests {
+    /// A live server with tenants `acme` and `beta`, devices `acme-1`, `acme-2`, `beta-1`, `beta-2`, and one claim
+    /// token per tenant.
+    struct Fixture {
+        let server: LiveServer
+        let client: HTTPClient
+
+        static func start() async throws -> Fixture {
+            let server = try await LiveServer()
+            let fixture = Fixture(server: server, client: try server.client())
+            let store = server.state.store
+            let now = server.clock.now()
+            for tenant in ["acme", "beta"] {
+                let id = TenantID(rawValue: tenant)!
+                try await store.createTenant(Tenant(id: id, displayName: tenant, createdAt: now), audit: nil)
+                for index in 1...2 {
+                    try await store.insertDevice(
+                        Device(
+                            id: DeviceID(rawValue: "\(tenant)-\(index)")!, tenant: id,
+                            hardwareSerial: "SN-\(tenant)-\(index)", lot: nil, state: .manufactured, createdAt: now),
+                        audit: nil)
+                }
+                let created = try await fixture.send(
+                    "POST", "/v1/admin/tokens", token: server.adminToken, body: #"{"tenant":"\#(tenant)"}"#)
+                try #require(created.status == 201, "\(created.body)")
+            }
+            return fixture
+        }
+
+        func stop() async throws {
+            try await client.shutdown()
+            try await server.stop()
+        }
+
+        func send(_ method: String, _ path: String, token: String?, body: String? = nil) async throws -> Reply {
+            var headers: [(String, String)] = []
+            if let token { headers.append(("Authorization", "Bearer \(token)")) }
+            if body != nil { headers.append(("Content-Type", "application/json")) }
+            return try await client.send(method, server.opsURL + path, headers: headers, body: body)
+        }
+
+        /// Creates an admin token as the bootstrap token; returns its id and secret.
+        func create(
+            _ name: String, role: AdminRole, tenants: [String]? = nil, expiresIn: Int? = nil
+        ) async throws -> (id: String, secret: String) {
+            var body: [String: Any] = ["name": name, "role": role.rawValue]
+            if let tenants { body["tenants"] = tenants }
+            if let expiresIn { body["expiresInSeconds"] = expiresIn }
+            let json = String(decoding: try JSONSerialization.data(withJSONObject: body), as: UTF8.self)
+            let reply = try await send("POST", "/v1/admin/admin-tokens", token: server.adminToken, body: json)
+            try #require(reply.status == 201, "\(reply.body)")
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(reply.body.utf8)) as? [String: Any])
+            return (try #require(object["id"] as? String), try #require(object["token"] as? String))
+        }
+
+        func deniedAuth(containing text: String) async throws -> [AuditEvent] {
+            try await server.state.store.auditEvents(AuditFilter(action: "admin.auth", outcome: .denied, limit: 1000))
+                .filter { $0.reason.contains(text) }
+        }
+
+        func items(_ reply: Reply) throws -> [[String: Any]] {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(reply.body.utf8)) as? [String: Any])
+            return try #require(object["items"] as? [[String: Any]])
+        }
+    }
+
+    /// One representative route of each group, with the statuses each role gets. A refused role gets 403; an
+    /// allowed one gets the route's own answer (a malformed body is 400, so the role check is what differs).
+    struct Case: Sendable, CustomTestStringConvertible {
+        var method: String
+        var path: String
+        var body: String?
+        /// The status for admin, operator, factory, auditor, broker.
+        var statuses: [AdminRole: Int]
+        var testDescription: String { "\(method) \(path)" }
+    }
+
+    static let cases: [Case] = [
+        Case(method: "GET", path: "/v1/admin/ca", statuses: [.admin: 200, .operator: 200, .factory: 200, .auditor: 200, .broker: 403]),
+        Case(method: "GET", path: "/v1/admin/tenants", statuses: [.admin: 200, .operator: 200, .factory: 200, .auditor: 200, .broker: 403]),
+        Case(method: "POST", path: "/v1/admin/tenants", body: "{", statuses: [.admin: 400, .operator: 403, .factory: 403, .auditor: 403, .broker: 403]),
+        Case(method: "PUT", path: "/v1/admin/tenants/acme/topic-policy", body: "{", statuses: [.admin: 400, .operator: 403, .factory: 403, .auditor: 403, .broker: 403]),
+        Case(method: "GET", path: "/v1/admin/tenants/acme/topic-policy", statuses: [.admin: 200, .operator: 200, .factory: 403, .auditor: 200, .broker: 403]),
+        Case(method: "GET", path: "/v1/admin/devices", statuses: [.admin: 200, .operator: 200, .factory: 403, .auditor: 200, .broker: 403]),
+        Case(method: "GET", path: "/v1/admin/devices/acme-1", statuses: [.admin: 200, .operator: 200, .factory: 403, .auditor: 200, .broker: 403]),
+        Case(method: "POST", path: "/v1/admin/devices/acme-1/suspend", body: "{}", statuses: [.admin: 200, .operator: 200, .factory: 403, .auditor: 403, .broker: 403]),
+        Case(method: "POST", path: "/v1/admin/devices/import", body: "{}", statuses: [.admin: 400, .operator: 400, .factory: 400, .auditor: 403, .broker: 403]),
+        Case(method: "GET", path: "/v1/admin/tokens", statuses: [.admin: 200, .operator: 200, .factory: 403, .auditor: 200, .broker: 403]),
+        Case(method: "POST", path: "/v1/admin/tokens", body: "{", statuses: [.admin: 400, .operator: 400, .factory: 403, .auditor: 403, .broker: 403]),
+        Case(method: "POST", path: "/v1/admin/rotate", body: #"{"tenant":"acme","dryRun":true}"#, statuses: [.admin: 200, .operator: 200, .factory: 403, .auditor: 403, .broker: 403]),
+        Case(method: "GET", path: "/v1/admin/rotate/status?tenant=acme", statuses: [.admin: 200, .operator: 200, .factory: 403, .auditor: 200, .broker: 403]),
+        Case(method: "POST", path: "/v1/admin/revoke", body: #"{"device":"acme-2","dryRun":true}"#, statuses: [.admin: 200, .operator: 200, .factory: 403, .auditor: 403, .broker: 403]),
+        Case(method: "GET", path: "/v1/admin/profile", statuses: [.admin: 200, .operator: 200, .factory: 403, .auditor: 200, .broker: 403]),
+        Case(method: "POST", path: "/v1/admin/exports/mosquitto", body: "{", statuses: [.admin: 400, .operator: 403, .factory: 403, .auditor: 403, .broker: 403]),
+        Case(method: "GET", path: "/v1/admin/audit", statuses: [.admin: 200, .operator: 200, .factory: 403, .auditor: 200, .broker: 403]),
+        Case(method: "GET", path: "/v1/admin/audit/verify", statuses: [.admin: 200, .operator: 200, .factory: 403, .auditor: 200, .broker: 403]),
+        Case(method: "GET", path: "/v1/admin/admin-tokens", statuses: [.admin: 200, .operator: 403, .factory: 403, .auditor: 403, .broker: 403]),
+        Case(method: "POST", path: "/v1/admin/admin-tokens", body: "{", statuses: [.admin: 400, .operator: 403, .factory: 403, .auditor: 403, .broker: 403]),
+        Case(method: "POST", path: "/v1/authz/mqtt", body: #"{"device":"acme-1","action":"connect"}"#, statuses: [.admin: 200, .operator: 403, .factory: 403, .auditor: 403, .broker: 200]),
+        Case(method: "GET", path: "/v1/authz/stats", statuses: [.admin: 200, .operator: 403, .factory: 403, .auditor: 200, .broker: 200]),
+    ]
+
+    @Test("each role against a representative route of each group: allowed, or 403 and audited")
+    func roleMatrix() async throws {
+        let f = try await Fixture.start()
+        var secrets: [AdminRole: String] = [:]
+        for role in AdminRole.allCases {
+            // A factory token must name its tenants; the others cover every tenant.
+            secrets[role] = try await f.create("\(role)-token", role: role, tenants: role == .factory ? ["acme"] : nil).secret
+        }
+        for test in Self.cases {
+            for role in AdminRole.allCases {
+                let reply = try await f.send(test.method, test.path, token: secrets[role], body: test.body)
+                #expect(reply.status == test.statuses[role], "\(role) \(test.method) \(test.path): \(reply.body)")
+                if reply.status == 403 {
+                    #expect(reply.body.contains("role \(role) may not \(test.method)"), "\(reply.body)")
+                }
+            }
+        }
+        // A refusal is audited with the token as actor; a refused request changed nothing.
+        let denied = try await f.deniedAuth(containing: "role auditor may not POST /v1/admin/devices/acme-1/suspend")
+        #expect(denied.count == 1)
+        #expect(denied.first?.actor.hasPrefix("admin:") == true)
+        #expect(try await f.server.state.store.tenants().map(\.id.rawValue) == ["acme", "beta"])
+        try await f.stop()
+    }
+
+    @Test("a token limited to tenant acme: 403 on beta's objects, lists show only acme, nothing of beta changes")
+    func tenantLimit() async throws {
+        let f = try await Fixture.start()
+        let ops = try await f.create("ops-acme", role: .operator, tenants: ["acme"]).secret
+        let store = f.server.state.store
+
+        // Objects of beta: refused with a one-line reason, audited with the tenant.
+        let refusals: [(String, String, String?)] = [
+            ("GET", "/v1/admin/devices/beta-1", nil),
+            ("POST", "/v1/admin/devices/beta-1/suspend", "{}"),
+            ("POST", "/v1/admin/devices/beta-1/reprovision", "{}"),
+            ("GET", "/v1/admin/devices?tenant=beta", nil),
+            ("POST", "/v1/admin/tokens", #"{"tenant":"beta"}"#),
+            ("GET", "/v1/admin/tokens?tenant=beta", nil),
+            ("POST", "/v1/admin/revoke", #"{"device":"beta-1"}"#),
+            ("POST", "/v1/admin/revoke", #"{"tenant":"beta","dryRun":true}"#),
+            ("POST", "/v1/admin/rotate", #"{"tenant":"beta"}"#),
+            ("GET", "/v1/admin/rotate/status?device=beta-2", nil),
+            ("GET", "/v1/admin/tenants/beta/topic-policy", nil),
+            ("POST", "/v1/admin/devices/import", #"{"tenant":"beta","lot":"L9","manufacturerCASHA256":"00","createdAt":"2026-01-01T00:00:00Z","devices":[]}"#),
+        ]
+        for (method, path, body) in refusals {
+            let reply = try await f.send(method, path, token: ops, body: body)
+            #expect(reply.status == 403, "\(method) \(path): \(reply.body)")
+            #expect(reply.body.contains("admin token ops-acme may not act on tenant beta"), "\(method) \(path): \(reply.body)")
+        }
+        let audited = try await f.deniedAuth(containing: "admin token ops-acme may not act on tenant beta")
+        #expect(audited.count == refusals.count)
+        #expect(audited.allSatisfy { $0.tenant?.rawValue == "beta" })
+        // Scopes of every tenant are refused too.
+        for (method, path, body) in [
+            ("POST", "/v1/admin/rotate", #"{"expiringBefore":"2100-01-01T00:00:00Z","dryRun":true}"#),
+            ("GET", "/v1/admin/rotate/status", nil),
+        ] as [(String, String, String?)] {
+            let reply = try await f.send(method, path, token: ops, body: body)
+            #expect(reply.status == 403, "\(method) \(path): \(reply.body)")
+            #expect(reply.body.contains("is limited to tenants"), "\(reply.body)")
+        }
+        // Nothing of beta changed.
+        for id in ["beta-1", "beta-2"] {
+            #expect(try await store.device(DeviceID(rawValue: id)!)?.state == .manufactured)
+        }
+        #expect(try await store.claimTokens(tenant: TenantID(rawValue: "beta")!).count == 1)
+
+        // Its own tenant works, and lists show only it.
+        #expect(try await f.send("GET", "/v1/admin/devices/acme-1", token: ops).status == 200)
+        #expect(try await f.send("POST", "/v1/admin/devices/acme-1/suspend", token: ops, body: "{}").status == 200)
+        let devices = try f.items(try await f.send("GET", "/v1/admin/devices", token: ops))
+        #expect(devices.compactMap { $0["id"] as? String } == ["acme-1", "acme-2"])
+        let tenants = try f.items(try await f.send("GET", "/v1/admin/tenants", token: ops))
+        #expect(tenants.compactMap { $0["id"] as? String } == ["acme"])
+        let tokens = try f.items(try await f.send("GET", "/v1/admin/tokens", token: ops))
+        #expect(tokens.compactMap { $0["tenant"] as? String } == ["acme"])
+        let audit = try f.items(try await f.send("GET", "/v1/admin/audit?limit=1000", token: ops))
+        #expect(!audit.isEmpty)
+        #expect(audit.allSatisfy { $0["tenant"] as? String == "acme" }, "\(audit)")
+        // The unlimited bootstrap token sees both.
+        let all = try f.items(try await f.send("GET", "/v1/admin/devices", token: f.server.adminToken))
+        #expect(all.count == 4)
+
+        // A tenant-limited token cannot manage admin tokens or ask for policy decisions.
+        let limitedAdmin = try await f.create("admin-acme", role: .admin, tenants: ["acme"]).secret
+        let escalate = try await f.send(
+            "POST", "/v1/admin/admin-tokens", token: limitedAdmin, body: #"{"name":"x","role":"admin"}"#)
+        #expect(escalate.status == 403, "\(escalate.body)")
+        let limitedBroker = try await f.create("broker-acme", role: .broker, tenants: ["acme"]).secret
+        let decision = try await f.send(
+            "POST", "/v1/authz/mqtt", token: limitedBroker, body: #"{"device":"beta-1","action":"connect"}"#)
+        #expect(decision.status == 403, "\(decision.body)")
+        try await f.stop()
+    }
+
+    @Test("an expired token is 401, audited with its id")
+    func expired() async throws {
+        let f = try await Fixture.start()
+        let (id, secret) = try await f.create("short", role: .auditor, expiresIn: 60)
+        #expect(try await f.send("GET", "/v1/admin/devices", token: secret).status == 200)
+        f.server.clock.advance(by: 61)
+        let reply = try await f.send("GET", "/v1/admin/devices", token: secret)
+        #expect(reply.status == 401)
+        #expect(reply.body.contains("admin token has expired"))
+        #expect(reply.header("WWW-Authenticate")?.contains("invalid_token") == true)
+        let denied = try await f.deniedAuth(containing: "expired admin token short: GET /v1/admin/devices")
+        #expect(denied.map(\.actor) == ["admin:\(id)"])
+        try await f.stop()
+    }
+
+    @Test("a revoked token is 401 at once through the API, and within a second when revoked elsewhere")
+    func revoked() async throws {
+        let f = try await Fixture.start()
+        let viaAPI = try await f.create("ci", role: .operator)
+        #expect(try await f.send("GET", "/v1/admin/devices", token: viaAPI.secret).status == 200)
+        let revoke = try await f.send("POST", "/v1/admin/admin-tokens/ci/revoke", token: f.server.adminToken, body: "{}")
+        #expect(revoke.status == 200, "\(revoke.body)")
+        #expect(revoke.body.contains(#""status":"revoked""#))
+        let after = try await f.send("GET", "/v1/admin/devices", token: viaAPI.secret)
+        #expect(after.status == 401)
+        #expect(after.body.contains("admin token is revoked"))
+        #expect(try await f.deniedAuth(containing: "revoked admin token ci:").count == 1)
+
+        // Revoked in the registry by someone else (another process on the same database): counts within a second.
+        let elsewhere = try await f.create("ci-2", role: .operator)
+        #expect(try await f.send("GET", "/v1/admin/devices", token: elsewhere.secret).status == 200)
+        _ = try await f.server.state.store.revokeAdminToken(id: elsewhere.id, now: f.server.clock.now(), audit: nil)
+        let clock = ContinuousClock()
+        let start = clock.now
+        var status = 0
+        while clock.now - start < .seconds(3) {
+            status = try await f.send("GET", "/v1/admin/devices", token: elsewhere.secret).status
+            if status == 401 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(status == 401)
+        #expect(clock.now - start < .milliseconds(1_500), "took \(clock.now - start)")
+        try await f.stop()
+    }
+
+    @Test("the last admin token cannot be revoked; with a second one it can")
+    func lastAdmin() async throws {
+        let f = try await Fixture.start()
+        let refused = try await f.send("POST", "/v1/admin/admin-tokens/bootstrap/revoke", token: f.server.adminToken, body: "{}")
+        #expect(refused.status == 409)
+        #expect(refused.body.contains("is the last usable admin token; create another first"), "\(refused.body)")
+        #expect(try await f.send("GET", "/v1/admin/ca", token: f.server.adminToken).status == 200)
+        let deniedRevoke = try await f.server.state.store.auditEvents(
+            AuditFilter(action: "admin.token.revoke", outcome: .denied))
+        #expect(deniedRevoke.count == 1)
+
+        let second = try await f.create("admin-2", role: .admin)
+        let revoked = try await f.send("POST", "/v1/admin/admin-tokens/bootstrap/revoke", token: second.secret, body: "{}")
+        #expect(revoked.status == 200, "\(revoked.body)")
+        #expect(try await f.send("GET", "/v1/admin/ca", token: f.server.adminToken).status == 401)
+        // admin-2 is now the last one: it cannot revoke itself.
+        let itself = try await f.send("POST", "/v1/admin/admin-tokens/\(second.id)/revoke", token: second.secret, body: "{}")
+        #expect(itself.status == 409)
+        try await f.stop()
+    }
+
+    @Test("bad input when creating a token: a clear 4xx and nothing stored")
+    func badInput() async throws {
+        let f = try await Fixture.start()
+        _ = try await f.create("taken", role: .auditor)
+        let bad: [(String, Int, String)] = [
+            (#"{"name":"","role":"admin"}"#, 400, "name must be 1-64 characters"),
+            (#"{"name":"has space","role":"admin"}"#, 400, "name must be 1-64 characters"),
+            (#"{"name":"x","role":"root"}"#, 400, "role must be one of: admin, operator, factory, auditor, broker"),
+            (#"{"name":"x","role":"operator","tenants":[]}"#, 400, "tenants must not be empty"),
+            (#"{"name":"x","role":"operator","tenants":["no/such"]}"#, 400, "invalid tenant"),
+            (#"{"name":"x","role":"operator","tenants":["ghost"]}"#, 404, "unknown tenant ghost"),
+            (#"{"name":"x","role":"factory"}"#, 400, "a factory token must be limited to tenants"),
+            (#"{"name":"x","role":"admin","expiresInSeconds":0}"#, 400, "expiresInSeconds must be 1-"),
+            (#"{"name":"taken","role":"admin"}"#, 409, "an admin token named taken exists"),
+            (#"{"role":"admin"}"#, 400, "name"),
+        ]
+        for (body, status, message) in bad {
+            let reply = try await f.send("POST", "/v1/admin/admin-tokens", token: f.server.adminToken, body: body)
+            #expect(reply.status == status, "\(body): \(reply.body)")
+            #expect(reply.body.contains(message), "\(body): \(reply.body)")
+        }
+        #expect(try await f.server.state.store.adminTokens().map(\.name).sorted() == ["bootstrap", "taken"])
+        let unknown = try await f.send("POST", "/v1/admin/admin-tokens/ghost/revoke", token: f.server.adminToken, body: "{}")
+        #expect(unknown.status == 404)
+        try await f.stop()
+    }
+
+    @Test("list shows names, roles, tenants and last use, never a secret or its hash")
+    func list() async throws {
+        let f = try await Fixture.start()
+        let (_, secret) = try await f.create("ci", role: .operator, tenants: ["beta", "acme"], expiresIn: 3600)
+        #expect(try await f.send("GET", "/v1/admin/devices", token: secret).status == 200)
+        let reply = try await f.send("GET", "/v1/admin/admin-tokens", token: f.server.adminToken)
+        let items = try f.items(reply)
+        let ci = try #require(items.first { $0["name"] as? String == "ci" })
+        #expect(ci["role"] as? String == "operator")
+        #expect(ci["tenants"] as? [String] == ["acme", "beta"])
+        #expect(ci["status"] as? String == "active")
+        #expect(ci["lastUsedAt"] != nil, "the list writes pending last-used times first")
+        #expect(ci["expiresAt"] != nil)
+        let boot = try #require(items.first { $0["name"] as? String == "bootstrap" })
+        #expect(boot["role"] as? String == "admin")
+        #expect(boot["tenants"] == nil)
+        #expect(!reply.body.contains(secret))
+        #expect(!reply.body.contains(AdminTokens.hash(secret)))
+        #expect(!reply.body.contains("secretHash"))
+        try await f.stop()
+    }
+
+    @Test("the path in an audit reason is bounded")
+    func boundedReason() async throws {
+        let f = try await Fixture.start()
+        let long = String(repeating: "a", count: 5_000)
+        let reply = try await f.send("GET", "/v1/admin/devices/\(long)", token: nil)
+        #expect(reply.status == 401)
+        let denial = try #require(try await f.deniedAuth(containing: "missing admin token: GET /v1/admin/devices/").first)
+        #expect(denial.reason.count <= "missing admin token: GET ".count + AdminAuthMiddleware.maximumPathInReason + 3)
+        #expect(denial.reason.hasSuffix("..."))
+        try await f.stop()
+    }
+
+    @Test("every /v1/admin and /v1/authz route has an explicit entry in the role table")
+    func tableIsComplete() async throws {
+        let server = try await LiveServer()
+        let router = Router(context: OpsRequestContext.self)
+        Routes.ops(router, state: server.state)
+        let guarded = router.routes.filter {
+            $0.path.description.hasPrefix("/v1/admin") || $0.path.description.hasPrefix("/v1/authz")
+        }
+        #expect(guarded.count > 30)
+        for route in guarded {
+            let key = AdminAccessTable.key(method: route.method, endpoint: route.path.description)
+            #expect(AdminAccessTable.rules[key] != nil, "no role entry for \(key)")
+        }
+        // A route that is not listed is admin only.
+        #expect(AdminAccessTable.roles(method: .get, endpoint: "/v1/admin/not-yet-written") == [.admin])
+        #expect(AdminAccessTable.roles(method: .get, endpoint: nil) == [.admin])
+        try await server.stop()
+    }
+}
