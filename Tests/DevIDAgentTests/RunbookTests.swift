@@ -101,6 +101,7 @@ struct RunbookTests {
         defer { fleet.server.kill(); fleet.work.remove() }
 
         var outputs: [String: ServeCLITests.CommandResult] = [:]
+        var leakedAdminToken = ""
         for command in commands {
             let line = command.joined(separator: " ")
             if line.hasPrefix("crl fetch") || line.hasPrefix("cert status") {
@@ -111,6 +112,21 @@ struct RunbookTests {
             let result = try await fleet.devid(command)
             #expect(result.succeeded, "devid \(line): \(result)")
             outputs[line] = result
+            if line == "admin-token create --name ci-deploy --role operator --tenant acme --expires-in 90d" {
+                // The token that leaks: its owner used it, and so did someone trying more than its role allows.
+                leakedAdminToken = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                let used = try await AdminTokenCLITests.devid(
+                    ["device", "list"], token: leakedAdminToken, server: fleet.endpoints.opsURL)
+                #expect(used.succeeded, "\(used.stderr)")
+                let refused = try await AdminTokenCLITests.devid(
+                    ["tenant", "create", "evil"], token: leakedAdminToken, server: fleet.endpoints.opsURL)
+                #expect(refused.stderr.contains("server answered 403: role operator may not POST /v1/admin/tenants"))
+            }
+            if line == "admin-token revoke ci-deploy" {
+                let after = try await AdminTokenCLITests.devid(
+                    ["device", "list"], token: leakedAdminToken, server: fleet.endpoints.opsURL)
+                #expect(after.stderr.contains("server answered 401: admin token is revoked"), "\(after.stderr)")
+            }
             if line == "device reprovision L1-000002" {
                 // What the runbook tells the device to do with the token: enroll again, over its revoked identity.
                 let token = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -171,6 +187,16 @@ struct RunbookTests {
             #expect(list.contains("L1-00000\(index)  acme    L1   revoked"), "\(list)")
         }
         #expect(stdout("audit verify").contains("audit chain intact"))
+
+        // An admin token leaked: revoked, replaced, and what it was refused is in the trail.
+        #expect(stdout("admin-token list").contains("ci-deploy  operator  acme"), "\(outputs)")
+        #expect(stdout("admin-token revoke ci-deploy").hasPrefix("revoked admin token "), "\(outputs)")
+        #expect(
+            stdout("admin-token create --name ci-deploy-2 --role operator --tenant acme --expires-in 90d")
+                .hasPrefix("devid_adm_"))
+        let denials = stdout("audit list --action admin.auth --outcome denied")
+        #expect(denials.contains("denied   revoked admin token ci-deploy: GET /v1/admin/devices"), "\(denials)")
+        #expect(denials.contains("denied   role operator may not POST /v1/admin/tenants"), "\(denials)")
 
         // What relying parties see: OCSP and the CRL (docs/revocation.md).
         let single = stdout("cert status --device L1-000002")
