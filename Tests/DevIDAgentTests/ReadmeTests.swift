@@ -80,7 +80,30 @@ struct ReadmeTests {
         // with status 0."
         let quickStartProse = doc.prose(in: "## Quick start")
         #expect(quickStartProse.contains("Stop the server with Ctrl-C or\n`kill -TERM`"), "\(quickStartProse)")
+
+        // Commands the README shows in its prose and in plain blocks, run in the same directory.
+        let security = doc.prose(in: "## Security notes")
+        let pkey = try #require(security.firstMatch(of: #/`(openssl pkey [^`]+)`/#)?.1, "Security notes: keys at rest")
+        let readsKey = try await walk.run(String(pkey))
+        #expect(readsKey.status == 0 && readsKey.output.isEmpty, "OpenSSL reads the encrypted issuing key: \(readsKey)")
+        let policy = doc.blocks(in: "### Brokers enforce it: topic policies and policy decisions")
+        #expect(
+            policy.first?.lines == [
+                "devid policy show --tenant acme", "devid policy set --tenant acme --file acme-topics.json",
+            ], "\(policy)")
+        let shown = try await walk.run("devid policy show --tenant acme")
+        #expect(shown.status == 0 && shown.output.contains("tenants/{tenant}/devices/{device}/telemetry/#"), "\(shown)")
+        // Not run: `devid policy set --tenant acme --file acme-topics.json` needs the reader's own policy file;
+        // docs/policy.md shows one, and PolicyCLITests sets policies with the CLI.
+
         try await walk.stopServer(with: "kill -TERM %1", log: "first-start.txt")
+
+        // "Later starts reuse the data directory and print `DevID starting in ./devid-data`."
+        #expect(quickStartProse.contains("Later starts reuse the data directory and print `DevID starting in ./devid-data`"))
+        try await walk.run("devid serve > second-start.txt 2> serve.log &")
+        let second = try await walk.waitForFile("second-start.txt", containing: "Stop with Ctrl-C")
+        #expect(second.hasPrefix("DevID starting in ./devid-data\n"), "\(second)")
+        try await walk.stopServer(with: "kill -INT $!", log: "second-start.txt")
     }
 
     /// "Enroll a device" and "Rotate and revoke", in order, in the same session and against the same server.
@@ -334,7 +357,9 @@ struct DocWalk {
     let dataDirectory: String
     private(set) var endpoints: ServerEndpoints?
     /// Text the doc says and the test replaces (ports, paths), in commands and shown output alike.
-    private(set) var replacements: [(String, String)]
+    var replacements: [(String, String)] { paths + ports }
+    private let paths: [(String, String)]
+    private var ports: [(String, String)] = []
 
     init(directory: String, dataDirectory: String) throws {
         let executable = try ServeCLITests.executable()
@@ -342,7 +367,7 @@ struct DocWalk {
             directory: directory,
             environment: ServeCLITests.environment(["DEVID_EST_PORT": "0", "DEVID_OPS_PORT": "0"]))
         self.dataDirectory = dataDirectory
-        replacements = [("/tmp/devid-demo", URL(fileURLWithPath: dataDirectory).deletingLastPathComponent().path)]
+        paths = [("/tmp/devid-demo", URL(fileURLWithPath: dataDirectory).deletingLastPathComponent().path)]
         aliasLine = "alias devid='\(executable)'"
     }
 
@@ -431,7 +456,7 @@ struct DocWalk {
                 let est = found.estURL.replacingOccurrences(of: "https://", with: "")
                 let ops = found.opsURL.replacingOccurrences(of: "http://", with: "")
                 let estPort = String(est.split(separator: ":").last ?? "")
-                replacements += [
+                ports = [
                     ("127.0.0.1:8443", est), ("127.0.0.1:8080", ops), ("localhost:8443", "localhost:\(estPort)"),
                 ]
                 return
@@ -459,7 +484,7 @@ struct DocWalk {
     {
         let stop = try await run(command)
         #expect(stop.status == 0, "\(stop)", sourceLocation: sourceLocation)
-        let exit = try await run("wait %1", timeout: 15)
+        let exit = try await run("wait $!", timeout: 15)
         #expect(exit.status == 0, "devid serve exit status: \(exit)", sourceLocation: sourceLocation)
         // The server ran in the directory that holds its data directory, so its log is there too.
         let directory = URL(fileURLWithPath: dataDirectory).deletingLastPathComponent().path
