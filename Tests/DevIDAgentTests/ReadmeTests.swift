@@ -119,6 +119,14 @@ struct ReadmeTests {
         #expect(enroll.count == 7, "Enroll a device gained or lost blocks: \(enroll)")
         var results: [DocWalk.Result] = []
         for block in enroll { results += try await walk.run(block) }
+        // "The device is now `active` in `devid device list`, and `devid device show L1-000001` lists its LDevID."
+        // Run after the section, so that the audit sequence numbers the section shows stay those a reader sees.
+        let enrollProse = doc.prose(in: "## Enroll a device")
+        #expect(enrollProse.contains("The device is now `active` in `devid device list`, and `devid device show L1-000001`"))
+        let list = try await walk.run("devid device list")
+        #expect(list.output.contains("\nL1-000001  acme    L1   active        L1-000001        20"), "\(list)")
+        let show = try await walk.run("devid device show L1-000001")
+        #expect(show.output.firstMatch(of: #/\n[0-9a-f]{30,40}  ldevid  active  /#) != nil, "\(show)")
 
         let rotate = doc.blocks(in: "## Rotate and revoke")
         #expect(rotate.count == 4, "Rotate and revoke gained or lost blocks: \(rotate)")
