@@ -1,3 +1,5 @@
+public import DevIDCore
+
 /// Errors of the device agent: a code, one secret-free line, and what the EST server said when it answered.
 ///
 /// Descriptions never include keys, tokens, passwords or CSR bytes. The server's `text/plain` reason is kept
@@ -64,19 +66,23 @@ public struct AgentError: Error, Hashable, Sendable, CustomStringConvertible {
     public let status: Int?
     /// The server's `text/plain` reason, made one printable line of at most 200 characters.
     public let serverReason: String?
+    /// The refusal's stable code (the server's `DevID-Refusal` header), which the agent decides on; nil when the
+    /// server sent none or one this agent does not know.
+    public let serverCode: RefusalCode?
     /// Seconds the server asked the agent to wait (`Retry-After` on 202 and 503).
     public let retryAfter: Int?
     public let file: String
     public let line: UInt
 
     public init(
-        _ code: Code, _ reason: String, status: Int? = nil, serverReason: String? = nil, retryAfter: Int? = nil,
-        file: String = #fileID, line: UInt = #line
+        _ code: Code, _ reason: String, status: Int? = nil, serverReason: String? = nil,
+        serverCode: RefusalCode? = nil, retryAfter: Int? = nil, file: String = #fileID, line: UInt = #line
     ) {
         self.code = code
         self.reason = reason
         self.status = status
         self.serverReason = serverReason.map(Self.oneLine)
+        self.serverCode = serverCode
         self.retryAfter = retryAfter
         self.file = file
         self.line = line

@@ -291,12 +291,14 @@ public final class ESTClient: Sendable {
             throw AgentError(
                 .pending, "\(operation): the server will decide later", status: 202,
                 serverReason: Self.textReason(reply),
+                serverCode: reply.headers.first(name: "DevID-Refusal").flatMap(RefusalCode.init(rawValue:)),
                 retryAfter: HTTPDate.retryAfterSeconds(
                     reply.headers.first(name: "Retry-After"), serverDate: lastServerDate))
         default:
             throw AgentError(
                 .refused(status: reply.status), "\(operation) refused with HTTP \(reply.status)", status: reply.status,
                 serverReason: Self.textReason(reply),
+                serverCode: reply.headers.first(name: "DevID-Refusal").flatMap(RefusalCode.init(rawValue:)),
                 retryAfter: HTTPDate.retryAfterSeconds(
                     reply.headers.first(name: "Retry-After"), serverDate: lastServerDate))
         }

@@ -35,9 +35,9 @@ import X509
 /// after an RTC reset) first learns the server's time from a credential-free time probe, then validates strictly.
 ///
 /// ## Refusals
-/// A check-in refused with "credential is revoked", "credential superseded and its overlap has ended" or a client
-/// certificate the server does not know means the identity is beyond repair: the agent bootstraps with the IDevID.
-/// "credential has expired" is decided at the server's time: late renewal within the grace period, else bootstrap.
+/// A check-in refused with the code `credential_revoked`, `credential_superseded` or `credential_unknown` (the
+/// server's `DevID-Refusal` header) means the identity is beyond repair: the agent bootstraps with the IDevID.
+/// `credential_expired` is decided at the server's time: late renewal within the grace period, else bootstrap.
 /// A suspended or revoked device is an error (retried with backoff; the operator must act).
 public actor RotationAgent {
     /// Tuning and test hooks.
@@ -598,11 +598,11 @@ public actor RotationAgent {
                 self = .other
                 return
             }
-            switch error.serverReason ?? "" {
-            case "credential is revoked", "credential superseded and its overlap has ended",
-                "client certificate is not in the registry":
+            // The server's stable code decides, never its message text.
+            switch error.serverCode {
+            case .credentialRevoked, .credentialSuperseded, .credentialUnknown:
                 self = .beyondRepair(error.serverReason ?? "refused")
-            case "credential has expired":
+            case .credentialExpired:
                 self = .expired
             default:
                 self = .other

@@ -10,18 +10,32 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
     /// The tenant's own MQTT topic rules and API scopes; nil means ``TopicPolicy/default``. Set through
     /// `PUT /v1/admin/tenants/:id/topic-policy`, which validates it first.
     public var topics: TopicPolicy?
+    /// The most uses a claim token that names no device may have. A bulk token (more than one use) is an explicit
+    /// choice: raise this first (`devid tenant policy T --max-token-uses N`).
+    public var maxUnboundTokenUses: Int
+    /// The longest lifetime, in seconds, of a claim token that names no device.
+    public var maxUnboundTokenTTL: Int
 
-    public init(autoRegister: Bool = false, manualApproval: Bool = false, topics: TopicPolicy? = nil) {
+    public static let defaultMaxUnboundTokenUses = 1
+    public static let defaultMaxUnboundTokenTTL = 86_400
+
+    public init(
+        autoRegister: Bool = false, manualApproval: Bool = false, topics: TopicPolicy? = nil,
+        maxUnboundTokenUses: Int = TenantPolicy.defaultMaxUnboundTokenUses,
+        maxUnboundTokenTTL: Int = TenantPolicy.defaultMaxUnboundTokenTTL
+    ) {
         self.autoRegister = autoRegister
         self.manualApproval = manualApproval
         self.topics = topics
+        self.maxUnboundTokenUses = maxUnboundTokenUses
+        self.maxUnboundTokenTTL = maxUnboundTokenTTL
     }
 
     /// The topic policy in force: the tenant's own, or the default.
     public var effectiveTopics: TopicPolicy { topics ?? .default }
 
     private enum CodingKeys: String, CodingKey {
-        case autoRegister, manualApproval, topics
+        case autoRegister, manualApproval, topics, maxUnboundTokenUses, maxUnboundTokenTTL
     }
 
     /// Missing fields take their defaults, so a policy written before a field existed still decodes.
@@ -30,6 +44,10 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
         self.autoRegister = try container.decodeIfPresent(Bool.self, forKey: .autoRegister) ?? false
         self.manualApproval = try container.decodeIfPresent(Bool.self, forKey: .manualApproval) ?? false
         self.topics = try container.decodeIfPresent(TopicPolicy.self, forKey: .topics)
+        self.maxUnboundTokenUses =
+            try container.decodeIfPresent(Int.self, forKey: .maxUnboundTokenUses) ?? Self.defaultMaxUnboundTokenUses
+        self.maxUnboundTokenTTL =
+            try container.decodeIfPresent(Int.self, forKey: .maxUnboundTokenTTL) ?? Self.defaultMaxUnboundTokenTTL
     }
 }
 
@@ -92,11 +110,22 @@ public struct Device: Sendable, Hashable, Codable {
     /// gives the device a claim token, not its factory identity back.
     public var idevidRevokedAt: Date?
     public var idevidRevocationReason: RevocationReason?
+    /// SHA-256 (lowercase hex) of the manufacturer CA certificate that issued the device's IDevID: only an IDevID
+    /// from that CA enrolls as this device. Set by a manifest import or a self-registration; nil for devices
+    /// registered before this binding existed and for claim-token devices.
+    public var idevidIssuerSHA256: String?
+    /// SHA-256 (lowercase hex) of the IDevID certificate itself, when the manifest gives it: only that exact
+    /// certificate enrolls as this device.
+    public var idevidSHA256: String?
+    /// The claim token (its public id) the device first enrolled with, so that a leaked token's enrollments can be
+    /// revoked together (`devid revoke --token`).
+    public var enrolledWithToken: String?
 
     public init(
         id: DeviceID, tenant: TenantID, hardwareSerial: String, lot: LotID?, state: DeviceState,
         createdAt: Date, lastSeen: Date? = nil, idevidSerial: SerialNumber? = nil, idevidRevokedAt: Date? = nil,
-        idevidRevocationReason: RevocationReason? = nil
+        idevidRevocationReason: RevocationReason? = nil, idevidIssuerSHA256: String? = nil,
+        idevidSHA256: String? = nil, enrolledWithToken: String? = nil
     ) {
         self.id = id
         self.tenant = tenant
@@ -108,6 +137,9 @@ public struct Device: Sendable, Hashable, Codable {
         self.idevidSerial = idevidSerial
         self.idevidRevokedAt = idevidRevokedAt
         self.idevidRevocationReason = idevidRevocationReason
+        self.idevidIssuerSHA256 = idevidIssuerSHA256
+        self.idevidSHA256 = idevidSHA256
+        self.enrolledWithToken = enrolledWithToken
     }
 }
 
@@ -123,10 +155,14 @@ public struct ClaimToken: Sendable, Hashable, Codable {
     public var usesRemaining: Int
     public var revoked: Bool
     public var createdAt: Date
+    /// New devices enrolled with the token join this lot (a token that names no device only).
+    public var lot: LotID?
+    /// New device ids must match this pattern (see ``NamePattern``).
+    public var namePattern: String?
 
     public init(
         id: String, secretHash: String, tenant: TenantID, device: DeviceID?, expiresAt: Date,
-        usesRemaining: Int, revoked: Bool = false, createdAt: Date
+        usesRemaining: Int, revoked: Bool = false, createdAt: Date, lot: LotID? = nil, namePattern: String? = nil
     ) {
         self.id = id
         self.secretHash = secretHash
@@ -136,6 +172,13 @@ public struct ClaimToken: Sendable, Hashable, Codable {
         self.usesRemaining = usesRemaining
         self.revoked = revoked
         self.createdAt = createdAt
+        self.lot = lot
+        self.namePattern = namePattern
+    }
+
+    /// What the token allows, for ``CredentialLifecycle/claimTokenEnrollment(_:requested:existing:)``.
+    public var grant: CredentialLifecycle.TokenGrant {
+        CredentialLifecycle.TokenGrant(tenant: tenant, device: device, lot: lot, namePattern: namePattern)
     }
 }
 

@@ -103,7 +103,7 @@ public enum IdentityAction: Sendable, Hashable {
     ) -> IdentityAction {
         if revoked { return .bootstrap(reason: "the current LDevID is revoked") }
         if now >= notAfter {
-            if now < notAfter.addingTimeInterval(policy.grace) { return .lateRenewal }
+            if CredentialLifecycle(policy: policy).withinGrace(notAfter: notAfter, at: now) { return .lateRenewal }
             return .bootstrap(reason: "the LDevID expired more than the grace period ago")
         }
         if serverWantsRotation || now >= scheduledRenewal { return .renew }

@@ -5,13 +5,26 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 
+/// `PUT /v1/admin/tenants/:id/policy`: the enrollment policy fields to change; missing ones stay as they are.
+struct TenantPolicyUpdate: Decodable {
+    var autoRegister: Bool?
+    var manualApproval: Bool?
+    var maxUnboundTokenUses: Int?
+    var maxUnboundTokenTTL: Int?
+}
+
 struct TokenCreateRequest: Decodable {
     var tenant: String
     var device: String?
     /// Lifetime in seconds (default 3600, at most 30 days).
     var ttlSeconds: Int?
-    /// How many enrollments it allows (default 1, at most 10000).
+    /// How many enrollments it allows (default 1, at most 10000; for a token that names no device, at most the
+    /// tenant's `maxUnboundTokenUses`).
     var uses: Int?
+    /// A token that names no device: new devices it enrolls join this lot of the tenant.
+    var lot: String?
+    /// A token that names no device: new device ids must match this pattern (`*`, `?`).
+    var namePattern: String?
 }
 
 /// The one response that carries a claim token's secret.
@@ -22,6 +35,8 @@ struct TokenCreated: Codable, Sendable {
     var device: DeviceID?
     var expiresAt: Date
     var uses: Int
+    var lot: LotID?
+    var namePattern: String?
 }
 
 /// A claim token as listed: never the secret or its hash.
@@ -33,6 +48,8 @@ struct TokenView: Codable, Sendable {
     var usesRemaining: Int
     var revoked: Bool
     var createdAt: Date
+    var lot: LotID?
+    var namePattern: String?
 
     init(_ token: ClaimToken) {
         id = token.id
@@ -42,6 +59,8 @@ struct TokenView: Codable, Sendable {
         usesRemaining = token.usesRemaining
         revoked = token.revoked
         createdAt = token.createdAt
+        lot = token.lot
+        namePattern = token.namePattern
     }
 }
 
@@ -96,7 +115,7 @@ enum AdminRoutes {
             }
             let uses = body.uses ?? 1
             guard (1...10_000).contains(uses) else { throw HTTPError(.badRequest, message: "uses must be 1-10000") }
-            guard try await store.tenant(tenant) != nil else {
+            guard let owner = try await store.tenant(tenant) else {
                 throw HTTPError(.notFound, message: "unknown tenant \(tenant)")
             }
             if let device, let existing = try await store.device(device), existing.tenant != tenant {
@@ -106,23 +125,62 @@ enum AdminRoutes {
             if let device, device.hasDot, try await store.device(device) == nil {
                 throw HTTPError(.badRequest, message: DevIDCoreError.dottedIdentifier(kind: "device id").reason)
             }
+            var lot: LotID?
+            if let name = body.lot {
+                guard device == nil else {
+                    throw HTTPError(.badRequest, message: "lot binds a token that names no device; drop --device or --lot")
+                }
+                guard let id = LotID(rawValue: name), let found = try await store.lot(id), found.tenant == tenant else {
+                    throw HTTPError(.notFound, message: "tenant \(tenant) has no lot \(name)")
+                }
+                lot = id
+            }
+            if let pattern = body.namePattern {
+                guard device == nil else {
+                    throw HTTPError(.badRequest, message: "namePattern binds a token that names no device")
+                }
+                guard NamePattern.isValid(pattern) else {
+                    throw HTTPError(.badRequest, message: "invalid namePattern: device-id characters, * and ? only")
+                }
+            }
+            if device == nil {
+                // A token that names no device can create devices in bulk: the tenant caps it (1 use, 24 hours by
+                // default), so a bulk token is a decision an operator made for this tenant, not a typo.
+                let policy = owner.policy
+                guard uses <= policy.maxUnboundTokenUses else {
+                    throw HTTPError(
+                        .badRequest,
+                        message: "tenant \(tenant) allows at most \(policy.maxUnboundTokenUses) use(s) for a token "
+                            + "that names no device (devid tenant policy \(tenant) --max-token-uses N)")
+                }
+                guard ttl <= policy.maxUnboundTokenTTL else {
+                    throw HTTPError(
+                        .badRequest,
+                        message: "tenant \(tenant) allows at most \(policy.maxUnboundTokenTTL)s for a token that "
+                            + "names no device (devid tenant policy \(tenant) --max-token-ttl D)")
+                }
+            }
             let generated = ClaimTokens.generate()
             let now = state.clock.now()
             let token = ClaimToken(
                 id: generated.id, secretHash: generated.hash, tenant: tenant, device: device,
-                expiresAt: now.addingTimeInterval(TimeInterval(ttl)), usesRemaining: uses, createdAt: now)
+                expiresAt: now.addingTimeInterval(TimeInterval(ttl)), usesRemaining: uses, createdAt: now, lot: lot,
+                namePattern: body.namePattern)
+            var scope = device == nil ? "new devices only" : "device \(device!)"
+            if let lot { scope += ", lot \(lot)" }
+            if let pattern = body.namePattern { scope += ", ids \(pattern)" }
             try await store.insertClaimToken(
                 token,
                 audit: auditor.event(
                     actor: context.actor, action: "token.create", outcome: .success,
-                    reason: "created claim token \(generated.id) (uses \(uses), ttl \(ttl)s)", tenant: tenant,
-                    device: device))
+                    reason: "created claim token \(generated.id) (uses \(uses), ttl \(ttl)s, \(scope))",
+                    tenant: tenant, device: device))
             return EditedResponse(
                 status: .created,
                 response: JSONBody(
                     TokenCreated(
                         id: generated.id, token: generated.secret, tenant: tenant, device: device,
-                        expiresAt: token.expiresAt, uses: uses)))
+                        expiresAt: token.expiresAt, uses: uses, lot: lot, namePattern: body.namePattern)))
         }
 
         admin.get("/tokens") { request, context -> ListResponse<TokenView> in
@@ -187,7 +245,8 @@ enum AdminRoutes {
             let devices = manifest.devices.map {
                 Device(
                     id: $0.deviceID, tenant: manifest.tenant, hardwareSerial: $0.hardwareSerial, lot: manifest.lot,
-                    state: .manufactured, createdAt: now, idevidSerial: ownManufacturer ? $0.idevidSerial : nil)
+                    state: .manufactured, createdAt: now, idevidSerial: ownManufacturer ? $0.idevidSerial : nil,
+                    idevidIssuerSHA256: manifest.manufacturerCASHA256, idevidSHA256: $0.idevidSHA256.isEmpty ? nil : $0.idevidSHA256.lowercased())
             }
             do {
                 let result = try await store.importDevices(
@@ -234,18 +293,32 @@ enum AdminRoutes {
         }
 
         admin.put("/tenants/:id/policy") { request, context -> JSONBody<Tenant> in
-            var policy = try await request.decode(as: TenantPolicy.self, context: context)
+            let update = try await request.decode(as: TenantPolicyUpdate.self, context: context)
             guard let id = TenantID(rawValue: try context.parameters.require("id")),
                 let existing = try await store.tenant(id)
             else { throw HTTPError(.notFound, message: "unknown tenant") }
             try context.require(tenant: id)
+            // Fields left out keep their current values.
+            var policy = existing.policy
+            policy.autoRegister = update.autoRegister ?? policy.autoRegister
+            policy.manualApproval = update.manualApproval ?? policy.manualApproval
+            policy.maxUnboundTokenUses = update.maxUnboundTokenUses ?? policy.maxUnboundTokenUses
+            policy.maxUnboundTokenTTL = update.maxUnboundTokenTTL ?? policy.maxUnboundTokenTTL
+            guard (1...10_000).contains(policy.maxUnboundTokenUses) else {
+                throw HTTPError(.badRequest, message: "maxUnboundTokenUses must be 1-10000")
+            }
+            guard (1...maximumTokenTTL).contains(policy.maxUnboundTokenTTL) else {
+                throw HTTPError(.badRequest, message: "maxUnboundTokenTTL must be 1-\(maximumTokenTTL) seconds")
+            }
             // The topic policy has its own endpoint (PolicyRoutes), which validates it; this one keeps it.
             policy.topics = existing.policy.topics
             try await store.updateTenantPolicy(
                 id, policy: policy,
                 audit: auditor.event(
                     actor: context.actor, action: "tenant.policy", outcome: .success,
-                    reason: "auto-register \(policy.autoRegister), manual approval \(policy.manualApproval)", tenant: id))
+                    reason: "auto-register \(policy.autoRegister), manual approval \(policy.manualApproval), "
+                        + "unbound claim tokens at most \(policy.maxUnboundTokenUses) use(s) and "
+                        + "\(policy.maxUnboundTokenTTL)s", tenant: id))
             guard let tenant = try await store.tenant(id) else { throw HTTPError(.notFound) }
             return JSONBody(tenant)
         }

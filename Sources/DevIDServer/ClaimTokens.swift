@@ -22,10 +22,10 @@ public enum ClaimTokens {
     }
 
     /// Why a stored token cannot be used at `now`, or nil if it can.
-    static func refusal(_ token: ClaimToken, now: Date) -> String? {
-        if token.revoked { return "claim token revoked" }
-        if token.expiresAt <= now { return "claim token expired" }
-        if token.usesRemaining <= 0 { return "claim token used up" }
+    static func refusal(_ token: ClaimToken, now: Date) -> LifecycleRefusal? {
+        if token.revoked { return LifecycleRefusal(.tokenRevoked, "claim token revoked") }
+        if token.expiresAt <= now { return LifecycleRefusal(.tokenExpired, "claim token expired") }
+        if token.usesRemaining <= 0 { return LifecycleRefusal(.tokenUsedUp, "claim token used up") }
         return nil
     }
 }

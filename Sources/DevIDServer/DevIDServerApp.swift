@@ -141,8 +141,8 @@ struct ClientCertificateVerifier: Sendable {
         var outcome = await state.hierarchy.deviceTrust.validate(leaf: leaf, presented: presented, at: now)
         // Late renewal: an LDevID that expired less than the grace period ago may still reach simplereenroll.
         // The handshake accepts it only if it chained while it was valid; every handler checks expiry itself.
-        let grace = state.configuration.ldevidPolicy.rotation.grace
-        if case .untrusted = outcome, now > leaf.notValidAfter, now < leaf.notValidAfter.addingTimeInterval(grace),
+        let lifecycle = CredentialLifecycle(policy: state.configuration.ldevidPolicy.rotation)
+        if case .untrusted = outcome, now > leaf.notValidAfter, lifecycle.withinGrace(notAfter: leaf.notValidAfter, at: now),
             case .trusted(let chain) = await state.hierarchy.deviceTrust.validate(
                 leaf: leaf, presented: presented, at: leaf.notValidAfter.addingTimeInterval(-1)),
             chain.contains(state.hierarchy.issuing.certificate)
@@ -211,6 +211,8 @@ struct EndpointsWriter: Service {
         try SecureFile.write(Array(try encoder.encode(endpoints)), to: configuration.endpointsPath, mode: 0o644)
         state.logger.info(
             "DevID listening", metadata: ["est": "\(endpoints.estURL)", "ops": "\(endpoints.opsURL)"])
+        // Stay until graceful shutdown: finishing while the group shuts another service down fails the group.
+        try? await gracefulShutdown()
     }
 
     static func urlHost(_ host: String) -> String {

@@ -39,7 +39,8 @@ enum DeviceStatusRoutes {
                 await state.auditor.record(
                     actor: "anonymous", action: "device.status", outcome: .denied,
                     reason: "an LDevID client certificate is required")
-                var response = ESTRoutes.text(.unauthorized, "an LDevID client certificate is required")
+                var response = ESTRoutes.refusal(
+                    .unauthorized, .authenticationRequired, "an LDevID client certificate is required")
                 response.headers[.wwwAuthenticate] = "Basic realm=\"devid\""
                 return response
             }
@@ -47,15 +48,12 @@ enum DeviceStatusRoutes {
                 actor: "device:\(deviceID)", method: "ldevid", tenant: tenant, device: deviceID, serial: serial)
             do {
                 let credential = try await service.requireUsableCredential(
-                    serial: serial, device: deviceID, now: now, subject)
-                guard credential.notAfter > now else {
-                    throw EnrollmentService.Refusal(.forbidden, "credential has expired", subject)
-                }
+                    serial: serial, device: deviceID, now: now, subject, checkIn: true)
                 guard let device = try await state.store.device(deviceID) else {
-                    throw EnrollmentService.Refusal(.forbidden, "device is not in the registry", subject)
+                    throw EnrollmentService.Refusal(.forbidden, .deviceUnknown, "device is not in the registry", subject)
                 }
-                guard device.state == .active else {
-                    throw EnrollmentService.Refusal(.forbidden, "device is \(device.state.rawValue)", subject)
+                if let refusal = CredentialLifecycle.deviceRefusal(device.state) {
+                    throw EnrollmentService.Refusal(.forbidden, refusal, subject)
                 }
                 try await state.store.recordSeen(deviceID, at: now)
                 var reason: String?
@@ -75,7 +73,7 @@ enum DeviceStatusRoutes {
                 await state.auditor.record(
                     actor: subject.actor, action: "device.status", outcome: .denied, reason: refusal.reason,
                     tenant: tenant, device: deviceID, serial: serial)
-                return ESTRoutes.text(refusal.status, refusal.reason)
+                return ESTRoutes.refusal(refusal.status, refusal.code, refusal.reason)
             }
         }
     }

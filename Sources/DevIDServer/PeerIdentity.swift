@@ -7,8 +7,11 @@ public enum PeerIdentity: Sendable, Hashable {
     /// An operational identity DevID issued.
     case ldevid(device: DeviceID, tenant: TenantID, serial: SerialNumber)
     /// A factory identity from a trusted manufacturer CA; `ownManufacturer` when DevID's own manufacturer CA
-    /// issued it (DevID then publishes its revocation status).
-    case idevid(hardwareSerial: String, serial: SerialNumber, ownManufacturer: Bool)
+    /// issued it (DevID then publishes its revocation status). `manufacturerSHA256` is the fingerprint of the trusted
+    /// manufacturer CA the chain ends in, `certificateSHA256` the IDevID's own: what the registry binds devices to.
+    case idevid(
+        hardwareSerial: String, serial: SerialNumber, ownManufacturer: Bool, manufacturerSHA256: String,
+        certificateSHA256: String)
     /// Chains to a trusted anchor but is shaped like neither.
     case unrecognized(serial: SerialNumber)
 
@@ -26,7 +29,8 @@ public enum PeerIdentity: Sendable, Hashable {
         {
             return .idevid(
                 hardwareSerial: hardwareSerial, serial: serial,
-                ownManufacturer: hierarchy.manufacturer.map { anchor == $0.certificate } ?? false)
+                ownManufacturer: hierarchy.manufacturer.map { anchor == $0.certificate } ?? false,
+                manufacturerSHA256: anchor.sha256Fingerprint, certificateSHA256: leaf.sha256Fingerprint)
         }
         return .unrecognized(serial: serial)
     }

@@ -13,6 +13,8 @@ struct RevokeRequest: Decodable {
     var lot: String?
     var tenant: String?
     var serial: String?
+    /// A claim token's public id (`ct_...`): every device that first enrolled with it.
+    var token: String?
     var reason: String?
     var dryRun: Bool?
 
@@ -27,8 +29,14 @@ struct RevokeRequest: Decodable {
             }
             scopes.append(.serial(value))
         }
+        if let token {
+            guard !token.isEmpty, token.count <= 64, !token.contains("/") else {
+                throw HTTPError(.badRequest, message: "invalid claim token id")
+            }
+            scopes.append(.token(token))
+        }
         guard scopes.count == 1, let scope = scopes.first else {
-            throw HTTPError(.badRequest, message: "give exactly one of device, lot, tenant, serial")
+            throw HTTPError(.badRequest, message: "give exactly one of device, lot, tenant, serial, token")
         }
         return scope
     }
@@ -80,6 +88,7 @@ enum RevocationRoutes {
             if case .serial(let serial) = scope, try await state.store.credential(serial: serial) == nil,
                 let service = try await state.store.serviceCertificate(serial: serial)
             {
+                try context.requireAllTenants("a broker certificate")
                 return JSONBody(
                     try await ServiceCertificateRoutes.revoke(
                         service, reason: reason, dryRun: body.dryRun ?? false, actor: context.actor, state: state))
@@ -87,6 +96,14 @@ enum RevocationRoutes {
             if body.dryRun ?? false {
                 let radius = try await notFoundAs404 { try await state.store.blastRadius(scope, now: now) }
                 return JSONBody(RevokeResult(dryRun: true, reason: reason, blastRadius: radius))
+            }
+            if case .token(let id) = scope, let token = try await state.store.claimToken(id: id), !token.revoked {
+                // A leaked token first stops enrolling anything more, then what it let in is revoked.
+                try await state.store.revokeClaimToken(
+                    id: id,
+                    audit: state.auditor.event(
+                        actor: context.actor, action: "token.revoke", outcome: .success,
+                        reason: "revoked claim token \(id) before revoking its enrollments", tenant: token.tenant))
             }
             let radius = try await notFoundAs404 {
                 try await state.store.revoke(
@@ -178,6 +195,7 @@ enum RevocationRoutes {
             }
             guard let credential = try await state.store.credential(serial: serial) else {
                 if let service = try await state.store.serviceCertificate(serial: serial) {
+                    try context.requireAllTenants("a broker certificate")
                     return JSONBody(await ServiceCertificateRoutes.status(service, state: state))
                 }
                 throw HTTPError(.notFound, message: "unknown serial \(serial)")

@@ -104,6 +104,8 @@ private func rotationCandidates(_ scope: CredentialScope, state: ServerState, no
         devices = try await allDevices(DeviceFilter(lot: lot), state: state)
     case .tenant(let tenant):
         devices = try await allDevices(DeviceFilter(tenant: tenant), state: state)
+    case .token(let token):
+        devices = try await allDevices(DeviceFilter(enrolledWithToken: token), state: state)
     case .serial, .expiringBefore:
         devices = try await allDevices(DeviceFilter(), state: state)
     }

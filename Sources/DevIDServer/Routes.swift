@@ -118,7 +118,7 @@ enum Routes {
                 response.kind = "ldevid"
                 response.device = device.rawValue
                 response.tenant = tenant.rawValue
-            case .idevid(let hardwareSerial, _, _):
+            case .idevid(let hardwareSerial, _, _, _, _):
                 response.kind = "idevid"
                 response.hardwareSerial = hardwareSerial
             case .unrecognized, nil:

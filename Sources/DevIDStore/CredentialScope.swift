@@ -16,19 +16,22 @@ public enum CredentialScope: Sendable, Hashable, Codable {
     case device(DeviceID)
     case lot(LotID)
     case tenant(TenantID)
+    /// Every device that first enrolled with this claim token (its public id), and their credentials: what a
+    /// leaked bulk token let in.
+    case token(String)
     case serial(SerialNumber)
     case expiringBefore(Date)
 
-    /// Whether revoking the scope also moves its devices to `revoked` (true for device, lot and tenant).
+    /// Whether revoking the scope also moves its devices to `revoked` (true for device, lot, tenant and token).
     public var coversDevices: Bool {
         switch self {
-        case .device, .lot, .tenant: true
+        case .device, .lot, .tenant, .token: true
         case .serial, .expiringBefore: false
         }
     }
 
     private enum CodingKeys: String, CodingKey, CaseIterable {
-        case device, lot, tenant, serial, expiringBefore
+        case device, lot, tenant, token, serial, expiringBefore
     }
 
     public init(from decoder: any Decoder) throws {
@@ -38,13 +41,14 @@ public enum CredentialScope: Sendable, Hashable, Codable {
                 .init(
                     codingPath: decoder.codingPath,
                     debugDescription:
-                        "a credential scope has exactly one of: device, lot, tenant, serial, expiringBefore"
+                        "a credential scope has exactly one of: device, lot, tenant, token, serial, expiringBefore"
                 ))
         }
         switch key {
         case .device: self = .device(try container.decode(DeviceID.self, forKey: key))
         case .lot: self = .lot(try container.decode(LotID.self, forKey: key))
         case .tenant: self = .tenant(try container.decode(TenantID.self, forKey: key))
+        case .token: self = .token(try container.decode(String.self, forKey: key))
         case .serial: self = .serial(try container.decode(SerialNumber.self, forKey: key))
         case .expiringBefore: self = .expiringBefore(try container.decode(Date.self, forKey: key))
         }
@@ -56,6 +60,7 @@ public enum CredentialScope: Sendable, Hashable, Codable {
         case .device(let id): try container.encode(id, forKey: .device)
         case .lot(let id): try container.encode(id, forKey: .lot)
         case .tenant(let id): try container.encode(id, forKey: .tenant)
+        case .token(let id): try container.encode(id, forKey: .token)
         case .serial(let serial): try container.encode(serial, forKey: .serial)
         case .expiringBefore(let date): try container.encode(date, forKey: .expiringBefore)
         }
@@ -69,6 +74,7 @@ extension CredentialScope: CustomStringConvertible {
         case .device(let id): "device \(id)"
         case .lot(let id): "lot \(id)"
         case .tenant(let id): "tenant \(id)"
+        case .token(let id): "devices enrolled with claim token \(id)"
         case .serial(let serial): "serial \(serial)"
         case .expiringBefore(let date): "LDevIDs expiring before \(date.ISO8601Format())"
         }

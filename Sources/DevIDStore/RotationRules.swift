@@ -44,6 +44,7 @@ enum RotationRules {
         case .device: StoreError(.notFound, "\(operation): no such device")
         case .lot: StoreError(.notFound, "\(operation): no such lot")
         case .tenant: StoreError(.notFound, "\(operation): no such tenant")
+        case .token: StoreError(.notFound, "\(operation): no such claim token")
         case .serial: StoreError(.notFound, "\(operation): no such credential")
         case .expiringBefore: StoreError(.notFound, "\(operation): nothing to look up")
         }

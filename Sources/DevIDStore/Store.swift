@@ -200,17 +200,20 @@ public struct DeviceFilter: Sendable, Hashable {
     public var tenant: TenantID?
     public var lot: LotID?
     public var state: DeviceState?
+    /// Devices that first enrolled with this claim token (its public id).
+    public var enrolledWithToken: String?
     public var limit: Int
     /// Continue after this id (ids sort ascending).
     public var after: DeviceID?
 
     public init(
-        tenant: TenantID? = nil, lot: LotID? = nil, state: DeviceState? = nil, limit: Int = 1000,
-        after: DeviceID? = nil
+        tenant: TenantID? = nil, lot: LotID? = nil, state: DeviceState? = nil, enrolledWithToken: String? = nil,
+        limit: Int = 1000, after: DeviceID? = nil
     ) {
         self.tenant = tenant
         self.lot = lot
         self.state = state
+        self.enrolledWithToken = enrolledWithToken
         self.limit = limit
         self.after = after
     }

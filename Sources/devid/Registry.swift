@@ -11,21 +11,45 @@ struct Tenant: AsyncParsableCommand {
 
     struct Policy: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Set a tenant's enrollment policy (auto-registration, manual approval).")
+            abstract:
+                "Set a tenant's enrollment policy (auto-registration, manual approval, caps on claim tokens that name no device).")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Tenant id.") var id: String
         @Flag(name: .long, inversion: .prefixedNo, help: "IDevIDs not in the allowlist register themselves.")
         var autoRegister: Bool = false
         @Flag(name: .long, inversion: .prefixedNo, help: "Unknown devices wait for `devid device approve`.")
         var manualApproval: Bool = false
+        @Option(name: .long, help: "Most uses of a claim token that names no device (default 1: a bulk token is a choice).")
+        var maxTokenUses: Int?
+        @Option(name: .long, help: "Longest lifetime of a claim token that names no device: 90s, 15m, 1h, 7d (default 24h).")
+        var maxTokenTTL: String?
 
         func run() async throws {
+            struct Body: Encodable {
+                var autoRegister: Bool
+                var manualApproval: Bool
+                var maxUnboundTokenUses: Int?
+                var maxUnboundTokenTTL: Int?
+            }
+            var ttl: Int?
+            if let maxTokenTTL {
+                guard let seconds = Duration.seconds(maxTokenTTL) else {
+                    throw CLIError("invalid --max-token-ttl \(maxTokenTTL): use e.g. 90s, 15m, 1h, 7d")
+                }
+                ttl = seconds
+            }
             let tenant = try await AdminClient(options: global).send(
                 "PUT", "/v1/admin/tenants/\(id)/policy",
-                json: TenantPolicy(autoRegister: autoRegister, manualApproval: manualApproval),
+                json: Body(
+                    autoRegister: autoRegister, manualApproval: manualApproval, maxUnboundTokenUses: maxTokenUses,
+                    maxUnboundTokenTTL: ttl),
                 as: DevIDCore.Tenant.self)
             if global.json { return try Output.json(tenant) }
-            print("tenant \(tenant.id): auto-register \(tenant.policy.autoRegister), manual approval \(tenant.policy.manualApproval)")
+            let policy = tenant.policy
+            print(
+                "tenant \(tenant.id): auto-register \(policy.autoRegister), manual approval \(policy.manualApproval), "
+                    + "claim tokens without a device: at most \(policy.maxUnboundTokenUses) use(s), "
+                    + "\(Duration.describe(seconds: policy.maxUnboundTokenTTL))")
         }
     }
 

@@ -5,11 +5,12 @@ import Foundation
 
 struct Revoke: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Revoke credentials: one device, a lot, a tenant or one serial. Dry run first.",
+        abstract: "Revoke credentials: one device, a lot, a tenant, one serial, or what a claim token enrolled. Dry run first.",
         discussion: """
             Revoking a device (or a lot or tenant) revokes every credential and moves the devices to `revoked`: \
             policy decisions and EST refuse them at once, and an IDevID enrollment is refused too until \
-            `devid device reprovision`. Reasons (RFC 5280): unspecified, keyCompromise, caCompromise, \
+            `devid device reprovision`. `--token ct_...` revokes the claim token and every device that first \
+            enrolled with it (a leaked bulk token). Reasons (RFC 5280): unspecified, keyCompromise, caCompromise, \
             affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn, aaCompromise. \
             See docs/runbooks/compromise.md.
             """)
@@ -19,6 +20,7 @@ struct Revoke: AsyncParsableCommand {
     @Option(name: .long, help: "A manufacturing lot.") var lot: String?
     @Option(name: .long, help: "A tenant.") var tenant: String?
     @Option(name: .long, help: "One certificate, by serial (hex, colons allowed).") var serial: String?
+    @Option(name: .long, help: "A claim token id (ct_...): the token and every device it enrolled.") var token: String?
     @Option(name: .long, help: "RFC 5280 reason, e.g. keyCompromise.") var reason: String = "unspecified"
     @Flag(name: .long, help: "Only print the blast radius.") var dryRun: Bool = false
 
@@ -31,15 +33,16 @@ struct Revoke: AsyncParsableCommand {
         var serviceCertificate: Service?
     }
 
-
     func run() async throws {
         struct Body: Encodable {
-            var device: String?; var lot: String?; var tenant: String?; var serial: String?; var reason: String
+            var device: String?; var lot: String?; var tenant: String?; var serial: String?; var token: String?
+            var reason: String
             var dryRun: Bool
         }
         let result = try await AdminClient(options: global).post(
             "/v1/admin/revoke",
-            json: Body(device: device, lot: lot, tenant: tenant, serial: serial, reason: reason, dryRun: dryRun),
+            json: Body(
+                device: device, lot: lot, tenant: tenant, serial: serial, token: token, reason: reason, dryRun: dryRun),
             as: Result.self)
         if global.json { return try Output.json(result) }
         let radius = result.blastRadius

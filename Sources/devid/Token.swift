@@ -16,6 +16,8 @@ struct Token: AsyncParsableCommand {
         var uses: Int?
         var usesRemaining: Int?
         var revoked: Bool?
+        var lot: String?
+        var namePattern: String?
     }
 
     struct Create: AsyncParsableCommand {
@@ -25,19 +27,38 @@ struct Token: AsyncParsableCommand {
         @Option(name: .long, help: "Tenant the token enrolls into.") var tenant: String
         @Option(name: .long, help: "Restrict the token to this device id.") var device: String?
         @Option(name: .long, help: "Lifetime: seconds, or with a unit: 90s, 15m, 1h, 7d.") var ttl: String = "1h"
-        @Option(name: .long, help: "How many enrollments it allows.") var uses: Int = 1
+        @Option(
+            name: .long,
+            help: "How many enrollments it allows. Without --device, at most the tenant's --max-token-uses (default 1).")
+        var uses: Int = 1
+        @Option(name: .long, help: "Without --device: the new devices it enrolls join this lot of the tenant.")
+        var lot: String?
+        @Option(name: .long, help: "Without --device: new device ids must match this pattern (* and ?), e.g. 'sensor-*'.")
+        var namePattern: String?
 
         func run() async throws {
             guard let seconds = Duration.seconds(ttl) else { throw CLIError("invalid --ttl \(ttl): use e.g. 90s, 15m, 1h, 7d") }
-            struct Body: Encodable { var tenant: String; var device: String?; var ttlSeconds: Int; var uses: Int }
+            struct Body: Encodable {
+                var tenant: String
+                var device: String?
+                var ttlSeconds: Int
+                var uses: Int
+                var lot: String?
+                var namePattern: String?
+            }
             let created = try await AdminClient(options: global).post(
-                "/v1/admin/tokens", json: Body(tenant: tenant, device: device, ttlSeconds: seconds, uses: uses),
+                "/v1/admin/tokens",
+                json: Body(
+                    tenant: tenant, device: device, ttlSeconds: seconds, uses: uses, lot: lot, namePattern: namePattern),
                 as: View.self)
             if global.json { return try Output.json(created) }
             print(created.token ?? "")
+            var scope = created.device.map { ", device \($0)" } ?? ", new devices only"
+            if let lot = created.lot { scope += ", lot \(lot)" }
+            if let pattern = created.namePattern { scope += ", ids \(pattern)" }
             FileHandle.standardError.write(
                 Data(
-                    "claim token \(created.id) for tenant \(created.tenant)\(created.device.map { ", device \($0)" } ?? ""), \(created.uses ?? 1) use(s), expires \(Output.date(created.expiresAt)). The secret above is shown once.\n"
+                    "claim token \(created.id) for tenant \(created.tenant)\(scope), \(created.uses ?? 1) use(s), expires \(Output.date(created.expiresAt)). The secret above is shown once.\n"
                         .utf8))
         }
     }
@@ -85,5 +106,14 @@ extension Duration {
             return Int(text.dropLast()).flatMap { $0 > 0 ? $0 * multiplier : nil }
         }
         return Int(text).flatMap { $0 > 0 ? $0 : nil }
+    }
+
+    /// `86400` → `24h`, `604800` → `7d`, `90` → `90s`: the largest unit that divides the value.
+    static func describe(seconds: Int) -> String {
+        for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] where seconds % size == 0 && seconds >= size {
+            if unit == "d", seconds < 2 * 86_400 { return "\(seconds / 3_600)h" }
+            return "\(seconds / size)\(unit)"
+        }
+        return "\(seconds)s"
     }
 }

@@ -82,13 +82,17 @@ struct AgentDocTests {
         #expect(output("devid agent enroll").contains { $0.contains(#""deviceID" : "L1-000002""#) }, "the --json example")
         #expect(output("devid agent status --state-dir dev1").contains { $0.hasPrefix("state:    valid\n") })
         #expect(output("devid agent status --state-dir nothing").first?.hasPrefix("state:    missing\n") == true)
-        let rotation = try #require(ran.first { $0.command.hasPrefix("devid agent run --state-dir dev1 --once") })
+        let rotation = try #require(ran.first { $0.command.contains("> rotated.txt") })
         #expect(rotation.status == 0 && rotation.output.contains("identity replaced"), "\(rotation)")
         let hook = try #require(ran.first { $0.command == "cat rotated.txt" })
         let serial = try #require(hook.output.firstMatch(of: #/new LDevID ([0-9a-f]+) in dev1/#)?.1, "\(hook)")
         #expect(
             output("devid agent status --state-dir dev1").last?.contains("serial:   \(serial)\n") == true,
             "the hook ran with the serial of the identity now installed")
+        // The crash demo: the hook ran twice for one identity, and the restart finished the rotation.
+        let hooks = try #require(ran.first { $0.command == "cat hook.log" }).output.split(separator: "\n")
+        #expect(hooks.count == 2 && hooks.first == hooks.last, "\(hooks)")
+        #expect(output("devid agent status --state-dir dev1").first?.contains("\nprevious: complete, serial ") == true)
         try await walk.stopServer(with: "kill -INT %1", log: "devid.log")
     }
 

@@ -492,7 +492,8 @@ struct DocWalk {
     {
         let stop = try await run(command)
         #expect(stop.status == 0, "\(stop)", sourceLocation: sourceLocation)
-        let exit = try await run("wait $!", timeout: 15)
+        let pid = try #require(endpoints?.pid, "no server started", sourceLocation: sourceLocation)
+        let exit = try await run("wait \(pid)", timeout: 15)
         #expect(exit.status == 0, "devid serve exit status: \(exit)", sourceLocation: sourceLocation)
         // The server ran in the directory that holds its data directory, so its log is there too.
         let directory = URL(fileURLWithPath: dataDirectory).deletingLastPathComponent().path

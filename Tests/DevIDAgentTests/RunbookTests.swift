@@ -101,9 +101,13 @@ struct RunbookTests {
         defer { fleet.server.kill(); fleet.work.remove() }
 
         var outputs: [String: ServeCLITests.CommandResult] = [:]
+        /// The bulk token's id as the runbook prints it, and the one the server gave.
+        let exampleTokenID = "ct_bk5tqx3ana"
+        var leakedTokenID = exampleTokenID
         var leakedAdminToken = ""
-        for command in commands {
+        for var command in commands {
             let line = command.joined(separator: " ")
+            command = command.map { $0 == exampleTokenID ? leakedTokenID : $0 }
             if line.hasPrefix("crl fetch") || line.hasPrefix("cert status") {
                 // What relying parties see is published within a second of a revocation; an operator reading
                 // the previous output is slower than that.
@@ -112,6 +116,26 @@ struct RunbookTests {
             let result = try await fleet.devid(command)
             #expect(result.succeeded, "devid \(line): \(result)")
             outputs[line] = result
+            if line == "token create --tenant acme --uses 20 --ttl 7d" {
+                // The runbook's story: two new devices enroll with the bulk token; it cannot take over a device.
+                let secret = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                leakedTokenID = try #require(result.stderr.firstMatch(of: #/claim token (ct_[a-z2-7]+) /#)?.1).description
+                #expect(result.stderr.contains("new devices only, 20 use(s)"), "\(result)")
+                for (index, device) in ["sensor-1", "sensor-2", "L1-000003"].enumerated() {
+                    let enroll = try await ServeCLITests.devid(
+                        [
+                            "agent", "enroll", "--server", fleet.endpoints.estURL, "--trust-bundle",
+                            "\(fleet.dataDir)/ca/root.crt", "--state-dir", fleet.work.file("state-bulk-\(index)"),
+                            "--token", secret, "--device", device,
+                        ], in: fleet.work.path)
+                    if device == "L1-000003" {
+                        #expect(!enroll.succeeded, "a token that names no device never takes over a device")
+                        #expect(enroll.stderr.contains("HTTP 403: device L1-000003 is already registered"), "\(enroll)")
+                    } else {
+                        #expect(enroll.succeeded, "\(enroll)")
+                    }
+                }
+            }
             if line == "admin-token create --name ci-deploy --role operator --tenant acme --expires-in 90d" {
                 // The token that leaks: its owner used it, and so did someone trying more than its role allows.
                 leakedAdminToken = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -197,6 +221,17 @@ struct RunbookTests {
         let denials = stdout("audit list --action admin.auth --outcome denied")
         #expect(denials.contains("denied   revoked admin token ci-deploy: GET /v1/admin/devices"), "\(denials)")
         #expect(denials.contains("denied   role operator may not POST /v1/admin/tenants"), "\(denials)")
+
+        // A bulk claim token leaked: it and exactly its two enrollments are revoked.
+        #expect(
+            stdout("revoke --token \(exampleTokenID) --reason keyCompromise --dry-run").contains(
+                "dry run: would revoke 2 credentials on 2 devices (keyCompromise)"), "\(outputs)")
+        #expect(
+            stdout("revoke --token \(exampleTokenID) --reason keyCompromise").contains(
+                "revoked 2 credentials on 2 devices (keyCompromise)"), "\(outputs)")
+        #expect(
+            stdout("audit list --action token.revoke").contains(
+                "revoked claim token \(leakedTokenID) before revoking its enrollments"), "\(outputs)")
 
         // What relying parties see: OCSP and the CRL (docs/revocation.md).
         let single = stdout("cert status --device L1-000002")

@@ -135,12 +135,14 @@ public enum IdentityCheck {
         if credential.status == .revoked { return .revoked }
         if let reason = check(device) { return reason }
         if credential.kind != .ldevid { return .unknownCertificate }
-        if credential.notBefore > now { return .notYetValid }
-        if credential.notAfter <= now || credential.status == .expired { return .expired }
-        if credential.status == .superseded {
-            guard let deadline = credential.overlapDeadline, now < deadline else { return .superseded }
+        // Grace only lets a credential renew late, never authorize: within grace is expired here.
+        switch CredentialLifecycle(policy: RotationPolicy(grace: 0)).standing(credential, at: now) {
+        case .current, .overlap: return .ok
+        case .revoked: return .revoked
+        case .notYetValid: return .notYetValid
+        case .withinGrace, .expired: return .expired
+        case .superseded: return .superseded
         }
-        return .ok
     }
 
     /// The device-state half: nil when the device is `active`.

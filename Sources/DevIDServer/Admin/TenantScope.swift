@@ -21,12 +21,11 @@ extension OpsRequestContext {
                 return try requireAllTenants("a certificate of no tenant")
             }
             try require(tenant: device.tenant)
+        case .token(let id):
+            // A claim token belongs to one tenant, and so do the devices it enrolled.
+            if let token = try await store.claimToken(id: id) { try require(tenant: token.tenant) }
         case .expiringBefore:
             try requireAllTenants("a scope of every tenant")
-        default:
-            // A scope this check does not know yet (a claim token's enrollments, say) is refused to a token
-            // limited to tenants, rather than let through.
-            try requireAllTenants("this scope")
         }
     }
 

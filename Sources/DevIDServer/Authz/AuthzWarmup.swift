@@ -24,6 +24,9 @@ public struct AuthzWarmup: Service {
         } catch {
             state.logger.error("warming the policy-decision index failed", metadata: ["error": "\(error)"])
         }
+        // A service that returns while the group shuts another one down makes the whole group fail
+        // (ServiceGroupError.serviceFinishedUnexpectedly), which a quick restart after start hit: stay until asked.
+        try? await gracefulShutdown()
     }
 
     static func warnAboutDottedIdentifiers(_ ids: DottedIdentifiers, logger: Logger) {

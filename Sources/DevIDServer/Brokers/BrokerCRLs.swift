@@ -79,6 +79,8 @@ extension BrokerHooks {
             return await all(DeviceFilter(lot: lot), store: store)
         case .tenant(let tenant):
             return await all(DeviceFilter(tenant: tenant), store: store)
+        case .token(let token):
+            return await all(DeviceFilter(enrolledWithToken: token), store: store)
         case .expiringBefore:
             return []
         }

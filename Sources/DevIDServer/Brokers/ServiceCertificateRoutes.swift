@@ -43,6 +43,7 @@ enum ServiceCertificateRoutes {
 
     static func register(_ admin: RouterGroup<OpsRequestContext>, state: ServerState) {
         admin.get("/service-certificates") { _, context -> JSONBody<List> in
+            try context.requireAllTenants("the broker certificates")
             let all = try await state.store.serviceCertificates()
             return JSONBody(List(certificates: all.map(ServiceCertificateView.init)))
         }

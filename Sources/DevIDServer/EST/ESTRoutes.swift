@@ -79,8 +79,8 @@ enum ESTRoutes {
             var response = text(.accepted, reason)
             response.headers[.retryAfter] = String(retryAfter)
             return response
-        case .refused(let status, let reason, let challenge):
-            var response = text(status, reason)
+        case .refused(let status, let code, let reason, let challenge):
+            var response = refusal(status, code, reason)
             if challenge {
                 response.headers[values: .wwwAuthenticate] = ["Basic realm=\"devid-est\"", "Bearer realm=\"devid-est\""]
             }
@@ -95,6 +95,14 @@ enum ESTRoutes {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: ESTBase64.encode(der))))
     }
 
+    /// A refusal: the one-line reason as the body, and its stable code in the `DevID-Refusal` header, which
+    /// clients switch on (the text may change; the code does not).
+    static func refusal(_ status: HTTPResponse.Status, _ code: RefusalCode, _ reason: String) -> Response {
+        var response = text(status, reason)
+        response.headers[.devidRefusal] = code.rawValue
+        return response
+    }
+
     static func text(_ status: HTTPResponse.Status, _ reason: String) -> Response {
         Response(
             status: status, headers: [.contentType: "text/plain; charset=utf-8"],
@@ -104,4 +112,6 @@ enum ESTRoutes {
 
 extension HTTPField.Name {
     static let contentTransferEncoding = HTTPField.Name("Content-Transfer-Encoding")!
+    /// The stable, machine-readable code of a refusal (``RefusalCode``), next to the human one-line body.
+    static let devidRefusal = HTTPField.Name("DevID-Refusal")!
 }

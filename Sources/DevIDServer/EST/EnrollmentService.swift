@@ -30,7 +30,7 @@ struct EnrollmentService: Sendable {
     enum Verdict: Sendable {
         case issued(Certificate)
         case parked(retryAfter: Int, reason: String)
-        case refused(status: HTTPResponse.Status, reason: String, challenge: Bool)
+        case refused(status: HTTPResponse.Status, code: RefusalCode, reason: String, challenge: Bool)
     }
 
     /// Who the request proved to be, before the CSR is looked at.
@@ -47,6 +47,7 @@ struct EnrollmentService: Sendable {
     private var store: any Store { state.store }
     private var hierarchy: CAHierarchy { state.hierarchy }
     private var profile: CertificateProfile { CertificateProfile(kind: .ldevid, policy: state.configuration.ldevidPolicy) }
+    private var lifecycle: CredentialLifecycle { CredentialLifecycle(policy: profile.policy.rotation) }
 
     func handle(_ request: Request) async -> Verdict {
         do {
@@ -56,11 +57,13 @@ struct EnrollmentService: Sendable {
             if refusal.parked {
                 return .parked(retryAfter: state.configuration.approvalRetryAfterSeconds, reason: refusal.reason)
             }
-            return .refused(status: refusal.status, reason: refusal.reason, challenge: refusal.status == .unauthorized)
+            return .refused(
+                status: refusal.status, code: refusal.code, reason: refusal.reason,
+                challenge: refusal.status == .unauthorized)
         } catch {
             state.logger.error("enrollment failed", metadata: ["error": "\(error)"])
             await audit(request, nil, outcome: .failure, reason: "internal error")
-            return .refused(status: .internalServerError, reason: "internal error", challenge: false)
+            return .refused(status: .internalServerError, code: .internalError, reason: "internal error", challenge: false)
         }
     }
 
@@ -72,34 +75,41 @@ struct EnrollmentService: Sendable {
             switch (identity, request.kind) {
             case (.ldevid(let device, let tenant, let serial), .reenroll):
                 return try await reenroll(request, device: device, tenant: tenant, serial: serial, labelTenant: labelTenant)
-            case (.idevid(let hardwareSerial, let serial, let ownManufacturer), .enroll):
+            case (.idevid(let hardwareSerial, let serial, let ownManufacturer, let manufacturer, let fingerprint), .enroll):
                 return try await enrollWithIDevID(
-                    request, hardwareSerial: hardwareSerial, serial: serial, ownManufacturer: ownManufacturer,
+                    request,
+                    PresentedIDevID(
+                        hardwareSerial: hardwareSerial, serial: serial, ownManufacturer: ownManufacturer,
+                        manufacturerSHA256: manufacturer, certificateSHA256: fingerprint),
                     labelTenant: labelTenant)
             case (.ldevid(let device, let tenant, let serial), .enroll):
                 if case .bearer = request.credential { break }
                 if case .basic = request.credential { break }
                 throw Refusal(
-                    .forbidden, "an LDevID renews with simplereenroll",
+                    .forbidden, .wrongEndpoint, "an LDevID renews with simplereenroll",
                     Subject(actor: "device:\(device)", method: "ldevid", tenant: tenant, device: device, serial: serial))
-            case (.idevid(_, let serial, _), .reenroll):
+            case (.idevid(_, let serial, _, _, _), .reenroll):
                 throw Refusal(
-                    .forbidden, "simplereenroll needs the device's current LDevID, not its IDevID",
+                    .forbidden, .wrongEndpoint, "simplereenroll needs the device's current LDevID, not its IDevID",
                     Subject(actor: "anonymous", method: "idevid", serial: serial))
             case (.unrecognized(let serial), _):
                 throw Refusal(
-                    .forbidden, "client certificate is neither an IDevID nor an LDevID",
+                    .forbidden, .credentialUnknown, "client certificate is neither an IDevID nor an LDevID",
                     Subject(actor: "anonymous", method: "tls", serial: serial))
             }
         }
         if request.kind == .reenroll {
-            throw Refusal(.unauthorized, "simplereenroll requires the device's current LDevID as TLS client certificate")
+            throw Refusal(
+                .unauthorized, .authenticationRequired,
+                "simplereenroll requires the device's current LDevID as TLS client certificate")
         }
         switch request.credential {
         case .none:
-            throw Refusal(.unauthorized, "authentication required: an IDevID client certificate or a claim token")
+            throw Refusal(
+                .unauthorized, .authenticationRequired,
+                "authentication required: an IDevID client certificate or a claim token")
         case .malformed:
-            throw Refusal(.unauthorized, "unreadable Authorization header")
+            throw Refusal(.unauthorized, .authenticationRequired, "unreadable Authorization header")
         case .bearer(let token):
             return try await enrollWithToken(request, secret: token, deviceHint: nil, labelTenant: labelTenant)
         case .basic(let user, let password):
@@ -111,14 +121,26 @@ struct EnrollmentService: Sendable {
     private func tenant(forLabel label: String?) async throws -> Tenant? {
         guard let label else { return nil }
         guard let id = TenantID(rawValue: label), let tenant = try await store.tenant(id) else {
-            throw Refusal(.notFound, "unknown EST label")
+            throw Refusal(.notFound, .badRequest, "unknown EST label")
         }
         return tenant
     }
 
-    private func enrollWithIDevID(
-        _ request: Request, hardwareSerial: String, serial: SerialNumber, ownManufacturer: Bool, labelTenant: Tenant?
-    ) async throws -> Verdict {
+    /// A verified IDevID client certificate, as far as enrollment needs it.
+    struct PresentedIDevID {
+        var hardwareSerial: String
+        var serial: SerialNumber
+        var ownManufacturer: Bool
+        var manufacturerSHA256: String
+        var certificateSHA256: String
+    }
+
+    private func enrollWithIDevID(_ request: Request, _ idevid: PresentedIDevID, labelTenant: Tenant?) async throws
+        -> Verdict
+    {
+        let hardwareSerial = idevid.hardwareSerial
+        let serial = idevid.serial
+        let ownManufacturer = idevid.ownManufacturer
         var subject = Subject(actor: "idevid:\(hardwareSerial)", method: "idevid", serial: serial)
         let now = state.clock.now()
         var registration: Device?
@@ -127,7 +149,7 @@ struct EnrollmentService: Sendable {
             device = known
         } else {
             guard let tenant = labelTenant, tenant.policy.autoRegister || tenant.policy.manualApproval else {
-                throw Refusal(.forbidden, "device \(hardwareSerial) is not in the allowlist", subject)
+                throw Refusal(.forbidden, .idevidNotAllowed, "device \(hardwareSerial) is not in the allowlist", subject)
             }
             let id = DeviceID(derivedFromHardwareSerial: hardwareSerial)
             subject.tenant = tenant.id
@@ -135,39 +157,60 @@ struct EnrollmentService: Sendable {
             if tenant.policy.manualApproval {
                 let parked = Device(
                     id: id, tenant: tenant.id, hardwareSerial: hardwareSerial, lot: nil, state: .pendingApproval,
-                    createdAt: now, lastSeen: now, idevidSerial: ownManufacturer ? serial : nil)
+                    createdAt: now, lastSeen: now, idevidSerial: ownManufacturer ? serial : nil,
+                    idevidIssuerSHA256: idevid.manufacturerSHA256, idevidSHA256: idevid.certificateSHA256)
                 guard try await insertIfNew(parked) else {
-                    throw Refusal(.conflict, "device id \(id) is already registered with another hardware serial", subject)
+                    throw Refusal(
+                        .conflict, .conflict, "device id \(id) is already registered with another hardware serial",
+                        subject)
                 }
                 throw Refusal(parkedReason: "device \(id) is waiting for operator approval (devid device approve \(id))", subject)
             }
             registration = Device(
                 id: id, tenant: tenant.id, hardwareSerial: hardwareSerial, lot: nil, state: .manufactured, createdAt: now,
-                idevidSerial: ownManufacturer ? serial : nil)
+                idevidSerial: ownManufacturer ? serial : nil, idevidIssuerSHA256: idevid.manufacturerSHA256,
+                idevidSHA256: idevid.certificateSHA256)
             device = registration!
         }
         subject.tenant = device.tenant
         subject.device = device.id
         subject.actor = "device:\(device.id)"
         if let labelTenant, labelTenant.id != device.tenant {
-            throw Refusal(.forbidden, "device belongs to another tenant", subject)
+            throw Refusal(.forbidden, .wrongTenant, "device belongs to another tenant", subject)
         }
         let next = try transition(device, event: .enroll, subject)
-        // The registry knows this device's IDevID (DevID's manufacturer CA issued it): only that certificate
-        // enrolls, and never once it is revoked, also after a re-provisioning made the device enrollable again.
-        if let registered = device.idevidSerial {
-            guard registered == serial else {
-                throw Refusal(.forbidden, "IDevID serial \(serial) is not the one registered for device \(device.id)", subject)
-            }
-            if device.idevidRevokedAt != nil {
-                let reason = device.idevidRevocationReason ?? .unspecified
-                throw Refusal(.forbidden, "IDevID of device \(device.id) is revoked (\(reason.rawValue))", subject)
-            }
-        }
+        if let refusal = Self.bindingRefusal(device, idevid) { throw Refusal(.forbidden, refusal, subject) }
         let csr = try checkedCSR(request.body, device: device.id, tenant: device.tenant, subject)
         return try await issue(
             request, subject: subject, device: device, registration: registration, next: next, csr: csr,
             consumeToken: nil, supersede: try await activeSerials(device.id))
+    }
+
+    /// Whether `idevid` is the factory identity the registry bound `device` to: issued by the manufacturer CA the
+    /// device was imported (or registered) with, the exact certificate when the manifest named its fingerprint, the
+    /// registered serial for DevID's own manufacturer CA, and never once that IDevID is revoked (also after a
+    /// re-provisioning made the device enrollable again). The hardware serial alone proves nothing: two trusted
+    /// manufacturers may both issue a certificate for serial `SN-1`.
+    static func bindingRefusal(_ device: Device, _ idevid: PresentedIDevID) -> LifecycleRefusal? {
+        if let issuer = device.idevidIssuerSHA256, issuer != idevid.manufacturerSHA256 {
+            return LifecycleRefusal(
+                .idevidMismatch,
+                "IDevID of device \(device.id) is not from the manufacturer CA the device was registered with")
+        }
+        if let registered = device.idevidSerial {
+            guard idevid.ownManufacturer, registered == idevid.serial else {
+                return LifecycleRefusal(
+                    .idevidMismatch, "IDevID serial \(idevid.serial) is not the one registered for device \(device.id)")
+            }
+            if device.idevidRevokedAt != nil {
+                let reason = device.idevidRevocationReason ?? .unspecified
+                return LifecycleRefusal(.idevidRevoked, "IDevID of device \(device.id) is revoked (\(reason.rawValue))")
+            }
+        }
+        if let fingerprint = device.idevidSHA256, fingerprint != idevid.certificateSHA256 {
+            return LifecycleRefusal(.idevidMismatch, "IDevID is not the certificate registered for device \(device.id)")
+        }
+        return nil
     }
 
     private func enrollWithToken(
@@ -178,21 +221,19 @@ struct EnrollmentService: Sendable {
         guard let token = try await store.claimToken(secretHash: presented),
             constantTimeEquals(Array(token.secretHash.utf8), Array(presented.utf8))
         else {
-            throw Refusal(.unauthorized, "invalid claim token", subject)
+            throw Refusal(.unauthorized, .tokenInvalid, "invalid claim token", subject)
         }
         subject.actor = "token:\(token.id)"
         subject.tenant = token.tenant
         let now = state.clock.now()
-        if let reason = ClaimTokens.refusal(token, now: now) { throw Refusal(.forbidden, reason, subject) }
+        if let refusal = ClaimTokens.refusal(token, now: now) { throw Refusal(.forbidden, refusal, subject) }
         if let labelTenant, labelTenant.id != token.tenant {
-            throw Refusal(.forbidden, "claim token is for another tenant", subject)
+            throw Refusal(.forbidden, .wrongTenant, "claim token is for another tenant", subject)
         }
         let deviceID: DeviceID
         if let hint = deviceHint {
-            guard let id = DeviceID(rawValue: hint) else { throw Refusal(.badRequest, "invalid device id", subject) }
-            if let bound = token.device, bound != id {
-                subject.device = id
-                throw Refusal(.forbidden, "claim token is for another device", subject)
+            guard let id = DeviceID(rawValue: hint) else {
+                throw Refusal(.badRequest, .badRequest, "invalid device id", subject)
             }
             deviceID = id
         } else if let bound = token.device {
@@ -201,20 +242,27 @@ struct EnrollmentService: Sendable {
             let parsed = try parseCSR(request.body, subject)
             guard let cn = parsed.requestedCommonName, let id = DeviceID(rawValue: cn) else {
                 throw Refusal(
-                    .badRequest, "device id required: give it as the Basic user name or the CSR common name", subject)
+                    .badRequest, .badRequest,
+                    "device id required: give it as the Basic user name or the CSR common name", subject)
             }
             deviceID = id
         }
         subject.device = deviceID
+        let known = try await store.device(deviceID)
+        if let refusal = CredentialLifecycle.claimTokenEnrollment(
+            token.grant, requested: deviceID, existing: known.map(DeviceSnapshot.init))
+        {
+            throw Refusal(.forbidden, refusal, subject)
+        }
         var registration: Device?
         let device: Device
-        if let known = try await store.device(deviceID) {
-            guard known.tenant == token.tenant else { throw Refusal(.forbidden, "device belongs to another tenant", subject) }
+        if let known {
             device = known
         } else {
+            guard !deviceID.hasDot else { throw Refusal(.badRequest, .badRequest, DevIDCoreError.dottedIdentifier(kind: "device id").reason, subject) }
             registration = Device(
-                id: deviceID, tenant: token.tenant, hardwareSerial: "claim:\(deviceID)", lot: nil,
-                state: .manufactured, createdAt: now)
+                id: deviceID, tenant: token.tenant, hardwareSerial: "claim:\(deviceID)", lot: token.lot,
+                state: .manufactured, createdAt: now, enrolledWithToken: token.id)
             device = registration!
         }
         let next = try transition(device, event: .enroll, subject)
@@ -233,39 +281,35 @@ struct EnrollmentService: Sendable {
         let policy = profile.policy.rotation
         let current = try await requireUsableCredential(serial: serial, device: deviceID, now: now, subject)
         guard let device = try await store.device(deviceID), device.tenant == tenant else {
-            throw Refusal(.forbidden, "device is not in the registry", subject)
+            throw Refusal(.forbidden, .deviceUnknown, "device is not in the registry", subject)
         }
         if let labelTenant, labelTenant.id != device.tenant {
-            throw Refusal(.forbidden, "device belongs to another tenant", subject)
+            throw Refusal(.forbidden, .wrongTenant, "device belongs to another tenant", subject)
         }
         let next = try transition(device, event: .reenroll, subject)
-        var supersede: [SerialNumber] = []
-        if current.notAfter <= now {
-            // Late renewal: expired within the grace window, and only the newest credential of the lineage.
-            guard current.status == .active, now < current.notAfter.addingTimeInterval(policy.grace) else {
-                throw Refusal(.forbidden, "credential has expired", subject)
-            }
-            subject.method = "ldevid (late renewal)"
-            supersede = [current.serial]
-        } else if current.status == .active {
-            supersede = [current.serial]
-        } else {
-            // Retrying with the old certificate during its overlap is allowed only while the successor has never
-            // been seen: it is then given up, and the old credential is re-pointed at the new one (keeping its
-            // earlier overlap deadline). Once the successor is in use, the old certificate cannot mint another.
-            guard let successor = current.replacedBy, let lost = try await store.credential(serial: successor),
-                lost.status == .active, lost.confirmedAt == nil
-            else {
-                throw Refusal(.forbidden, "credential superseded and its successor is in use", subject)
-            }
-            supersede = [lost.serial, current.serial]
+        // A superseded certificate may retry during its overlap only while its successor has never been seen: the
+        // successor is then given up, and the old credential re-pointed at the new one (keeping its earlier
+        // overlap deadline). Late renewal is for the newest credential only. CredentialLifecycle decides.
+        var successor: Credential?
+        if current.status == .superseded, let next = current.replacedBy {
+            successor = try await store.credential(serial: next)
         }
+        let renewal: CredentialLifecycle.Renewal
+        switch lifecycle.reenrollment(
+            CredentialSnapshot(current), successor: successor.map(CredentialSnapshot.init), at: now)
+        {
+        case .success(let planned): renewal = planned
+        case .failure(let refusal): throw Refusal(.forbidden, refusal, subject)
+        }
+        if renewal.late { subject.method = "ldevid (late renewal)" }
+        let supersede = renewal.supersede
         let csr = try checkedCSR(request.body, device: device.id, tenant: device.tenant, subject)
         if profile.policy.requireNewKeyOnReenroll {
             let newKey = KeyMaterial.fingerprint(csr.publicKey)
             let used = try await store.credentials(device: deviceID).map(\.publicKeySHA256)
             if used.contains(newKey) {
-                throw Refusal(.badRequest, "re-enrollment requires a new key (this key was used before)", subject)
+                throw Refusal(
+                    .badRequest, .keyReused, "re-enrollment requires a new key (this key was used before)", subject)
             }
         }
         return try await issue(
@@ -273,29 +317,20 @@ struct EnrollmentService: Sendable {
             supersede: supersede, overlapDeadline: now.addingTimeInterval(policy.overlap))
     }
 
-    /// The registry's view of a presented LDevID: refused when revoked, superseded past its overlap, or expired
-    /// beyond the grace window. Confirms a credential the first time it authenticates (rotation step 3).
+    /// The registry's view of a presented LDevID, as ``CredentialLifecycle`` decides it: refused when revoked,
+    /// superseded past its overlap, or expired beyond the grace window (for a check-in, expired at all).
+    /// Confirms a credential the first time it authenticates (rotation step 3).
     func requireUsableCredential(
-        serial: SerialNumber, device: DeviceID, now: Date, _ subject: Subject
+        serial: SerialNumber, device: DeviceID, now: Date, _ subject: Subject, checkIn: Bool = false
     ) async throws -> Credential {
         guard let credential = try await store.credential(serial: serial), credential.deviceID == device else {
-            throw Refusal(.forbidden, "client certificate is not in the registry", subject)
+            throw Refusal(.forbidden, .credentialUnknown, "client certificate is not in the registry", subject)
         }
-        let grace = profile.policy.rotation.grace
-        switch credential.status {
-        case .revoked:
-            throw Refusal(.forbidden, "credential is revoked", subject)
-        case .expired:
-            throw Refusal(.forbidden, "credential has expired", subject)
-        case .superseded:
-            guard let deadline = credential.overlapDeadline, now < deadline else {
-                throw Refusal(.forbidden, "credential superseded and its overlap has ended", subject)
-            }
-        case .active:
-            break
-        }
-        if credential.notAfter.addingTimeInterval(grace) <= now {
-            throw Refusal(.forbidden, "credential has expired", subject)
+        let snapshot = CredentialSnapshot(credential)
+        if let refusal = checkIn
+            ? lifecycle.checkIn(snapshot, at: now) : lifecycle.authenticate(snapshot, at: now)
+        {
+            throw Refusal(.forbidden, refusal, subject)
         }
         if credential.status == .active, credential.confirmedAt == nil, credential.notAfter > now {
             let first = try await store.confirmCredential(
@@ -342,18 +377,20 @@ struct EnrollmentService: Sendable {
             if device.state == .pendingApproval {
                 throw Refusal(parkedReason: "device \(device.id) is waiting for operator approval", subject)
             }
-            throw Refusal(.forbidden, reason, subject)
+            let code = CredentialLifecycle.deviceRefusal(device.state)?.code ?? .deviceNotActive
+            throw Refusal(.forbidden, code, reason, subject)
         }
     }
 
     private func parseCSR(_ body: [UInt8], _ subject: Subject) throws -> EnrollmentRequest {
         guard let der = ESTBase64.decode(body), !der.isEmpty else {
-            throw Refusal(.badRequest, "body is not base64 (application/pkcs10 is sent base64-encoded)", subject)
+            throw Refusal(
+                .badRequest, .badRequest, "body is not base64 (application/pkcs10 is sent base64-encoded)", subject)
         }
         do {
             return try EnrollmentRequest(der: der)
         } catch {
-            throw Refusal(.badRequest, error.reason, subject)
+            throw Refusal(.badRequest, .badRequest, error.reason, subject)
         }
     }
 
@@ -364,12 +401,12 @@ struct EnrollmentService: Sendable {
         do {
             try csr.check(profile: profile)
         } catch {
-            throw Refusal(.badRequest, error.reason, subject)
+            throw Refusal(.badRequest, .badRequest, error.reason, subject)
         }
         do {
             try csr.checkNames(device: device, tenant: tenant, trustDomain: hierarchy.trustDomain)
         } catch {
-            throw Refusal(.forbidden, error.reason, subject)
+            throw Refusal(.forbidden, .nameNotAllowed, error.reason, subject)
         }
         return csr
     }
@@ -407,13 +444,13 @@ struct EnrollmentService: Sendable {
                 profile.policy.rotation.overlap), now: now, audit: audit)
         guard try await record(issuance) else {
             // A concurrent request changed the device or spent the token between our checks and the write.
-            var refusalReason = "the device or its claim token changed during enrollment; retry"
+            var refusal = LifecycleRefusal(.conflict, "the device or its claim token changed during enrollment; retry")
             if let consumeToken, let token = try await store.claimToken(id: consumeToken),
                 let reason = ClaimTokens.refusal(token, now: now)
             {
-                refusalReason = reason
+                refusal = reason
             }
-            throw Refusal(.forbidden, refusalReason, subject)
+            throw Refusal(.forbidden, refusal, subject)
         }
         state.authz.invalidate(device: device.id)  // superseded credentials and the device state changed
         // A device that just became active gets its broker ACL block (and a re-enrolled one keeps it).
@@ -430,20 +467,28 @@ struct EnrollmentService: Sendable {
     }
 
     /// A refusal on the way; carries what is known of the requester for the audit event.
+    /// The HTTP status is chosen here, at the edge; the code and message come from the rules.
     struct Refusal: Error {
         var status: HTTPResponse.Status
+        var code: RefusalCode
         var reason: String
         var subject: Subject?
         var parked = false
 
-        init(_ status: HTTPResponse.Status, _ reason: String, _ subject: Subject? = nil) {
+        init(_ status: HTTPResponse.Status, _ code: RefusalCode, _ reason: String, _ subject: Subject? = nil) {
             self.status = status
+            self.code = code
             self.reason = reason
             self.subject = subject
         }
 
+        init(_ status: HTTPResponse.Status, _ refusal: LifecycleRefusal, _ subject: Subject? = nil) {
+            self.init(status, refusal.code, refusal.message, subject)
+        }
+
         init(parkedReason: String, _ subject: Subject) {
             self.status = .accepted
+            self.code = .devicePendingApproval
             self.reason = parkedReason
             self.subject = subject
             self.parked = true

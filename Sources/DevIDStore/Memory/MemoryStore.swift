@@ -82,6 +82,14 @@ public actor MemoryStore: Store {
         }
         for lot in plan.lots { lotRows[lot.id] = lot }
         for device in plan.devices { store(device) }
+        for imported in devices where imported.idevidIssuerSHA256 != nil {
+            guard var device = deviceRows[imported.id], device.hardwareSerial == imported.hardwareSerial,
+                device.idevidIssuerSHA256 == nil
+            else { continue }
+            device.idevidIssuerSHA256 = imported.idevidIssuerSHA256
+            device.idevidSHA256 = imported.idevidSHA256
+            store(device)
+        }
         for entry in plan.idevidBackfills {
             guard var device = deviceRows[entry.device], device.idevidSerial == nil else { continue }
             device.idevidSerial = entry.serial
@@ -114,6 +122,7 @@ public actor MemoryStore: Store {
             (filter.tenant.map { device.tenant == $0 } ?? true)
                 && (filter.lot.map { device.lot == $0 } ?? true)
                 && (filter.state.map { device.state == $0 } ?? true)
+                && (filter.enrolledWithToken.map { device.enrolledWithToken == $0 } ?? true)
                 && (filter.after.map { device.id > $0 } ?? true)
         }
         return Array(matching.sorted { $0.id < $1.id }.prefix(max(0, filter.limit)))
@@ -542,6 +551,7 @@ public actor MemoryStore: Store {
             case .device(let id): deviceRows[id] != nil
             case .lot(let id): lotRows[id] != nil
             case .tenant(let id): tenantRows[id] != nil
+            case .token(let id): claimTokenRows[id] != nil
             case .serial(let serial): credentialRows[serial] != nil
             case .expiringBefore: true
             }
@@ -557,6 +567,8 @@ public actor MemoryStore: Store {
             return credentialRows.values.filter { deviceRows[$0.deviceID]?.lot == id }
         case .tenant(let id):
             return credentialRows.values.filter { deviceRows[$0.deviceID]?.tenant == id }
+        case .token(let id):
+            return credentialRows.values.filter { deviceRows[$0.deviceID]?.enrolledWithToken == id }
         case .serial(let serial):
             return credentialRows[serial].map { [$0] } ?? []
         case .expiringBefore(let date):
@@ -571,6 +583,7 @@ public actor MemoryStore: Store {
         case .device(let id): deviceRows[id].map { [$0] } ?? []
         case .lot(let id): deviceRows.values.filter { $0.lot == id }
         case .tenant(let id): deviceRows.values.filter { $0.tenant == id }
+        case .token(let id): deviceRows.values.filter { $0.enrolledWithToken == id }
         case .serial, .expiringBefore: nil
         }
     }

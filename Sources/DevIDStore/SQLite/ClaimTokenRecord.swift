@@ -13,6 +13,8 @@ struct ClaimTokenRecord: Codable, FetchableRecord, PersistableRecord {
     var usesRemaining: Int
     var revoked: Bool
     var createdAt: Int64
+    var lotID: String?
+    var namePattern: String?
 
     enum CodingKeys: String, CodingKey {
         case id
@@ -23,6 +25,8 @@ struct ClaimTokenRecord: Codable, FetchableRecord, PersistableRecord {
         case usesRemaining = "uses_remaining"
         case revoked
         case createdAt = "created_at"
+        case lotID = "lot_id"
+        case namePattern = "name_pattern"
     }
 
     enum Columns {
@@ -42,7 +46,8 @@ extension ClaimTokenRecord {
             id: token.id, secretHash: token.secretHash, tenantID: token.tenant.rawValue,
             deviceID: token.device?.rawValue, expiresAt: StoreTime.milliseconds(token.expiresAt),
             usesRemaining: token.usesRemaining, revoked: token.revoked,
-            createdAt: StoreTime.milliseconds(token.createdAt))
+            createdAt: StoreTime.milliseconds(token.createdAt), lotID: token.lot?.rawValue,
+            namePattern: token.namePattern)
     }
 
     func model() throws(StoreError) -> ClaimToken {
@@ -54,6 +59,10 @@ extension ClaimTokenRecord {
             },
             expiresAt: StoreTime.date(milliseconds: expiresAt),
             usesRemaining: usesRemaining, revoked: revoked,
-            createdAt: StoreTime.date(milliseconds: createdAt))
+            createdAt: StoreTime.date(milliseconds: createdAt),
+            lot: try lotID.map { value throws(StoreError) in
+                try SQLiteColumn.decode(LotID.init(rawValue:), value, "claim_tokens.lot_id")
+            },
+            namePattern: namePattern)
     }
 }

@@ -15,6 +15,9 @@ struct DeviceRecord: Codable, FetchableRecord, PersistableRecord {
     var idevidSerial: String?
     var idevidRevokedAt: Int64?
     var idevidRevocationReason: String?
+    var idevidIssuerSHA256: String?
+    var idevidSHA256: String?
+    var enrolledWithToken: String?
 
     enum CodingKeys: String, CodingKey {
         case id
@@ -27,6 +30,9 @@ struct DeviceRecord: Codable, FetchableRecord, PersistableRecord {
         case idevidSerial = "idevid_serial"
         case idevidRevokedAt = "idevid_revoked_at"
         case idevidRevocationReason = "idevid_revocation_reason"
+        case idevidIssuerSHA256 = "idevid_issuer_sha256"
+        case idevidSHA256 = "idevid_sha256"
+        case enrolledWithToken = "enrolled_with_token"
     }
 
     enum Columns {
@@ -38,6 +44,9 @@ struct DeviceRecord: Codable, FetchableRecord, PersistableRecord {
         static let lastSeen = Column(CodingKeys.lastSeen)
         static let idevidSerial = Column(CodingKeys.idevidSerial)
         static let idevidRevokedAt = Column(CodingKeys.idevidRevokedAt)
+        static let idevidIssuerSHA256 = Column(CodingKeys.idevidIssuerSHA256)
+        static let idevidSHA256 = Column(CodingKeys.idevidSHA256)
+        static let enrolledWithToken = Column(CodingKeys.enrolledWithToken)
     }
 }
 
@@ -49,7 +58,9 @@ extension DeviceRecord {
             createdAt: StoreTime.milliseconds(device.createdAt), lastSeen: device.lastSeen.map(StoreTime.milliseconds),
             idevidSerial: device.idevidSerial?.rawValue,
             idevidRevokedAt: device.idevidRevokedAt.map(StoreTime.milliseconds),
-            idevidRevocationReason: device.idevidRevocationReason?.rawValue)
+            idevidRevocationReason: device.idevidRevocationReason?.rawValue,
+            idevidIssuerSHA256: device.idevidIssuerSHA256, idevidSHA256: device.idevidSHA256,
+            enrolledWithToken: device.enrolledWithToken)
     }
 
     func model() throws(StoreError) -> Device {
@@ -69,6 +80,7 @@ extension DeviceRecord {
             idevidRevokedAt: idevidRevokedAt.map { StoreTime.date(milliseconds: $0) },
             idevidRevocationReason: try idevidRevocationReason.map { value throws(StoreError) in
                 try SQLiteColumn.decode(RevocationReason.init(rawValue:), value, "devices.idevid_revocation_reason")
-            })
+            },
+            idevidIssuerSHA256: idevidIssuerSHA256, idevidSHA256: idevidSHA256, enrolledWithToken: enrolledWithToken)
     }
 }

@@ -26,6 +26,9 @@ enum SQLiteSchema {
         migrator.registerMigration("v6") { db in
             try db.execute(sql: v6)
         }
+        migrator.registerMigration("v7-enrollment-bindings") { db in
+            try db.execute(sql: v7EnrollmentBindings)
+        }
         migrator.registerMigration("v8-admin-token-roles") { db in
             try db.execute(sql: v8AdminTokenRoles)
         }
@@ -174,6 +177,24 @@ enum SQLiteSchema {
         ALTER TABLE devices ADD COLUMN idevid_revoked_at BIGINT;
         ALTER TABLE devices ADD COLUMN idevid_revocation_reason TEXT;
         CREATE UNIQUE INDEX devices_idevid_serial ON devices(idevid_serial);
+        """
+
+    /// What binds a device to the credential that may enroll it, and what limits a claim token:
+    /// - `devices.idevid_issuer_sha256` / `idevid_sha256`: the manufacturer CA (and, from a manifest, the exact
+    ///   IDevID certificate) that alone enrolls as the device;
+    /// - `devices.enrolled_with_token`: the claim token a device first enrolled with (`devid revoke --token`);
+    /// - `claim_tokens.lot_id` / `name_pattern`: where a token that names no device may create devices;
+    /// - `tenants.max_unbound_token_uses` / `max_unbound_token_ttl`: the tenant's caps on such tokens (NULL: the
+    ///   defaults, 1 use and 24 hours).
+    static let v7EnrollmentBindings = """
+        ALTER TABLE devices ADD COLUMN idevid_issuer_sha256 TEXT;
+        ALTER TABLE devices ADD COLUMN idevid_sha256 TEXT;
+        ALTER TABLE devices ADD COLUMN enrolled_with_token TEXT;
+        CREATE INDEX devices_enrolled_with_token ON devices(enrolled_with_token);
+        ALTER TABLE claim_tokens ADD COLUMN lot_id TEXT;
+        ALTER TABLE claim_tokens ADD COLUMN name_pattern TEXT;
+        ALTER TABLE tenants ADD COLUMN max_unbound_token_uses INTEGER;
+        ALTER TABLE tenants ADD COLUMN max_unbound_token_ttl BIGINT;
         """
 
     /// Named admin tokens with roles: `name` (unique among tokens that are not revoked), `role` (`admin`,

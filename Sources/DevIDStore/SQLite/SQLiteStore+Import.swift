@@ -63,14 +63,28 @@ extension SQLiteStore {
             }
             let insertDevice = try db.cachedStatement(
                 sql: """
-                    INSERT INTO devices (id, tenant_id, hardware_serial, lot_id, state, created_at, last_seen, idevid_serial)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO devices (id, tenant_id, hardware_serial, lot_id, state, created_at, last_seen, idevid_serial,
+                        idevid_issuer_sha256, idevid_sha256)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """)
             for device in plan.devices {
                 try insertDevice.execute(arguments: [
                     device.id.rawValue, device.tenant.rawValue, device.hardwareSerial, device.lot?.rawValue,
                     device.state.rawValue, StoreTime.milliseconds(device.createdAt),
                     device.lastSeen.map(StoreTime.milliseconds), device.idevidSerial?.rawValue,
+                    device.idevidIssuerSHA256, device.idevidSHA256,
+                ])
+            }
+            // Devices registered before IDevIDs were bound to their manufacturer CA get the binding from the
+            // manifest that names them again (same id and hardware serial, never overwriting a binding).
+            let bind = try db.cachedStatement(
+                sql: """
+                    UPDATE devices SET idevid_issuer_sha256 = ?, idevid_sha256 = ?
+                    WHERE id = ? AND hardware_serial = ? AND idevid_issuer_sha256 IS NULL
+                    """)
+            for device in devices where device.idevidIssuerSHA256 != nil {
+                try bind.execute(arguments: [
+                    device.idevidIssuerSHA256, device.idevidSHA256, device.id.rawValue, device.hardwareSerial,
                 ])
             }
             if !plan.idevidBackfills.isEmpty {

@@ -256,6 +256,7 @@ enum SQLiteScope {
             case .device(let id): try DeviceRecord.exists(db, key: id.rawValue)
             case .lot(let id): try LotRecord.exists(db, key: id.rawValue)
             case .tenant(let id): try TenantRecord.exists(db, key: id.rawValue)
+            case .token(let id): try ClaimTokenRecord.exists(db, key: id)
             case .serial(let serial): try CredentialRecord.exists(db, key: serial.rawValue)
             case .expiringBefore: true
             }
@@ -274,6 +275,10 @@ enum SQLiteScope {
             Condition(
                 sql: "credentials.device_id IN (SELECT id FROM devices WHERE tenant_id = ?)",
                 arguments: [id.rawValue])
+        case .token(let id):
+            Condition(
+                sql: "credentials.device_id IN (SELECT id FROM devices WHERE enrolled_with_token = ?)",
+                arguments: [id])
         case .serial(let serial):
             Condition(sql: "credentials.serial = ?", arguments: [serial.rawValue])
         case .expiringBefore(let date):
@@ -289,6 +294,7 @@ enum SQLiteScope {
         case .device(let id): Condition(sql: "devices.id = ?", arguments: [id.rawValue])
         case .lot(let id): Condition(sql: "devices.lot_id = ?", arguments: [id.rawValue])
         case .tenant(let id): Condition(sql: "devices.tenant_id = ?", arguments: [id.rawValue])
+        case .token(let id): Condition(sql: "devices.enrolled_with_token = ?", arguments: [id])
         case .serial, .expiringBefore: nil
         }
     }

@@ -151,6 +151,8 @@ extension SQLiteStore {
                         TenantRecord.Columns.autoRegister.set(to: policy.autoRegister),
                         TenantRecord.Columns.manualApproval.set(to: policy.manualApproval),
                         TenantRecord.Columns.topicPolicy.set(to: TenantRecord.encode(policy.topics)),
+                        TenantRecord.Columns.maxUnboundTokenUses.set(to: policy.maxUnboundTokenUses),
+                        TenantRecord.Columns.maxUnboundTokenTTL.set(to: Int64(policy.maxUnboundTokenTTL)),
                     ])
             guard changed > 0 else { throw StoreError(.notFound, "update tenant policy: no such tenant") }
             try Self.append(audit, db)
@@ -202,6 +204,7 @@ extension SQLiteStore {
             if let tenant = filter.tenant { request = request.filter { $0.tenantID == tenant.rawValue } }
             if let lot = filter.lot { request = request.filter { $0.lotID == lot.rawValue } }
             if let state = filter.state { request = request.filter { $0.state == state.rawValue } }
+            if let token = filter.enrolledWithToken { request = request.filter { $0.enrolledWithToken == token } }
             if let after = filter.after { request = request.filter { $0.id > after.rawValue } }
             return try request.order { $0.id }.limit(max(0, filter.limit)).fetchAll(db)
                 .map { record throws(StoreError) in try record.model() }

@@ -13,6 +13,8 @@ struct TenantRecord: Codable, FetchableRecord, PersistableRecord {
     var manualApproval: Bool
     /// `TopicPolicy` as JSON; nil for the default policy.
     var topicPolicy: String?
+    var maxUnboundTokenUses: Int?
+    var maxUnboundTokenTTL: Int64?
 
     enum CodingKeys: String, CodingKey {
         case id
@@ -21,6 +23,8 @@ struct TenantRecord: Codable, FetchableRecord, PersistableRecord {
         case autoRegister = "auto_register"
         case manualApproval = "manual_approval"
         case topicPolicy = "topic_policy"
+        case maxUnboundTokenUses = "max_unbound_token_uses"
+        case maxUnboundTokenTTL = "max_unbound_token_ttl"
     }
 
     enum Columns {
@@ -28,6 +32,8 @@ struct TenantRecord: Codable, FetchableRecord, PersistableRecord {
         static let autoRegister = Column(CodingKeys.autoRegister)
         static let manualApproval = Column(CodingKeys.manualApproval)
         static let topicPolicy = Column(CodingKeys.topicPolicy)
+        static let maxUnboundTokenUses = Column(CodingKeys.maxUnboundTokenUses)
+        static let maxUnboundTokenTTL = Column(CodingKeys.maxUnboundTokenTTL)
     }
 }
 
@@ -36,7 +42,9 @@ extension TenantRecord {
         self.init(
             id: tenant.id.rawValue, displayName: tenant.displayName,
             createdAt: StoreTime.milliseconds(tenant.createdAt), autoRegister: tenant.policy.autoRegister,
-            manualApproval: tenant.policy.manualApproval, topicPolicy: Self.encode(tenant.policy.topics))
+            manualApproval: tenant.policy.manualApproval, topicPolicy: Self.encode(tenant.policy.topics),
+            maxUnboundTokenUses: tenant.policy.maxUnboundTokenUses,
+            maxUnboundTokenTTL: Int64(tenant.policy.maxUnboundTokenTTL))
     }
 
     static func encode(_ topics: TopicPolicy?) -> String? {
@@ -61,6 +69,8 @@ extension TenantRecord {
             displayName: displayName,
             createdAt: StoreTime.date(milliseconds: createdAt),
             policy: TenantPolicy(
-                autoRegister: autoRegister, manualApproval: manualApproval, topics: try Self.decode(topicPolicy)))
+                autoRegister: autoRegister, manualApproval: manualApproval, topics: try Self.decode(topicPolicy),
+                maxUnboundTokenUses: maxUnboundTokenUses ?? TenantPolicy.defaultMaxUnboundTokenUses,
+                maxUnboundTokenTTL: maxUnboundTokenTTL.map { Int($0) } ?? TenantPolicy.defaultMaxUnboundTokenTTL))
     }
 }
