@@ -92,7 +92,9 @@ struct AgentDocTests {
         // The crash demo: the hook ran twice for one identity, and the restart finished the rotation.
         let hooks = try #require(ran.first { $0.command == "cat hook.log" }).output.split(separator: "\n")
         #expect(hooks.count == 2 && hooks.first == hooks.last, "\(hooks)")
-        #expect(output("devid agent status --state-dir dev1").first?.contains("\nprevious: complete, serial ") == true)
+        #expect(
+            output("devid agent status --state-dir dev1").contains { $0.contains("\nprevious: complete, serial ") },
+            "after kill -9 during the hook, the replaced identity is kept until the new one is confirmed")
         try await walk.stopServer(with: "kill -INT %1", log: "devid.log")
     }
 
