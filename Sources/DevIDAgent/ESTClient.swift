@@ -4,6 +4,7 @@ public import Foundation
 public import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import NIOSSL
 import SwiftASN1
 import Synchronization
@@ -359,8 +360,7 @@ public final class ESTClient: Sendable {
         }
         switch failure {
         case .connect(let underlying):
-            return AgentError(
-                .connectionFailed, "could not reach \(host) (\(operation)): \(AgentError.oneLine("\(underlying)"))")
+            return AgentError(.connectionFailed, "could not reach \(host) (\(operation)): \(connectReason(underlying))")
         case .handshakeTimedOut:
             return AgentError(.connectionFailed, "TLS handshake with \(host) timed out (\(operation))")
         case .requestTimedOut:
@@ -379,6 +379,20 @@ public final class ESTClient: Sendable {
             return AgentError(
                 .badResponse, "\(operation) response body is over \(maximumBodyBytes) bytes", status: status)
         }
+    }
+
+    /// Why a connection could not be made, in the words of the system ("Connection refused", "No route to host"),
+    /// not NIO's nested error types: for a connection error, the last address tried and its errno.
+    static func connectReason(_ error: any Error) -> String {
+        if let connection = error as? NIOConnectionError, let last = connection.connectionErrors.last {
+            let target = last.target
+            let address = target.ipAddress.map { target.protocol == .inet6 ? "[\($0)]" : $0 } ?? "?"
+            return connectReason(last.error) + " (\(address):\(target.port ?? 0))"
+        }
+        if let io = error as? IOError {
+            return String(cString: strerror(io.errnoCode))
+        }
+        return AgentError.oneLine("\(error)")
     }
 
     /// The certificates of a certs-only CMS response (`application/pkcs7-mime`, base64 body).
