@@ -25,6 +25,7 @@ public struct DevIDServerApp: Service {
     public init(configuration: ServerConfiguration, clock: any WallClock = SystemWallClock(), logger: Logger) async throws {
         try configuration.ldevidPolicy.rotation.validate()
         try configuration.validateRevocation()
+        try configuration.connectionLimits.validate()
         let prepared = try await DataDirectory.prepare(configuration: configuration, clock: clock, logger: logger)
         self.state = ServerState(
             configuration: configuration, hierarchy: prepared.hierarchy, store: prepared.store, clock: clock,
@@ -44,15 +45,32 @@ public struct DevIDServerApp: Service {
 
         let deviceRouter = Router(context: DeviceRequestContext.self)
         Routes.device(deviceRouter, state: state)
+        let limits = configuration.connectionLimits
         let opsRouter = Router(context: OpsRequestContext.self)
+        opsRouter.add(middleware: BodyLimitMiddleware(maxBytes: limits.opsMaxBodyBytes))
         Routes.ops(opsRouter, state: state)
 
         let tlsConfiguration = try Self.tlsConfiguration(state.hierarchy)
         let verifier = ClientCertificateVerifier(state: state)
+        let idleTimeout = TimeAmount.nanoseconds(Int64(limits.idleTimeoutSeconds * 1e9))
+        let handshakeTimeout = TimeAmount.nanoseconds(Int64(limits.handshakeTimeoutSeconds * 1e9))
+        // Each listener counts its own connections: a flood on one does not lock operators out of the other.
+        let estConnections = ConnectionCounter(
+            maxConnections: limits.maxConnections, maxPerAddress: limits.maxConnectionsPerAddress)
+        let opsConnections = ConnectionCounter(
+            maxConnections: limits.maxConnections, maxPerAddress: limits.maxConnectionsPerAddress)
         let estServer = HTTPServerBuilder { responder in
-            try MTLSChannel(
-                HTTP1Channel(responder: responder), tlsConfiguration: tlsConfiguration,
-                verify: { certificates in await verifier.verify(certificates) })
+            LimitedChannel(
+                try MTLSChannel(
+                    HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idleTimeout)),
+                    tlsConfiguration: tlsConfiguration, handshakeTimeout: handshakeTimeout,
+                    verify: { certificates in await verifier.verify(certificates) }),
+                counter: estConnections)
+        }
+        let opsServer = HTTPServerBuilder { responder in
+            LimitedChannel(
+                HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idleTimeout)),
+                counter: opsConnections)
         }
         let bound = self.bound
         let est = Application(
@@ -64,6 +82,7 @@ public struct DevIDServerApp: Service {
         )
         let ops = Application(
             router: opsRouter,
+            server: opsServer,
             configuration: .init(address: .hostname(configuration.opsHost, port: configuration.opsPort), serverName: "DevID"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0

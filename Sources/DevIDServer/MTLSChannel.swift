@@ -11,16 +11,21 @@ public import NIOSSL
 /// than re-parsing what the peer sent.
 public struct MTLSChannel<BaseChannel: ServerChildChannel>: ServerChildChannel {
     public typealias Value = BaseChannel.Value
-    /// Verifies the certificates the peer presented (leaf first). Runs off the event loop; must not block it.
-    public typealias Verify = @Sendable ([NIOSSLCertificate]) async -> NIOSSLVerificationResultWithMetadata
+    public typealias Verify = MTLSVerify
 
     let sslContext: NIOSSLContext
     let verify: Verify
+    let handshakeTimeout: TimeAmount
     var baseChannel: BaseChannel
 
-    public init(_ baseChannel: BaseChannel, tlsConfiguration: TLSConfiguration, verify: @escaping Verify) throws {
+    /// - Parameter handshakeTimeout: time from accept to a completed TLS handshake; the connection is closed after.
+    public init(
+        _ baseChannel: BaseChannel, tlsConfiguration: TLSConfiguration, handshakeTimeout: TimeAmount = .seconds(10),
+        verify: @escaping Verify
+    ) throws {
         self.sslContext = try NIOSSLContext(configuration: tlsConfiguration)
         self.verify = verify
+        self.handshakeTimeout = handshakeTimeout
         self.baseChannel = baseChannel
     }
 
@@ -36,6 +41,9 @@ public struct MTLSChannel<BaseChannel: ServerChildChannel>: ServerChildChannel {
                     }
                 )
             )
+            try channel.pipeline.syncOperations.addHandler(HandshakeTimeoutHandler(timeout: self.handshakeTimeout))
+            // A resumed session skips the callback above; this keeps the check for `devidVerifiedPeerChain()`.
+            try channel.pipeline.syncOperations.addHandler(ResumedSessionVerifier(verify: verify))
         }.flatMap {
             self.baseChannel.setup(channel: channel, logger: logger)
         }

@@ -19,10 +19,11 @@ public struct DeviceRequestContext: RequestContext {
     public var responseEncoder: JSONEncoder { DevIDJSON.encoder }
     public var requestDecoder: JSONDecoder { DevIDJSON.decoder }
 
-    /// The client-certificate chain that DevID's verifier accepted during the handshake (leaf first, anchor
-    /// last), or nil when the client presented none.
+    /// The client-certificate chain that DevID's verifier accepted (leaf first, anchor last), or nil when the client
+    /// presented none or it no longer verifies: the chain verified during the handshake, or, on a resumed TLS
+    /// session (where no handshake verification runs), the session's client certificate verified again now.
     public func verifiedPeerChain() async -> [X509.Certificate]? {
-        guard let chain = try? await channel.nioSSL_peerValidatedCertificateChain().get() else { return nil }
+        guard let chain = await channel.devidVerifiedPeerChain() else { return nil }
         let certificates = chain.compactMap { try? X509.Certificate(derEncoded: $0.toDERBytes()) }
         return certificates.isEmpty ? nil : certificates
     }

@@ -18,6 +18,11 @@ extension ServerConfiguration {
     /// - `ca.passphrase` → `DEVID_CA_PASSPHRASE` (secret)
     /// - `keys.pbkdf2.rounds` → `DEVID_KEYS_PBKDF2_ROUNDS` (default 100000)
     /// - `est.max.body.bytes` → `DEVID_EST_MAX_BODY_BYTES` (default 65536)
+    /// - `listener.handshake.timeout.seconds` → `DEVID_LISTENER_HANDSHAKE_TIMEOUT_SECONDS` (default 10; mTLS listener)
+    /// - `listener.idle.timeout.seconds` → `DEVID_LISTENER_IDLE_TIMEOUT_SECONDS` (default 60; both listeners)
+    /// - `listener.max.connections` → `DEVID_LISTENER_MAX_CONNECTIONS` (default 4096 per listener; 0 = no cap)
+    /// - `listener.max.connections.per.address` → `DEVID_LISTENER_MAX_CONNECTIONS_PER_ADDRESS` (default 256; 0 = no cap)
+    /// - `ops.max.body.bytes` → `DEVID_OPS_MAX_BODY_BYTES` (default 2097152)
     /// - `ldevid.lifetime.days` → `DEVID_LDEVID_LIFETIME_DAYS` (default 30)
     /// - `ldevid.backdate.seconds` → `DEVID_LDEVID_BACKDATE_SECONDS` (default 300)
     /// - `ldevid.require.new.key` → `DEVID_LDEVID_REQUIRE_NEW_KEY` (default true)
@@ -55,6 +60,15 @@ extension ServerConfiguration {
         caPassphrase = reader.string(forKey: "ca.passphrase", isSecret: true)
         keyEncryptionRounds = reader.int(forKey: "keys.pbkdf2.rounds", default: keyEncryptionRounds)
         maxRequestBodyBytes = reader.int(forKey: "est.max.body.bytes", default: maxRequestBodyBytes)
+        var limits = connectionLimits
+        limits.handshakeTimeoutSeconds = reader.double(
+            forKey: "listener.handshake.timeout.seconds", default: limits.handshakeTimeoutSeconds)
+        limits.idleTimeoutSeconds = reader.double(forKey: "listener.idle.timeout.seconds", default: limits.idleTimeoutSeconds)
+        limits.maxConnections = reader.int(forKey: "listener.max.connections", default: limits.maxConnections)
+        limits.maxConnectionsPerAddress = reader.int(
+            forKey: "listener.max.connections.per.address", default: limits.maxConnectionsPerAddress)
+        limits.opsMaxBodyBytes = reader.int(forKey: "ops.max.body.bytes", default: limits.opsMaxBodyBytes)
+        connectionLimits = limits
         if let days = reader.double(forKey: "ldevid.lifetime.days") { ldevidPolicy.lifetime = days * 86_400 }
         ldevidPolicy.backdate = Double(reader.int(forKey: "ldevid.backdate.seconds", default: Int(ldevidPolicy.backdate)))
         ldevidPolicy.requireNewKeyOnReenroll = reader.bool(

@@ -29,6 +29,8 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var keyEncryptionRounds: Int = 100_000
     /// Largest request body accepted on the EST listener, in bytes.
     public var maxRequestBodyBytes: Int = 64 * 1024
+    /// Handshake and idle timeouts, connection caps and the operations body cap (docs/operations.md).
+    public var connectionLimits = ConnectionLimits()
     /// The LDevID profile: lifetime, backdate, allowed keys, new key on re-enrollment.
     public var ldevidPolicy: ProfilePolicy = .ldevid
     /// Seconds a parked (manual-approval) device is told to wait before retrying.
