@@ -110,6 +110,21 @@ struct ConnectionHygieneTests {
         try await f.stop()
     }
 
+    @Test("an idle keep-alive connection on the mTLS listener is closed after the idle timeout")
+    func idleTimeoutMTLS() async throws {
+        let f = try await Fixture {
+            $0.connectionLimits.idleTimeoutSeconds = 1
+            $0.connectionLimits.handshakeTimeoutSeconds = 30
+        }
+        let files = try f.writePEM(try await f.enroll("idle-1"), name: "idle-1")
+        let out = try await ConnectionProbe.run(
+            ["idle-tls", "\(f.server.estPort)", "10", files.cert, files.key, files.ca], in: f.dir)
+        #expect((out["first"] as? String)?.hasPrefix("HTTP/1.1 200") == true, "\(out)")
+        let closedAfter = try #require(out["closedAfter"] as? Double, "still open: \(out)")
+        #expect(closedAfter >= 0.8 && closedAfter < 4, "closed after \(closedAfter) s")
+        try await f.stop()
+    }
+
     @Test("over the per-source cap a new connection is closed; devices from elsewhere still enroll and check in")
     func perSourceCap() async throws {
         let f = try await Fixture { $0.connectionLimits.maxConnectionsPerAddress = 20 }

@@ -33,6 +33,16 @@ elif mode == "idle":            # one keep-alive request, then idle
     s.settimeout(5)
     first = s.recv(65536).decode(errors="replace").split("\r\n")[0]
     print(json.dumps({"first": first, "closedAfter": until_closed(s, limit)}))
+elif mode == "idle-tls":        # mTLS handshake with a device certificate, one keep-alive request, then idle
+    port, limit, cert, key, ca = int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(ca)
+    ctx.load_cert_chain(cert, key)
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+    s.sendall(b"GET /v1/device/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    s.settimeout(5)
+    first = s.recv(65536).decode(errors="replace").split("\r\n")[0]
+    print(json.dumps({"first": first, "closedAfter": until_closed(s, limit)}))
 elif mode == "hold":            # N connections from one source address, held for a while
     source, port, count, seconds, ready = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
     socks = []
