@@ -54,6 +54,11 @@ public enum RefusalCode: String, Sendable, Codable, Hashable, CaseIterable {
     /// A concurrent change won; retrying may succeed.
     case conflict
     case internalError = "internal_error"
+    // Back-pressure.
+    /// Over a per-client limit (source address, device, claim token, tenant): `429`, retry after `Retry-After`.
+    case rateLimited = "rate_limited"
+    /// The server is saturated (too many enrollments in flight): `503`, retry after `Retry-After`.
+    case overloaded
 }
 
 /// A refusal as a value: a stable code and a one-line, secret-free message.

@@ -5,7 +5,8 @@ import HTTPTypes
 import Hummingbird
 
 /// Requires `Authorization: Bearer <admin token>`, checks the token's role against ``AdminAccessTable``, and
-/// audits every grant and denial (`admin.auth`).
+/// audits every grant and denial (`admin.auth`): a missing or unknown token, which names nobody, in aggregate
+/// through ``AnonymousFailures``; every other denial and every grant individually.
 ///
 /// Tokens come from the in-memory ``AdminTokenCache`` (no database read per request): the presented token is hashed
 /// with SHA-256 and compared in constant time with every cached hash. A revoked or expired token is `401`; a role
@@ -17,11 +18,13 @@ struct AdminAuthMiddleware: RouterMiddleware {
     let tokens: AdminTokenCache<ContinuousClock>
     let clock: any WallClock
     let auditor: Auditor
+    let failures: AnonymousFailures
 
     init(state: ServerState) {
         self.tokens = state.adminTokens
         self.clock = state.clock
         self.auditor = state.auditor
+        self.failures = state.anonymousFailures
     }
 
     func handle(
@@ -30,8 +33,8 @@ struct AdminAuthMiddleware: RouterMiddleware {
     ) async throws -> Response {
         let what = Self.describe(request)
         guard let presented = Self.bearerToken(request.headers[.authorization]) else {
-            await auditor.record(
-                actor: "anonymous", action: "admin.auth", outcome: .denied, reason: "missing admin token: \(what)")
+            await failures.record(
+                action: "admin.auth", reason: "missing admin token: \(what)", source: context.remoteAddress)
             throw HTTPError(
                 .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"devid-admin\""],
                 message: "missing admin token")
@@ -42,8 +45,8 @@ struct AdminAuthMiddleware: RouterMiddleware {
         case .valid(let valid):
             token = valid
         case .unknown:
-            await auditor.record(
-                actor: "anonymous", action: "admin.auth", outcome: .denied, reason: "invalid admin token: \(what)")
+            await failures.record(
+                action: "admin.auth", reason: "invalid admin token: \(what)", source: context.remoteAddress)
             throw Self.invalidToken("invalid admin token")
         case .revoked(let revoked):
             await auditor.record(

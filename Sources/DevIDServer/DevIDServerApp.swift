@@ -104,6 +104,8 @@ public struct DevIDServerApp: Service {
             configuration: .init(
                 services: [
                     .init(service: checkpointer),
+                    // Before the listeners, so it stops after them and writes what they counted.
+                    .init(service: AnonymousFailureFlusher(failures: state.anonymousFailures, clock: ContinuousClock())),
                     // Before the listeners, so it stops after them and writes back the last uses of admin tokens.
                     .init(service: state.adminTokens),
                     .init(service: est), .init(service: ops),
@@ -149,9 +151,8 @@ struct ClientCertificateVerifier: Sendable {
         do {
             certificates = try presented.map { try X509.Certificate(derEncoded: $0.toDERBytes()) }
         } catch {
-            await state.auditor.record(
-                actor: "anonymous", action: "tls.client_auth", outcome: .denied,
-                reason: "client certificate does not parse")
+            await state.anonymousFailures.record(
+                action: "tls.client_auth", reason: "client certificate does not parse", source: TLSPeerAddress.current)
             return .failed
         }
         guard let leaf = certificates.first else { return .failed }
@@ -177,9 +178,10 @@ struct ClientCertificateVerifier: Sendable {
                 return .failed
             }
         case .untrusted(let reason):
-            await state.auditor.record(
-                actor: "anonymous", action: "tls.client_auth", outcome: .denied,
-                reason: leaf.devidSerialNote.map { "\(reason); \($0)" } ?? reason, serial: leaf.devidSerial)
+            // Nothing is proven by a certificate that does not verify: counted and audited in aggregate.
+            await state.anonymousFailures.record(
+                action: "tls.client_auth", reason: leaf.devidSerialNote.map { "\(reason); \($0)" } ?? reason,
+                source: TLSPeerAddress.current, serial: leaf.devidSerial)
             return .failed
         }
     }

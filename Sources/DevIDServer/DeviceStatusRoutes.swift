@@ -32,13 +32,17 @@ enum DeviceStatusRoutes {
         let service = EnrollmentService(state: state)
         router.get("/v1/device/status") { _, context -> Response in
             let now = state.clock.now()
-            guard let chain = await context.verifiedPeerChain(),
-                case .ldevid(let deviceID, let tenant, let serial) = PeerIdentity.classify(
-                    chain: chain, hierarchy: state.hierarchy)
-            else {
-                await state.auditor.record(
-                    actor: "anonymous", action: "device.status", outcome: .denied,
-                    reason: "an LDevID client certificate is required")
+            let chain = await context.verifiedPeerChain()
+            let identity = chain.flatMap { PeerIdentity.classify(chain: $0, hierarchy: state.hierarchy) }
+            let source = context.channel.remoteAddress?.ipAddress
+            var claimed: DeviceID?
+            if case .ldevid(let device, _, _) = identity { claimed = device }
+            if let refused = await Backpressure.admitCheckIn(device: claimed, source: source, state: state) {
+                return refused
+            }
+            guard case .ldevid(let deviceID, let tenant, let serial) = identity else {
+                await state.anonymousFailures.record(
+                    action: "device.status", reason: "an LDevID client certificate is required", source: source)
                 var response = ESTRoutes.refusal(
                     .unauthorized, .authenticationRequired, "an LDevID client certificate is required")
                 response.headers[.wwwAuthenticate] = "Basic realm=\"devid\""

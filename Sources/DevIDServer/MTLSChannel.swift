@@ -37,7 +37,10 @@ public struct MTLSChannel<BaseChannel: ServerChildChannel>: ServerChildChannel {
                     context: self.sslContext,
                     configuration: .init(),
                     customVerificationCallbackWithMetadata: { certificates, promise in
-                        promise.completeWithTask { await verify(certificates) }
+                        let address = channel.remoteAddress?.ipAddress
+                        promise.completeWithTask {
+                            await TLSPeerAddress.$current.withValue(address) { await verify(certificates) }
+                        }
                     }
                 )
             )

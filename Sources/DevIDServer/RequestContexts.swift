@@ -37,9 +37,12 @@ public struct OpsRequestContext: RequestContext {
     public var adminToken: AdminToken?
     /// The id of the admin token that authenticated this request.
     public var adminTokenID: String? { adminToken?.id }
+    /// The peer's IP address (no port), for aggregated audit of anonymous failures and per-source limits.
+    public let remoteAddress: String?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
+        self.remoteAddress = source.channel.remoteAddress?.ipAddress
     }
 
     public var responseEncoder: JSONEncoder { DevIDJSON.encoder }

@@ -133,8 +133,9 @@ enum Routes {
         health(router, state: state)
         PublicationRoutes.register(router, state: state)
         AuthzRoutes.register(router, state: state)
-        let admin = router.group("/v1/admin").add(
-            middleware: AdminAuthMiddleware(state: state))
+        let admin = router.group("/v1/admin")
+            .add(middleware: AdminRateLimitMiddleware(state: state))
+            .add(middleware: AdminAuthMiddleware(state: state))
 
         admin.get("/ca") { _, _ -> JSONBody<HierarchySummary> in
             JSONBody(HierarchySummary(hierarchy: state.hierarchy))

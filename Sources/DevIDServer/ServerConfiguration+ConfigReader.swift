@@ -23,6 +23,7 @@ extension ServerConfiguration {
     /// - `listener.max.connections` → `DEVID_LISTENER_MAX_CONNECTIONS` (default 4096 per listener; 0 = no cap)
     /// - `listener.max.connections.per.address` → `DEVID_LISTENER_MAX_CONNECTIONS_PER_ADDRESS` (default 256; 0 = no cap)
     /// - `ops.max.body.bytes` → `DEVID_OPS_MAX_BODY_BYTES` (default 2097152)
+    /// - `limits.*` → `DEVID_LIMITS_*`: back-pressure, listed at ``RateLimits/init(reader:)``
     /// - `ldevid.lifetime.days` → `DEVID_LDEVID_LIFETIME_DAYS` (default 30)
     /// - `ldevid.backdate.seconds` → `DEVID_LDEVID_BACKDATE_SECONDS` (default 300)
     /// - `ldevid.require.new.key` → `DEVID_LDEVID_REQUIRE_NEW_KEY` (default true)
@@ -69,6 +70,7 @@ extension ServerConfiguration {
             forKey: "listener.max.connections.per.address", default: limits.maxConnectionsPerAddress)
         limits.opsMaxBodyBytes = reader.int(forKey: "ops.max.body.bytes", default: limits.opsMaxBodyBytes)
         connectionLimits = limits
+        rateLimits = RateLimits(reader: reader)
         if let days = reader.double(forKey: "ldevid.lifetime.days") { ldevidPolicy.lifetime = days * 86_400 }
         ldevidPolicy.backdate = Double(reader.int(forKey: "ldevid.backdate.seconds", default: Int(ldevidPolicy.backdate)))
         ldevidPolicy.requireNewKeyOnReenroll = reader.bool(

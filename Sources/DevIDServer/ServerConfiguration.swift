@@ -31,6 +31,8 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var maxRequestBodyBytes: Int = 64 * 1024
     /// Handshake and idle timeouts, connection caps and the operations body cap (docs/operations.md).
     public var connectionLimits = ConnectionLimits()
+    /// Token buckets and the cap on enrollments in flight (docs/operations.md, "Back-pressure").
+    public var rateLimits = RateLimits()
     /// The LDevID profile: lifetime, backdate, allowed keys, new key on re-enrollment.
     public var ldevidPolicy: ProfilePolicy = .ldevid
     /// Seconds a parked (manual-approval) device is told to wait before retrying.

@@ -19,6 +19,12 @@ public struct ServerState: Sendable {
     public let brokers: BrokerHooks
     /// The admin API tokens, cached in memory; call `invalidate()` after creating or revoking one.
     public let adminTokens: AdminTokenCache<ContinuousClock>
+    /// Failures with no authenticated identity, audited in aggregate (``AnonymousFailures``).
+    public let anonymousFailures: AnonymousFailures
+    /// Per-client token buckets (``RateLimits``).
+    public let rateLimiter: RateLimiter
+    /// The cap on enrollments in flight, with a share reserved for renewals.
+    public let enrollmentGate: EnrollmentGate
 
     public init(
         configuration: ServerConfiguration, hierarchy: CAHierarchy, store: any Store, clock: any WallClock,
@@ -30,6 +36,10 @@ public struct ServerState: Sendable {
         self.clock = clock
         self.logger = logger
         self.auditor = Auditor(store: store, clock: clock, logger: logger)
+        self.anonymousFailures = AnonymousFailures(auditor: auditor, clock: clock)
+        self.rateLimiter = RateLimiter(clock: clock, maximumBuckets: configuration.rateLimits.maximumBuckets)
+        self.enrollmentGate = EnrollmentGate(
+            capacity: configuration.rateLimits.maxEnrollmentsInFlight, reserve: configuration.rateLimits.renewalReserve)
         self.revocation = RevocationPublisher(
             configuration: configuration, hierarchy: hierarchy, store: store, clock: clock, logger: logger,
             auditor: auditor)

@@ -33,10 +33,12 @@ final class AgentTestServer: Sendable {
     ///   - estHost: the address the EST listener binds (its certificate names only `localhost` and `127.0.0.1`).
     init(
         clock: ManualWallClock = ManualWallClock(Date()), policy: TenantPolicy = TenantPolicy(),
-        serverTLSLifetime: TimeInterval = AgentTestServer.defaultServerTLSLifetime, estHost: String = "127.0.0.1"
+        serverTLSLifetime: TimeInterval = AgentTestServer.defaultServerTLSLifetime, estHost: String = "127.0.0.1",
+        rateLimits: RateLimits = RateLimits()
     ) async throws {
         directory = try TemporaryDirectory(prefix: "devid-agent-server")
         var configuration = ServerConfiguration.testing(dataDirectory: directory.file("data"))
+        configuration.rateLimits = rateLimits
         configuration.caPassphrase = "agent-test-passphrase"
         configuration.estHost = estHost
         self.clock = clock

@@ -34,7 +34,8 @@ struct AuthzToken: Sendable {
 
 /// Guards `/v1/authz/*`: `Authorization: Bearer <authz or admin token>`, or HTTP Basic with the token as password
 /// (any user name). RabbitMQ's HTTP backend cannot send headers, so under `/v1/authz/rabbitmq/<token>/...` the
-/// path segment after `rabbitmq` is accepted as the token instead. Refusals are audited.
+/// path segment after `rabbitmq` is accepted as the token instead. Refusals are audited (a missing or unknown token
+/// in aggregate, through ``AnonymousFailures``).
 ///
 /// An admin token is accepted when its role allows the route in ``AdminAccessTable`` (`admin` and `broker`, and
 /// `auditor` for the statistics) and it is not limited to tenants; it comes from the in-memory ``AdminTokenCache``,
@@ -44,12 +45,14 @@ struct AuthzAuthMiddleware: RouterMiddleware {
     let adminTokens: AdminTokenCache<ContinuousClock>
     let clock: any WallClock
     let auditor: Auditor
+    let failures: AnonymousFailures
     let token: AuthzToken?
 
     init(state: ServerState, token: AuthzToken?) {
         self.adminTokens = state.adminTokens
         self.clock = state.clock
         self.auditor = state.auditor
+        self.failures = state.anonymousFailures
         self.token = token
     }
 
@@ -58,9 +61,10 @@ struct AuthzAuthMiddleware: RouterMiddleware {
         next: @concurrent (Request, OpsRequestContext) async throws -> Response
     ) async throws -> Response {
         guard let presented = Self.presentedToken(request) else {
-            await auditor.record(
-                actor: "anonymous", action: "authz.auth", outcome: .denied,
-                reason: "missing authz token: \(request.method.rawValue) \(Self.redactedPath(request.uri.path))")
+            await failures.record(
+                action: "authz.auth",
+                reason: "missing authz token: \(request.method.rawValue) \(Self.redactedPath(request.uri.path))",
+                source: context.remoteAddress)
             throw HTTPError(
                 .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"devid-authz\""],
                 message: "missing authz token")
@@ -91,9 +95,10 @@ struct AuthzAuthMiddleware: RouterMiddleware {
             matched = true
         }
         guard matched else {
-            await auditor.record(
-                actor: "anonymous", action: "authz.auth", outcome: .denied,
-                reason: "invalid authz token: \(request.method.rawValue) \(Self.redactedPath(request.uri.path))")
+            await failures.record(
+                action: "authz.auth",
+                reason: "invalid authz token: \(request.method.rawValue) \(Self.redactedPath(request.uri.path))",
+                source: context.remoteAddress)
             throw HTTPError(
                 .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"devid-authz\", error=\"invalid_token\""],
                 message: "invalid authz token")

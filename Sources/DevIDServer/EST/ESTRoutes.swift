@@ -58,20 +58,32 @@ enum ESTRoutes {
             await state.auditor.record(actor: "anonymous", action: kind.action, outcome: .denied, reason: reason)
             return text(.unsupportedMediaType, reason)
         }
+        // Back-pressure before the body is read, the CSR checked or anything signed.
+        let peerChain = await context.verifiedPeerChain()
+        let credential = ESTHTTPCredential(header: request.headers[.authorization])
+        let source = context.channel.remoteAddress?.ipAddress
+        if let refused = await Backpressure.admitEST(
+            kind, label: context.parameters.get("label"), peerChain: peerChain, credential: credential, source: source,
+            state: state)
+        {
+            return refused
+        }
+        guard await state.enrollmentGate.enter(renewal: kind == .reenroll && peerChain != nil) else {
+            return await Backpressure.overloaded(action: kind.action, source: source, state: state)
+        }
         let limit = state.configuration.maxRequestBodyBytes
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: limit)
-        } catch {
+        // Collecting and handling never throw, so the slot is always given back.
+        guard let body = try? await request.body.collect(upTo: limit) else {
+            await state.enrollmentGate.leave()
             let reason = "request body over \(limit) bytes"
             await state.auditor.record(actor: "anonymous", action: kind.action, outcome: .denied, reason: reason)
             return text(.contentTooLarge, reason)
         }
         let verdict = await service.handle(
             EnrollmentService.Request(
-                kind: kind, label: context.parameters.get("label"), peerChain: await context.verifiedPeerChain(),
-                credential: ESTHTTPCredential(header: request.headers[.authorization]),
-                body: Array(buffer: body)))
+                kind: kind, label: context.parameters.get("label"), peerChain: peerChain, credential: credential,
+                body: Array(buffer: body), source: source))
+        await state.enrollmentGate.leave()
         switch verdict {
         case .issued(let certificate):
             return try base64Response(CertsOnlyCMS(certificates: [certificate]).derBytes(), contentType: certsOnly)

@@ -25,6 +25,8 @@ struct EnrollmentService: Sendable {
         var credential: ESTHTTPCredential
         /// The request body, base64 as sent.
         var body: [UInt8]
+        /// The peer's IP address, for aggregated audit of anonymous failures.
+        var source: String? = nil
     }
 
     enum Verdict: Sendable {
@@ -53,7 +55,13 @@ struct EnrollmentService: Sendable {
         do {
             return try await decide(request)
         } catch let refusal as Refusal {
-            await audit(request, refusal.subject, outcome: .denied, reason: refusal.reason)
+            if refusal.isAnonymous {
+                // No identity proven: counted and audited in aggregate, never a row per request.
+                await state.anonymousFailures.record(
+                    action: request.kind.action, reason: refusal.reason, source: request.source)
+            } else {
+                await audit(request, refusal.subject, outcome: .denied, reason: refusal.reason)
+            }
             if refusal.parked {
                 return .parked(retryAfter: state.configuration.approvalRetryAfterSeconds, reason: refusal.reason)
             }
@@ -474,6 +482,12 @@ struct EnrollmentService: Sendable {
         var reason: String
         var subject: Subject?
         var parked = false
+
+        /// A claim token that matches none, or no credential at all: the requester is nobody the registry knows.
+        var isAnonymous: Bool {
+            (code == .tokenInvalid || code == .authenticationRequired)
+                && (subject == nil || subject?.actor == "anonymous") && subject?.serial == nil
+        }
 
         init(_ status: HTTPResponse.Status, _ code: RefusalCode, _ reason: String, _ subject: Subject? = nil) {
             self.status = status
