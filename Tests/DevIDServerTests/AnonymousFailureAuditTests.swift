@@ -6,6 +6,7 @@ import DevIDStore
 import DevIDTesting
 import Foundation
 import Logging
+import ServiceLifecycle
 import X509
 import Testing
 
@@ -138,6 +139,32 @@ struct AnonymousFailureAuditTests {
             "4 from other sources in 30 s (over 3 kinds of failure)",
         ])
         #expect(rows.suffix(2).map(\.action) == ["admin.auth", "tls.client_auth"])
+    }
+
+    @Test("the flusher writes the summary every interval, and what is left at graceful shutdown")
+    func flusherService() async throws {
+        let clock = ManualWallClock(Date(timeIntervalSince1970: 1_790_000_000))
+        let store = MemoryStore()
+        let failures = AnonymousFailures(
+            auditor: Auditor(store: store, clock: clock, logger: Logger(label: "test")), clock: clock)
+        for _ in 0..<3 { await failures.record(action: "admin.auth", reason: "missing admin token", source: "::1") }
+        let flusher = AnonymousFailureFlusher(failures: failures, clock: ContinuousClock(), interval: .milliseconds(50))
+        let group = ServiceGroup(configuration: .init(services: [flusher], logger: Logger(label: "test")))
+        let running = Task { try await group.run() }
+        var waited = 0
+        while await failures.pending > 0, waited < 100 {
+            try await Task.sleep(for: .milliseconds(20))
+            waited += 1
+        }
+        #expect(try await store.auditEvents(AuditFilter(limit: 10)).first?.reason
+            == "3 from ::1 in 0 s (first recorded alone): missing admin token")
+        await failures.record(action: "admin.auth", reason: "invalid admin token", source: "::1")
+        await failures.record(action: "admin.auth", reason: "invalid admin token", source: "::1")
+        await group.triggerGracefulShutdown()
+        try await running.value
+        #expect(await failures.pending == 0, "shutdown flushed the rest")
+        #expect(try await store.auditEvents(AuditFilter(limit: 10)).first?.reason
+            == "2 from ::1 in 0 s (first recorded alone): invalid admin token")
     }
 
     @Test("the source is the IP address only, bounded, printable", arguments: [
