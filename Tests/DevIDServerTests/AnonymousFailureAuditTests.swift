@@ -117,6 +117,31 @@ struct AnonymousFailureAuditTests {
         try await f.server.stop()
     }
 
+    @Test("EST requests refused before authentication (wrong Content-Type) are counted, not a row each")
+    func wrongContentType() async throws {
+        let server = try await LiveServer()
+        let statuses = try await withClient(try server.client()) { client in
+            var statuses: [Int] = []
+            for _ in 0..<20 {
+                statuses.append(
+                    try await client.send(
+                        "POST", server.estURL + "/.well-known/est/simpleenroll",
+                        headers: [("Content-Type", "text/plain")], body: "x"
+                    ).status)
+            }
+            return statuses
+        }
+        #expect(statuses.allSatisfy { $0 == 415 })
+        #expect(try await server.state.store.auditEvents(AuditFilter(action: "est.enroll", limit: 100)).count == 1)
+        await server.state.anonymousFailures.flush()
+        let rows = try await server.state.store.auditEvents(AuditFilter(action: "est.enroll", limit: 100))
+        #expect(rows.map(\.reason) == [
+            "20 from 127.0.0.1 in 0 s (first recorded alone): Content-Type must be application/pkcs10",
+            "Content-Type must be application/pkcs10",
+        ])
+        try await server.stop()
+    }
+
     @Test("groups are capped per window: the rest fold into one 'other sources' row per action")
     func cappedGroups() async throws {
         let clock = ManualWallClock(Date(timeIntervalSince1970: 1_790_000_000))

@@ -53,15 +53,16 @@ enum ESTRoutes {
     ) async throws -> Response {
         let contentType = request.headers[.contentType]?.split(separator: ";").first
             .map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        let source = context.channel.remoteAddress?.ipAddress
+        // Before authentication: nobody is named, so audited in aggregate (``AnonymousFailures``).
         guard contentType == "application/pkcs10" else {
             let reason = "Content-Type must be application/pkcs10"
-            await state.auditor.record(actor: "anonymous", action: kind.action, outcome: .denied, reason: reason)
+            await state.anonymousFailures.record(action: kind.action, reason: reason, source: source)
             return text(.unsupportedMediaType, reason)
         }
         // Back-pressure before the body is read, the CSR checked or anything signed.
         let peerChain = await context.verifiedPeerChain()
         let credential = ESTHTTPCredential(header: request.headers[.authorization])
-        let source = context.channel.remoteAddress?.ipAddress
         if let refused = await Backpressure.admitEST(
             kind, label: context.parameters.get("label"), peerChain: peerChain, credential: credential, source: source,
             state: state)
@@ -76,7 +77,7 @@ enum ESTRoutes {
         guard let body = try? await request.body.collect(upTo: limit) else {
             await state.enrollmentGate.leave()
             let reason = "request body over \(limit) bytes"
-            await state.auditor.record(actor: "anonymous", action: kind.action, outcome: .denied, reason: reason)
+            await state.anonymousFailures.record(action: kind.action, reason: reason, source: source)
             return text(.contentTooLarge, reason)
         }
         let verdict = await service.handle(
