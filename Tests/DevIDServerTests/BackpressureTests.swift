@@ -35,6 +35,19 @@ struct BackpressureTests {
         #expect(await limiter.refusals[.source] == 1)
     }
 
+    @Test("a clock set back does not lock a client out until it catches up")
+    func clockSetBack() async {
+        let clock = ManualWallClock(Self.t0)
+        let limiter = RateLimiter(clock: clock)
+        let rate = RateLimits.Rate(perSecond: 1, burst: 1)
+        let key = RateLimiter.Key(.device, area: "checkin", "d-1")
+        #expect(await limiter.admit([(key, rate)]) == nil)
+        clock.advance(by: -86_400)
+        #expect(await limiter.admit([(key, rate)])?.retryAfter == 1, "no token yet, and told to wait 1 s, not a day")
+        clock.advance(by: 1)
+        #expect(await limiter.admit([(key, rate)]) == nil)
+    }
+
     @Test("the in-flight cap keeps a reserve that only renewals may take")
     func gateReserve() async {
         let gate = EnrollmentGate(capacity: 3, reserve: 1)

@@ -46,9 +46,10 @@ public actor RateLimiter {
         var refilled: [(Key, Bucket)] = []
         for (key, rate) in requests where rate.isEnabled {
             var bucket = buckets[key] ?? Bucket(tokens: rate.burst, updated: now)
-            let elapsed = max(0, now.timeIntervalSince(bucket.updated))
-            bucket.tokens = min(rate.burst, bucket.tokens + elapsed * rate.perSecond)
-            bucket.updated = max(bucket.updated, now)
+            // A clock set back rebases the bucket (no refill, but no lock-out until the clock catches up either).
+            let elapsed = now.timeIntervalSince(bucket.updated)
+            if elapsed > 0 { bucket.tokens = min(rate.burst, bucket.tokens + elapsed * rate.perSecond) }
+            bucket.updated = now
             if bucket.tokens < 1 {
                 let wait = max(1, Int(((1 - bucket.tokens) / rate.perSecond).rounded(.up)))
                 if wait > refused?.retryAfter ?? 0 { refused = (wait, key.scope) }
