@@ -35,9 +35,11 @@ enum DeviceStatusRoutes {
             let chain = await context.verifiedPeerChain()
             let identity = chain.flatMap { PeerIdentity.classify(chain: $0, hierarchy: state.hierarchy) }
             let source = context.channel.remoteAddress?.ipAddress
-            var claimed: DeviceID?
-            if case .ldevid(let device, _, _) = identity { claimed = device }
-            if let refused = await Backpressure.admitCheckIn(device: claimed, source: source, state: state) {
+            var claimed: (device: DeviceID, tenant: TenantID)?
+            if case .ldevid(let device, let tenant, _) = identity { claimed = (device, tenant) }
+            if let refused = await Backpressure.admitCheckIn(
+                device: claimed?.device, tenant: claimed?.tenant, source: source, state: state)
+            {
                 return refused
             }
             guard case .ldevid(let deviceID, let tenant, let serial) = identity else {

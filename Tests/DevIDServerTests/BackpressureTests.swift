@@ -214,6 +214,27 @@ struct BackpressureTests {
         try await server.stop()
     }
 
+    @Test("the check-in also has a bucket per tenant: another device of the tenant is limited too")
+    func checkInPerTenant() async throws {
+        let server = try await LiveServer(clock: ManualWallClock(Self.t0)) {
+            $0.rateLimits.perTenant = .init(perSecond: 1.0 / 60, burst: 1)
+        }
+        let hierarchy = server.state.hierarchy
+        var statuses: [Int] = []
+        for name in ["tenant-a-1", "tenant-a-2"] {
+            let key = try KeyMaterial.generate(.p256)
+            let ldevid = try hierarchy.issuing.issueLDevID(
+                device: try DeviceID(name), tenant: try TenantID("acme"), trustDomain: hierarchy.trustDomain,
+                publicKey: key.publicKey, now: server.clock.now())
+            statuses.append(
+                try await withClient(try server.client(certificate: [ldevid], key: key)) {
+                    try await $0.send("GET", server.estURL + "/v1/device/status").status
+                })
+        }
+        #expect(statuses == [403, 429])
+        try await server.stop()
+    }
+
     @Test("the limits are read from the configuration keys (DEVID_LIMITS_*)")
     func configurationKeys() async throws {
         let limits = try await ServerConfiguration.load(

@@ -44,13 +44,17 @@ enum Backpressure {
         return await limited(refused, action: kind.action, source: source, state: state)
     }
 
-    /// The device check-in: the source address and the device.
-    static func admitCheckIn(device: DeviceID?, source: String?, state: ServerState) async -> Response? {
+    /// The device check-in: the source address, the device, its tenant and all check-ins.
+    static func admitCheckIn(device: DeviceID?, tenant: TenantID?, source: String?, state: ServerState) async
+        -> Response?
+    {
         let limits = state.configuration.rateLimits
         var buckets: [(RateLimiter.Key, RateLimits.Rate)] = [
-            (.init(.source, area: "checkin", AnonymousFailures.source(source)), limits.perSource)
+            (.init(.global, area: "checkin", "all"), limits.global),
+            (.init(.source, area: "checkin", AnonymousFailures.source(source)), limits.perSource),
         ]
         if let device { buckets.append((.init(.device, area: "checkin", device.rawValue), limits.perDevice)) }
+        if let tenant { buckets.append((.init(.tenant, area: "checkin", tenant.rawValue), limits.perTenant)) }
         guard let refused = await state.rateLimiter.admit(buckets) else { return nil }
         return await limited(refused, action: "device.status", source: source, state: state)
     }

@@ -30,9 +30,9 @@ public struct RateLimits: Sendable, Hashable {
     public var perDevice = Rate(perSecond: 2, burst: 30)
     /// Each presented claim token, on EST.
     public var perClaimToken = Rate(perSecond: 2, burst: 30)
-    /// Each tenant (by EST label or LDevID), on EST.
+    /// Each tenant (by EST label or LDevID), on EST and the check-in.
     public var perTenant = Rate(perSecond: 100, burst: 2_000)
-    /// All of EST together.
+    /// All of EST together, and all check-ins together.
     public var global = Rate(perSecond: 300, burst: 5_000)
     /// Enrollments (both kinds) being verified and signed at once; more is `503`. 0 = no cap.
     public var maxEnrollmentsInFlight = 64
