@@ -17,6 +17,10 @@ public enum ClaimTokens {
         return Generated(id: "ct_" + AdminTokens.randomBase32(10), secret: secret, hash: hash(secret))
     }
 
+    /// The hardware serial of a device a claim token registered: `claim:<device id>`. Never an IDevID's: a
+    /// certificate whose serialNumber starts with it is not taken as an IDevID (``PeerIdentity``).
+    public static let hardwareSerialPrefix = "claim:"
+
     public static func hash(_ secret: String) -> String {
         Hex.encode(SHA256.hash(data: Array(secret.utf8)))
     }

@@ -25,7 +25,9 @@ public enum PeerIdentity: Sendable, Hashable {
             return .ldevid(device: device, tenant: tenant, serial: serial)
         }
         if let anchor = chain.last, hierarchy.trustedManufacturers.contains(anchor),
-            let hardwareSerial = DeviceNames.hardwareSerial(of: leaf)
+            let hardwareSerial = DeviceNames.hardwareSerial(of: leaf),
+            DeviceNames.isValidHardwareSerial(hardwareSerial),
+            !hardwareSerial.hasPrefix(ClaimTokens.hardwareSerialPrefix)
         {
             return .idevid(
                 hardwareSerial: hardwareSerial, serial: serial,

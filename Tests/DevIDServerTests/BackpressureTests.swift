@@ -214,6 +214,39 @@ struct BackpressureTests {
         try await server.stop()
     }
 
+    @Test("an EST label spends no tenant budget: strangers naming tenant acme cannot rate-limit acme's devices")
+    func labelSpendsNoTenantBudget() async throws {
+        let server = try await LiveServer(clock: ManualWallClock(Self.t0)) {
+            $0.rateLimits.perTenant = .init(perSecond: 1.0 / 60, burst: 1)
+        }
+        try await server.state.store.createTenant(
+            Tenant(id: try TenantID("acme"), displayName: "Acme", createdAt: server.clock.now()), audit: nil)
+        // Anonymous requests under acme's label, well over the tenant's burst of 1.
+        let anonymous = try await withClient(try server.client()) { client in
+            var statuses: [Int] = []
+            for _ in 0..<5 {
+                statuses.append(
+                    try await client.send(
+                        "POST", server.estURL + "/.well-known/est/acme/simpleenroll",
+                        headers: [("Content-Type", "application/pkcs10")], body: "AAAA"
+                    ).status)
+            }
+            return statuses
+        }
+        #expect(!anonymous.contains(429), "\(anonymous)")
+        // An acme device is not limited by what strangers sent.
+        let hierarchy = server.state.hierarchy
+        let key = try KeyMaterial.generate(.p256)
+        let ldevid = try hierarchy.issuing.issueLDevID(
+            device: try DeviceID("acme-1"), tenant: try TenantID("acme"), trustDomain: hierarchy.trustDomain,
+            publicKey: key.publicKey, now: server.clock.now())
+        let status = try await withClient(try server.client(certificate: [ldevid], key: key)) {
+            try await $0.send("GET", server.estURL + "/v1/device/status").status
+        }
+        #expect(status == 403, "unknown to the registry, but not limited")
+        try await server.stop()
+    }
+
     @Test("the check-in also has a bucket per tenant: another device of the tenant is limited too")
     func checkInPerTenant() async throws {
         let server = try await LiveServer(clock: ManualWallClock(Self.t0)) {

@@ -109,6 +109,25 @@ struct EnrollmentBindingTests {
         try await f.server.stop()
     }
 
+    @Test("no IDevID enrolls as a claim-token device, not even one whose serialNumber is claim:<id>")
+    func idevidCannotTakeOverClaimDevice() async throws {
+        let f = try await ESTFixture()
+        let victim = try await f.enroll("victim-2")
+        let manufacturer = try #require(f.hierarchy.manufacturer)
+        let key = try KeyMaterial.generate(.p256)
+        let forged = try manufacturer.issueIDevID(
+            hardwareSerial: "claim:victim-2", publicKey: key.publicKey, now: f.server.clock.now())
+        let before = try await f.store.credentialCount()
+        let reply = try await withClient(try f.server.client(certificate: [forged, manufacturer.certificate], key: key)) {
+            try await f.post("simpleenroll", csr: try ESTFixture.csr(key: try KeyMaterial.generate(.p256)), client: $0)
+        }
+        #expect(reply.status == 403, "\(reply.body)")
+        #expect(reply.header("DevID-Refusal") == "credential_unknown")
+        #expect(try await f.store.credentialCount() == before)
+        #expect(try await f.store.credential(serial: victim.certificate.devidSerial)?.status == .active)
+        try await f.server.stop()
+    }
+
     @Test("an unbound token cannot claim a manufactured device of the allowlist before its IDevID enrolls")
     func unboundTokenCannotClaimAllowlistedDevice() async throws {
         let f = try await ESTFixture()

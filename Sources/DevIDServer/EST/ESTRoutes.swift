@@ -69,16 +69,22 @@ enum ESTRoutes {
         {
             return refused
         }
-        guard await state.enrollmentGate.enter(renewal: kind == .reenroll && peerChain != nil) else {
-            return await Backpressure.overloaded(action: kind.action, source: source, state: state)
-        }
+        // The body (at most est.max.body.bytes) is read before a slot is taken: a client that trickles its body
+        // holds only its own connection (the idle timeout ends it), never one of the slots everybody shares.
         let limit = state.configuration.maxRequestBodyBytes
-        // Collecting and handling never throw, so the slot is always given back.
         guard let body = try? await request.body.collect(upTo: limit) else {
-            await state.enrollmentGate.leave()
             let reason = "request body over \(limit) bytes"
             await state.anonymousFailures.record(action: kind.action, reason: reason, source: source)
             return text(.contentTooLarge, reason)
+        }
+        // The renewal reserve is for LDevIDs only (any IDevID also chains); handling never throws, so the slot is
+        // always given back.
+        var renewal = false
+        if kind == .reenroll, let peerChain, case .ldevid = PeerIdentity.classify(chain: peerChain, hierarchy: state.hierarchy) {
+            renewal = true
+        }
+        guard await state.enrollmentGate.enter(renewal: renewal) else {
+            return await Backpressure.overloaded(action: kind.action, source: source, state: state)
         }
         let verdict = await service.handle(
             EnrollmentService.Request(

@@ -200,6 +200,14 @@ struct EnrollmentService: Sendable {
     /// re-provisioning made the device enrollable again). The hardware serial alone proves nothing: two trusted
     /// manufacturers may both issue a certificate for serial `SN-1`.
     static func bindingRefusal(_ device: Device, _ idevid: PresentedIDevID) -> LifecycleRefusal? {
+        // A device registered by a claim token has no factory identity: no IDevID enrolls as it, whatever its
+        // subject says (a trusted manufacturer could otherwise mint serialNumber "claim:<id>").
+        if device.hardwareSerial.hasPrefix(ClaimTokens.hardwareSerialPrefix) || device.enrolledWithToken != nil,
+            device.idevidIssuerSHA256 == nil
+        {
+            return LifecycleRefusal(
+                .idevidMismatch, "device \(device.id) enrolled with a claim token; no IDevID is registered for it")
+        }
         if let issuer = device.idevidIssuerSHA256, issuer != idevid.manufacturerSHA256 {
             return LifecycleRefusal(
                 .idevidMismatch,
@@ -269,7 +277,8 @@ struct EnrollmentService: Sendable {
         } else {
             guard !deviceID.hasDot else { throw Refusal(.badRequest, .badRequest, DevIDCoreError.dottedIdentifier(kind: "device id").reason, subject) }
             registration = Device(
-                id: deviceID, tenant: token.tenant, hardwareSerial: "claim:\(deviceID)", lot: token.lot,
+                id: deviceID, tenant: token.tenant, hardwareSerial: ClaimTokens.hardwareSerialPrefix + deviceID.rawValue,
+                lot: token.lot,
                 state: .manufactured, createdAt: now, enrolledWithToken: token.id)
             device = registration!
         }
@@ -485,7 +494,8 @@ struct EnrollmentService: Sendable {
 
         /// A claim token that matches none, or no credential at all: the requester is nobody the registry knows.
         var isAnonymous: Bool {
-            (code == .tokenInvalid || code == .authenticationRequired)
+            // An unknown EST label proves nothing either (anyone can make up labels): aggregated too.
+            (code == .tokenInvalid || code == .authenticationRequired || (status == .notFound && subject == nil))
                 && (subject == nil || subject?.actor == "anonymous") && subject?.serial == nil
         }
 

@@ -10,7 +10,7 @@ import X509
 /// row each.
 enum Backpressure {
     /// EST (`simpleenroll`, `simplereenroll`): the source address, the device (LDevID or IDevID), the claim token, the
-    /// tenant (EST label or LDevID) and all of EST. Nil when the request may go on.
+    /// tenant (only of an LDevID: labels are unauthenticated) and all of EST. Nil when the request may go on.
     static func admitEST(
         _ kind: EnrollmentService.Kind, label: String?, peerChain: [Certificate]?, credential: ESTHTTPCredential,
         source: String?, state: ServerState
@@ -20,12 +20,14 @@ enum Backpressure {
             (.init(.global, area: "est", "all"), limits.global),
             (.init(.source, area: "est", AnonymousFailures.source(source)), limits.perSource),
         ]
-        var tenant = label
+        // The tenant bucket is taken only for a tenant the request proved (its LDevID): an EST label is anyone's to
+        // write, and counting it would let strangers spend a tenant's budget (or fill the limiter with made-up keys).
+        var tenant: String?
         if let chain = peerChain, let identity = PeerIdentity.classify(chain: chain, hierarchy: state.hierarchy) {
             switch identity {
             case .ldevid(let device, let ldevidTenant, _):
                 buckets.append((.init(.device, area: "est", "ldevid:\(device)"), limits.perDevice))
-                tenant = tenant ?? ldevidTenant.rawValue
+                tenant = ldevidTenant.rawValue
             case .idevid(let hardwareSerial, _, _, let manufacturer, _):
                 buckets.append((.init(.device, area: "est", "idevid:\(manufacturer):\(hardwareSerial)"), limits.perDevice))
             case .unrecognized:

@@ -69,11 +69,15 @@ public actor RateLimiter {
         return nil
     }
 
-    /// Drops buckets that are (nearly) full again: forgetting them changes nothing. If that is not enough, all go.
+    /// Drops buckets that are (nearly) full again: forgetting them changes nothing. If that is not enough, the least
+    /// recently used half goes (never a global bucket): churning made-up keys evicts idle buckets, which are full
+    /// anyway, and never resets everybody's limits at once.
     private func prune(now: Date) {
         let idle = buckets.filter { now.timeIntervalSince($0.value.updated) > 3_600 }
         for key in idle.keys { buckets[key] = nil }
-        if buckets.count >= maximumBuckets { buckets.removeAll(keepingCapacity: true) }
+        guard buckets.count >= maximumBuckets else { return }
+        let evictable = buckets.filter { $0.key.scope != .global }.sorted { $0.value.updated < $1.value.updated }
+        for (key, _) in evictable.prefix(max(1, buckets.count / 2)) { buckets[key] = nil }
     }
 
     /// Buckets held (tests).
