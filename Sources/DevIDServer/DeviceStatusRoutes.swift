@@ -61,6 +61,7 @@ enum DeviceStatusRoutes {
                 if let refusal = CredentialLifecycle.deviceRefusal(device.state) {
                     throw EnrollmentService.Refusal(.forbidden, refusal, subject)
                 }
+                try await service.confirmFirstUse(credential, now: now, subject)
                 try await state.store.recordSeen(deviceID, at: now)
                 var reason: String?
                 if credential.status == .superseded {

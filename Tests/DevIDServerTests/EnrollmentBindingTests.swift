@@ -128,6 +128,24 @@ struct EnrollmentBindingTests {
         try await f.server.stop()
     }
 
+    @Test("a refused check-in or re-enrollment confirms nothing; the first successful one confirms")
+    func refusalsConfirmNothing() async throws {
+        let f = try await ESTFixture()
+        let identity = try await f.enroll("conf-1")
+        let serial = identity.certificate.devidSerial
+        #expect(try await f.admin("POST", "/v1/admin/devices/conf-1/suspend").status == 200)
+        #expect(try await f.status(identity).status == 403)
+        let badCSR = try await withClient(try f.server.client(certificate: [identity.certificate], key: identity.key)) {
+            try await f.post("simplereenroll", csr: [], client: $0, rawBody: "not base64!")
+        }
+        #expect(badCSR.status == 403, "\(badCSR.body)")  // the suspended device is refused first
+        #expect(try await f.store.credential(serial: serial)?.confirmedAt == nil, "refusals store nothing")
+        #expect(try await f.admin("POST", "/v1/admin/devices/conf-1/resume").status == 200)
+        #expect(try await f.status(identity).status == 200)
+        #expect(try await f.store.credential(serial: serial)?.confirmedAt != nil)
+        try await f.server.stop()
+    }
+
     @Test("an unbound token cannot claim a manufactured device of the allowlist before its IDevID enrolls")
     func unboundTokenCannotClaimAllowlistedDevice() async throws {
         let f = try await ESTFixture()

@@ -329,6 +329,7 @@ struct EnrollmentService: Sendable {
                     .badRequest, .keyReused, "re-enrollment requires a new key (this key was used before)", subject)
             }
         }
+        try await confirmFirstUse(current, now: now, subject)
         return try await issue(
             request, subject: subject, device: device, registration: nil, next: next, csr: csr, consumeToken: nil,
             supersede: supersede, overlapDeadline: now.addingTimeInterval(policy.overlap))
@@ -336,7 +337,7 @@ struct EnrollmentService: Sendable {
 
     /// The registry's view of a presented LDevID, as ``CredentialLifecycle`` decides it: refused when revoked,
     /// superseded past its overlap, or expired beyond the grace window (for a check-in, expired at all).
-    /// Confirms a credential the first time it authenticates (rotation step 3).
+    /// Changes nothing: the caller confirms the credential (``confirmFirstUse(_:now:_:)``) once every check passed.
     func requireUsableCredential(
         serial: SerialNumber, device: DeviceID, now: Date, _ subject: Subject, checkIn: Bool = false
     ) async throws -> Credential {
@@ -349,16 +350,20 @@ struct EnrollmentService: Sendable {
         {
             throw Refusal(.forbidden, refusal, subject)
         }
-        if credential.status == .active, credential.confirmedAt == nil, credential.notAfter > now {
-            let first = try await store.confirmCredential(
-                serial: serial, at: now,
-                audit: state.auditor.event(
-                    actor: subject.actor, action: "rotation.confirm", outcome: .success,
-                    reason: "credential \(serial) seen in use for the first time", tenant: subject.tenant,
-                    device: device, serial: serial))
-            _ = first
-        }
         return credential
+    }
+
+    /// Rotation step 3: an active credential seen in use for the first time is confirmed (its predecessor may then
+    /// be revoked after the confidence period). Called only when the request that used it succeeds, so a refused
+    /// request (suspended device, bad CSR, wrong label) stores nothing.
+    func confirmFirstUse(_ credential: Credential, now: Date, _ subject: Subject) async throws {
+        guard credential.status == .active, credential.confirmedAt == nil, credential.notAfter > now else { return }
+        _ = try await store.confirmCredential(
+            serial: credential.serial, at: now,
+            audit: state.auditor.event(
+                actor: subject.actor, action: "rotation.confirm", outcome: .success,
+                reason: "credential \(credential.serial) seen in use for the first time", tenant: subject.tenant,
+                device: credential.deviceID, serial: credential.serial))
     }
 
     // MARK: - Steps
