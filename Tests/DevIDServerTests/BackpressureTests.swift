@@ -51,15 +51,15 @@ struct BackpressureTests {
     @Test("the in-flight cap keeps a reserve that only renewals may take")
     func gateReserve() async {
         let gate = EnrollmentGate(capacity: 3, reserve: 1)
-        #expect(await gate.enter(renewal: false))
-        #expect(await gate.enter(renewal: false))
-        #expect(await !gate.enter(renewal: false), "the last slot is for renewals")
-        #expect(await gate.enter(renewal: true))
-        #expect(await !gate.enter(renewal: true), "saturated")
+        #expect(await gate.enter(priority: false))
+        #expect(await gate.enter(priority: false))
+        #expect(await !gate.enter(priority: false), "the last slot is for renewals")
+        #expect(await gate.enter(priority: true))
+        #expect(await !gate.enter(priority: true), "saturated")
         await gate.leave()
-        #expect(await gate.enter(renewal: true))
+        #expect(await gate.enter(priority: true))
         #expect(await gate.refusals == 2)
-        #expect(await EnrollmentGate(capacity: 0, reserve: 0).enter(renewal: false), "0 = no cap")
+        #expect(await EnrollmentGate(capacity: 0, reserve: 0).enter(priority: false), "0 = no cap")
     }
 
     @Test("EST over the per-source bucket: 429, Retry-After, rate_limited, nothing stored, one audit row for the lot")
@@ -123,6 +123,29 @@ struct BackpressureTests {
         try await server.stop()
     }
 
+    @Test("the reserve is for renewals about to expire: from the policy's earliest jittered renewal point on")
+    func renewalPriorityWindow() {
+        // A 30-day LDevID backdated 5 minutes, the default policy: renewal at 2/3, ±10 % of the renewal window.
+        let policy = RotationPolicy()
+        let notBefore = Self.t0.addingTimeInterval(-300)
+        let notAfter = notBefore.addingTimeInterval(30 * 86_400)
+        let start = policy.renewalStart(notBefore: notBefore, notAfter: notAfter)
+        let earliest = start.addingTimeInterval(-0.1 * notAfter.timeIntervalSince(start))
+        #expect(RenewalPriority.priorityStart(notBefore: notBefore, notAfter: notAfter, policy: policy) == earliest)
+        func urgent(_ now: Date) -> Bool {
+            RenewalPriority.isUrgent(notBefore: notBefore, notAfter: notAfter, now: now, policy: policy)
+        }
+        #expect(!urgent(Self.t0), "just issued")
+        #expect(!urgent(earliest.addingTimeInterval(-1)), "an agent does not renew on its own this early")
+        #expect(urgent(earliest), "the earliest jittered renewal point")
+        #expect(urgent(start))
+        #expect(urgent(notAfter.addingTimeInterval(-1)))
+        #expect(urgent(notAfter.addingTimeInterval(86_400)), "expired within grace: a late renewal")
+        var noJitter = policy
+        noJitter.jitterFraction = 0
+        #expect(RenewalPriority.priorityStart(notBefore: notBefore, notAfter: notAfter, policy: noJitter) == start)
+    }
+
     @Test("saturated: a first enrollment is 503 with Retry-After before its CSR is read; a renewal still gets in")
     func overloadedBeforeCSR() async throws {
         let server = try await LiveServer(clock: ManualWallClock(Self.t0)) {
@@ -146,6 +169,17 @@ struct BackpressureTests {
         #expect(first.header("Retry-After") == "7")
         #expect(first.header("DevID-Refusal") == "overloaded")
         #expect(first.body == "server busy: too many enrollments in flight\n")
+        // A renewal of an LDevID issued just now is not urgent: it queues with first enrollments.
+        let early = try await withClient(try server.client(certificate: [ldevid], key: key)) {
+            try await $0.send(
+                "POST", server.estURL + "/.well-known/est/simplereenroll",
+                headers: [("Content-Type", "application/pkcs10")], body: garbage)
+        }
+        #expect(early.status == 503, "an early renewal has no claim on the reserve: \(early.body)")
+        #expect(early.header("Retry-After") == "7")
+        #expect(early.header("DevID-Refusal") == "overloaded")
+        // 21 days on (past 2/3 of its 30 days, less the jitter), the same LDevID is about to expire.
+        server.clock.advance(by: 21 * 86_400)
         let renewal = try await withClient(try server.client(certificate: [ldevid], key: key)) {
             try await $0.send(
                 "POST", server.estURL + "/.well-known/est/simplereenroll",
@@ -153,7 +187,7 @@ struct BackpressureTests {
         }
         #expect(renewal.status != 503, "the renewal reserve let it through to the CSR check: \(renewal.body)")
         #expect(await server.state.enrollmentGate.inFlight == 0, "every slot given back")
-        #expect(await server.state.enrollmentGate.refusals == 1)
+        #expect(await server.state.enrollmentGate.refusals == 2)
         #expect(try await server.state.store.credentialCount() == 0)
         try await server.stop()
     }

@@ -77,13 +77,10 @@ enum ESTRoutes {
             await state.anonymousFailures.record(action: kind.action, reason: reason, source: source)
             return text(.contentTooLarge, reason)
         }
-        // The renewal reserve is for LDevIDs only (any IDevID also chains); handling never throws, so the slot is
-        // always given back.
-        var renewal = false
-        if kind == .reenroll, let peerChain, case .ldevid = PeerIdentity.classify(chain: peerChain, hierarchy: state.hierarchy) {
-            renewal = true
-        }
-        guard await state.enrollmentGate.enter(renewal: renewal) else {
+        // The reserve is for renewals of LDevIDs about to expire (``RenewalPriority``); handling never throws, so
+        // the slot is always given back.
+        let priority = Backpressure.isPriorityRenewal(kind, peerChain: peerChain, state: state)
+        guard await state.enrollmentGate.enter(priority: priority) else {
             return await Backpressure.overloaded(action: kind.action, source: source, state: state)
         }
         let verdict = await service.handle(

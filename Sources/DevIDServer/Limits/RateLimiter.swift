@@ -84,7 +84,8 @@ public actor RateLimiter {
     public var count: Int { buckets.count }
 }
 
-/// At most `capacity` enrollments verified and signed at once; the last `reserve` slots only for renewals.
+/// At most `capacity` enrollments verified and signed at once; the last `reserve` slots only for priority requests
+/// (renewals of credentials about to expire, ``RenewalPriority``).
 public actor EnrollmentGate {
     public let capacity: Int
     public let reserve: Int
@@ -97,10 +98,11 @@ public actor EnrollmentGate {
         self.reserve = min(max(0, reserve), max(0, capacity))
     }
 
-    /// Takes a slot, or returns false when the server is saturated for this kind of request.
-    public func enter(renewal: Bool) -> Bool {
+    /// Takes a slot, or returns false when the server is saturated for this kind of request. Only a `priority`
+    /// request may take the reserved slots.
+    public func enter(priority: Bool) -> Bool {
         guard capacity > 0 else { return true }
-        let limit = renewal ? capacity : capacity - reserve
+        let limit = priority ? capacity : capacity - reserve
         guard inFlight < limit else {
             refusals += 1
             return false

@@ -3,8 +3,9 @@
 /// A request over a per-client bucket is `429 Too Many Requests` with `Retry-After` and `DevID-Refusal:
 /// rate_limited`; an enrollment while `maxEnrollmentsInFlight` are being worked on is `503 Service Unavailable` with
 /// `Retry-After` and `DevID-Refusal: overloaded`. Both are decided before the body is read and before any CSR check
-/// or signature. Renewals (`simplereenroll`) may use the `renewalReserve` slots that first enrollments may not, and
-/// OCSP, CRLs and the decision API are never limited here.
+/// or signature. Renewals (`simplereenroll`) of LDevIDs in their renewal window (``RenewalPriority``) may use the
+/// `renewalReserve` slots that first enrollments and early renewals may not, and OCSP, CRLs and the decision API are
+/// never limited here.
 ///
 /// The defaults are sized for a 2-core server and far above what one honest device or operator sends; a rate of 0
 /// turns a bucket off.
@@ -36,7 +37,8 @@ public struct RateLimits: Sendable, Hashable {
     public var global = Rate(perSecond: 300, burst: 5_000)
     /// Enrollments (both kinds) being verified and signed at once; more is `503`. 0 = no cap.
     public var maxEnrollmentsInFlight = 64
-    /// Of those, slots only renewals may take, so first enrollments cannot starve devices that must renew.
+    /// Of those, slots only renewals of credentials about to expire may take, so first enrollments (and early
+    /// renewals) cannot starve devices that must renew.
     public var renewalReserve = 16
     /// `Retry-After` on a `503`, in seconds.
     public var overloadRetryAfterSeconds = 5
