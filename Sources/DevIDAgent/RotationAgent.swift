@@ -157,8 +157,8 @@ public actor RotationAgent {
                 return Wake(reason: .stopped, delay: 0, at: serverClock.now(), completed: progress.completed)
             }
             let failure = error as? AgentError ?? AgentError(.io, AgentError.oneLine(String(describing: error)))
-            let delay = options.backoff.delay(
-                attempt: memory.failures, retryAfter: failure.retryAfter.map(TimeInterval.init), using: &random)
+            let delay = RetryAfter.delay(
+                backoff: options.backoff, failures: memory.failures, retryAfter: failure.retryAfter, using: &random)
             memory.failures += 1
             memory.lastError = failure.description
             let at = serverClock.now().addingTimeInterval(delay)
