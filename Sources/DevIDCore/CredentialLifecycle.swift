@@ -59,6 +59,8 @@ public enum RefusalCode: String, Sendable, Codable, Hashable, CaseIterable {
     case rateLimited = "rate_limited"
     /// The server is saturated (too many enrollments in flight): `503`, retry after `Retry-After`.
     case overloaded
+    /// The registry's disk is full: nothing was issued or changed; `503`, retry after `Retry-After`.
+    case storageFull = "storage_full"
 }
 
 /// A refusal as a value: a stable code and a one-line, secret-free message.

@@ -7,14 +7,18 @@ public struct Auditor: Sendable {
     let store: any Store
     let clock: any WallClock
     let logger: Logger
+    /// Raised while the registry's disk is full; shared by every copy of this auditor.
+    public let storage: StorageAlarm
 
     public init(store: any Store, clock: any WallClock, logger: Logger) {
         self.store = store
         self.clock = clock
         self.logger = logger
+        self.storage = StorageAlarm()
     }
 
-    /// Appends an event. An audit failure is logged loudly but does not turn a denial into a crash.
+    /// Appends an event. An audit failure is logged loudly but does not turn a denial into a crash; on a full disk
+    /// it is counted and logged once for the whole episode (``StorageAlarm``), not once per event.
     public func record(
         actor: String, action: String, outcome: AuditEvent.Outcome, reason: String,
         tenant: TenantID? = nil, device: DeviceID? = nil, serial: SerialNumber? = nil
@@ -24,6 +28,9 @@ public struct Auditor: Sendable {
             serial: serial)
         do {
             try await store.appendAudit(event)
+            storage.clear(logger: logger)
+        } catch where error.code == .storageFull {
+            storage.auditLost(error, logger: logger)
         } catch {
             logger.error("audit append failed", metadata: ["action": "\(event.action)", "error": "\(error)"])
         }

@@ -61,8 +61,14 @@ enum DeviceStatusRoutes {
                 if let refusal = CredentialLifecycle.deviceRefusal(device.state) {
                     throw EnrollmentService.Refusal(.forbidden, refusal, subject)
                 }
-                try await service.confirmFirstUse(credential, now: now, subject)
-                try await state.store.recordSeen(deviceID, at: now)
+                // A check-in only reads; its two writes (first-use confirmation, last seen) wait for space on a full
+                // disk, and the device is still answered (the next check-in confirms).
+                do {
+                    try await service.confirmFirstUse(credential, now: now, subject)
+                    try await state.store.recordSeen(deviceID, at: now)
+                } catch let error as StoreError where error.code == .storageFull {
+                    state.auditor.storage.raise(error, logger: state.logger)
+                }
                 var reason: String?
                 if credential.status == .superseded {
                     reason = nil  // the successor exists; the agent switches to it rather than rotating again

@@ -97,6 +97,7 @@ enum Routes {
     /// The mTLS listener's routes for this stage: health and peer introspection.
     static func device(_ router: Router<DeviceRequestContext>, state: ServerState) {
         router.add(middleware: ServerTimeMiddleware(clock: state.clock))
+        router.add(middleware: StorageFullMiddleware(state: state))
         health(router, state: state)
         ESTRoutes.register(router, state: state)
         DeviceStatusRoutes.register(router, state: state)
@@ -130,6 +131,7 @@ enum Routes {
 
     /// The operations listener: health, and the admin API behind the bearer token.
     static func ops(_ router: Router<OpsRequestContext>, state: ServerState) {
+        router.add(middleware: StorageFullMiddleware(state: state))
         health(router, state: state)
         PublicationRoutes.register(router, state: state)
         AuthzRoutes.register(router, state: state)

@@ -251,7 +251,7 @@ public struct AuditFilter: Sendable, Hashable {
 public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Backing: Hashable, Sendable {
-            case duplicate, notFound, conflict, unavailable, corrupt
+            case duplicate, notFound, conflict, unavailable, corrupt, storageFull
         }
         private let backing: Backing
         private init(_ backing: Backing) { self.backing = backing }
@@ -266,6 +266,10 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let unavailable = Code(.unavailable)
         /// The database holds something DevID cannot read.
         public static let corrupt = Code(.corrupt)
+        /// The filesystem holding the registry refused a write: it is full (`SQLITE_FULL`, `ENOSPC`), or a write or
+        /// sync of the database, its WAL or journal failed (`SQLITE_IOERR`). Nothing of the transaction is stored;
+        /// the same call succeeds again once space returns (see ``StorageFull``).
+        public static let storageFull = Code(.storageFull)
 
         public var description: String { String(describing: backing) }
     }

@@ -325,9 +325,12 @@ final class ServeProcess: @unchecked Sendable {
         self.stderrPath = stderrPath
     }
 
-    static func start(dataDir: String, workingDirectory: String, environment: [String: String] = [:]) throws
-        -> ServeProcess
-    {
+    /// - Parameter launcher: a command that runs `devid serve ...` for us, e.g. `unshare ... sh -c '... exec "$@"' sh`
+    ///   (the fault tests' size-limited filesystem in a mount namespace); it must `exec`, so that the pid stays the
+    ///   server's. `dataDir` is then read back through `/proc/PID/root`, the server's view of the filesystem.
+    static func start(
+        dataDir: String, workingDirectory: String, environment: [String: String] = [:], launcher: [String] = []
+    ) throws -> ServeProcess {
         let stamp = UUID().uuidString.prefix(8)
         let stdoutPath = "\(workingDirectory)/serve-\(stamp).out"
         let stderrPath = "\(workingDirectory)/serve-\(stamp).err"
@@ -337,15 +340,22 @@ final class ServeProcess: @unchecked Sendable {
             }
         }
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: try ServeCLITests.executable())
-        process.arguments = ["serve", "--data-dir", dataDir, "--est-port", "0", "--ops-port", "0"]
+        let serve = ["serve", "--data-dir", dataDir, "--est-port", "0", "--ops-port", "0"]
+        if launcher.isEmpty {
+            process.executableURL = URL(fileURLWithPath: try ServeCLITests.executable())
+            process.arguments = serve
+        } else {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = launcher + [try ServeCLITests.executable()] + serve
+        }
         process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory)
         process.environment = ServeCLITests.environment(environment)
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
         try process.run()
-        return ServeProcess(process: process, dataDir: dataDir, stdoutPath: stdoutPath, stderrPath: stderrPath)
+        let observed = launcher.isEmpty ? dataDir : "/proc/\(process.processIdentifier)/root\(dataDir)"
+        return ServeProcess(process: process, dataDir: observed, stdoutPath: stdoutPath, stderrPath: stderrPath)
     }
 
     func stdout() -> String { (try? String(contentsOfFile: stdoutPath, encoding: .utf8)) ?? "" }

@@ -116,15 +116,24 @@ public struct AuditCheckpointFile: Sendable {
         let descriptor = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw AuditCheckpointError("cannot open \(path): errno \(errno)") }
         defer { close(descriptor) }
-        try line.withUnsafeBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let written = write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
-                guard written > 0 else { throw AuditCheckpointError("cannot write \(path): errno \(errno)") }
-                offset += written
+        // A full disk (ENOSPC) can cut a line short after part of it was written: the file is cut back to where it
+        // ended, so that the next append does not glue its line onto a torn one (which would read as a tampered
+        // checkpoint and lose the new one). Shrinking a file needs no space.
+        let end = lseek(descriptor, 0, SEEK_END)
+        do {
+            try line.withUnsafeBytes { buffer in
+                var offset = 0
+                while offset < buffer.count {
+                    let written = write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
+                    guard written > 0 else { throw AuditCheckpointError("cannot write \(path): errno \(errno)") }
+                    offset += written
+                }
             }
+            guard fsync(descriptor) == 0 else { throw AuditCheckpointError("cannot sync \(path): errno \(errno)") }
+        } catch {
+            if end >= 0 { _ = ftruncate(descriptor, end) }
+            throw error
         }
-        guard fsync(descriptor) == 0 else { throw AuditCheckpointError("cannot sync \(path): errno \(errno)") }
     }
 
     private func writePublicKey(_ publicKey: Curve25519.Signing.PublicKey) throws {

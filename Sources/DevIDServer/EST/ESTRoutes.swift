@@ -90,6 +90,7 @@ enum ESTRoutes {
         await state.enrollmentGate.leave()
         switch verdict {
         case .issued(let certificate):
+            state.auditor.storage.clear(logger: state.logger)  // it was recorded: the registry's disk takes writes
             return try base64Response(CertsOnlyCMS(certificates: [certificate]).derBytes(), contentType: certsOnly)
         case .parked(let retryAfter, let reason):
             var response = text(.accepted, reason)
@@ -99,6 +100,9 @@ enum ESTRoutes {
             var response = refusal(status, code, reason)
             if challenge {
                 response.headers[values: .wwwAuthenticate] = ["Basic realm=\"devid-est\"", "Bearer realm=\"devid-est\""]
+            }
+            if code == .storageFull {
+                response.headers[.retryAfter] = String(StorageAlarm.retryAfterSeconds)
             }
             return response
         }

@@ -68,6 +68,11 @@ struct EnrollmentService: Sendable {
             return .refused(
                 status: refusal.status, code: refusal.code, reason: refusal.reason,
                 challenge: refusal.status == .unauthorized)
+        } catch let error as StoreError where error.code == .storageFull {
+            // The issuance was rolled back: the certificate never leaves. One log line for the episode.
+            state.auditor.storage.raise(error, logger: state.logger)
+            return .refused(
+                status: .serviceUnavailable, code: .storageFull, reason: StorageAlarm.reason, challenge: false)
         } catch {
             state.logger.error("enrollment failed", metadata: ["error": "\(error)"])
             await audit(request, nil, outcome: .failure, reason: "internal error")

@@ -36,7 +36,7 @@ extension StoreError {
         case .SQLITE_CANTOPEN, .SQLITE_PERM, .SQLITE_READONLY:
             return StoreError(.unavailable, "\(operation): cannot open or write the database")
         case .SQLITE_FULL, .SQLITE_IOERR:
-            return StoreError(.unavailable, "\(operation): disk full or I/O error")
+            return StorageFull.error(error.extendedResultCode, operation)
         case .SQLITE_CONSTRAINT:
             return StoreError(.unavailable, "\(operation): \(constrainedColumns(error) ?? "a") constraint failed")
         default:
