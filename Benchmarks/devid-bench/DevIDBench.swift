@@ -11,7 +11,7 @@ struct DevIDBench: AsyncParsableCommand {
         abstract: "DevID benchmarks: EST enrollment and renewal over real mTLS, factory lot minting, CRLs and OCSP.",
         subcommands: [
             EnrollBenchmark.self, MintBenchmark.self, RotateBenchmark.self, CRLBenchmark.self, OCSPBenchmark.self,
-            AuthzBenchmark.self,
+            AuthzBenchmark.self, ServerCPUEnrollBenchmark.self,
             StormBenchmark.self,
         ]
     )

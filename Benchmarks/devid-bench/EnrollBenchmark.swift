@@ -305,7 +305,7 @@ struct EnrollmentRun: Codable, Sendable {
     }
 
     /// Enrolls every device once with `concurrency` workers; results in the order of `devices`.
-    private static func enrollAll(
+    static func enrollAll(
         _ devices: [PreparedDevice], client: OneShotEnrollment, concurrency: Int
     ) async -> [Result<OneShotEnrollment.Outcome, any Error>] {
         let next = IndexDispenser()
