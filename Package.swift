@@ -80,6 +80,7 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -147,6 +148,30 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Benchmarks/devid-bench",
+            swiftSettings: swiftSettings
+        ),
+        // Fuzzing (docs/fuzzing.md): the targets, the libFuzzer driver and its one C declaration. scripts/fuzz builds
+        // devid-fuzz with -sanitize=fuzzer,address -DFUZZING in .build-fuzz; the normal build links a replayer.
+        .target(name: "CDevIDFuzz", path: "Fuzz/CDevIDFuzz"),
+        .target(
+            name: "DevIDFuzzTargets",
+            dependencies: [
+                "DevIDCore", "DevIDPKI", "DevIDServer", "DevIDAgent",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            path: "Fuzz/Targets",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "devid-fuzz",
+            dependencies: ["DevIDFuzzTargets", "CDevIDFuzz"],
+            path: "Fuzz/Driver",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "DevIDFuzzTests",
+            dependencies: ["DevIDFuzzTargets", "DevIDCore", "DevIDPKI", "DevIDAgent", "DevIDServer"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "DevIDCoreTests", dependencies: ["DevIDCore", "DevIDTesting"], swiftSettings: swiftSettings),

@@ -1,11 +1,11 @@
-import Foundation
+public import Foundation
 
 /// HTTP dates (RFC 9110 §5.6.7): the `Date` header, and `Retry-After` in its date form.
-enum HTTPDate {
+public enum HTTPDate {
     private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
     /// Parses the IMF-fixdate form every current server sends: `Sun, 06 Nov 1994 08:49:37 GMT`.
-    static func parse(_ text: String) -> Date? {
+    public static func parse(_ text: String) -> Date? {
         let fields = text.split(separator: " ", omittingEmptySubsequences: true)
         guard fields.count == 6, fields[0].hasSuffix(","), fields[5] == "GMT",
             let day = Int(fields[1]), let monthIndex = months.firstIndex(of: String(fields[2])),
@@ -24,7 +24,7 @@ enum HTTPDate {
 
     /// `DevID-Time` (RFC 3339 in UTC, e.g. `2026-11-25T15:40:00Z`, fractional seconds allowed): the server's
     /// injected clock. `wholeSeconds` is true when the stamp has no fraction (it was truncated).
-    static func parseRFC3339(_ text: String) -> (date: Date, wholeSeconds: Bool)? {
+    public static func parseRFC3339(_ text: String) -> (date: Date, wholeSeconds: Bool)? {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         guard trimmed.count <= 40 else { return nil }
         if let date = try? Date(trimmed, strategy: Date.ISO8601FormatStyle()) { return (date, true) }
@@ -36,7 +36,7 @@ enum HTTPDate {
 
     /// `Retry-After` as seconds: delay-seconds as given, an HTTP date relative to the response's `Date` (so a skewed
     /// device clock does not matter). Nil if absent or unreadable.
-    static func retryAfterSeconds(_ value: String?, serverDate: Date?) -> Int? {
+    public static func retryAfterSeconds(_ value: String?, serverDate: Date?) -> Int? {
         guard let value = value?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
         if let seconds = Int(value) { return max(0, seconds) }
         guard let date = parse(value), let serverDate else { return nil }

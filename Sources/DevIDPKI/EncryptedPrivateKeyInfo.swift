@@ -86,7 +86,14 @@ public enum EncryptedPrivateKey {
     }
 
     /// Decrypts the single `ENCRYPTED PRIVATE KEY` block in `pem` and returns the PKCS#8 `PrivateKeyInfo` DER.
-    public static func decrypt(pem: String, passphrase: [UInt8]) throws(DevIDPKIError) -> [UInt8] {
+    ///
+    /// `maximumIterations` bounds the PBKDF2 work a file can ask for (at most 10,000,000, the parser's own limit); a
+    /// file asking for more is refused with `.malformed` before any key derivation.
+    public static func decrypt(
+        pem: String,
+        passphrase: [UInt8],
+        maximumIterations: Int = maximumIterationCount
+    ) throws(DevIDPKIError) -> [UInt8] {
         let documents: [PEMDocument]
         do {
             documents = try PEMDocument.parseMultiple(pemString: pem)
@@ -100,11 +107,20 @@ public enum EncryptedPrivateKey {
                 encrypted.isEmpty ? "no ENCRYPTED PRIVATE KEY block found" : "more than one ENCRYPTED PRIVATE KEY block"
             )
         }
-        return try decrypt(der: document.derBytes, passphrase: passphrase)
+        return try decrypt(der: document.derBytes, passphrase: passphrase, maximumIterations: maximumIterations)
     }
 
+    /// The largest PBKDF2 iteration count any file may ask for.
+    public static let maximumIterationCount = PBKDF2Parameters.maximumIterationCount
+
     /// Decrypts an `EncryptedPrivateKeyInfo` DER and returns the PKCS#8 `PrivateKeyInfo` DER.
-    public static func decrypt(der: [UInt8], passphrase: [UInt8]) throws(DevIDPKIError) -> [UInt8] {
+    ///
+    /// `maximumIterations`: as in ``decrypt(pem:passphrase:maximumIterations:)``.
+    public static func decrypt(
+        der: [UInt8],
+        passphrase: [UInt8],
+        maximumIterations: Int = maximumIterationCount
+    ) throws(DevIDPKIError) -> [UInt8] {
         let parameters: PBES2Parameters
         let ciphertext: ArraySlice<UInt8>
         do {
@@ -121,6 +137,9 @@ public enum EncryptedPrivateKey {
             throw error
         } catch {
             throw DevIDPKIError(.malformed, "not a PKCS#8 EncryptedPrivateKeyInfo")
+        }
+        guard parameters.keyDerivation.iterationCount <= maximumIterations else {
+            throw DevIDPKIError(.malformed, "PBKDF2 iteration count is over the limit of \(maximumIterations)")
         }
         guard !ciphertext.isEmpty, ciphertext.count % PBES2Parameters.ivByteCount == 0 else {
             throw DevIDPKIError(.malformed, "encrypted data is not a whole number of AES blocks")

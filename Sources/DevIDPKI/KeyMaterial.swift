@@ -43,13 +43,20 @@ public enum KeyMaterial {
         throw DevIDPKIError(.unsupportedAlgorithm, "private key is not an ECDSA P-256 or P-384 PKCS#8 key")
     }
 
-    /// Reads a PEM private key: unencrypted PKCS#8 / SEC1, or PKCS#8 encrypted with PBES2 when a passphrase is given.
-    public static func privateKey(pem: String, passphrase: [UInt8]?) throws(DevIDPKIError) -> Certificate.PrivateKey {
+    /// Reads a PEM private key: unencrypted PKCS#8 / SEC1, or PKCS#8 encrypted with PBES2 when a passphrase is given
+    /// (asking for at most `maximumIterations` PBKDF2 iterations; see ``EncryptedPrivateKey``).
+    public static func privateKey(
+        pem: String,
+        passphrase: [UInt8]?,
+        maximumIterations: Int = EncryptedPrivateKey.maximumIterationCount
+    ) throws(DevIDPKIError) -> Certificate.PrivateKey {
         if pem.contains("ENCRYPTED PRIVATE KEY") {
             guard let passphrase else {
                 throw DevIDPKIError(.wrongPassphrase, "private key is encrypted and no passphrase was given")
             }
-            return try privateKey(pkcs8: EncryptedPrivateKey.decrypt(pem: pem, passphrase: passphrase))
+            let der = try EncryptedPrivateKey.decrypt(
+                pem: pem, passphrase: passphrase, maximumIterations: maximumIterations)
+            return try privateKey(pkcs8: der)
         }
         do {
             return try Certificate.PrivateKey(pemEncoded: pem)
