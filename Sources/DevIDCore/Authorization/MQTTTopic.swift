@@ -47,8 +47,24 @@ public enum MQTTTopic {
     public static func isValidFilter(_ filter: String) -> Bool { filterProblem(filter) == nil }
 
     /// The levels of a topic, empty ones included (`"/a/"` is `["", "a", ""]`).
+    ///
+    /// Split at every byte `/`, as brokers split: a topic is UTF-8 bytes, not Characters, and a `/` followed by a
+    /// combining mark (`"a/\u{301}b"`) is one Character but still two levels.
     public static func split(_ topic: String) -> [Substring] {
-        topic.split(separator: "/", omittingEmptySubsequences: false)
+        var levels: [Substring] = []
+        var start = topic.startIndex
+        for index in topic.utf8.indices where topic.utf8[index] == UInt8(ascii: "/") {
+            levels.append(topic[start..<index])
+            start = topic.utf8.index(after: index)
+        }
+        levels.append(topic[start...])
+        return levels
+    }
+
+    /// Whether two literal levels are the same bytes. (`==` on strings would also equate canonically equivalent
+    /// spellings, `é` and `e\u{301}`, which a broker treats as different topics.)
+    static func sameBytes(_ a: Substring, _ b: Substring) -> Bool {
+        a.utf8.elementsEqual(b.utf8)
     }
 
     /// The levels of a valid filter.
@@ -102,7 +118,7 @@ public enum MQTTTopic {
             case (.single, .literal):
                 if index == 0, startsWithDollar(requested) { return false }
             case (.literal(let a), .literal(let r)):
-                if a != r { return false }
+                if !sameBytes(a, r) { return false }
             case (.multi, _):
                 return true  // handled above
             }
@@ -122,7 +138,7 @@ public enum MQTTTopic {
             if !aEnded, a[index] == .multi { return true }
             if !bEnded, b[index] == .multi { return true }
             if aEnded || bEnded { return false }
-            if case .literal(let x) = a[index], case .literal(let y) = b[index], x != y { return false }
+            if case .literal(let x) = a[index], case .literal(let y) = b[index], !sameBytes(x, y) { return false }
             index += 1
         }
     }
@@ -149,12 +165,16 @@ public struct SharedSubscription: Sendable, Hashable {
 
     /// Parses `$share/<name>/<filter>`; nil if `topic` is not a shared subscription, a reason if it is malformed.
     public static func parse(_ topic: String) -> Result<SharedSubscription, SharedSubscriptionError>? {
-        guard topic.hasPrefix("$share/") else { return nil }
-        let rest = topic.dropFirst("$share/".count)
-        guard let slash = rest.firstIndex(of: "/") else { return .failure(.init()) }
-        let name = rest[..<slash]
-        let filter = rest[rest.index(after: slash)...]
-        guard !name.isEmpty, !filter.isEmpty, !name.contains("+"), !name.contains("#") else {
+        // Bytes, as brokers read it (see ``MQTTTopic/split(_:)``).
+        let prefix = "$share/".utf8
+        guard topic.utf8.starts(with: prefix) else { return nil }
+        let restStart = topic.utf8.index(topic.startIndex, offsetBy: prefix.count)
+        guard let slash = topic.utf8[restStart...].firstIndex(of: UInt8(ascii: "/")) else { return .failure(.init()) }
+        let name = topic[restStart..<slash]
+        let filter = topic[topic.utf8.index(after: slash)...]
+        guard !name.isEmpty, !filter.isEmpty, !name.utf8.contains(UInt8(ascii: "+")),
+            !name.utf8.contains(UInt8(ascii: "#"))
+        else {
             return .failure(.init())
         }
         return .success(SharedSubscription(shareName: name, filter: filter))

@@ -326,7 +326,7 @@ public struct CompiledTopicPolicy: Sendable, Hashable {
             case (_, .multi): return false
             case (.literal, .single): return false
             case (.single, _): break
-            case (.literal(let a), .literal(let r)): if a != r { return false }
+            case (.literal(let a), .literal(let r)): if !MQTTTopic.sameBytes(a, r) { return false }
             case (.multi, _): return true
             }
             index += 1
