@@ -129,6 +129,14 @@ public struct DevIDServerApp: Service {
         let key = try NIOSSLPrivateKey(bytes: hierarchy.serverKeyPKCS8, format: .der)
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
         tls.minimumTLSVersion = .tlsv12
+        // TLS 1.2: ECDHE with an AEAD cipher only (the server key is P-256, so ECDSA suites): AES-128-GCM, the one every
+        // TLS 1.2 device stack has, and ChaCha20-Poly1305 for devices without AES hardware. No CBC (LUCKY13, the
+        // "average" class of testssl), no static RSA, no AES-256-GCM: NIOSSL has no server-preference switch, and with
+        // two AES-GCM strengths the client's order would pick (testssl: "NOT a cipher order configured", HIGH). TLS 1.3
+        // keeps BoringSSL's three AEAD suites. See docs/security.md, "TLS scan".
+        tls.cipherSuiteValues = [
+            .TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, .TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ]
         // Request a client certificate, accept a connection without one, verify one that is presented.
         tls.certificateVerification = .optionalVerification
         // Names the acceptable CAs in the CertificateRequest; verification itself is DevID's callback.
