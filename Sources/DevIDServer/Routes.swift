@@ -5,12 +5,33 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import NIOCore
+import Synchronization
 import X509
 
-/// `GET /healthz`: the registry answers.
-struct HealthResponse: ResponseCodable {
-    var status: String
-    var time: Date
+/// The body of `GET /healthz` and `GET /readyz`: `{"status":"ok","time":"2026-11-25T15:05:21Z"}` (`ready` for
+/// `/readyz`), written without a JSON encoder; the time string is rebuilt once a second of the injected clock.
+final class HealthStamp: Sendable {
+    let clock: any WallClock
+    private let cached = Mutex<(second: Int, text: String)?>(nil)
+
+    init(clock: any WallClock) {
+        self.clock = clock
+    }
+
+    func response(status: String) -> Response {
+        let now = clock.now()
+        let second = Int(now.timeIntervalSince1970.rounded(.down))
+        let time = cached.withLock { cached in
+            if let cached, cached.second == second { return cached.text }
+            let text = Date(timeIntervalSince1970: TimeInterval(second)).formatted(Date.ISO8601FormatStyle())
+            cached = (second, text)
+            return text
+        }
+        return Response(
+            status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: #"{"status":""# + status + #"","time":""# + time + #""}"#)))
+    }
 }
 
 /// `GET /v1/tls/peer` on the mTLS listener: what the server made of the client certificate.
@@ -83,14 +104,22 @@ struct AuditVerifyResponse: ResponseCodable {
 
 
 enum Routes {
+    /// `GET /healthz` (liveness: answered from memory, never touching the registry) and `GET /readyz` (readiness:
+    /// the registry answers a trivial query, checked at most once a second; `503` with `Retry-After` and a one-line
+    /// reason when it does not). On both listeners.
     static func health<Context: RequestContext>(_ router: Router<Context>, state: ServerState) {
-        router.get("/healthz") { _, _ -> HealthResponse in
-            do {
-                _ = try await state.store.credentialCount()
-            } catch {
-                throw HTTPError(.serviceUnavailable, message: "registry unavailable")
+        let stamp = HealthStamp(clock: state.clock)
+        router.get("/healthz") { _, _ -> Response in
+            stamp.response(status: "ok")
+        }
+        let readiness = Readiness(store: state.store, clock: state.clock)
+        router.get("/readyz") { _, _ -> Response in
+            switch await readiness.check() {
+            case .ready:
+                return stamp.response(status: "ready")
+            case .notReady(let reason):
+                throw HTTPError(.serviceUnavailable, headers: [.retryAfter: "1"], message: reason)
             }
-            return HealthResponse(status: "ok", time: state.clock.now())
         }
     }
 

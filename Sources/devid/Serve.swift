@@ -96,7 +96,7 @@ struct Serve: AsyncParsableCommand {
         Task {
             let ports = await app.waitUntilRunning()
             print("EST (mTLS):  https://\(configuration.estHost):\(ports.est)/.well-known/est")
-            print("Operations:  http://\(configuration.opsHost):\(ports.ops)  (admin API /v1/admin, health /healthz)")
+            print("Operations:  http://\(configuration.opsHost):\(ports.ops)  (admin API /v1/admin, health /healthz, ready /readyz)")
             print("Revocation:  CRLs at /crl/issuing.crl, OCSP at /ocsp (see docs/revocation.md)")
             print("Stop with Ctrl-C (SIGINT) or SIGTERM; DevID finishes open requests and exits.")
             fflush(nil)
