@@ -52,6 +52,8 @@ public struct DevIDServerApp: Service {
 
         let tlsConfiguration = try Self.tlsConfiguration(state.hierarchy)
         let verifier = ClientCertificateVerifier(state: state)
+        // Chain verdicts by exact certificate: a device that reconnects (or resumes) is not re-verified; the registry is.
+        let leafCache = VerifiedLeafCache(clock: state.clock)
         let idleTimeout = TimeAmount.nanoseconds(Int64(limits.idleTimeoutSeconds * 1e9))
         let handshakeTimeout = TimeAmount.nanoseconds(Int64(limits.handshakeTimeoutSeconds * 1e9))
         // Each listener counts its own connections: a flood on one does not lock operators out of the other.
@@ -63,7 +65,7 @@ public struct DevIDServerApp: Service {
             LimitedChannel(
                 try MTLSChannel(
                     HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idleTimeout)),
-                    tlsConfiguration: tlsConfiguration, handshakeTimeout: handshakeTimeout,
+                    tlsConfiguration: tlsConfiguration, handshakeTimeout: handshakeTimeout, leafCache: leafCache,
                     verify: { certificates in await verifier.verify(certificates) }),
                 counter: estConnections)
         }

@@ -18,13 +18,16 @@ public struct MTLSChannel<BaseChannel: ServerChildChannel>: ServerChildChannel {
     let handshakeTimeout: TimeAmount
     var baseChannel: BaseChannel
 
-    /// - Parameter handshakeTimeout: time from accept to a completed TLS handshake; the connection is closed after.
+    /// - Parameters:
+    ///   - handshakeTimeout: time from accept to a completed TLS handshake; the connection is closed after.
+    ///   - leafCache: when given, a client certificate `verify` accepted before is accepted again without running it
+    ///     (in the handshake and on a resumed session), while its chain is inside its validity (``VerifiedLeafCache``).
     public init(
         _ baseChannel: BaseChannel, tlsConfiguration: TLSConfiguration, handshakeTimeout: TimeAmount = .seconds(10),
-        verify: @escaping Verify
+        leafCache: VerifiedLeafCache? = nil, verify: @escaping Verify
     ) throws {
         self.sslContext = try NIOSSLContext(configuration: tlsConfiguration)
-        self.verify = verify
+        self.verify = leafCache.map { $0.caching(verify) } ?? verify
         self.handshakeTimeout = handshakeTimeout
         self.baseChannel = baseChannel
     }
