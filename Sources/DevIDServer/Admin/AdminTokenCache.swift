@@ -9,7 +9,7 @@ public import ServiceLifecycle
 /// - The cache reloads from the registry when it is older than `refreshInterval` (1 s): a token created or
 ///   revoked by another process sharing the registry counts within a second. A change made through this server
 ///   calls ``invalidate()`` and counts at the next request.
-/// - A presented token is hashed (SHA-256) and compared in constant time with every cached hash.
+/// - A presented token is hashed (SHA-256) and compared in constant time with every cached hash (``TokenDigest``).
 /// - When a token was last used is kept here and written back every `flushInterval` (and at shutdown), one
 ///   transaction for all tokens: never a write per request.
 ///
@@ -27,9 +27,15 @@ public actor AdminTokenCache<C: Clock>: Service where C.Duration == Duration {
     let clock: C
     let refreshInterval: Duration
     let flushInterval: Duration
-    private var tokens: [AdminToken] = []
+    /// A token and its digest (nil if the stored hash is not 64 hex digits: it then matches nothing).
+    struct Entry: Sendable {
+        let token: AdminToken
+        let digest: TokenDigest?
+    }
+
+    private var tokens: [Entry] = []
     private var loadedAt: C.Instant?
-    private var loading: Task<[AdminToken], any Error>?
+    private var loading: Task<[Entry], any Error>?
     /// Bumped by ``invalidate()``, so that a load that started before a change cannot install what it read.
     private var generation = 0
     private var pendingUses: [String: Date] = [:]
@@ -45,11 +51,11 @@ public actor AdminTokenCache<C: Clock>: Service where C.Duration == Duration {
 
     /// Finds the token whose SHA-256 matches `presented`, and says whether it may be used at `now`.
     public func authenticate(_ presented: String, now: Date) async throws -> Verdict {
-        let hash = Array(AdminTokens.hash(presented).utf8)
+        let digest = TokenDigest(secret: presented)
         var matched: AdminToken?
         for candidate in try await current() {
             // Visit every token so the time taken does not depend on which one matched.
-            if constantTimeEquals(Array(candidate.secretHash.utf8), hash) { matched = candidate }
+            if candidate.digest?.matches(digest) == true { matched = candidate.token }
         }
         guard let matched else { return .unknown }
         if matched.revoked { return .revoked(matched) }
@@ -98,13 +104,15 @@ public actor AdminTokenCache<C: Clock>: Service where C.Duration == Duration {
     }
 
     /// The cached tokens, reloaded if older than `refreshInterval`; concurrent callers share one load.
-    private func current() async throws -> [AdminToken] {
+    private func current() async throws -> [Entry] {
         if let loadedAt, clock.now < loadedAt.advanced(by: refreshInterval) { return tokens }
         if let loading { return try await loading.value }
         let store = self.store
         let started = generation
         let startedAt = clock.now
-        let task = Task { try await store.adminTokens() }
+        let task = Task {
+            try await store.adminTokens().map { Entry(token: $0, digest: TokenDigest(hex: $0.secretHash)) }
+        }
         loading = task
         do {
             let loaded = try await task.value

@@ -13,6 +13,14 @@ import Hummingbird
 /// memory.
 struct AuthzToken: Sendable {
     let hash: String
+    /// The same digest as four words, compared on every request.
+    let digest: TokenDigest
+
+    init(hash: String) {
+        self.hash = hash
+        // `hash` is always AdminTokens.hash output (64 hex digits).
+        self.digest = TokenDigest(hex: hash) ?? TokenDigest(secret: hash)
+    }
 
     static func path(_ configuration: ServerConfiguration) -> String {
         configuration.secretsDirectory + "/authz-token"
@@ -69,10 +77,9 @@ struct AuthzAuthMiddleware: RouterMiddleware {
                 .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"devid-authz\""],
                 message: "missing authz token")
         }
-        let hash = Array(AdminTokens.hash(presented).utf8)
         var matched = false
         var context = context
-        if let token, constantTimeEquals(Array(token.hash.utf8), hash) {
+        if let token, token.digest.matches(TokenDigest(secret: presented)) {
             matched = true
         } else if case .valid(let admin) = try await adminTokens.authenticate(presented, now: clock.now()) {
             context.adminToken = admin
@@ -108,7 +115,7 @@ struct AuthzAuthMiddleware: RouterMiddleware {
 
     static func presentedToken(_ request: Request) -> String? {
         if let header = request.headers[.authorization] {
-            if let bearer = AdminAuthMiddleware.bearerToken(header) { return bearer }
+            if let bearer = plainBearerToken(header) ?? AdminAuthMiddleware.bearerToken(header) { return bearer }
             let parts = header.split(separator: " ", maxSplits: 1)
             if parts.count == 2, parts[0].lowercased() == "basic",
                 let data = Data(base64Encoded: String(parts[1]).trimmingCharacters(in: .whitespaces)),
@@ -123,6 +130,23 @@ struct AuthzAuthMiddleware: RouterMiddleware {
             return String(segments[3])
         }
         return nil
+    }
+
+    /// The common case of `Authorization: Bearer <token>` without Foundation: `Bearer` (any case), one space, and a
+    /// token of visible ASCII characters. Nil for anything else, which ``AdminAuthMiddleware/bearerToken(_:)``
+    /// then reads (so both agree on every header).
+    static func plainBearerToken(_ header: String) -> String? {
+        let utf8 = header.utf8
+        guard utf8.count > 7 else { return nil }
+        var index = utf8.startIndex
+        for expected in "bearer ".utf8 {
+            let byte = utf8[index]
+            guard byte == expected || (expected != 0x20 && byte | 0x20 == expected) else { return nil }
+            index = utf8.index(after: index)
+        }
+        // Visible ASCII only: no space, tab or other whitespace to trim, no non-ASCII byte.
+        guard utf8[index...].allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else { return nil }
+        return String(header[index...])
     }
 
     /// The path as it may be logged: the token segment of a RabbitMQ path replaced.

@@ -18,6 +18,16 @@ struct MQTTDecisionRequest: Decodable {
     var topic: String?
 }
 
+extension MQTTDecisionRequest {
+    /// From the members of a flat JSON object (``DecisionJSON/flatObject(_:)``); nil without `action`.
+    init?(fields: [String: String]) {
+        guard let action = fields["action"] else { return nil }
+        self.init(
+            certificate: fields["certificate"], fingerprint: fields["fingerprint"], device: fields["device"],
+            tenant: fields["tenant"], action: action, topic: fields["topic"])
+    }
+}
+
 /// `POST /v1/authz/http`: an HTTP relying party asks whether a device holds an API `scope`.
 struct HTTPDecisionRequest: Decodable {
     var certificate: String?
@@ -27,7 +37,18 @@ struct HTTPDecisionRequest: Decodable {
     var scope: String
 }
 
-/// The answer of every native decision route (HTTP 200 whether allowed or denied).
+extension HTTPDecisionRequest {
+    /// From the members of a flat JSON object (``DecisionJSON/flatObject(_:)``); nil without `scope`.
+    init?(fields: [String: String]) {
+        guard let scope = fields["scope"] else { return nil }
+        self.init(
+            certificate: fields["certificate"], fingerprint: fields["fingerprint"], device: fields["device"],
+            tenant: fields["tenant"], scope: scope)
+    }
+}
+
+/// The answer of every native decision route (HTTP 200 whether allowed or denied), written by
+/// ``DecisionJSON/response(_:)``.
 struct DecisionResponse: ResponseCodable {
     /// `allow` or `deny`.
     var result: String
@@ -80,8 +101,9 @@ enum AuthzRoutes {
             middleware: AuthzAuthMiddleware(state: state, token: token))
         let service = AuthzService(state: state)
 
-        group.post("/mqtt") { request, context -> DecisionResponse in
-            let body = try await request.decode(as: MQTTDecisionRequest.self, context: context)
+        group.post("/mqtt") { request, context -> Response in
+            let body = try await DecisionJSON.decode(
+                MQTTDecisionRequest.self, request, context: context, fast: MQTTDecisionRequest.init(fields:))
             let presented = try presented(
                 certificate: body.certificate, fingerprint: body.fingerprint, device: body.device)
             let tenant = try tenant(body.tenant)
@@ -97,11 +119,12 @@ enum AuthzRoutes {
             default:
                 throw HTTPError(.badRequest, message: "action must be connect, publish or subscribe")
             }
-            return DecisionResponse(try await decide(service, presented, action, tenant))
+            return DecisionJSON.response(DecisionResponse(try await decide(service, presented, action, tenant)))
         }
 
-        group.post("/http") { request, context -> DecisionResponse in
-            let body = try await request.decode(as: HTTPDecisionRequest.self, context: context)
+        group.post("/http") { request, context -> Response in
+            let body = try await DecisionJSON.decode(
+                HTTPDecisionRequest.self, request, context: context, fast: HTTPDecisionRequest.init(fields:))
             let presented = try presented(
                 certificate: body.certificate, fingerprint: body.fingerprint, device: body.device)
             let tenant = try tenant(body.tenant)
@@ -110,7 +133,8 @@ enum AuthzRoutes {
                     .badRequest,
                     message: "scope must be 1-\(TopicPolicy.maximumScopeLength) characters of A-Z a-z 0-9 . _ - : /")
             }
-            return DecisionResponse(try await decide(service, presented, .scope(body.scope), tenant))
+            return DecisionJSON.response(
+                DecisionResponse(try await decide(service, presented, .scope(body.scope), tenant)))
         }
 
         group.get("/stats") { _, _ -> JSONBody<DecisionStats> in
