@@ -17,6 +17,16 @@ enum AgentTargets {
         let dateHeader = lines.count > 1 ? HTTPDate.parse(lines[1]) : serverDate
         if let date = HTTPDate.parse(value) {
             try require(date.timeIntervalSince1970.isFinite, "http-date", "a parsed date is not finite")
+            // The date is the one written: its day, month and year are the text's.
+            let fields = value.split(separator: " ")
+            var calendar = Calendar(identifier: .gregorian)
+            calendar.timeZone = TimeZone(secondsFromGMT: 0)!
+            // A leap second (:60) reads as the next minute's first second; step back into the written minute.
+            let second = Int(fields[4].split(separator: ":").last ?? "") ?? 0
+            let shown = calendar.dateComponents([.year, .day], from: second == 60 ? date.addingTimeInterval(-1) : date)
+            try require(
+                shown.year == Int(fields[3]) && shown.day == Int(fields[1]), "http-date",
+                "the date parsed is not the date written")
         }
         _ = HTTPDate.parseRFC3339(value)
         if let seconds = HTTPDate.retryAfterSeconds(value, serverDate: dateHeader) {

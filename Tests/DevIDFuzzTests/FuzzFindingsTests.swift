@@ -1,4 +1,6 @@
+import DevIDAgent
 import DevIDCore
+import Foundation
 import Testing
 
 /// What fuzzing found (docs/fuzzing.md, "Findings"), each pinned by a test that fails on the code before the fix.
@@ -50,5 +52,36 @@ struct FuzzFindingsTests {
         }
         #expect(shared.shareName == "g")
         #expect(Array(shared.filter.utf8) == Array("\u{301}a/#".utf8))
+    }
+}
+
+/// http-date: the `Date` and `Retry-After` parser handed any run of digits to the calendar, which wraps.
+@Suite("Fuzz findings: HTTP dates")
+struct HTTPDateFindingsTests {
+    static let serverDate = HTTPDate.parse("Sat, 06 Dec 2025 00:00:00 GMT")!
+
+    @Test(
+        "an HTTP date with numbers the grammar does not allow is refused, not wrapped or rolled over",
+        arguments: [
+            "Sun, 06 Nov 9223372036854775807 08:49:37 GMT",  // the calendar wrapped this to a date in year 2
+            "Sun, 06 Nov 19940 08:49:37 GMT",
+            "Sun, 6 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 8:49:37 GMT",
+            "Sun, +6 Nov 1994 08:49:37 GMT",
+            "Sat, 31 Feb 2026 08:49:37 GMT",  // rolled over to 3 March
+            "Sun, 06 Nov 1994 08:49: GMT",
+        ])
+    func refused(_ text: String) {
+        #expect(HTTPDate.parse(text) == nil)
+        // A Retry-After that is not a date is ignored (the agent's own backoff applies), not read as "now".
+        #expect(HTTPDate.retryAfterSeconds(text, serverDate: Self.serverDate) == nil)
+    }
+
+    @Test("IMF-fixdates still parse, a leap second included")
+    func accepted() {
+        #expect(HTTPDate.parse("Sun, 06 Nov 1994 08:49:37 GMT")?.timeIntervalSince1970 == 784_111_777)
+        #expect(HTTPDate.parse("Sat, 29 Feb 2020 00:00:00 GMT") != nil)
+        #expect(HTTPDate.parse("Wed, 31 Dec 2025 23:59:60 GMT")?.timeIntervalSince1970 == 1_767_225_600)
+        #expect(HTTPDate.retryAfterSeconds("Sat, 06 Dec 2025 00:02:00 GMT", serverDate: Self.serverDate) == 120)
     }
 }
