@@ -72,7 +72,9 @@ struct DiskFullTests {
         // Fill the filesystem. The WAL is truncated first (a checkpoint from a second connection, as any sqlite3
         // user can), so that the next commit has to grow it and meets the full disk at once instead of reusing WAL
         // pages from before.
-        _ = try FaultHarness.query("\(dataDir)/registry.sqlite", "PRAGMA wal_checkpoint(TRUNCATE)")
+        let pid = server.process.processIdentifier
+        _ = try FaultHarness.query(
+            filesystem.sqlitePath(observed: dataDir), "PRAGMA wal_checkpoint(TRUNCATE)", via: filesystem.enter(pid))
         let filler = "\(mount)/filler"
         let filled = try Self.fill(filler)
         print("DiskFullTests: filler of \(filled / 1_048_576) MB")
@@ -151,8 +153,9 @@ struct DiskFullTests {
 
         // In a namespace the tmpfs goes with the server: take a consistent copy while it runs.
         if filesystem.mode == .namespace {
-            _ = try AuditTamperTests.run(
-                "sqlite3", ["\(dataDir)/registry.sqlite", ".backup '\(work.file("registry-copy.sqlite"))'"])
+            _ = try FaultHarness.query(
+                filesystem.sqlitePath(observed: dataDir), ".backup '\(work.file("registry-copy.sqlite"))'",
+                via: filesystem.enter(server.process.processIdentifier))
         }
         // Stop cleanly (the shutdown checkpoint is written), then look at the stopped registry.
         let stopped = try await server.interrupt(timeout: 30)
@@ -244,18 +247,30 @@ struct SizedFilesystem: Sendable {
         }
     }
 
+    /// The registry's path for `sqlite3`: SQLite resolves symbolic links itself, so `/proc/PID/root/...` does not
+    /// reach into the namespace; there it is the inside path, opened by a `sqlite3` run inside (``enter(_:)``).
+    func sqlitePath(observed dataDir: String) -> String {
+        mode == .direct ? "\(dataDir)/registry.sqlite" : "\(insidePath)/data/registry.sqlite"
+    }
+
+    /// Runs a command in the server's user and mount namespace (nothing when mounted directly).
+    func enter(_ pid: Int32) -> [String] {
+        mode == .direct ? [] : ["nsenter", "--target", "\(pid)", "--user", "--mount", "--preserve-credentials"]
+    }
+
     func unmount() {
         if mode == .direct { _ = try? AuditTamperTests.run("umount", ["-l", insidePath], allowFailure: true) }
     }
 
-    /// Which way works here, trying a 1 MB tmpfs each way; nil when neither does.
+    /// Which way works here, trying a 1 MB tmpfs each way; nil when neither does. `DEVID_FAULT_MOUNT=namespace`
+    /// skips the direct mount (to test the unshare way as root).
     static func probe() -> Mode? {
         let path = NSTemporaryDirectory() + "devid-mount-probe-\(UUID().uuidString.prefix(8))"
         guard (try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)) != nil else {
             return nil
         }
         defer { try? FileManager.default.removeItem(atPath: path) }
-        if geteuid() == 0,
+        if geteuid() == 0, ProcessInfo.processInfo.environment["DEVID_FAULT_MOUNT"] != "namespace",
             (try? AuditTamperTests.run("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", path])) != nil
         {
             _ = try? AuditTamperTests.run("umount", [path], allowFailure: true)

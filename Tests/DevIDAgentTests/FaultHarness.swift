@@ -101,9 +101,10 @@ enum FaultHarness {
         return try Certificate(pemEncoded: pem)
     }
 
-    /// `sqlite3 -separator ' ' DB SQL`, one row per line.
-    static func query(_ database: String, _ sql: String) throws -> [[String]] {
-        try AuditTamperTests.run("sqlite3", ["-separator", " ", database, sql])
+    /// `sqlite3 -separator ' ' DB SQL`, one row per line; `via` runs it through another command (`nsenter ...`).
+    static func query(_ database: String, _ sql: String, via: [String] = []) throws -> [[String]] {
+        let command = via + ["sqlite3", "-separator", " ", database, sql]
+        return try AuditTamperTests.run(command[0], Array(command.dropFirst()))
             .split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: false).map(String.init) }
     }
 
