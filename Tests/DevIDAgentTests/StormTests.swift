@@ -27,11 +27,16 @@ struct StormTests {
     /// Devices in the CI run: sized so the whole test stays near a minute on a loaded 2-core CI machine.
     static let devices = 300
     /// Generous for a debug server sharing 2 cores with the load generator and other suites, but still "answers
-    /// within a couple of seconds": an unresponsive listener (queued behind the storm) takes far longer.
-    static let probeP99BoundMs = 2_000.0
-    /// The server's peak RSS (VmHWM). A debug `devid serve` idles near 60 MiB; each open connection costs tens of
-    /// KiB (NIOSSL buffers, HTTP state) and the generator holds at most 512 at once: 250 MiB leaves room for that and
-    /// for the registry's caches, while a leak per request (thousands of requests here) would cross it.
+    /// within seconds, typically at once": a listener stuck behind the storm would time out instead. Measured in
+    /// debug runs of this test on a 2-core machine at load 6-10: p99 0.5-2.3 s, medians 4-16 ms (debug runs by hand included). (With 128 storm
+    /// connections instead of all 300 at once the p99 was no better: the machine's load dominates.) The release
+    /// numbers are in BENCHMARKS.md.
+    static let probeP99BoundMs = 5_000.0
+    static let probeP50BoundMs = 500.0
+    /// The server's peak RSS (VmHWM). A debug `devid serve` idles near 70 MiB and peaked at 82-114 MiB in storms of
+    /// 300-1,000 devices; each open connection costs tens of KiB (NIOSSL buffers, HTTP state) and the generator
+    /// holds at most 300 at once: 250 MiB leaves room for that and for the registry's caches, while a leak per
+    /// request (thousands of requests here) would cross it.
     static let peakMemoryBoundMiB = 250.0
 
     @Test(
@@ -126,6 +131,7 @@ struct StormTests {
             #expect(
                 probe.latency.p99Ms < Self.probeP99BoundMs,
                 "\(probe.name) p99 \(probe.latency.p99Ms) ms, max \(probe.latency.maxMs) ms")
+            #expect(probe.latency.p50Ms < Self.probeP50BoundMs, "\(probe.name) p50 \(probe.latency.p50Ms) ms")
         }
 
         // Memory stayed bounded.
@@ -144,8 +150,9 @@ struct StormTests {
         print(
             "storm test: \(Self.devices) devices, setup \(Int(setupSeconds)) s (prepare \(Int(prepared.seconds)) s), "
                 + "storm served all after \(report.allServedAfterSeconds ?? -1) s, total \(Int(total)) s; "
-                + "probes p99 "
-                + report.probes.map { "\($0.name) \(Int($0.latency.p99Ms)) ms" }.joined(separator: ", ")
+                + "probes p50/p99 "
+                + report.probes.map { "\($0.name) \(Int($0.latency.p50Ms))/\(Int($0.latency.p99Ms)) ms" }
+                .joined(separator: ", ")
                 + "; VmHWM \(Int(memory.peakMiB)) MiB")
     }
 
