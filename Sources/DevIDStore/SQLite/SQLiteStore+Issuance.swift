@@ -19,15 +19,19 @@ extension SQLiteStore {
             }
 
             try CredentialRecord(credential).insert(db)
-            guard let device = try DeviceRecord.fetchOne(db, key: deviceID)?.model() else {
+            // The per-issuance statements are prepared once per connection (cached): building and preparing them on
+            // every enrollment was a visible share of its CPU (BENCHMARKS.md, "Enrollment CPU and TLS resumption").
+            guard
+                let device = try DeviceRecord.fetchOne(
+                    db.cachedStatement(sql: "SELECT * FROM devices WHERE id = ?"), arguments: [deviceID])?.model()
+            else {
                 throw StoreError(.notFound, "\(operation): no such device")
             }
 
             if let transition = issuance.transition {
-                let changed = try DeviceRecord.all()
-                    .filter { $0.id == deviceID && $0.state == transition.expected.rawValue }
-                    .updateAll(db, DeviceRecord.Columns.state.set(to: transition.next.rawValue))
-                guard changed > 0 else {
+                try db.cachedStatement(sql: "UPDATE devices SET state = ? WHERE id = ? AND state = ?").execute(
+                    arguments: [transition.next.rawValue, deviceID, transition.expected.rawValue])
+                guard db.changesCount > 0 else {
                     throw StoreError(
                         .conflict, "\(operation): device is no longer \(transition.expected.rawValue)")
                 }
@@ -79,9 +83,8 @@ extension SQLiteStore {
                 try existing.update(db)
             }
 
-            try DeviceRecord.all()
-                .filter { $0.id == deviceID }
-                .updateAll(db, DeviceRecord.Columns.lastSeen.set(to: StoreTime.milliseconds(issuance.now)))
+            try db.cachedStatement(sql: "UPDATE devices SET last_seen = ? WHERE id = ?").execute(
+                arguments: [StoreTime.milliseconds(issuance.now), deviceID])
             _ = try Self.append(issuance.audit, db)
         }
     }

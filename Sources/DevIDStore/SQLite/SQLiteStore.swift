@@ -103,11 +103,15 @@ public final class SQLiteStore: Store {
 
     /// Appends `event` to the chain inside the caller's transaction.
     static func append(_ event: AuditEvent, _ db: Database) throws -> AuditEvent {
-        let last = try Row.fetchOne(db, sql: "SELECT * FROM audit_events ORDER BY sequence DESC LIMIT 1")
-            .map(AuditEventRecord.entry)
+        // Cached statements: every grant and denial passes here, so they are prepared once per connection.
+        let last = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT * FROM audit_events ORDER BY sequence DESC LIMIT 1")
+        ).map(AuditEventRecord.entry)
         let chained = try AuditChain.chained(
             event, afterSequence: last?.sequence, hash: last?.hash,
-            mac: { input in try String.fetchOne(db, sql: "SELECT devid_audit_mac(?)", arguments: [input]) })
+            mac: { input in
+                try String.fetchOne(db.cachedStatement(sql: "SELECT devid_audit_mac(?)"), arguments: [input])
+            })
         try AuditEventRecord(chained).insert(db)
         return chained
     }
