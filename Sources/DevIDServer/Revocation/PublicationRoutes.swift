@@ -66,15 +66,42 @@ enum PublicationRoutes {
         }
         // The base64 alphabet has '/', so the request may span several path components when a client does not
         // percent-encode it: take everything after `/ocsp/` from the raw path.
+        // A request seen before is answered from `getAnswers` (by its path, as sent) while its answer is cached.
+        let getAnswers = publisher.getAnswers
         router.get("/ocsp/**") { request, _ -> Response in
             let path = request.uri.path
             let component = path.hasPrefix("/ocsp/") ? String(path.dropFirst("/ocsp/".count)) : ""
+            let now = state.clock.now()
+            if let cached = getAnswers.entry(for: component, now: now) {
+                return cachedGET(cached, now: now, getAnswers: getAnswers)
+            }
+            let epoch = getAnswers.epoch
             let parser = OCSPRequestParser()
             guard let parsed = try? parser.parse(getPathComponent: component) else {
                 return await respond(.malformedRequest, cacheUntil: nil, state: state)
             }
-            return await answer(parsed, der: parsed.derBytesForCache, get: true, state: state)
+            let answer = await state.revocation.answer(parsed, der: parsed.derBytesForCache)
+            if let nextUpdate = answer.nextUpdate, let cacheUntil = answer.cacheUntil {
+                getAnswers.store(
+                    .init(
+                        body: ByteBuffer(bytes: answer.response.derBytes), nextUpdate: nextUpdate,
+                        expires: httpDate(nextUpdate), cacheUntil: cacheUntil),
+                    for: component, epoch: epoch)
+            }
+            return await respond(answer.response, cacheUntil: answer.nextUpdate, state: state)
         }
+    }
+
+    /// A cached GET answer, with the headers ``respond(_:cacheUntil:state:)`` writes for it.
+    private static func cachedGET(_ cached: OCSPGetCache.Entry, now: Date, getAnswers: OCSPGetCache) -> Response {
+        var headers = HTTPFields()
+        headers.reserveCapacity(4)
+        headers[.contentType] = OCSPResponse.mediaType
+        let maxAge = max(0, Int(cached.nextUpdate.timeIntervalSince(now)))
+        headers[.cacheControl] = "max-age=\(maxAge), public, no-transform, must-revalidate"
+        headers[.lastModified] = getAnswers.httpDate(now)
+        headers[.expires] = cached.expires
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: cached.body))
     }
 
     private static func ocsp(_ der: [UInt8], get: Bool, state: ServerState) async -> Response {

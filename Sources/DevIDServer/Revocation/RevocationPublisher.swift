@@ -62,6 +62,8 @@ public actor RevocationPublisher: Service {
         let response: OCSPResponse
         /// Set for a cacheable successful answer (no nonce): when it stops being valid.
         let nextUpdate: Date?
+        /// Set with `nextUpdate`: until when the answer may be served again without signing anew.
+        var cacheUntil: Date? = nil
     }
 
     private let configuration: ServerConfiguration
@@ -88,6 +90,8 @@ public actor RevocationPublisher: Service {
     private(set) var rebuildCount = 0
 
     private var signers: [String: Signer] = [:]
+    /// The `GET /ocsp/<request>` answers by request path, read without entering the actor; emptied with `cache`.
+    nonisolated let getAnswers = OCSPGetCache()
     private var cache: [[UInt8]: CachedAnswer] = [:]
     /// Bumped by every invalidation: an answer computed across one is not cached.
     private var generation: UInt64 = 0
@@ -163,6 +167,7 @@ public actor RevocationPublisher: Service {
     public func invalidate() {
         generation &+= 1
         cache.removeAll(keepingCapacity: true)
+        getAnswers.removeAll()
         pending = true
         wake()
     }
@@ -502,7 +507,9 @@ public actor RevocationPublisher: Service {
         let now = clock.now()
         let cacheable = request.nonce == nil
         if cacheable, let cached = cache[der] {
-            if cached.expiresAt > now { return Answer(response: cached.response, nextUpdate: cached.nextUpdate) }
+            if cached.expiresAt > now {
+                return Answer(response: cached.response, nextUpdate: cached.nextUpdate, cacheUntil: cached.expiresAt)
+            }
             cache[der] = nil
         }
         // A CertID of no CA of ours is answered `unknown` by the issuing CA's responder.
@@ -532,13 +539,12 @@ public actor RevocationPublisher: Service {
         }
         guard response.status == .successful else { return Answer(response: response, nextUpdate: nil) }
         guard cacheable else { return Answer(response: response, nextUpdate: nil) }
-        if generation == self.generation {
-            if cache.count >= Self.maximumCachedAnswers { cache.removeAll(keepingCapacity: true) }
-            // Re-sign well before nextUpdate so relying parties always get a fresh window.
-            let expiresAt = now.addingTimeInterval(nextUpdate.timeIntervalSince(now) / 2)
-            cache[der] = CachedAnswer(response: response, nextUpdate: nextUpdate, expiresAt: expiresAt)
-        }
-        return Answer(response: response, nextUpdate: nextUpdate)
+        // Re-sign well before nextUpdate so relying parties always get a fresh window.
+        let expiresAt = now.addingTimeInterval(nextUpdate.timeIntervalSince(now) / 2)
+        guard generation == self.generation else { return Answer(response: response, nextUpdate: nextUpdate) }
+        if cache.count >= Self.maximumCachedAnswers { cache.removeAll(keepingCapacity: true) }
+        cache[der] = CachedAnswer(response: response, nextUpdate: nextUpdate, expiresAt: expiresAt)
+        return Answer(response: response, nextUpdate: nextUpdate, cacheUntil: expiresAt)
     }
 
     /// The registry's word on one serial of `issuer`: revoked (time, reason), good, or unknown. For DevID's
