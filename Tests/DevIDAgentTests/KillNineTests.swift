@@ -124,6 +124,8 @@ struct KillNineTests {
         }
         print("KillNineTests: \(received.count) certificates received (\(retried) after a retry), responses lost to a kill (token spent, certificate recorded, never delivered): \(lost.count) \(lost)")
         #expect(received.count + lost.count == count)
+        // The server re-delivers a certificate whose answer was lost when the same CSR comes again with the token.
+        #expect(lost.isEmpty, "a lost answer was not re-delivered on retry: \(lost)")
         let serials = received.values.map(FaultHarness.serial)
         #expect(Set(serials).count == serials.count, "serials are unique")
 
@@ -164,6 +166,9 @@ struct KillNineTests {
             "SELECT actor, COUNT(*) FROM audit_events WHERE action = 'est.enroll' AND outcome = 'success' GROUP BY actor")
         #expect(grants.count == count, "one audited grant per token: \(grants.count) for \(count)")
         #expect(grants.allSatisfy { $0.last == "1" }, "a token granted twice: \(grants.filter { $0.last != "1" })")
+        let redelivered = try FaultHarness.query(
+            database, "SELECT COUNT(*) FROM audit_events WHERE action = 'est.redeliver' AND outcome = 'success'")
+        print("KillNineTests: answers lost to a kill and re-delivered on retry: \(redelivered.first?.first ?? "?")")
         print("KillNineTests: total \(ContinuousClock.now - started)")
     }
 

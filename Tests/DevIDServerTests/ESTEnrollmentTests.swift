@@ -65,6 +65,52 @@ struct ESTEnrollmentTests {
         try await f.server.stop()
     }
 
+    @Test("a lost answer does not strand a claim-token device: the same CSR again gets the same certificate, anything else is still used up")
+    func lostAnswerRedelivered() async throws {
+        let f = try await ESTFixture()
+        let token = try await f.token()
+        let key = try KeyMaterial.generate(.p256)
+        let csr = try ESTFixture.csr(commonName: "sensor-lost", key: key)
+        let bearer = [("Authorization", "Bearer \(token.secret)")]
+        let first = try ESTFixture.certificate(
+            try await withClient(try f.server.client()) { try await f.post("simpleenroll", csr: csr, client: $0, headers: bearer) })
+        #expect(try await f.store.claimToken(id: token.id)?.usesRemaining == 0)
+        let count = try await f.store.credentialCount()
+
+        // The device never saw that answer (server killed after the commit) and sends its request again.
+        let again = try ESTFixture.certificate(
+            try await withClient(try f.server.client()) { try await f.post("simpleenroll", csr: csr, client: $0, headers: bearer) })
+        #expect(again.derBytes == first.derBytes, "the certificate already issued, not a new one")
+        #expect(try await f.store.credentialCount() == count, "nothing new issued")
+        #expect(try await f.store.claimToken(id: token.id)?.usesRemaining == 0)
+        let audit = try await f.store.auditEvents(AuditFilter(action: "est.redeliver", outcome: .success))
+        #expect(audit.count == 1)
+        #expect(audit.first?.reason.hasPrefix("re-delivered LDevID \(first.devidSerial)") == true)
+        #expect(audit.first?.serial == first.devidSerial)
+        #expect(try await f.store.auditEvents(AuditFilter(action: "est.enroll", outcome: .success)).count == 1)
+
+        // A new key (or a CSR whose key the requester does not hold) is a new enrollment: the token is used up.
+        let otherKey = try KeyMaterial.generate(.p256)
+        let other = try await withClient(try f.server.client()) {
+            try await f.post(
+                "simpleenroll", csr: try ESTFixture.csr(commonName: "sensor-lost", key: otherKey), client: $0, headers: bearer)
+        }
+        try await f.expectRefused(other, status: 403, reason: "claim token used up", credentialsBefore: count)
+        let elsewhere = try await withClient(try f.server.client()) {
+            try await f.post(
+                "simpleenroll", csr: try ESTFixture.csr(commonName: "sensor-other", key: key), client: $0, headers: bearer)
+        }
+        try await f.expectRefused(elsewhere, status: 403, reason: "claim token used up", credentialsBefore: count)
+
+        // Once the device is suspended (or its credential is no longer current), nothing is re-delivered.
+        try await f.store.updateDeviceState(DeviceID(rawValue: "sensor-lost")!, from: .active, to: .suspended, audit: nil)
+        let suspended = try await withClient(try f.server.client()) {
+            try await f.post("simpleenroll", csr: csr, client: $0, headers: bearer)
+        }
+        try await f.expectRefused(suspended, status: 403, reason: "claim token used up", credentialsBefore: count)
+        try await f.server.stop()
+    }
+
     @Test("Basic: user = device id, password = token; an empty CSR subject is filled in by the server")
     func basicToken() async throws {
         let f = try await ESTFixture()

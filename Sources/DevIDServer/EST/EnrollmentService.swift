@@ -4,6 +4,7 @@ import DevIDStore
 import Foundation
 import HTTPTypes
 import Logging
+import SwiftASN1
 import X509
 
 /// EST enrollment and re-enrollment: authenticate, authorize, check the CSR, issue, record — in that order.
@@ -247,7 +248,13 @@ struct EnrollmentService: Sendable {
         subject.actor = "token:\(token.id)"
         subject.tenant = token.tenant
         let now = state.clock.now()
-        if let refusal = ClaimTokens.refusal(token, now: now) { throw Refusal(.forbidden, refusal, subject) }
+        let tokenRefusal = ClaimTokens.refusal(token, now: now)
+        if tokenRefusal == nil || tokenRefusal?.code == .tokenUsedUp,
+            let certificate = try await redelivery(request, token: token, deviceHint: deviceHint, subject: subject)
+        {
+            return .issued(certificate)
+        }
+        if let tokenRefusal { throw Refusal(.forbidden, tokenRefusal, subject) }
         if let labelTenant, labelTenant.id != token.tenant {
             throw Refusal(.forbidden, .wrongTenant, "claim token is for another tenant", subject)
         }
@@ -292,6 +299,43 @@ struct EnrollmentService: Sendable {
         return try await issue(
             request, subject: subject, device: device, registration: registration, next: next, csr: csr,
             consumeToken: token.id, supersede: try await activeSerials(device.id))
+    }
+
+    /// A claim token spent by a device whose answer was lost (the server was killed, or the connection dropped, after
+    /// the issuance was committed and before the response arrived) would strand that device: its retry is "token used
+    /// up". While the token is otherwise valid (not expired, not revoked), the same request again (a CSR for the same
+    /// public key, whose signature proves possession of it, for a device this token registered) gets the certificate
+    /// already issued for that key, as long as it is still the device's current LDevID. Nothing new is issued and no
+    /// use is spent; the redelivery is audited. Any other request keeps the "used up" refusal.
+    private func redelivery(_ request: Request, token: ClaimToken, deviceHint: String?, subject: Subject) async throws
+        -> Certificate?
+    {
+        // Cheap checks first: a first enrollment (no such device yet) costs one registry read here.
+        var csr: EnrollmentRequest?
+        var candidate = deviceHint.flatMap(DeviceID.init(rawValue:)) ?? token.device
+        if candidate == nil {
+            csr = try? EnrollmentRequest(der: ESTBase64.decode(request.body) ?? [])
+            candidate = csr?.requestedCommonName.flatMap(DeviceID.init(rawValue:))
+        }
+        guard let deviceID = candidate, let device = try await store.device(deviceID),
+            device.enrolledWithToken == token.id, device.tenant == token.tenant, device.state == .active
+        else { return nil }
+        // The CSR's self-signature proves possession of the key the certificate was issued for.
+        guard let csr = try csr ?? (try? EnrollmentRequest(der: ESTBase64.decode(request.body) ?? [])) else { return nil }
+        let key = KeyMaterial.fingerprint(csr.publicKey)
+        let now = state.clock.now()
+        guard
+            let credential = try await store.credentials(device: deviceID).first(where: {
+                $0.kind == .ldevid && $0.status == .active && $0.publicKeySHA256 == key && $0.notAfter > now
+            }),
+            let certificate = try? Certificate(derEncoded: credential.der)
+        else { return nil }
+        // Its own action, so that `est.enroll` successes stay one per issued certificate.
+        await state.auditor.record(
+            actor: subject.actor, action: "est.redeliver", outcome: .success,
+            reason: "re-delivered LDevID \(credential.serial) via \(subject.method): same key as its issuance, whose answer was lost",
+            tenant: device.tenant, device: deviceID, serial: credential.serial)
+        return certificate
     }
 
     private func reenroll(
