@@ -76,7 +76,9 @@ struct HealthTests {
     func singleFlight() async throws {
         let probe = Probe()
         let gate = AsyncStream<Void>.makeStream()
-        let readiness = Readiness(clock: ManualWallClock()) {
+        // A long timeout: on a loaded CI machine the probe may wait seconds for the gate, and this test is about
+        // sharing, not about the timeout (hangingProbe covers that).
+        let readiness = Readiness(clock: ManualWallClock(), timeout: .seconds(600)) {
             try await probe.run()
             for await _ in gate.stream { break }
         }
