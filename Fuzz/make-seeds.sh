@@ -71,22 +71,15 @@ base64 -w 0 "$work/req.der" | seed ocsp-get base64.txt
 base64 -w 0 "$work/req.der" | sed 's/+/%2B/g; s/\//%2F/g; s/=/%3D/g' | seed ocsp-get percent-encoded.txt
 base64 -w 0 "$work/req-nononce.der" | tr '+/' '-_' | tr -d '=' | seed ocsp-get url-safe-unpadded.txt
 
-# pem-key and encrypted-pkcs8: PKCS#8, SEC1, P-384, and PBES2-encrypted keys with LOW iteration counts (the fuzz
-# targets refuse more than 1,024) under the passphrase the targets use.
-openssl pkey -in "$work/dev.key" | seed pem-key pkcs8-p256.pem
-openssl ec -in "$work/dev.key" 2>/dev/null | seed pem-key sec1-p256.pem
-openssl pkey -in "$work/root.key" | seed pem-key pkcs8-p384.pem
-openssl pkcs8 -topk8 -in "$work/dev.key" -v2 aes-256-cbc -v2prf hmacWithSHA256 -iter 1 \
-    -passout pass:fuzz-passphrase | seed pem-key encrypted-p256.pem
+# pem-key and encrypted-pkcs8: the private-key seeds are not committed; Fuzz/make-key-seeds.sh makes them fresh for
+# each run (scripts/fuzz, SeedCorpusDepthTests). Committed here: what is not a key.
 cat "$work/ca.pem" "$work/root.pem" | seed pem-key certificate-bundle.pem
+printf -- '-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n' | seed pem-key bad-base64.pem
 openssl pkcs8 -topk8 -in "$work/dev.key" -v2 aes-256-cbc -v2prf hmacWithSHA256 -iter 1 -outform DER \
-    -passout pass:fuzz-passphrase | seed encrypted-pkcs8 aes256-sha256-iter1.der
-openssl pkcs8 -topk8 -in "$work/dev.key" -v2 aes-128-cbc -v2prf hmacWithSHA1 -iter 2 -outform DER \
-    -passout pass:fuzz-passphrase | seed encrypted-pkcs8 aes128-sha1-iter2.der
-openssl pkcs8 -topk8 -in "$work/root.key" -v2 aes-192-cbc -v2prf hmacWithSHA512 -iter 3 -outform DER \
-    -passout pass:fuzz-passphrase | seed encrypted-pkcs8 aes192-sha512-iter3.der
-openssl pkcs8 -topk8 -in "$work/dev.key" -v2 aes-256-cbc -v2prf hmacWithSHA256 -iter 1 -outform DER \
-    -passout pass:another-passphrase | seed encrypted-pkcs8 wrong-passphrase.der
+    -passout pass:fuzz-passphrase -out "$work/enc.der"
+# The EncryptedPrivateKeyInfo header (PBES2 parameters, salt, IV) without the ciphertext: no key in it.
+head -c 80 "$work/enc.der" | seed encrypted-pkcs8 truncated-header.der
+printf '\x30\x00' | seed encrypted-pkcs8 empty-sequence.der
 
 # lot-manifest: what `devid factory mint` writes (ISO 8601 dates), and near misses.
 fingerprint=$(openssl x509 -in "$work/root.pem" -outform DER | sha256sum | cut -d' ' -f1)

@@ -10,10 +10,32 @@ struct FuzzCorpusTests {
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fuzz/Corpus")
 
+    /// The private-key seeds of `pem-key` and `encrypted-pkcs8`, made fresh by `Fuzz/make-key-seeds.sh` once per
+    /// test process (private keys are not committed, not even throwaway ones).
+    static let generatedSeeds: Result<URL, any Error> = Result {
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("devid-fuzz-key-seeds-\(UUID().uuidString)")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [corpus.deletingLastPathComponent().appendingPathComponent("make-key-seeds.sh").path,
+            directory.path]
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSDebugDescriptionErrorKey: "make-key-seeds.sh failed"])
+        }
+        return directory
+    }
+
+    /// The committed seeds of `target` and the generated ones, by name.
     static func files(_ target: String) throws -> [URL] {
-        try FileManager.default.contentsOfDirectory(
-            at: corpus.appendingPathComponent(target), includingPropertiesForKeys: nil
-        ).sorted { $0.lastPathComponent < $1.lastPathComponent }
+        var files: [URL] = []
+        for folder in [corpus, try generatedSeeds.get()] {
+            let directory = folder.appendingPathComponent(target)
+            guard FileManager.default.fileExists(atPath: directory.path) else { continue }
+            files += try FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: nil)
+        }
+        return files.sorted { $0.lastPathComponent < $1.lastPathComponent }
     }
 
     @Test("every seed and crash reproducer runs through its target clean", arguments: FuzzTargets.all.map(\.name))

@@ -13,6 +13,12 @@ struct SeedCorpusDepthTests {
         Array(try Data(contentsOf: FuzzCorpusTests.corpus.appendingPathComponent(target).appendingPathComponent(name)))
     }
 
+    /// A seed `Fuzz/make-key-seeds.sh` made for this run.
+    static func keySeed(_ target: String, _ name: String) throws -> [UInt8] {
+        let folder = try FuzzCorpusTests.generatedSeeds.get()
+        return Array(try Data(contentsOf: folder.appendingPathComponent(target).appendingPathComponent(name)))
+    }
+
     static let passphrase = Array("fuzz-passphrase".utf8)
 
     @Test("the CSR seeds verify, and the near-valid ones are refused with their reason")
@@ -54,19 +60,19 @@ struct SeedCorpusDepthTests {
         }
     }
 
-    @Test("the key seeds open with the fuzz passphrase at a low iteration count")
+    @Test("the generated key seeds open with the fuzz passphrase at a low iteration count")
     func keySeeds() throws {
         for name in ["aes256-sha256-iter1.der", "aes128-sha1-iter2.der", "aes192-sha512-iter3.der"] {
             let der = try EncryptedPrivateKey.decrypt(
-                der: try Self.seed("encrypted-pkcs8", name), passphrase: Self.passphrase, maximumIterations: 3)
+                der: try Self.keySeed("encrypted-pkcs8", name), passphrase: Self.passphrase, maximumIterations: 3)
             #expect(throws: Never.self, "\(name)") { try KeyMaterial.privateKey(pkcs8: der) }
         }
         #expect(throws: DevIDPKIError(.wrongPassphrase, "")) {
             try EncryptedPrivateKey.decrypt(
-                der: try Self.seed("encrypted-pkcs8", "wrong-passphrase.der"), passphrase: Self.passphrase)
+                der: try Self.keySeed("encrypted-pkcs8", "wrong-passphrase.der"), passphrase: Self.passphrase)
         }
         for name in ["pkcs8-p256.pem", "sec1-p256.pem", "pkcs8-p384.pem", "encrypted-p256.pem"] {
-            let pem = String(decoding: try Self.seed("pem-key", name), as: UTF8.self)
+            let pem = String(decoding: try Self.keySeed("pem-key", name), as: UTF8.self)
             #expect(throws: Never.self, "\(name)") { try KeyMaterial.privateKey(pem: pem, passphrase: Self.passphrase) }
         }
     }
