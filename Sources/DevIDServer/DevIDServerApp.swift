@@ -48,7 +48,11 @@ public struct DevIDServerApp: Service {
         let limits = configuration.connectionLimits
         let opsRouter = Router(context: OpsRequestContext.self)
         opsRouter.add(middleware: BodyLimitMiddleware(maxBytes: limits.opsMaxBodyBytes))
-        Routes.ops(opsRouter, state: state)
+        let authzToken = Routes.ops(opsRouter, state: state)
+        let fastPath = authzToken.map {
+            AuthzFastPathHandler.Shared(
+                token: $0, engine: state.authz, clock: state.clock, answered: state.authzFastPathAnswered)
+        }
 
         let tlsConfiguration = try Self.tlsConfiguration(state.hierarchy)
         let verifier = ClientCertificateVerifier(state: state)
@@ -71,7 +75,9 @@ public struct DevIDServerApp: Service {
         }
         let opsServer = HTTPServerBuilder { responder in
             LimitedChannel(
-                HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idleTimeout)),
+                AuthzFastPathChannel(
+                    HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idleTimeout)),
+                    shared: fastPath),
                 counter: opsConnections)
         }
         let bound = self.bound

@@ -159,11 +159,13 @@ enum Routes {
     }
 
     /// The operations listener: health, and the admin API behind the bearer token.
-    static func ops(_ router: Router<OpsRequestContext>, state: ServerState) {
+    /// Returns the authz token of `/v1/authz/*` (nil when it could not be read or created).
+    @discardableResult
+    static func ops(_ router: Router<OpsRequestContext>, state: ServerState) -> AuthzToken? {
         router.add(middleware: StorageFullMiddleware(state: state))
         health(router, state: state)
         PublicationRoutes.register(router, state: state)
-        AuthzRoutes.register(router, state: state)
+        let authzToken = AuthzRoutes.register(router, state: state)
         let admin = router.group("/v1/admin")
             .add(middleware: AdminRateLimitMiddleware(state: state))
             .add(middleware: AdminAuthMiddleware(state: state))
@@ -282,6 +284,7 @@ enum Routes {
             let report = try await state.store.auditChainReport(anchor: checkpoints.newest?.anchor)
             return AuditVerifyResponse(report: report, checkpoints: checkpoints, file: file)
         }
+        return authzToken
     }
 }
 

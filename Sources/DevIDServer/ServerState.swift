@@ -15,6 +15,8 @@ public struct ServerState: Sendable {
     public let revocation: RevocationPublisher
     /// The policy-decision index (`/v1/authz/*`); changes to devices, credentials and tenants invalidate it.
     public let authz: DecisionEngine
+    /// Grants ``AuthzFastPathHandler`` answered before the router.
+    let authzFastPathAnswered = FastPathCount()
     /// Brokers kept in step with identity changes (Mosquitto files, RabbitMQ sessions); see ``BrokerHooks``.
     public let brokers: BrokerHooks
     /// The admin API tokens, cached in memory; call `invalidate()` after creating or revoking one.

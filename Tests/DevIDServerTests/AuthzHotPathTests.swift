@@ -26,6 +26,9 @@ struct AuthzHotPathTests {
             #"{"action":"connect","device":"d-1","extra":null}"#,
             #"{"action":""}"#,
             #"{"action":"connect","device":"d-1"}"#,
+            #"{"action":"publish","device":"d-1","topic":"tenants\/acme\/devices\/d-1\/t"}"#,
+            #"{"action":"publish","device":"d-1","topic":"\/\/x\/"}"#,
+            #"{"action":"connect","device":"d-1","x\/y":"z"}"#,
         ])
     func readerAgrees(body: String) throws {
         let fields = try #require(DecisionJSON.flatObject(ByteBuffer(string: body)), "the fast path takes \(body)")
@@ -40,6 +43,10 @@ struct AuthzHotPathTests {
             "", "{", "}", "[]", "null", #""action""#, "{}x", #"{"action":"connect"} {}"#,
             #"{"action":"connect","device":"d\u002d1"}"#,
             #"{"action":"connect","device":"d\"1"}"#,
+            #"{"action":"connect","device":"d\\1"}"#,
+            #"{"action":"connect","device":"d\n1"}"#,
+            #"{"action":"connect","device":"d\/"#,
+            #"{"action":"connect","device":"d\"}"#,
             #"{"action":"connect","device":"d-1","device":"d-2"}"#,
             #"{"action":"connect","device":null,"device":"d-2"}"#,
             #"{"action":"connect","device":"d-2","device":null}"#,

@@ -88,7 +88,9 @@ struct DecisionStats: Codable, Sendable {
 
 /// The policy-decision API on the operations listener, behind ``AuthzAuthMiddleware``.
 enum AuthzRoutes {
-    static func register(_ router: Router<OpsRequestContext>, state: ServerState) {
+    /// Returns the authz token it read (or created), nil when it could not; ``AuthzFastPathHandler`` takes the same.
+    @discardableResult
+    static func register(_ router: Router<OpsRequestContext>, state: ServerState) -> AuthzToken? {
         var token: AuthzToken?
         do {
             token = try AuthzToken.loadOrCreate(state.configuration)
@@ -154,6 +156,7 @@ enum AuthzRoutes {
         }
 
         BrokerAuthzRoutes.register(group, service: service)
+        return token
     }
 
     static func decide(

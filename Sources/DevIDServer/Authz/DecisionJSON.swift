@@ -8,7 +8,7 @@ import NIOCore
 /// anything else still goes through `JSONDecoder`, so every body gets exactly the answer it got before (the same
 /// fields, or the same `400`).
 enum DecisionJSON {
-    /// The members of a flat JSON object whose values are all strings without escape sequences, or `null`
+    /// The members of a flat JSON object whose values are all strings without escape sequences but `\/`, or `null`
     /// (left out, as `JSONDecoder` reads a `null` optional). Nil when the body is anything else: nested values,
     /// numbers, booleans, escapes, a repeated key, invalid UTF-8, trailing bytes. The caller then uses
     /// `JSONDecoder`.
@@ -163,16 +163,33 @@ enum DecisionJSON {
             return true
         }
 
-        /// A string without escapes or control characters, valid UTF-8.
+        /// A string without control characters, valid UTF-8, whose only escape is `\/` (a `/`, as Foundation's
+        /// `JSONEncoder` and `JSONSerialization` write every slash of a topic by default).
         mutating func string() -> String? {
             guard take(UInt8(ascii: "\"")) else { return nil }
             let start = index
+            var slashes = 0
             while let byte = peek, byte != UInt8(ascii: "\"") {
-                guard byte >= 0x20, byte != UInt8(ascii: "\\") else { return nil }
+                guard byte >= 0x20 else { return nil }
+                if byte == UInt8(ascii: "\\") {
+                    guard index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "/") else { return nil }
+                    slashes += 1
+                    index += 1
+                }
                 index += 1
             }
             guard take(UInt8(ascii: "\"")) else { return nil }
-            return String(validating: UnsafeRawBufferPointer(rebasing: bytes[start..<index - 1]), as: UTF8.self)
+            let raw = UnsafeRawBufferPointer(rebasing: bytes[start..<index - 1])
+            guard slashes > 0 else { return String(validating: raw, as: UTF8.self) }
+            var unescaped: [UInt8] = []
+            unescaped.reserveCapacity(raw.count - slashes)
+            var position = 0
+            while position < raw.count {
+                if raw[position] == UInt8(ascii: "\\") { position += 1 }
+                unescaped.append(raw[position])
+                position += 1
+            }
+            return String(validating: unescaped, as: UTF8.self)
         }
     }
 }
