@@ -56,6 +56,7 @@ public enum FuzzTargets {
         CoreTargets.topicPolicy,
         CoreTargets.mqttTopic,
         ServerTargets.adminJSON,
+        ServerTargets.decisionJSON,
         AgentTargets.httpDate,
     ]
 
