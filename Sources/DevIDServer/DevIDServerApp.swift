@@ -113,7 +113,9 @@ public struct DevIDServerApp: Service {
                 services: [
                     .init(service: checkpointer),
                     // Before the listeners, so it stops after them and writes what they counted.
-                    .init(service: AnonymousFailureFlusher(failures: state.anonymousFailures, clock: ContinuousClock())),
+                    .init(
+                        service: AnonymousFailureFlusher(
+                            failures: state.anonymousFailures, denials: state.repeatedDenials, clock: ContinuousClock())),
                     // Before the listeners, so it stops after them and writes back the last uses of admin tokens.
                     .init(service: state.adminTokens),
                     .init(service: est), .init(service: ops),

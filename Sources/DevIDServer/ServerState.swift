@@ -23,6 +23,8 @@ public struct ServerState: Sendable {
     public let adminTokens: AdminTokenCache<ContinuousClock>
     /// Failures with no authenticated identity, audited in aggregate (``AnonymousFailures``).
     public let anonymousFailures: AnonymousFailures
+    /// Repeated denials of identified devices (the decision API), audited in aggregate.
+    public let repeatedDenials: RepeatedDenials
     /// Per-client token buckets (``RateLimits``).
     public let rateLimiter: RateLimiter
     /// The cap on enrollments in flight, with a share reserved for renewals.
@@ -39,6 +41,7 @@ public struct ServerState: Sendable {
         self.logger = logger
         self.auditor = Auditor(store: store, clock: clock, logger: logger)
         self.anonymousFailures = AnonymousFailures(auditor: auditor, clock: clock)
+        self.repeatedDenials = RepeatedDenials(auditor: auditor, clock: clock)
         self.rateLimiter = RateLimiter(clock: clock, maximumBuckets: configuration.rateLimits.maximumBuckets)
         self.enrollmentGate = EnrollmentGate(
             capacity: configuration.rateLimits.maxEnrollmentsInFlight, reserve: configuration.rateLimits.renewalReserve)

@@ -127,8 +127,11 @@ struct BrokerAuthzTests {
                 "username=dev.9&vhost=%2F&resource=topic&name=amq.topic&permission=write&routing_key=\(key)", "deny")
         }
         #expect(f.server.state.authz.counters.count(reason: .dottedID) == 3)
-        let denied = try await f.store.auditEvents(AuditFilter(action: "authz.publish", outcome: .denied, limit: 1))
-        #expect(denied.first?.reason == "publish tenants/globex/devices/dev/9/telemetry/x: dotted_id")
+        // The first denial is written with its routing key; the two after it, the same decision, are counted
+        // (RepeatedDenials) until the minute's summary row.
+        let denied = try await f.store.auditEvents(AuditFilter(action: "authz.publish", outcome: .denied, limit: 10))
+        #expect(denied.map(\.reason) == ["publish tenants/acme/devices/dev/9/telemetry/x: dotted_id"])
+        #expect(await f.server.state.repeatedDenials.pending == 2)
         #expect(
             try await f.decide(["device": "dev.9", "action": "publish", "topic": "tenants/acme/devices/dev.9/telemetry/x"])
                 == ("allow", "ok"), "MQTT keeps the dot: nothing to confuse")

@@ -167,20 +167,28 @@ public struct AuthzService: Sendable {
         }
     }
 
-    /// Counts, audits (denials and connect grants) and returns the decision.
+    /// Counts, audits (denials, through ``RepeatedDenials``, and connect grants) and returns the decision.
     private func finish(_ decision: AuthzDecision, action: AuthzAction, auditGrant: Bool) async -> AuthzDecision {
         engine.counters.record(decision, action: action.name)
-        if !decision.allowed || (action == .connect && auditGrant) {
-            var what = action.name
-            switch action {
-            case .publish(let topic), .subscribe(let topic): what += " " + Self.printable(topic)
-            case .scope(let scope): what += " " + Self.printable(scope)
-            case .connect: break
-            }
+        guard !decision.allowed || (action == .connect && auditGrant) else { return decision }
+        var what = action.name
+        switch action {
+        case .publish(let topic), .subscribe(let topic): what += " " + Self.printable(topic)
+        case .scope(let scope): what += " " + Self.printable(scope)
+        case .connect: break
+        }
+        let actor = decision.device.map { "device:\($0)" } ?? "anonymous"
+        let reason = "\(what): \(decision.reason.rawValue)"
+        if decision.allowed {
             await state.auditor.record(
-                actor: decision.device.map { "device:\($0)" } ?? "anonymous", action: "authz.\(action.name)",
-                outcome: decision.allowed ? .success : .denied, reason: "\(what): \(decision.reason.rawValue)",
+                actor: actor, action: "authz.\(action.name)", outcome: .success, reason: reason,
                 tenant: decision.tenant, device: decision.device, serial: decision.serial)
+        } else {
+            // A device that keeps asking for what it may not have writes its first denial, then one count a minute.
+            await state.repeatedDenials.record(
+                actor: actor, action: "authz.\(action.name)", reason: reason,
+                group: "\(action.name): \(decision.reason.rawValue)", tenant: decision.tenant, device: decision.device,
+                serial: decision.serial)
         }
         return decision
     }

@@ -1,18 +1,27 @@
 import Foundation
 public import ServiceLifecycle
 
-/// Writes ``AnonymousFailures``' summary rows every `interval` (sleeping on `clock`), and once more on graceful
-/// shutdown. Put it before the listeners in the service group, so it stops after them and its last flush covers
+/// Writes ``AnonymousFailures``' and ``RepeatedDenials``' summary rows every `interval` (sleeping on `clock`), and
+/// once more on graceful shutdown. Put it before the listeners in the service group, so it stops after them and its last flush covers
 /// everything they counted.
 public struct AnonymousFailureFlusher<C: Clock>: Service where C.Duration == Duration {
     let failures: AnonymousFailures
+    let denials: RepeatedDenials?
     let clock: C
     let interval: Duration
 
-    public init(failures: AnonymousFailures, clock: C, interval: Duration = .seconds(60)) {
+    public init(
+        failures: AnonymousFailures, denials: RepeatedDenials? = nil, clock: C, interval: Duration = .seconds(60)
+    ) {
         self.failures = failures
+        self.denials = denials
         self.clock = clock
         self.interval = interval
+    }
+
+    private func flush() async {
+        await failures.flush()
+        await denials?.flush()
     }
 
     public func run() async throws {
@@ -20,11 +29,11 @@ public struct AnonymousFailureFlusher<C: Clock>: Service where C.Duration == Dur
             try await cancelWhenGracefulShutdown {
                 while !Task.isCancelled {
                     try await clock.sleep(for: interval)
-                    await failures.flush()
+                    await flush()
                 }
             }
         } catch is CancellationError {}
-        await failures.flush()
+        await flush()
     }
 }
 

@@ -27,15 +27,13 @@ public actor AnonymousFailures {
     private let clock: any WallClock
     /// Most groups kept per window.
     public nonisolated let maximumKeys: Int
-    private var counts: [Key: Int] = [:]
-    private var order: [Key] = []
-    private var overflow: [String: Int] = [:]
-    private var windowStart: Date?
+    private var window: FailureWindow<Key>
 
     public init(auditor: Auditor, clock: any WallClock, maximumKeys: Int = 100) {
         self.auditor = auditor
         self.clock = clock
         self.maximumKeys = max(1, maximumKeys)
+        self.window = FailureWindow(maximumKeys: max(1, maximumKeys))
     }
 
     /// Counts one anonymous failure; writes it only if it is the first of its group in this window.
@@ -54,38 +52,17 @@ public actor AnonymousFailures {
 
     /// Whether `key` is new in this window (and kept): the caller writes it.
     private func count(_ key: Key) -> Bool {
-        if windowStart == nil { windowStart = clock.now() }
-        if let seen = counts[key] {
-            counts[key] = seen + 1
-            return false
-        }
-        guard counts.count < maximumKeys else {
-            overflow[key.action, default: 0] += 1
-            return false
-        }
-        counts[key] = 1
-        order.append(key)
-        return true
+        window.count(key, action: key.action, now: clock.now())
     }
 
     /// Failures counted in this window and not yet written (tests and metrics).
-    public var pending: Int {
-        counts.values.reduce(0) { $0 + max(0, $1 - 1) } + overflow.values.reduce(0, +)
-    }
+    public var pending: Int { window.pending }
 
     /// Writes one row per group that repeated in this window, and one per action for the overflow; starts a new
     /// window. Returns how many rows it wrote.
     @discardableResult
     public func flush() async -> Int {
-        guard let start = windowStart else { return 0 }
-        let now = clock.now()
-        let seconds = max(0, Int(now.timeIntervalSince(start).rounded()))
-        let groups = order.compactMap { key in counts[key].map { (key, $0) } }.filter { $0.1 > 1 }
-        let others = overflow.sorted { $0.key < $1.key }
-        counts = [:]
-        order = []
-        overflow = [:]
-        windowStart = nil
+        guard let (seconds, groups, others) = window.drain(now: clock.now()) else { return 0 }
         for (key, count) in groups {
             await auditor.record(
                 actor: "anonymous", action: key.action, outcome: .denied,
