@@ -163,6 +163,7 @@ struct ClientCertificateVerifier: Sendable {
         } catch {
             await state.anonymousFailures.record(
                 action: "tls.client_auth", reason: "client certificate does not parse", source: TLSPeerAddress.current)
+            state.metrics.authFailure(.tls, .other)
             return .failed
         }
         guard let leaf = certificates.first else { return .failed }
@@ -188,6 +189,7 @@ struct ClientCertificateVerifier: Sendable {
                 return .failed
             }
         case .untrusted(let reason):
+            state.metrics.authFailure(.tls, .tls(leaf: leaf, now: now))
             // Nothing is proven by a certificate that does not verify: counted and audited in aggregate.
             await state.anonymousFailures.record(
                 action: "tls.client_auth", reason: leaf.devidSerialNote.map { "\(reason); \($0)" } ?? reason,

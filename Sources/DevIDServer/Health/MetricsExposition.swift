@@ -1,0 +1,171 @@
+import DevIDCore
+import DevIDPKI
+import DevIDStore
+import Foundation
+import Prometheus
+import X509
+
+/// The body of `GET /metrics`: the Prometheus text format (version 0.0.4).
+///
+/// The registry is read at scrape time, at the injected clock's `now`, in aggregate queries (``Store/fleetHealth(now:upperBounds:)``
+/// and ``Store/credentialCounts(now:)``): devices by state, the expiry distribution, credentials by status. CA,
+/// CRL and OCSP-signer dates come from memory. `devid_auth_failures_total` joins the stages counted by
+/// ``ServerMetrics`` with the policy decisions' own counters (`authz`). The event-fed counters and histograms
+/// follow, from the server's ``ServerMetrics/registry``.
+struct MetricsExposition {
+    /// Upper bounds of `devid_credential_expiry_seconds`: 1, 7, 14, 30, 60, 90, 180 and 365 days.
+    static let expiryBuckets: [TimeInterval] = [1, 7, 14, 30, 60, 90, 180, 365].map { $0 * 86400 }
+    static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+
+    let state: ServerState
+
+    func render() async throws -> [UInt8] {
+        let now = state.clock.now()
+        let fleet = try await state.store.fleetHealth(now: now, upperBounds: Self.expiryBuckets)
+        let credentials = try await state.store.credentialCounts(now: now)
+        var text = PrometheusText()
+
+        text.family(
+            "devid_devices", type: "gauge", help: "Registered devices by tenant and state, read from the registry at scrape time.")
+        for row in fleet.devices {
+            text.sample("devid_devices", [("tenant", row.tenant.rawValue), ("state", row.state.rawValue)], Double(row.count))
+        }
+
+        text.family(
+            "devid_credentials", type: "gauge",
+            help: "Credentials by effective status at scrape time (a credential past notAfter and not revoked is expired).")
+        for status in CredentialStatus.allCases {
+            text.sample("devid_credentials", [("status", status.rawValue)], Double(credentials[status] ?? 0))
+        }
+
+        text.family(
+            "devid_credential_expiry_seconds", type: "histogram",
+            help: "Time left to notAfter of every current (active, unexpired) LDevID, by tenant, at scrape time.")
+        for tenant in fleet.expiry.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
+            let histogram = fleet.expiry[tenant]!
+            let labels = [("tenant", tenant.rawValue)]
+            for (bound, count) in zip(fleet.upperBounds, histogram.cumulative) {
+                text.sample("devid_credential_expiry_seconds_bucket", labels + [("le", PrometheusText.number(bound))], Double(count))
+            }
+            text.sample("devid_credential_expiry_seconds_bucket", labels + [("le", "+Inf")], Double(histogram.count))
+            text.sample("devid_credential_expiry_seconds_sum", labels, histogram.sum)
+            text.sample("devid_credential_expiry_seconds_count", labels, Double(histogram.count))
+        }
+
+        text.family(
+            "devid_auth_failures_total", type: "counter",
+            help: "Refused identities by stage (tls, est, authz, device_status) and reason, since the server started.")
+        let authz = authzFailures()
+        for stage in AuthStage.allCases {
+            for reason in AuthFailureReason.allCases {
+                let count = stage == .authz ? authz[reason, default: 0] : state.metrics.authFailureCount(stage, reason)
+                text.sample("devid_auth_failures_total", [("stage", stage.rawValue), ("reason", reason.rawValue)], Double(count))
+            }
+        }
+
+        text.family(
+            "devid_authz_decisions_total", type: "counter",
+            help: "Policy decisions (/v1/authz) by action, result (allow, deny) and reason, since the server started.")
+        for (key, count) in state.authz.counters.snapshot() {
+            text.sample(
+                "devid_authz_decisions_total",
+                [("action", key.action), ("result", key.allowed ? "allow" : "deny"), ("reason", key.reason.rawValue)],
+                Double(count))
+        }
+
+        text.family(
+            "devid_ca_expiry_timestamp_seconds", type: "gauge", help: "notAfter of each CA certificate, as a Unix time.")
+        for (name, certificate) in caCertificates() {
+            text.sample("devid_ca_expiry_timestamp_seconds", [("ca", name)], certificate.notValidAfter.timeIntervalSince1970)
+        }
+
+        text.family(
+            "devid_crl_next_update_timestamp_seconds", type: "gauge",
+            help: "nextUpdate of each published CRL (partition \"complete\" for the whole CRL), as a Unix time.")
+        for crl in await state.revocation.publishedCRLs() {
+            text.sample(
+                "devid_crl_next_update_timestamp_seconds", [("ca", crl.caName), ("partition", Self.partition(crl))],
+                crl.nextUpdate.timeIntervalSince1970)
+        }
+
+        text.family(
+            "devid_ocsp_signer_expiry_timestamp_seconds", type: "gauge",
+            help: "notAfter of each CA's current delegated OCSP signer (issued on the first OCSP request), as a Unix time.")
+        for signer in await state.revocation.ocspSignerExpiries() {
+            text.sample("devid_ocsp_signer_expiry_timestamp_seconds", [("ca", signer.ca)], signer.notAfter.timeIntervalSince1970)
+        }
+
+        var bytes = text.bytes
+        state.metrics.registry.emit(into: &bytes)
+        return bytes
+    }
+
+    /// Denials of the policy decision counters, by failure reason.
+    private func authzFailures() -> [AuthFailureReason: Int] {
+        var counts: [AuthFailureReason: Int] = [:]
+        for (key, count) in state.authz.counters.snapshot() where !key.allowed {
+            guard let reason = AuthFailureReason(key.reason) else { continue }
+            counts[reason, default: 0] += count
+        }
+        return counts
+    }
+
+    /// Every CA of the hierarchy by a fixed name; an external manufacturer CA by the first 16 hex digits of its
+    /// SHA-256 fingerprint (bounded by the configuration, stable across restarts).
+    private func caCertificates() -> [(String, Certificate)] {
+        let hierarchy = state.hierarchy
+        var result: [(String, Certificate)] = [("root", hierarchy.root), ("issuing", hierarchy.issuing.certificate)]
+        if let services = hierarchy.services { result.append(("services", services.certificate)) }
+        if let manufacturer = hierarchy.manufacturer { result.append(("manufacturer", manufacturer.certificate)) }
+        for external in hierarchy.trustedManufacturers where external != hierarchy.manufacturer?.certificate {
+            result.append(("manufacturer-" + String(external.sha256Fingerprint.prefix(16)), external))
+        }
+        return result
+    }
+
+    /// `complete` for a CA's whole CRL, `<count>-<index>` for a partition (`issuing-4-0` is `4-0`).
+    static func partition(_ crl: PublishedCRL) -> String {
+        guard crl.name != crl.caName, crl.name.hasPrefix(crl.caName + "-") else { return "complete" }
+        return String(crl.name.dropFirst(crl.caName.count + 1))
+    }
+}
+
+/// A little writer of the Prometheus text format for the families computed at scrape time.
+struct PrometheusText {
+    private(set) var bytes: [UInt8] = []
+
+    mutating func family(_ name: String, type: String, help: String) {
+        bytes.append(contentsOf: "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n".utf8)
+    }
+
+    mutating func sample(_ name: String, _ labels: [(String, String)], _ value: Double) {
+        var line = name
+        if !labels.isEmpty {
+            line += "{" + labels.map { "\($0.0)=\"\(Self.escape($0.1))\"" }.joined(separator: ",") + "}"
+        }
+        line += " " + Self.number(value) + "\n"
+        bytes.append(contentsOf: line.utf8)
+    }
+
+    /// Integers without a fraction; others as Swift prints them (shortest round-trip form).
+    static func number(_ value: Double) -> String {
+        if value.isFinite, value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
+        if value.isNaN { return "NaN" }
+        if value.isInfinite { return value > 0 ? "+Inf" : "-Inf" }
+        return String(value)
+    }
+
+    /// Label values escape backslash, double quote and line feed (the text format's three escapes).
+    static func escape(_ value: String) -> String {
+        var result = ""
+        for character in value {
+            switch character {
+            case "\\": result += "\\\\"
+            case "\"": result += "\\\""
+            case "\n": result += "\\n"
+            default: result.append(character)
+            }
+        }
+        return result
+    }
+}

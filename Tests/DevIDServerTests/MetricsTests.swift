@@ -1,0 +1,283 @@
+import AsyncHTTPClient
+import DevIDCore
+import DevIDPKI
+@testable import DevIDServer
+import DevIDStore
+import DevIDTesting
+import Foundation
+import Testing
+import X509
+
+/// `GET /metrics` against a real server: real enrollments over mTLS, real refusals (a bad claim token, a check-in
+/// with an expired LDevID, a TLS handshake with one expired beyond the grace window), and the exact values scraped,
+/// checked by `promtool check metrics` too.
+@Suite("Metrics: GET /metrics", .serialized)
+struct MetricsTests {
+    static let day: TimeInterval = 86_400
+    static let tenant = TenantID(rawValue: "acme")!
+
+    /// A server on a clock at a whole second (so certificate times, which have whole seconds, are exact), with
+    /// tenant `acme`.
+    static func server() async throws -> LiveServer {
+        let start = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+        let server = try await LiveServer(clock: ManualWallClock(start))
+        try await server.state.store.createTenant(
+            Tenant(id: tenant, displayName: "Acme", createdAt: server.clock.now()), audit: nil)
+        return server
+    }
+
+    static func scrape(_ server: LiveServer, token: String? = nil) async throws -> Reply {
+        try await withClient(try server.client()) { client in
+            try await client.send(
+                "GET", server.opsURL + "/metrics",
+                headers: (token ?? server.adminToken).isEmpty ? [] : [("Authorization", "Bearer \(token ?? server.adminToken)")])
+        }
+    }
+
+    /// Enrolls `device` with a fresh claim token; returns its LDevID and key.
+    static func enroll(_ server: LiveServer, device: String) async throws -> (Certificate, Certificate.PrivateKey) {
+        let generated = ClaimTokens.generate()
+        let now = server.clock.now()
+        try await server.state.store.insertClaimToken(
+            ClaimToken(
+                id: generated.id, secretHash: generated.hash, tenant: tenant, device: nil,
+                expiresAt: now.addingTimeInterval(3_600), usesRemaining: 1, createdAt: now),
+            audit: nil)
+        let key = try KeyMaterial.generate(.p256)
+        let reply = try await withClient(try server.client()) { client in
+            try await client.send(
+                "POST", server.estURL + "/.well-known/est/simpleenroll",
+                headers: [("Content-Type", "application/pkcs10"), ("Authorization", "Bearer \(generated.secret)")],
+                body: ESTBase64.encode(try ESTFixture.csr(commonName: device, key: key)))
+        }
+        return (try ESTFixture.certificate(reply), key)
+    }
+
+    @Test("real enrollments and refusals scrape as exact counts; the expiry histogram follows the injected clock")
+    func liveScrape() async throws {
+        let server = try await Self.server()
+        let store = server.state.store
+
+        // An allowlisted device with an IDevID, registered 120 s before it enrolls: onboarding takes 120 s.
+        let hardwareSerial = "SN-METRICS-1"
+        try await store.insertDevice(
+            Device(
+                id: DeviceID(derivedFromHardwareSerial: hardwareSerial), tenant: Self.tenant,
+                hardwareSerial: hardwareSerial, lot: nil, state: .manufactured, createdAt: server.clock.now()),
+            audit: nil)
+        let idevidKey = try KeyMaterial.generate(.p256)
+        let idevid = try #require(server.state.hierarchy.manufacturer).issueIDevID(
+            hardwareSerial: hardwareSerial, publicKey: idevidKey.publicKey, now: server.clock.now())
+        server.clock.advance(by: 120)
+        let enrolled = try await withClient(try server.client(certificate: [idevid], key: idevidKey)) { client in
+            try await client.send(
+                "POST", server.estURL + "/.well-known/est/simpleenroll", headers: [("Content-Type", "application/pkcs10")],
+                body: ESTBase64.encode(try ESTFixture.csr(key: try KeyMaterial.generate(.p256))))
+        }
+        _ = try ESTFixture.certificate(enrolled)
+        // Two devices registered by their claim tokens as they enroll: onboarding takes 0 s.
+        let (first, firstKey) = try await Self.enroll(server, device: "dev-1")
+        let (second, secondKey) = try await Self.enroll(server, device: "dev-2")
+        // A claim token that matches none: refused, anonymous.
+        let refused = try await withClient(try server.client()) { client in
+            try await client.send(
+                "POST", server.estURL + "/.well-known/est/simpleenroll",
+                headers: [("Content-Type", "application/pkcs10"), ("Authorization", "Bearer not-a-token")],
+                body: ESTBase64.encode(try ESTFixture.csr(commonName: "dev-x", key: try KeyMaterial.generate(.p256))))
+        }
+        #expect(refused.status == 401, "\(refused.body)")
+
+        var metrics = try Exposition(try await Self.scrape(server))
+        #expect(metrics[#"devid_devices{tenant="acme",state="active"}"#] == 3)
+        #expect(metrics[#"devid_credentials{status="active"}"#] == 3)
+        #expect(metrics[#"devid_enrollments_total{tenant="acme",kind="enroll",result="issued"}"#] == 3)
+        #expect(metrics[#"devid_enrollments_total{tenant="unknown",kind="enroll",result="refused"}"#] == 1)
+        #expect(metrics[#"devid_auth_failures_total{stage="est",reason="bad_token"}"#] == 1)
+        #expect(metrics.sum(prefix: "devid_auth_failures_total{") == 1, "no other failure")
+        #expect(metrics[#"devid_onboarding_seconds_bucket{tenant="acme",le="60.0"}"#] == 2)
+        #expect(metrics[#"devid_onboarding_seconds_bucket{tenant="acme",le="300.0"}"#] == 3)
+        #expect(metrics[#"devid_onboarding_seconds_sum{tenant="acme"}"#] == 120)
+        #expect(metrics[#"devid_onboarding_seconds_count{tenant="acme"}"#] == 3)
+        // Every LDevID has its 30-day lifetime left (two were issued at the same second, one 0 s later: all 30 d).
+        let thirtyDays = 30 * Self.day
+        #expect(metrics.expiryBuckets("acme") == [0, 0, 0, 3, 3, 3, 3, 3, 3])
+        #expect(metrics[#"devid_credential_expiry_seconds_count{tenant="acme"}"#] == 3)
+        #expect(metrics[#"devid_credential_expiry_seconds_sum{tenant="acme"}"#] == 3 * thirtyDays)
+        #expect(
+            metrics[#"devid_ca_expiry_timestamp_seconds{ca="root"}"#]
+                == server.state.hierarchy.root.notValidAfter.timeIntervalSince1970)
+        #expect(
+            metrics[#"devid_ca_expiry_timestamp_seconds{ca="issuing"}"#]
+                == server.state.hierarchy.issuing.certificate.notValidAfter.timeIntervalSince1970)
+        #expect(
+            metrics[#"devid_http_requests_total{listener="est",route="/.well-known/est/simpleenroll",method="POST",status="200"}"#]
+                == 3)
+        #expect(
+            metrics[#"devid_http_requests_total{listener="est",route="/.well-known/est/simpleenroll",method="POST",status="401"}"#]
+                == 1)
+        try await Promtool.checkMetrics(metrics.text)
+
+        // 25 days on: 5 days left for each, in the 7-day bucket.
+        server.clock.advance(by: 25 * Self.day)
+        metrics = try Exposition(try await Self.scrape(server))
+        #expect(metrics.expiryBuckets("acme") == [0, 3, 3, 3, 3, 3, 3, 3, 3])
+        #expect(metrics[#"devid_credential_expiry_seconds_sum{tenant="acme"}"#] == 3 * 5 * Self.day)
+
+        // 45 days after issuance: expired, within the 30-day grace. The handshake lets dev-1's LDevID through, and
+        // the check-in refuses it: {stage="device_status",reason="expired"}.
+        server.clock.advance(by: 20 * Self.day)
+        let checkIn = try await withClient(try server.client(certificate: [first], key: firstKey)) { client in
+            try await client.send("GET", server.estURL + "/v1/device/status")
+        }
+        #expect(checkIn.status == 403, "\(checkIn.body)")
+        // 61 days after issuance: beyond the grace. The handshake refuses dev-2's LDevID: {stage="tls",reason="expired"}.
+        server.clock.advance(by: 16 * Self.day)
+        await #expect(throws: (any Error).self) {
+            try await withClient(try server.client(certificate: [second], key: secondKey)) { client in
+                try await client.send("GET", server.estURL + "/v1/device/status")
+            }
+        }
+        metrics = try Exposition(try await Self.scrape(server))
+        #expect(metrics[#"devid_auth_failures_total{stage="device_status",reason="expired"}"#] == 1)
+        #expect(metrics[#"devid_auth_failures_total{stage="tls",reason="expired"}"#] == 1)
+        #expect(metrics[#"devid_auth_failures_total{stage="est",reason="bad_token"}"#] == 1)
+        #expect(metrics.sum(prefix: "devid_auth_failures_total{") == 3, "nothing else refused")
+        #expect(metrics[#"devid_credentials{status="expired"}"#] == 3)
+        #expect(metrics.expiryBuckets("acme") == nil, "no current LDevID left: no series")
+        try await Promtool.checkMetrics(metrics.text)
+        try await server.stop()
+    }
+
+    @Test("401 without a token or with an unknown one, 403 for other roles and tenant-limited tokens; audited")
+    func access() async throws {
+        let server = try await Self.server()
+        let fixture = AdminRoleTests.Fixture(server: server, client: try server.client())
+        do {
+            try await Self.checkAccess(fixture)
+        } catch {
+            try? await fixture.stop()
+            throw error
+        }
+        try await fixture.stop()
+    }
+
+    static func checkAccess(_ fixture: AdminRoleTests.Fixture) async throws {
+        let server = fixture.server
+
+        let missing = try await fixture.send("GET", "/metrics", token: nil)
+        #expect(missing.status == 401)
+        #expect(missing.header("WWW-Authenticate") == "Bearer realm=\"devid-admin\"")
+        let unknown = try await fixture.send("GET", "/metrics", token: "devid-admin-not-a-real-token")
+        #expect(unknown.status == 401)
+        #expect(!unknown.body.contains("devid_"), "nothing leaks")
+
+        for role in AdminRole.allCases {
+            // A factory token must name its tenants; the role check comes first either way.
+            let secret = try await fixture.create(
+                "\(role)-metrics", role: role, tenants: role == .factory ? ["acme"] : nil
+            ).secret
+            let reply = try await fixture.send("GET", "/metrics", token: secret)
+            let allowed = role == .admin || role == .auditor
+            #expect(reply.status == (allowed ? 200 : 403), "\(role): \(reply.body)")
+            if allowed {
+                #expect(reply.header("Content-Type") == "text/plain; version=0.0.4; charset=utf-8")
+                #expect(reply.body.contains("# TYPE devid_devices gauge"))
+            } else {
+                #expect(reply.body == #"{"error":{"message":"role \#(role) may not GET \/metrics"}}"#)
+                #expect(try await fixture.deniedAuth(containing: "role \(role) may not GET /metrics").count == 1)
+            }
+        }
+        // The numbers cover every tenant: an auditor limited to one is refused.
+        let limited = try await fixture.create("auditor-acme", role: .auditor, tenants: ["acme"]).secret
+        let reply = try await fixture.send("GET", "/metrics", token: limited)
+        #expect(reply.status == 403)
+        #expect(reply.body.contains("is limited to tenants and may not ask for the metrics of every tenant"))
+        #expect(try await fixture.deniedAuth(containing: "the metrics of every tenant").count == 1)
+
+        // The refusals are themselves counted, by route pattern and status.
+        let metrics = try Exposition(try await Self.scrape(server))
+        #expect(metrics[#"devid_http_requests_total{listener="ops",route="/metrics",method="GET",status="401"}"#] == 2)
+        #expect(metrics[#"devid_http_requests_total{listener="ops",route="/metrics",method="GET",status="403"}"#] == 4)
+    }
+
+    @Test("a revocation counts the credentials it revoked, by scope and reason")
+    func revocations() async throws {
+        let server = try await Self.server()
+        _ = try await Self.enroll(server, device: "dev-1")
+        _ = try await Self.enroll(server, device: "dev-2")
+        let reply = try await withClient(try server.client()) { client in
+            try await client.send(
+                "POST", server.opsURL + "/v1/admin/revoke",
+                headers: [("Authorization", "Bearer \(server.adminToken)"), ("Content-Type", "application/json")],
+                body: #"{"tenant":"acme","reason":"keyCompromise"}"#)
+        }
+        #expect(reply.status == 200, "\(reply.body)")
+        let metrics = try Exposition(try await Self.scrape(server))
+        #expect(metrics[#"devid_revocations_total{scope="tenant",reason="keyCompromise"}"#] == 2)
+        #expect(metrics[#"devid_devices{tenant="acme",state="revoked"}"#] == 2)
+        #expect(metrics[#"devid_credentials{status="revoked"}"#] == 2)
+        try await server.stop()
+    }
+}
+
+/// A scrape parsed into `name{labels}` → value, exactly as the lines print them.
+struct Exposition {
+    let text: String
+    let samples: [String: Double]
+
+    init(_ reply: Reply) throws {
+        try #require(reply.status == 200, "\(reply.body)")
+        text = reply.body
+        var samples: [String: Double] = [:]
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " ") else { continue }
+            let key = String(line[..<space])
+            #expect(samples[key] == nil, "one sample per series: \(key)")
+            samples[key] = Double(line[line.index(after: space)...])
+        }
+        self.samples = samples
+    }
+
+    subscript(_ key: String) -> Double? { samples[key] }
+
+    func sum(prefix: String) -> Double {
+        samples.filter { $0.key.hasPrefix(prefix) }.values.reduce(0, +)
+    }
+
+    /// The expiry histogram's cumulative buckets of `tenant`, 1 d ... 365 d then +Inf; nil if it has none.
+    func expiryBuckets(_ tenant: String) -> [Double]? {
+        let bounds = ["86400", "604800", "1209600", "2592000", "5184000", "7776000", "15552000", "31536000", "+Inf"]
+        let values = bounds.map { samples[#"devid_credential_expiry_seconds_bucket{tenant="\#(tenant)",le="\#($0)"}"#] }
+        if values.allSatisfy({ $0 == nil }) { return nil }
+        return values.map { $0 ?? -1 }
+    }
+}
+
+/// `promtool` from the Debian package `prometheus` (scripts/test installs it). Missing, it fails the test under
+/// `CI=true` and is skipped with a note otherwise.
+enum Promtool {
+    static let path = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first {
+        FileManager.default.isExecutableFile(atPath: $0)
+    }
+
+    /// Runs `promtool` with `arguments` and `input` on stdin. Nil when it is not installed and CI is not set.
+    static func run(_ arguments: [String], input: String = "") async throws -> ExternalTool.Result? {
+        guard let path else {
+            if ProcessInfo.processInfo.environment["CI"] == "true" {
+                Issue.record("promtool is not installed (Debian package prometheus; scripts/test installs it)")
+            } else {
+                print("promtool is not installed (Debian package prometheus; scripts/test installs it): skipped")
+            }
+            return nil
+        }
+        return try await ExternalTool.runAsync([path] + arguments, stdin: Array(input.utf8))
+    }
+
+    /// `promtool check metrics` on a scrape: no format error and no lint problem.
+    static func checkMetrics(_ text: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        guard let result = try await run(["check", "metrics"], input: text) else { return }
+        let output = result.stdout + result.stderr
+        #expect(result.status == 0, "promtool check metrics: \(output)", sourceLocation: sourceLocation)
+        #expect(output.isEmpty, "promtool check metrics: \(output)", sourceLocation: sourceLocation)
+    }
+}
