@@ -98,4 +98,21 @@ struct MetricsLabelTests {
         #expect(text.contains(#"devid_onboarding_seconds_sum{tenant="acme"} 0.0"#))
         #expect(text.contains(#"devid_enrollments_total{tenant="unknown",kind="late_renewal",result="refused"} 1"#))
     }
+
+    @Test("process metrics: CPU time, memory and start time from /proc/self/stat and btime of /proc/stat")
+    func processStat() throws {
+        // A command name with spaces and parentheses: fields are counted after the last ')'.
+        let stat = "17627 (a) b) R 17583 17583 27733 0 -1 4194304 130 0 0 0 250 50 0 0 20 0 1 0 2182827 3133440 380 "
+            + "18446744073709551615 0 0"
+        let sample = try #require(
+            ProcessMetrics.parse(
+                stat: stat, systemStat: "cpu  1 2 3\nbtime 1796504995\nprocesses 9\n", ticksPerSecond: 100,
+                pageSize: 4096))
+        #expect(sample.cpuSeconds == 3)
+        #expect(sample.startTimeSeconds == 1_796_504_995 + 21_828.27)
+        #expect(sample.virtualBytes == 3_133_440)
+        #expect(sample.residentBytes == 380 * 4096)
+        #expect(ProcessMetrics.parse(stat: "garbage", systemStat: "", ticksPerSecond: 100, pageSize: 4096) == nil)
+        #expect(ProcessMetrics.parse(stat: stat, systemStat: "no btime\n", ticksPerSecond: 100, pageSize: 4096) == nil)
+    }
 }

@@ -95,6 +95,8 @@ struct MetricsExposition {
             text.sample("devid_ocsp_signer_expiry_timestamp_seconds", [("ca", signer.ca)], signer.notAfter.timeIntervalSince1970)
         }
 
+        ProcessMetrics.write(into: &text)
+
         var bytes = text.bytes
         state.metrics.registry.emit(into: &bytes)
         return bytes
