@@ -170,6 +170,11 @@ struct MetricsTests {
         let unknown = try await fixture.send("GET", "/metrics", token: "devid-admin-not-a-real-token")
         #expect(unknown.status == 401)
         #expect(!unknown.body.contains("devid_"), "nothing leaks")
+        // Not a bearer token at all: the token, as a query parameter or Basic credentials, is not looked at.
+        for headers in [[("Authorization", "Basic \(Data("x:\(server.adminToken)".utf8).base64EncodedString())")], []] {
+            let reply = try await fixture.client.send("GET", server.opsURL + "/metrics?token=\(server.adminToken)", headers: headers)
+            #expect(reply.status == 401, "\(headers)")
+        }
 
         for role in AdminRole.allCases {
             // A factory token must name its tenants; the role check comes first either way.
@@ -196,8 +201,62 @@ struct MetricsTests {
 
         // The refusals are themselves counted, by route pattern and status.
         let metrics = try Exposition(try await Self.scrape(server))
-        #expect(metrics[#"devid_http_requests_total{listener="ops",route="/metrics",method="GET",status="401"}"#] == 2)
+        #expect(metrics[#"devid_http_requests_total{listener="ops",route="/metrics",method="GET",status="401"}"#] == 4)
         #expect(metrics[#"devid_http_requests_total{listener="ops",route="/metrics",method="GET",status="403"}"#] == 4)
+    }
+
+    @Test("enrollment kinds: first enroll, renewal, bootstrap with the IDevID, late renewal within grace")
+    func enrollmentKinds() async throws {
+        let server = try await Self.server()
+        let hardwareSerial = "SN-KINDS"
+        try await server.state.store.insertDevice(
+            Device(
+                id: DeviceID(derivedFromHardwareSerial: hardwareSerial), tenant: Self.tenant,
+                hardwareSerial: hardwareSerial, lot: nil, state: .manufactured, createdAt: server.clock.now()),
+            audit: nil)
+        let idevidKey = try KeyMaterial.generate(.p256)
+        let idevid = try #require(server.state.hierarchy.manufacturer).issueIDevID(
+            hardwareSerial: hardwareSerial, publicKey: idevidKey.publicKey, now: server.clock.now())
+        func post(_ operation: String, certificate: Certificate, key: Certificate.PrivateKey) async throws -> Reply {
+            try await withClient(try server.client(certificate: [certificate], key: key)) { client in
+                try await client.send(
+                    "POST", server.estURL + "/.well-known/est/" + operation,
+                    headers: [("Content-Type", "application/pkcs10")],
+                    body: ESTBase64.encode(try ESTFixture.csr(key: try KeyMaterial.generate(.p256))))
+            }
+        }
+        _ = try ESTFixture.certificate(try await post("simpleenroll", certificate: idevid, key: idevidKey))
+        // Renewal needs the LDevID's key: enroll again with a known key to hold it.
+        let renewalKey = try KeyMaterial.generate(.p256)
+        let bootstrapped = try await withClient(try server.client(certificate: [idevid], key: idevidKey)) { client in
+            try await client.send(
+                "POST", server.estURL + "/.well-known/est/simpleenroll", headers: [("Content-Type", "application/pkcs10")],
+                body: ESTBase64.encode(try ESTFixture.csr(key: renewalKey)))
+        }
+        let current = try ESTFixture.certificate(bootstrapped)
+        let renewed = try await post("simplereenroll", certificate: current, key: renewalKey)
+        #expect(renewed.status == 200, "\(renewed.body)")
+
+        // One more renewal after the LDevID expired (31 days), within the 30-day grace: a late renewal.
+        let lateKey = try KeyMaterial.generate(.p256)
+        let beforeLate = try await withClient(try server.client(certificate: [idevid], key: idevidKey)) { client in
+            try await client.send(
+                "POST", server.estURL + "/.well-known/est/simpleenroll", headers: [("Content-Type", "application/pkcs10")],
+                body: ESTBase64.encode(try ESTFixture.csr(key: lateKey)))
+        }
+        let expiring = try ESTFixture.certificate(beforeLate)
+        server.clock.advance(by: 31 * Self.day)
+        let late = try await post("simplereenroll", certificate: expiring, key: lateKey)
+        #expect(late.status == 200, "\(late.body)")
+
+        let metrics = try Exposition(try await Self.scrape(server))
+        #expect(metrics[#"devid_enrollments_total{tenant="acme",kind="enroll",result="issued"}"#] == 1)
+        #expect(metrics[#"devid_enrollments_total{tenant="acme",kind="bootstrap",result="issued"}"#] == 2)
+        #expect(metrics[#"devid_enrollments_total{tenant="acme",kind="reenroll",result="issued"}"#] == 1)
+        #expect(metrics[#"devid_enrollments_total{tenant="acme",kind="late_renewal",result="issued"}"#] == 1)
+        #expect(metrics.sum(prefix: "devid_enrollments_total{") == 5, "nothing refused")
+        #expect(metrics[#"devid_onboarding_seconds_count{tenant="acme"}"#] == 1, "only the first LDevID onboards")
+        try await server.stop()
     }
 
     @Test("a revocation counts the credentials it revoked, by scope and reason")
