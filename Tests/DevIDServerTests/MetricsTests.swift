@@ -259,7 +259,7 @@ struct MetricsTests {
         try await server.stop()
     }
 
-    @Test("a revocation counts the credentials it revoked, by scope and reason")
+    @Test("a revocation counts the credentials it revoked, by scope and reason; authz denials count by reason")
     func revocations() async throws {
         let server = try await Self.server()
         _ = try await Self.enroll(server, device: "dev-1")
@@ -271,7 +271,22 @@ struct MetricsTests {
                 body: #"{"tenant":"acme","reason":"keyCompromise"}"#)
         }
         #expect(reply.status == 200, "\(reply.body)")
+        // The broker asks about the revoked device and an unknown one: authz denials, by the decision's reason.
+        let authzToken = try String(
+            contentsOfFile: server.configuration.secretsDirectory + "/authz-token", encoding: .utf8)
+        for device in ["dev-1", "dev-2", "nobody"] {
+            let decision = try await withClient(try server.client()) { client in
+                try await client.send(
+                    "POST", server.opsURL + "/v1/authz/mqtt",
+                    headers: [("Authorization", "Bearer \(authzToken)"), ("Content-Type", "application/json")],
+                    body: #"{"device":"\#(device)","action":"connect"}"#)
+            }
+            #expect(decision.status == 200 && decision.body.contains(#""result":"deny""#), "\(decision.body)")
+        }
         let metrics = try Exposition(try await Self.scrape(server))
+        #expect(metrics[#"devid_auth_failures_total{stage="authz",reason="revoked"}"#] == 2)
+        #expect(metrics[#"devid_auth_failures_total{stage="authz",reason="unknown_device"}"#] == 1)
+        #expect(metrics[#"devid_authz_decisions_total{action="connect",result="deny",reason="revoked"}"#] == 2)
         #expect(metrics[#"devid_revocations_total{scope="tenant",reason="keyCompromise"}"#] == 2)
         #expect(metrics[#"devid_devices{tenant="acme",state="revoked"}"#] == 2)
         #expect(metrics[#"devid_credentials{status="revoked"}"#] == 2)
