@@ -87,7 +87,19 @@ struct MetricsTests {
         }
         #expect(refused.status == 401, "\(refused.body)")
 
+        // A rotation campaign for the tenant: three LDevIDs flagged, their devices seen at enrollment (pending).
+        let marked = try await withClient(try server.client()) { client in
+            try await client.send(
+                "POST", server.opsURL + "/v1/admin/rotate",
+                headers: [("Authorization", "Bearer \(server.adminToken)"), ("Content-Type", "application/json")],
+                body: #"{"tenant":"acme"}"#)
+        }
+        #expect(marked.status == 200, "\(marked.body)")
+
         var metrics = try Exposition(try await Self.scrape(server))
+        #expect(metrics[#"devid_rotation_campaign_devices{campaign="all",state="due"}"#] == 3)
+        #expect(metrics[#"devid_rotation_campaign_devices{campaign="all",state="pending"}"#] == 3)
+        #expect(metrics[#"devid_rotation_campaign_devices{campaign="all",state="rotated"}"#] == 0)
         #expect(metrics[#"devid_devices{tenant="acme",state="active"}"#] == 3)
         #expect(metrics[#"devid_credentials{status="active"}"#] == 3)
         #expect(metrics[#"devid_enrollments_total{tenant="acme",kind="enroll",result="issued"}"#] == 3)
@@ -288,6 +300,7 @@ struct MetricsTests {
         #expect(metrics[#"devid_auth_failures_total{stage="authz",reason="unknown_device"}"#] == 1)
         #expect(metrics[#"devid_authz_decisions_total{action="connect",result="deny",reason="revoked"}"#] == 2)
         #expect(metrics[#"devid_revocations_total{scope="tenant",reason="keyCompromise"}"#] == 2)
+        #expect(metrics[#"devid_rotation_campaign_devices{campaign="all",state="due"}"#] == 0)
         #expect(metrics[#"devid_devices{tenant="acme",state="revoked"}"#] == 2)
         #expect(metrics[#"devid_credentials{status="revoked"}"#] == 2)
         try await server.stop()

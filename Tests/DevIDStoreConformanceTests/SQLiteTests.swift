@@ -175,11 +175,13 @@ struct SQLiteTests {
             DROP INDEX credentials_status_overlap_deadline;
             DROP INDEX credentials_status_issuer_serial;
             DROP INDEX credentials_status_serial;
+            DROP INDEX credentials_rotation_due;
+            DROP INDEX devices_tenant_state;
             ALTER TABLE credentials DROP COLUMN overlap_deadline;
             ALTER TABLE credentials DROP COLUMN confirmed_at;
             ALTER TABLE credentials DROP COLUMN rotation_due;
             ALTER TABLE credentials DROP COLUMN replaced_by;
-            DELETE FROM grdb_migrations WHERE identifier = 'v4';
+            DELETE FROM grdb_migrations WHERE identifier IN ('v4', 'v10-fleet-health');
             """)
         let inspector = try DatabaseQueue(path: path)
         let v3Columns = try await inspector.read { db in try db.columns(in: "credentials").map(\.name) }
@@ -211,6 +213,7 @@ struct SQLiteTests {
         #expect(
             Set(indexes).isSuperset(of: [
                 "credentials_status_overlap_deadline", "credentials_status_issuer_serial", "credentials_status_serial",
+                "credentials_rotation_due",
             ]))
     }
 

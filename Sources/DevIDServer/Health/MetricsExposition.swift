@@ -7,8 +7,9 @@ import X509
 
 /// The body of `GET /metrics`: the Prometheus text format (version 0.0.4).
 ///
-/// The registry is read at scrape time, at the injected clock's `now`, in aggregate queries (``Store/fleetHealth(now:upperBounds:)``
-/// and ``Store/credentialCounts(now:)``): devices by state, the expiry distribution, credentials by status. CA,
+/// The registry is read at scrape time, at the injected clock's `now`, in aggregate queries (``Store/fleetHealth(now:upperBounds:)``,
+/// ``Store/credentialCounts(now:)`` and ``Store/rotationProgress(_:now:unreachableAfter:)``): devices by state, the
+/// expiry distribution, credentials by status, the rotation campaign's progress. CA,
 /// CRL and OCSP-signer dates come from memory. `devid_auth_failures_total` joins the stages counted by
 /// ``ServerMetrics`` with the policy decisions' own counters (`authz`). The event-fed counters and histograms
 /// follow, from the server's ``ServerMetrics/registry``.
@@ -23,6 +24,8 @@ struct MetricsExposition {
         let now = state.clock.now()
         let fleet = try await state.store.fleetHealth(now: now, upperBounds: Self.expiryBuckets)
         let credentials = try await state.store.credentialCounts(now: now)
+        let rotation = try await state.store.rotationProgress(
+            nil, now: now, unreachableAfter: state.configuration.unreachableAfter)
         var text = PrometheusText()
 
         text.family(
@@ -50,6 +53,17 @@ struct MetricsExposition {
             text.sample("devid_credential_expiry_seconds_bucket", labels + [("le", "+Inf")], Double(histogram.count))
             text.sample("devid_credential_expiry_seconds_sum", labels, histogram.sum)
             text.sample("devid_credential_expiry_seconds_count", labels, Double(histogram.count))
+        }
+
+        text.family(
+            "devid_rotation_campaign_devices", type: "gauge",
+            help: "LDevIDs flagged by rotation campaigns (devid rotate mark), by state: due (all flagged), rotated, pending (device seen recently), unreachable.")
+        for (name, count) in [
+            ("due", rotation.due), ("rotated", rotation.rotated), ("pending", rotation.pending),
+            ("unreachable", rotation.unreachable),
+        ] {
+            // DevID keeps one set of rotation-due flags, not named campaigns: the campaign label is "all" for now.
+            text.sample("devid_rotation_campaign_devices", [("campaign", "all"), ("state", name)], Double(count))
         }
 
         text.family(
