@@ -211,8 +211,15 @@ struct MetricsTests {
         #expect(reply.body.contains("is limited to tenants and may not ask for the metrics of every tenant"))
         #expect(try await fixture.deniedAuth(containing: "the metrics of every tenant").count == 1)
 
+        // A path no route matches is counted under one label value, whatever the path.
+        for path in ["/nope", "/v1/admin/../../etc/passwd", "/metrics/extra"] {
+            #expect(try await fixture.send("GET", path, token: nil).status == 404, "\(path)")
+        }
+
         // The refusals are themselves counted, by route pattern and status.
         let metrics = try Exposition(try await Self.scrape(server))
+        #expect(metrics[#"devid_http_requests_total{listener="ops",route="unmatched",method="GET",status="404"}"#] == 3)
+        #expect(!metrics.text.contains("nope") && !metrics.text.contains("passwd"))
         #expect(metrics[#"devid_http_requests_total{listener="ops",route="/metrics",method="GET",status="401"}"#] == 4)
         #expect(metrics[#"devid_http_requests_total{listener="ops",route="/metrics",method="GET",status="403"}"#] == 4)
     }
