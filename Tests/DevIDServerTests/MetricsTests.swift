@@ -53,27 +53,40 @@ struct MetricsTests {
         return (try ESTFixture.certificate(reply), key)
     }
 
+    /// An allowlisted device of `acme`, registered now, and its IDevID from the server's manufacturer CA.
+    static func idevidDevice(_ server: LiveServer, hardwareSerial: String) async throws -> (Certificate, Certificate.PrivateKey) {
+        try await server.state.store.insertDevice(
+            Device(
+                id: DeviceID(derivedFromHardwareSerial: hardwareSerial), tenant: tenant,
+                hardwareSerial: hardwareSerial, lot: nil, state: .manufactured, createdAt: server.clock.now()),
+            audit: nil)
+        let key = try KeyMaterial.generate(.p256)
+        let certificate = try #require(server.state.hierarchy.manufacturer).issueIDevID(
+            hardwareSerial: hardwareSerial, publicKey: key.publicKey, now: server.clock.now())
+        return (certificate, key)
+    }
+
+    /// `simpleenroll` or `simplereenroll` with a client certificate, for a CSR of `newKey`.
+    static func est(
+        _ server: LiveServer, _ operation: String, certificate: Certificate, key: Certificate.PrivateKey,
+        newKey: Certificate.PrivateKey
+    ) async throws -> Reply {
+        try await withClient(try server.client(certificate: [certificate], key: key)) { client in
+            try await client.send(
+                "POST", server.estURL + "/.well-known/est/" + operation, headers: [("Content-Type", "application/pkcs10")],
+                body: ESTBase64.encode(try ESTFixture.csr(key: newKey)))
+        }
+    }
+
     @Test("real enrollments and refusals scrape as exact counts; the expiry histogram follows the injected clock")
     func liveScrape() async throws {
         let server = try await Self.server()
-        let store = server.state.store
 
         // An allowlisted device with an IDevID, registered 120 s before it enrolls: onboarding takes 120 s.
-        let hardwareSerial = "SN-METRICS-1"
-        try await store.insertDevice(
-            Device(
-                id: DeviceID(derivedFromHardwareSerial: hardwareSerial), tenant: Self.tenant,
-                hardwareSerial: hardwareSerial, lot: nil, state: .manufactured, createdAt: server.clock.now()),
-            audit: nil)
-        let idevidKey = try KeyMaterial.generate(.p256)
-        let idevid = try #require(server.state.hierarchy.manufacturer).issueIDevID(
-            hardwareSerial: hardwareSerial, publicKey: idevidKey.publicKey, now: server.clock.now())
+        let (idevid, idevidKey) = try await Self.idevidDevice(server, hardwareSerial: "SN-METRICS-1")
         server.clock.advance(by: 120)
-        let enrolled = try await withClient(try server.client(certificate: [idevid], key: idevidKey)) { client in
-            try await client.send(
-                "POST", server.estURL + "/.well-known/est/simpleenroll", headers: [("Content-Type", "application/pkcs10")],
-                body: ESTBase64.encode(try ESTFixture.csr(key: try KeyMaterial.generate(.p256))))
-        }
+        let enrolled = try await Self.est(
+            server, "simpleenroll", certificate: idevid, key: idevidKey, newKey: try KeyMaterial.generate(.p256))
         _ = try ESTFixture.certificate(enrolled)
         // Two devices registered by their claim tokens as they enroll: onboarding takes 0 s.
         let (first, firstKey) = try await Self.enroll(server, device: "dev-1")
@@ -227,45 +240,25 @@ struct MetricsTests {
     @Test("enrollment kinds: first enroll, renewal, bootstrap with the IDevID, late renewal within grace")
     func enrollmentKinds() async throws {
         let server = try await Self.server()
-        let hardwareSerial = "SN-KINDS"
-        try await server.state.store.insertDevice(
-            Device(
-                id: DeviceID(derivedFromHardwareSerial: hardwareSerial), tenant: Self.tenant,
-                hardwareSerial: hardwareSerial, lot: nil, state: .manufactured, createdAt: server.clock.now()),
-            audit: nil)
-        let idevidKey = try KeyMaterial.generate(.p256)
-        let idevid = try #require(server.state.hierarchy.manufacturer).issueIDevID(
-            hardwareSerial: hardwareSerial, publicKey: idevidKey.publicKey, now: server.clock.now())
-        func post(_ operation: String, certificate: Certificate, key: Certificate.PrivateKey) async throws -> Reply {
-            try await withClient(try server.client(certificate: [certificate], key: key)) { client in
-                try await client.send(
-                    "POST", server.estURL + "/.well-known/est/" + operation,
-                    headers: [("Content-Type", "application/pkcs10")],
-                    body: ESTBase64.encode(try ESTFixture.csr(key: try KeyMaterial.generate(.p256))))
-            }
+        let (idevid, idevidKey) = try await Self.idevidDevice(server, hardwareSerial: "SN-KINDS")
+        func enroll(_ newKey: Certificate.PrivateKey) async throws -> Certificate {
+            try ESTFixture.certificate(
+                try await Self.est(server, "simpleenroll", certificate: idevid, key: idevidKey, newKey: newKey))
         }
-        _ = try ESTFixture.certificate(try await post("simpleenroll", certificate: idevid, key: idevidKey))
-        // Renewal needs the LDevID's key: enroll again with a known key to hold it.
+        _ = try await enroll(try KeyMaterial.generate(.p256))
+        // The same device with its IDevID again: a bootstrap. Renewing needs the LDevID's key: kept here.
         let renewalKey = try KeyMaterial.generate(.p256)
-        let bootstrapped = try await withClient(try server.client(certificate: [idevid], key: idevidKey)) { client in
-            try await client.send(
-                "POST", server.estURL + "/.well-known/est/simpleenroll", headers: [("Content-Type", "application/pkcs10")],
-                body: ESTBase64.encode(try ESTFixture.csr(key: renewalKey)))
-        }
-        let current = try ESTFixture.certificate(bootstrapped)
-        let renewed = try await post("simplereenroll", certificate: current, key: renewalKey)
+        let current = try await enroll(renewalKey)
+        let renewed = try await Self.est(
+            server, "simplereenroll", certificate: current, key: renewalKey, newKey: try KeyMaterial.generate(.p256))
         #expect(renewed.status == 200, "\(renewed.body)")
 
-        // One more renewal after the LDevID expired (31 days), within the 30-day grace: a late renewal.
+        // One more bootstrap, and its LDevID renewed after it expired (31 days on), within the 30-day grace.
         let lateKey = try KeyMaterial.generate(.p256)
-        let beforeLate = try await withClient(try server.client(certificate: [idevid], key: idevidKey)) { client in
-            try await client.send(
-                "POST", server.estURL + "/.well-known/est/simpleenroll", headers: [("Content-Type", "application/pkcs10")],
-                body: ESTBase64.encode(try ESTFixture.csr(key: lateKey)))
-        }
-        let expiring = try ESTFixture.certificate(beforeLate)
+        let expiring = try await enroll(lateKey)
         server.clock.advance(by: 31 * Self.day)
-        let late = try await post("simplereenroll", certificate: expiring, key: lateKey)
+        let late = try await Self.est(
+            server, "simplereenroll", certificate: expiring, key: lateKey, newKey: try KeyMaterial.generate(.p256))
         #expect(late.status == 200, "\(late.body)")
 
         let metrics = try Exposition(try await Self.scrape(server))
