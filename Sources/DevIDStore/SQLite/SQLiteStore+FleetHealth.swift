@@ -1,4 +1,4 @@
-public import DevIDCore
+import DevIDCore
 public import Foundation
 import GRDB
 
