@@ -271,10 +271,10 @@ struct MetricsTests {
         try await server.stop()
     }
 
-    @Test("a revocation counts the credentials it revoked, by scope and reason; authz denials count by reason")
+    @Test("a revocation counts the credentials it revoked; the revoked device and a foreign certificate are refused, by stage")
     func revocations() async throws {
         let server = try await Self.server()
-        _ = try await Self.enroll(server, device: "dev-1")
+        let (revokedCertificate, revokedKey) = try await Self.enroll(server, device: "dev-1")
         _ = try await Self.enroll(server, device: "dev-2")
         let reply = try await withClient(try server.client()) { client in
             try await client.send(
@@ -295,7 +295,27 @@ struct MetricsTests {
             }
             #expect(decision.status == 200 && decision.body.contains(#""result":"deny""#), "\(decision.body)")
         }
+        // The revoked device tries to renew: refused at EST, {stage="est",reason="revoked"}.
+        let renewal = try await Self.est(
+            server, "simplereenroll", certificate: revokedCertificate, key: revokedKey,
+            newKey: try KeyMaterial.generate(.p256))
+        #expect(renewal.status == 403, "\(renewal.body)")
+        // A client certificate from another CA hierarchy: the handshake refuses it, {stage="tls",reason="unknown_issuer"}.
+        let foreign = try TestChain(clock: ManualWallClock(server.clock.now()))
+        let foreignKey = try KeyMaterial.generate(.p256)
+        let foreignLeaf = try foreign.hierarchy.issuing.issueLDevID(
+            device: DeviceID(rawValue: "dev-1")!, tenant: Self.tenant, trustDomain: server.state.hierarchy.trustDomain,
+            publicKey: foreignKey.publicKey, now: server.clock.now())
+        await #expect(throws: (any Error).self) {
+            try await withClient(try server.client(certificate: [foreignLeaf], key: foreignKey)) { client in
+                try await client.send("GET", server.estURL + "/v1/device/status")
+            }
+        }
+
         let metrics = try Exposition(try await Self.scrape(server))
+        #expect(metrics[#"devid_auth_failures_total{stage="est",reason="revoked"}"#] == 1)
+        #expect(metrics[#"devid_enrollments_total{tenant="acme",kind="reenroll",result="refused"}"#] == 1)
+        #expect(metrics[#"devid_auth_failures_total{stage="tls",reason="unknown_issuer"}"#] == 1)
         #expect(metrics[#"devid_auth_failures_total{stage="authz",reason="revoked"}"#] == 2)
         #expect(metrics[#"devid_auth_failures_total{stage="authz",reason="unknown_device"}"#] == 1)
         #expect(metrics[#"devid_authz_decisions_total{action="connect",result="deny",reason="revoked"}"#] == 2)
