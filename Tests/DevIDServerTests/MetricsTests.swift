@@ -388,3 +388,43 @@ enum Promtool {
         #expect(output.isEmpty, "promtool check metrics: \(output)", sourceLocation: sourceLocation)
     }
 }
+
+/// The revocation publisher's dates on `/metrics`: every published CRL's nextUpdate, and the OCSP signer once the
+/// first OCSP request made one.
+@Suite("Metrics: CRL and OCSP freshness", .serialized)
+struct MetricsFreshnessTests {
+    @Test("CRL nextUpdate per CA and partition, and the OCSP signer's notAfter after `openssl ocsp`")
+    func freshness() async throws {
+        let f = try await PublicationFixture.start()
+        _ = try await f.enroll("dev-1")
+        var metrics = try Exposition(try await MetricsTests.scrape(f.server))
+        #expect(metrics.sum(prefix: "devid_ocsp_signer_expiry_timestamp_seconds{") == 0, "no signer before a request")
+
+        let ocsp = try await f.sh(
+            "openssl ocsp -issuer issuing.pem -cert dev-1.pem -url \(f.server.opsURL)/ocsp -CAfile chain.pem 2>&1")
+        #expect(ocsp.stdout.contains("dev-1.pem: good"), "\(ocsp.stdout)")
+        let crls = await f.server.state.revocation.publishedCRLs()
+        let signers = await f.server.state.revocation.ocspSignerExpiries()
+        metrics = try Exposition(try await MetricsTests.scrape(f.server))
+        try #require(!crls.isEmpty)
+        for crl in crls {
+            #expect(
+                metrics[#"devid_crl_next_update_timestamp_seconds{ca="\#(crl.caName)",partition="\#(MetricsExposition.partition(crl))"}"#]
+                    == crl.nextUpdate.timeIntervalSince1970, "\(crl.name)")
+        }
+        #expect(metrics[#"devid_crl_next_update_timestamp_seconds{ca="issuing",partition="complete"}"#] != nil)
+        #expect(signers.map(\.ca) == ["issuing"])
+        #expect(
+            metrics[#"devid_ocsp_signer_expiry_timestamp_seconds{ca="issuing"}"#]
+                == signers.first?.notAfter.timeIntervalSince1970)
+        try await Promtool.checkMetrics(metrics.text)
+        try await f.stop()
+    }
+
+    @Test("a partitioned CRL is labelled by its count and index; the whole CRL is \"complete\"")
+    func partitionLabels() throws {
+        #expect(MetricsExposition.partitionLabel(name: "issuing", caName: "issuing") == "complete")
+        #expect(MetricsExposition.partitionLabel(name: "issuing-4-0", caName: "issuing") == "4-0")
+        #expect(MetricsExposition.partitionLabel(name: "services", caName: "issuing") == "complete")
+    }
+}

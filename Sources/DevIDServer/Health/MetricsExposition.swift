@@ -141,7 +141,11 @@ struct MetricsExposition {
 
     /// `complete` for a CA's whole CRL, `<count>-<index>` for a partition (`issuing-4-0` is `4-0`).
     static func partition(_ crl: PublishedCRL) -> String {
-        guard crl.name != crl.caName, crl.name.hasPrefix(crl.caName + "-") else { return "complete" }
-        return String(crl.name.dropFirst(crl.caName.count + 1))
+        partitionLabel(name: crl.name, caName: crl.caName)
+    }
+
+    static func partitionLabel(name: String, caName: String) -> String {
+        guard name != caName, name.hasPrefix(caName + "-") else { return "complete" }
+        return String(name.dropFirst(caName.count + 1))
     }
 }
