@@ -75,6 +75,28 @@ struct MonitoringDocTests {
         }
     }
 
+    @Test("the scrape job is a valid Prometheus configuration (promtool check config)")
+    func scrapeConfig() async throws {
+        let text = try Self.text()
+        let parts = text.components(separatedBy: "```yaml\n")
+        try #require(parts.count == 2, "one yaml block")
+        let yaml = try #require(parts[1].components(separatedBy: "```").first)
+        #expect(yaml.contains("credentials_file: /etc/prometheus/devid-token"))
+        guard Promtool.path != nil else {
+            _ = try await Promtool.run(["--version"])  // records the issue under CI=true, or says why it skips
+            return
+        }
+        // promtool checks that the token file exists: the page's path, moved into a scratch directory.
+        let scratch = try TemporaryDirectory(prefix: "devid-prometheus-config")
+        defer { scratch.remove() }
+        try Data("devid-admin-example\n".utf8).write(to: URL(fileURLWithPath: scratch.file("devid-token")))
+        let config = scratch.file("prometheus.yml")
+        try Data(yaml.replacingOccurrences(of: "/etc/prometheus/devid-token", with: scratch.file("devid-token")).utf8)
+            .write(to: URL(fileURLWithPath: config))
+        let result = try #require(try await Promtool.run(["check", "config", config]))
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+    }
+
     @Test("the metric table names every family of a real scrape, with its type, and nothing else")
     func metricTable() async throws {
         var documented: [String: String] = [:]
