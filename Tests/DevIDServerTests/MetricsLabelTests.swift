@@ -1,12 +1,13 @@
 import DevIDCore
 import DevIDPKI
-@testable import DevIDServer
 import DevIDTesting
 import Foundation
 import HTTPTypes
 import Prometheus
 import Testing
 import X509
+
+@testable import DevIDServer
 
 /// Label values of the metrics come from fixed sets: every refusal DevID knows maps onto one, outside input
 /// (an HTTP method, a label value with quotes) cannot make a new one or break the format.
@@ -32,8 +33,10 @@ struct MetricsLabelTests {
 
     @Test(
         "refusals that are not about who the device is are no authentication failure",
-        arguments: [RefusalCode.badRequest, .rateLimited, .overloaded, .storageFull, .internalError, .conflict, .keyReused,
-            .devicePendingApproval])
+        arguments: [
+            RefusalCode.badRequest, .rateLimited, .overloaded, .storageFull, .internalError, .conflict, .keyReused,
+            .devicePendingApproval,
+        ])
     func notAuthFailures(code: RefusalCode) {
         #expect(AuthFailureReason(code) == nil)
     }
@@ -68,10 +71,14 @@ struct MetricsLabelTests {
         metrics.http.record(listener: .ops, route: "/metrics", method: .init("PROPFIND")!, status: 405, seconds: 0.002)
         metrics.http.record(listener: .est, route: "unmatched", method: .get, status: 404, seconds: 0.003)
         let text = metrics.registry.emitToString()
-        #expect(text.contains(#"devid_http_requests_total{listener="ops",route="/metrics",method="other",status="405"} 2"#))
-        #expect(text.contains(#"devid_http_requests_total{listener="est",route="unmatched",method="GET",status="404"} 1"#))
+        #expect(
+            text.contains(#"devid_http_requests_total{listener="ops",route="/metrics",method="other",status="405"} 2"#))
+        #expect(
+            text.contains(#"devid_http_requests_total{listener="est",route="unmatched",method="GET",status="404"} 1"#))
         #expect(!text.contains("BREW") && !text.contains("PROPFIND"))
-        #expect(text.contains(#"devid_http_request_duration_seconds_count{listener="ops",route="/metrics",method="other"} 2"#))
+        #expect(
+            text.contains(
+                #"devid_http_request_duration_seconds_count{listener="ops",route="/metrics",method="other"} 2"#))
     }
 
     @Test("label values escape backslash, quote and line feed; numbers print without a needless fraction")
@@ -82,7 +89,8 @@ struct MetricsLabelTests {
         text.sample("x_total", [("tenant", "e")], 0.5)
         #expect(
             String(decoding: text.bytes, as: UTF8.self)
-                == "# HELP x_total A test.\n# TYPE x_total counter\nx_total{tenant=\"a\\\"b\\\\c\\nd\"} 3\nx_total{tenant=\"e\"} 0.5\n")
+                == "# HELP x_total A test.\n# TYPE x_total counter\nx_total{tenant=\"a\\\"b\\\\c\\nd\"} 3\nx_total{tenant=\"e\"} 0.5\n"
+        )
         #expect(PrometheusText.number(1_796_054_400) == "1796054400")
         #expect(PrometheusText.number(.infinity) == "+Inf")
     }
@@ -102,7 +110,8 @@ struct MetricsLabelTests {
     @Test("process metrics: CPU time, memory and start time from /proc/self/stat and btime of /proc/stat")
     func processStat() throws {
         // A command name with spaces and parentheses: fields are counted after the last ')'.
-        let stat = "17627 (a) b) R 17583 17583 27733 0 -1 4194304 130 0 0 0 250 50 0 0 20 0 1 0 2182827 3133440 380 "
+        let stat =
+            "17627 (a) b) R 17583 17583 27733 0 -1 4194304 130 0 0 0 250 50 0 0 20 0 1 0 2182827 3133440 380 "
             + "18446744073709551615 0 0"
         let sample = try #require(
             ProcessMetrics.parse(

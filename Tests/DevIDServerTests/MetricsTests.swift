@@ -1,12 +1,13 @@
 import AsyncHTTPClient
 import DevIDCore
 import DevIDPKI
-@testable import DevIDServer
 import DevIDStore
 import DevIDTesting
 import Foundation
 import Testing
 import X509
+
+@testable import DevIDServer
 
 /// `GET /metrics` against a real server: real enrollments over mTLS, real refusals (a bad claim token, a check-in
 /// with an expired LDevID, a TLS handshake with one expired beyond the grace window), and the exact values scraped,
@@ -30,7 +31,8 @@ struct MetricsTests {
         try await withClient(try server.client()) { client in
             try await client.send(
                 "GET", server.opsURL + "/metrics",
-                headers: (token ?? server.adminToken).isEmpty ? [] : [("Authorization", "Bearer \(token ?? server.adminToken)")])
+                headers: (token ?? server.adminToken).isEmpty
+                    ? [] : [("Authorization", "Bearer \(token ?? server.adminToken)")])
         }
     }
 
@@ -54,7 +56,9 @@ struct MetricsTests {
     }
 
     /// An allowlisted device of `acme`, registered now, and its IDevID from the server's manufacturer CA.
-    static func idevidDevice(_ server: LiveServer, hardwareSerial: String) async throws -> (Certificate, Certificate.PrivateKey) {
+    static func idevidDevice(_ server: LiveServer, hardwareSerial: String) async throws -> (
+        Certificate, Certificate.PrivateKey
+    ) {
         try await server.state.store.insertDevice(
             Device(
                 id: DeviceID(derivedFromHardwareSerial: hardwareSerial), tenant: tenant,
@@ -73,7 +77,8 @@ struct MetricsTests {
     ) async throws -> Reply {
         try await withClient(try server.client(certificate: [certificate], key: key)) { client in
             try await client.send(
-                "POST", server.estURL + "/.well-known/est/" + operation, headers: [("Content-Type", "application/pkcs10")],
+                "POST", server.estURL + "/.well-known/est/" + operation,
+                headers: [("Content-Type", "application/pkcs10")],
                 body: ESTBase64.encode(try ESTFixture.csr(key: newKey)))
         }
     }
@@ -135,10 +140,14 @@ struct MetricsTests {
             metrics[#"devid_ca_expiry_timestamp_seconds{ca="issuing"}"#]
                 == server.state.hierarchy.issuing.certificate.notValidAfter.timeIntervalSince1970)
         #expect(
-            metrics[#"devid_http_requests_total{listener="est",route="/.well-known/est/simpleenroll",method="POST",status="200"}"#]
+            metrics[
+                #"devid_http_requests_total{listener="est",route="/.well-known/est/simpleenroll",method="POST",status="200"}"#
+            ]
                 == 3)
         #expect(
-            metrics[#"devid_http_requests_total{listener="est",route="/.well-known/est/simpleenroll",method="POST",status="401"}"#]
+            metrics[
+                #"devid_http_requests_total{listener="est",route="/.well-known/est/simpleenroll",method="POST",status="401"}"#
+            ]
                 == 1)
         try await Promtool.checkMetrics(metrics.text)
 
@@ -197,7 +206,8 @@ struct MetricsTests {
         #expect(!unknown.body.contains("devid_"), "nothing leaks")
         // Not a bearer token at all: the token, as a query parameter or Basic credentials, is not looked at.
         for headers in [[("Authorization", "Basic \(Data("x:\(server.adminToken)".utf8).base64EncodedString())")], []] {
-            let reply = try await fixture.client.send("GET", server.opsURL + "/metrics?token=\(server.adminToken)", headers: headers)
+            let reply = try await fixture.client.send(
+                "GET", server.opsURL + "/metrics?token=\(server.adminToken)", headers: headers)
             #expect(reply.status == 401, "\(headers)")
         }
 
@@ -271,7 +281,9 @@ struct MetricsTests {
         try await server.stop()
     }
 
-    @Test("a revocation counts the credentials it revoked; the revoked device and a foreign certificate are refused, by stage")
+    @Test(
+        "a revocation counts the credentials it revoked; the revoked device and a foreign certificate are refused, by stage"
+    )
     func revocations() async throws {
         let server = try await Self.server()
         let (revokedCertificate, revokedKey) = try await Self.enroll(server, device: "dev-1")
@@ -409,7 +421,9 @@ struct MetricsFreshnessTests {
         try #require(!crls.isEmpty)
         for crl in crls {
             #expect(
-                metrics[#"devid_crl_next_update_timestamp_seconds{ca="\#(crl.caName)",partition="\#(MetricsExposition.partition(crl))"}"#]
+                metrics[
+                    #"devid_crl_next_update_timestamp_seconds{ca="\#(crl.caName)",partition="\#(MetricsExposition.partition(crl))"}"#
+                ]
                     == crl.nextUpdate.timeIntervalSince1970, "\(crl.name)")
         }
         #expect(metrics[#"devid_crl_next_update_timestamp_seconds{ca="issuing",partition="complete"}"#] != nil)

@@ -1,10 +1,11 @@
 import AsyncHTTPClient
 import DevIDCore
 import DevIDPKI
-@testable import DevIDServer
 import DevIDTesting
 import Foundation
 import Testing
+
+@testable import DevIDServer
 
 /// docs/monitoring.md as executable documentation: the `promtool` transcript runs as shown (from the repository's
 /// root) and prints what the page shows, and the metric table names exactly the families a real scrape has, with
@@ -57,7 +58,8 @@ struct MonitoringDocTests {
         }
         #expect(
             commands.map(\.command) == [
-                "promtool check rules docs/monitoring/alerts.yml", "promtool test rules docs/monitoring/alerts-test.yml",
+                "promtool check rules docs/monitoring/alerts.yml",
+                "promtool test rules docs/monitoring/alerts-test.yml",
             ])
         guard Promtool.path != nil else {
             _ = try await Promtool.run(["--version"])  // records the issue under CI=true, or says why it skips
@@ -100,7 +102,8 @@ struct MonitoringDocTests {
     @Test("the metric table names every family of a real scrape, with its type, and nothing else")
     func metricTable() async throws {
         var documented: [String: String] = [:]
-        for line in try Self.text().components(separatedBy: "\n") where line.hasPrefix("| `devid_") || line.hasPrefix("| `process_") {
+        for line in try Self.text().components(separatedBy: "\n")
+        where line.hasPrefix("| `devid_") || line.hasPrefix("| `process_") {
             let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
             documented[cells[0].trimmingCharacters(in: CharacterSet(charactersIn: "`"))] = cells[1]
         }

@@ -35,7 +35,8 @@ struct FleetHealthTests {
         }
     }
 
-    @Test("devices by tenant and state; current LDevIDs by time left, cumulative, with bounds inclusive",
+    @Test(
+        "devices by tenant and state; current LDevIDs by time left, cumulative, with bounds inclusive",
         arguments: StoreKind.allCases)
     func counts(kind: StoreKind) async throws {
         try await withStore(kind) { store in
@@ -60,7 +61,8 @@ struct FleetHealthTests {
                 Self.credential(9, device: "a-4", left: 0, now: now),
             ]
             for credential in credentials {
-                try await store.insertCredential(credential, audit: Fixture.event("est.enroll", serial: credential.serial))
+                try await store.insertCredential(
+                    credential, audit: Fixture.event("est.enroll", serial: credential.serial))
             }
             let health = try await store.fleetHealth(now: now, upperBounds: Self.bounds)
             let acme = Fixture.tenantID("acme")

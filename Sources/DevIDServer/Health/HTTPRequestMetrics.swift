@@ -6,8 +6,9 @@ import Synchronization
 /// `devid_http_request_duration_seconds{listener,route,method}`, for both listeners.
 ///
 /// The handles are cached by (listener, route, method, status): a request costs one dictionary lookup under a
-/// lock, one counter increment and one histogram record, never a registry lookup. ``record(listener:route:method:status:seconds:)``
-/// is the one entry point, for ``HTTPMetricsMiddleware`` and for code that answers before the router.
+/// lock, one counter increment and one histogram record, never a registry lookup.
+/// ``record(listener:route:method:status:seconds:)`` is the one entry point, for ``HTTPMetricsMiddleware`` and for
+/// code that answers before the router.
 public final class HTTPRequestMetrics: Sendable {
     /// Which listener answered.
     public enum Listener: String, Sendable, CaseIterable {

@@ -7,10 +7,10 @@ import X509
 
 /// The body of `GET /metrics`: the Prometheus text format (version 0.0.4).
 ///
-/// The registry is read at scrape time, at the injected clock's `now`, in aggregate queries (``Store/fleetHealth(now:upperBounds:)``,
-/// ``Store/credentialCounts(now:)`` and ``Store/rotationProgress(_:now:unreachableAfter:)``): devices by state, the
-/// expiry distribution, credentials by status, the rotation campaign's progress. CA,
-/// CRL and OCSP-signer dates come from memory. `devid_auth_failures_total` joins the stages counted by
+/// The registry is read at scrape time, at the injected clock's `now`, in aggregate queries
+/// (``Store/fleetHealth(now:upperBounds:)``, ``Store/credentialCounts(now:)`` and
+/// ``Store/rotationProgress(_:now:unreachableAfter:)``): devices by state, the expiry distribution, credentials by
+/// status, the rotation campaign's progress. CA, CRL and OCSP-signer dates come from memory. `devid_auth_failures_total` joins the stages counted by
 /// ``ServerMetrics`` with the policy decisions' own counters (`authz`). The event-fed counters and histograms
 /// follow, from the server's ``ServerMetrics/registry``.
 struct MetricsExposition {
@@ -29,14 +29,18 @@ struct MetricsExposition {
         var text = PrometheusText()
 
         text.family(
-            "devid_devices", type: "gauge", help: "Registered devices by tenant and state, read from the registry at scrape time.")
+            "devid_devices", type: "gauge",
+            help: "Registered devices by tenant and state, read from the registry at scrape time.")
         for row in fleet.devices {
-            text.sample("devid_devices", [("tenant", row.tenant.rawValue), ("state", row.state.rawValue)], Double(row.count))
+            text.sample(
+                "devid_devices", [("tenant", row.tenant.rawValue), ("state", row.state.rawValue)], Double(row.count))
         }
 
         text.family(
             "devid_credentials", type: "gauge",
-            help: "Credentials by effective status at scrape time (a credential past notAfter and not revoked is expired).")
+            help:
+                "Credentials by effective status at scrape time (a credential past notAfter and not revoked is expired)."
+        )
         for status in CredentialStatus.allCases {
             text.sample("devid_credentials", [("status", status.rawValue)], Double(credentials[status] ?? 0))
         }
@@ -48,7 +52,9 @@ struct MetricsExposition {
             let histogram = fleet.expiry[tenant]!
             let labels = [("tenant", tenant.rawValue)]
             for (bound, count) in zip(fleet.upperBounds, histogram.cumulative) {
-                text.sample("devid_credential_expiry_seconds_bucket", labels + [("le", PrometheusText.number(bound))], Double(count))
+                text.sample(
+                    "devid_credential_expiry_seconds_bucket", labels + [("le", PrometheusText.number(bound))],
+                    Double(count))
             }
             text.sample("devid_credential_expiry_seconds_bucket", labels + [("le", "+Inf")], Double(histogram.count))
             text.sample("devid_credential_expiry_seconds_sum", labels, histogram.sum)
@@ -57,7 +63,9 @@ struct MetricsExposition {
 
         text.family(
             "devid_rotation_campaign_devices", type: "gauge",
-            help: "LDevIDs flagged by rotation campaigns (devid rotate mark), by state: due (all flagged), rotated, pending (device seen recently), unreachable.")
+            help:
+                "LDevIDs flagged by rotation campaigns (devid rotate mark), by state: due (all flagged), rotated, pending (device seen recently), unreachable."
+        )
         for (name, count) in [
             ("due", rotation.due), ("rotated", rotation.rotated), ("pending", rotation.pending),
             ("unreachable", rotation.unreachable),
@@ -73,7 +81,9 @@ struct MetricsExposition {
         for stage in AuthStage.allCases {
             for reason in AuthFailureReason.allCases {
                 let count = stage == .authz ? authz[reason, default: 0] : state.metrics.authFailureCount(stage, reason)
-                text.sample("devid_auth_failures_total", [("stage", stage.rawValue), ("reason", reason.rawValue)], Double(count))
+                text.sample(
+                    "devid_auth_failures_total", [("stage", stage.rawValue), ("reason", reason.rawValue)], Double(count)
+                )
             }
         }
 
@@ -88,9 +98,11 @@ struct MetricsExposition {
         }
 
         text.family(
-            "devid_ca_expiry_timestamp_seconds", type: "gauge", help: "notAfter of each CA certificate, as a Unix time.")
+            "devid_ca_expiry_timestamp_seconds", type: "gauge", help: "notAfter of each CA certificate, as a Unix time."
+        )
         for (name, certificate) in caCertificates() {
-            text.sample("devid_ca_expiry_timestamp_seconds", [("ca", name)], certificate.notValidAfter.timeIntervalSince1970)
+            text.sample(
+                "devid_ca_expiry_timestamp_seconds", [("ca", name)], certificate.notValidAfter.timeIntervalSince1970)
         }
 
         text.family(
@@ -104,9 +116,13 @@ struct MetricsExposition {
 
         text.family(
             "devid_ocsp_signer_expiry_timestamp_seconds", type: "gauge",
-            help: "notAfter of each CA's current delegated OCSP signer (issued on the first OCSP request), as a Unix time.")
+            help:
+                "notAfter of each CA's current delegated OCSP signer (issued on the first OCSP request), as a Unix time."
+        )
         for signer in await state.revocation.ocspSignerExpiries() {
-            text.sample("devid_ocsp_signer_expiry_timestamp_seconds", [("ca", signer.ca)], signer.notAfter.timeIntervalSince1970)
+            text.sample(
+                "devid_ocsp_signer_expiry_timestamp_seconds", [("ca", signer.ca)], signer.notAfter.timeIntervalSince1970
+            )
         }
 
         ProcessMetrics.write(into: &text)

@@ -20,14 +20,16 @@ enum ProcessMetrics {
 
     static func write(into text: inout PrometheusText) {
         guard let sample = read() else { return }
-        text.family("process_cpu_seconds_total", type: "counter", help: "Total user and system CPU time spent in seconds.")
+        text.family(
+            "process_cpu_seconds_total", type: "counter", help: "Total user and system CPU time spent in seconds.")
         text.sample("process_cpu_seconds_total", [], sample.cpuSeconds)
         text.family("process_resident_memory_bytes", type: "gauge", help: "Resident memory size in bytes.")
         text.sample("process_resident_memory_bytes", [], sample.residentBytes)
         text.family("process_virtual_memory_bytes", type: "gauge", help: "Virtual memory size in bytes.")
         text.sample("process_virtual_memory_bytes", [], sample.virtualBytes)
         text.family(
-            "process_start_time_seconds", type: "gauge", help: "Start time of the process since the Unix epoch in seconds.")
+            "process_start_time_seconds", type: "gauge",
+            help: "Start time of the process since the Unix epoch in seconds.")
         text.sample("process_start_time_seconds", [], sample.startTimeSeconds)
         text.family("process_open_fds", type: "gauge", help: "Number of open file descriptors.")
         text.sample("process_open_fds", [], sample.openFDs)

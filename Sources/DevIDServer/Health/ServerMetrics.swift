@@ -46,7 +46,8 @@ public final class ServerMetrics: Sendable {
         let registry = PrometheusCollectorRegistry()
         self.registry = registry
         self.http = HTTPRequestMetrics(registry: registry)
-        self.authFailures = Mutex(Array(repeating: 0, count: AuthStage.allCases.count * AuthFailureReason.allCases.count))
+        self.authFailures = Mutex(
+            Array(repeating: 0, count: AuthStage.allCases.count * AuthFailureReason.allCases.count))
     }
 
     // MARK: Authentication failures
@@ -73,7 +74,8 @@ public final class ServerMetrics: Sendable {
         registry.makeCounter(
             descriptor: Self.enrollments,
             labels: [
-                ("tenant", tenant?.rawValue ?? Self.unknownTenant), ("kind", kind.rawValue), ("result", result.rawValue),
+                ("tenant", tenant?.rawValue ?? Self.unknownTenant), ("kind", kind.rawValue),
+                ("result", result.rawValue),
             ]
         ).increment()
     }
@@ -123,7 +125,9 @@ public final class ServerMetrics: Sendable {
     static var enrollments: MetricNameDescriptor {
         MetricNameDescriptor(
             namespace: "devid", metricName: "enrollments", unitName: "total",
-            helpText: "EST enrollments by tenant, kind (enroll, reenroll, bootstrap, late_renewal) and result (issued, refused, pending).")
+            helpText:
+                "EST enrollments by tenant, kind (enroll, reenroll, bootstrap, late_renewal) and result (issued, refused, pending)."
+        )
     }
     static var onboarding: MetricNameDescriptor {
         MetricNameDescriptor(

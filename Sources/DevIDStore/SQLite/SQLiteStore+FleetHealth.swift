@@ -9,10 +9,15 @@ extension SQLiteStore {
         try await read("read fleet health") { db in
             var devices: [FleetHealth.DeviceCount] = []
             let deviceRows = try Row.fetchCursor(
-                db, sql: "SELECT tenant_id, state, COUNT(*) FROM devices GROUP BY tenant_id, state ORDER BY tenant_id, state")
+                db,
+                sql:
+                    "SELECT tenant_id, state, COUNT(*) FROM devices GROUP BY tenant_id, state ORDER BY tenant_id, state"
+            )
             while let row = try deviceRows.next() {
-                let tenant = try SQLiteColumn.decode(TenantID.init(rawValue:), try row.decode(atIndex: 0), "devices.tenant_id")
-                let state = try SQLiteColumn.decode(DeviceState.init(rawValue:), try row.decode(atIndex: 1), "devices.state")
+                let tenant = try SQLiteColumn.decode(
+                    TenantID.init(rawValue:), try row.decode(atIndex: 0), "devices.tenant_id")
+                let state = try SQLiteColumn.decode(
+                    DeviceState.init(rawValue:), try row.decode(atIndex: 1), "devices.state")
                 devices.append(.init(tenant: tenant, state: state, count: try row.decode(atIndex: 2)))
             }
             let nowMilliseconds = StoreTime.milliseconds(now)
@@ -29,7 +34,8 @@ extension SQLiteStore {
             var expiry: [TenantID: FleetHealth.ExpiryHistogram] = [:]
             let rows = try Row.fetchCursor(db, sql: sql, arguments: StatementArguments(arguments))
             while let row = try rows.next() {
-                let tenant = try SQLiteColumn.decode(TenantID.init(rawValue:), try row.decode(atIndex: 0), "devices.tenant_id")
+                let tenant = try SQLiteColumn.decode(
+                    TenantID.init(rawValue:), try row.decode(atIndex: 0), "devices.tenant_id")
                 let milliseconds: Int64 = try row.decode(atIndex: 2)
                 expiry[tenant] = .init(
                     cumulative: try upperBounds.indices.map { try row.decode(atIndex: 3 + $0) },
