@@ -51,7 +51,8 @@ public struct DevIDServerApp: Service {
         let authzToken = Routes.ops(opsRouter, state: state)
         let fastPath = authzToken.map {
             AuthzFastPathHandler.Shared(
-                token: $0, engine: state.authz, clock: state.clock, answered: state.authzFastPathAnswered)
+                token: $0, engine: state.authz, clock: state.clock, answered: state.authzFastPathAnswered,
+                metrics: state.metrics.http.recorder(listener: .ops, route: "/v1/authz/mqtt", method: .post, status: 200))
         }
 
         let tlsConfiguration = try Self.tlsConfiguration(state.hierarchy)
@@ -171,6 +172,7 @@ struct ClientCertificateVerifier: Sendable {
         } catch {
             await state.anonymousFailures.record(
                 action: "tls.client_auth", reason: "client certificate does not parse", source: TLSPeerAddress.current)
+            state.metrics.authFailure(.tls, .other)
             return .failed
         }
         guard let leaf = certificates.first else { return .failed }
@@ -196,6 +198,7 @@ struct ClientCertificateVerifier: Sendable {
                 return .failed
             }
         case .untrusted(let reason):
+            state.metrics.authFailure(.tls, .tls(leaf: leaf, now: now))
             // Nothing is proven by a certificate that does not verify: counted and audited in aggregate.
             await state.anonymousFailures.record(
                 action: "tls.client_auth", reason: leaf.devidSerialNote.map { "\(reason); \($0)" } ?? reason,

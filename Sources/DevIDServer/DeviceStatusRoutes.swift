@@ -45,6 +45,7 @@ enum DeviceStatusRoutes {
             guard case .ldevid(let deviceID, let tenant, let serial) = identity else {
                 await state.anonymousFailures.record(
                     action: "device.status", reason: "an LDevID client certificate is required", source: source)
+                state.metrics.authFailure(.deviceStatus, AuthFailureReason(.authenticationRequired) ?? .other)
                 var response = ESTRoutes.refusal(
                     .unauthorized, .authenticationRequired, "an LDevID client certificate is required")
                 response.headers[.wwwAuthenticate] = "Basic realm=\"devid\""
@@ -83,6 +84,7 @@ enum DeviceStatusRoutes {
                     rotation: state.configuration.ldevidPolicy.rotation)
                 return try DevIDJSON.encoder.encodeAsResponse(body)
             } catch let refusal as EnrollmentService.Refusal {
+                if let reason = AuthFailureReason(refusal.code) { state.metrics.authFailure(.deviceStatus, reason) }
                 await state.auditor.record(
                     actor: subject.actor, action: "device.status", outcome: .denied, reason: refusal.reason,
                     tenant: tenant, device: deviceID, serial: serial)

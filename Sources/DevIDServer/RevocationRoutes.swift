@@ -113,6 +113,7 @@ enum RevocationRoutes {
                         reason: "revoked \(scope) (\(reason.rawValue))",
                         device: scope.device, serial: scope.serial))
             }
+            state.metrics.revoked(scope: .init(scope), reason: reason, credentials: radius.credentials)
             await state.revocation.invalidate()
             state.authz.invalidate(scope)
             await state.brokers.revoked(scope, store: state.store)
@@ -155,12 +156,13 @@ enum RevocationRoutes {
             }
             let now = state.clock.now()
             // Nothing the device held before stays valid.
-            _ = try await state.store.revoke(
+            let radius = try await state.store.revoke(
                 .device(device.id), reason: .keyCompromise, at: now,
                 audit: state.auditor.event(
                     actor: context.actor, action: "revoke", outcome: .success,
                     reason: "reprovision: revoked every credential of \(device.id)", tenant: device.tenant,
                     device: device.id))
+            state.metrics.revoked(scope: .reprovision, reason: .keyCompromise, credentials: radius.credentials)
             await state.revocation.invalidate()
             await state.brokers.revoked(.device(device.id), store: state.store)
             try await state.store.updateDeviceState(

@@ -56,6 +56,7 @@ public struct RotationSweeper: Service {
                         reason: "revoked superseded credential \(credential.serial): \(reason)",
                         device: credential.deviceID, serial: credential.serial))
                 total += changed
+                state.metrics.revoked(scope: .rotation, reason: .superseded, credentials: changed)
                 state.authz.invalidate(device: credential.deviceID)
             }
             if due.count < 500 { break }

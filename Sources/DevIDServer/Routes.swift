@@ -125,6 +125,7 @@ enum Routes {
 
     /// The mTLS listener's routes for this stage: health and peer introspection.
     static func device(_ router: Router<DeviceRequestContext>, state: ServerState) {
+        router.add(middleware: HTTPMetricsMiddleware(metrics: state.metrics.http, listener: .est))
         router.add(middleware: ServerTimeMiddleware(clock: state.clock))
         router.add(middleware: StorageFullMiddleware(state: state))
         health(router, state: state)
@@ -162,8 +163,10 @@ enum Routes {
     /// Returns the authz token of `/v1/authz/*` (nil when it could not be read or created).
     @discardableResult
     static func ops(_ router: Router<OpsRequestContext>, state: ServerState) -> AuthzToken? {
+        router.add(middleware: HTTPMetricsMiddleware(metrics: state.metrics.http, listener: .ops))
         router.add(middleware: StorageFullMiddleware(state: state))
         health(router, state: state)
+        MetricsRoutes.register(router, state: state)
         PublicationRoutes.register(router, state: state)
         let authzToken = AuthzRoutes.register(router, state: state)
         let admin = router.group("/v1/admin")

@@ -29,6 +29,8 @@ public struct ServerState: Sendable {
     public let rateLimiter: RateLimiter
     /// The cap on enrollments in flight, with a share reserved for renewals.
     public let enrollmentGate: EnrollmentGate
+    /// The event-fed Prometheus metrics (`GET /metrics`), this server's own.
+    public let metrics: ServerMetrics
 
     public init(
         configuration: ServerConfiguration, hierarchy: CAHierarchy, store: any Store, clock: any WallClock,
@@ -40,6 +42,7 @@ public struct ServerState: Sendable {
         self.clock = clock
         self.logger = logger
         self.auditor = Auditor(store: store, clock: clock, logger: logger)
+        self.metrics = ServerMetrics()
         self.anonymousFailures = AnonymousFailures(auditor: auditor, clock: clock)
         self.repeatedDenials = RepeatedDenials(auditor: auditor, clock: clock)
         self.rateLimiter = RateLimiter(clock: clock, maximumBuckets: configuration.rateLimits.maximumBuckets)

@@ -70,6 +70,10 @@ public protocol Store: Sendable {
     /// that is not revoked and whose `notAfter` is not after `now` counts as `expired`, whatever its stored
     /// status.
     func credentialCounts(now: Date) async throws(StoreError) -> [CredentialStatus: Int]
+    /// Devices by tenant and state, and per tenant the seconds left to `notAfter` of every `active` LDevID whose
+    /// `notAfter` is after `now`, counted into the ascending `upperBounds` (see ``FleetHealth``). A few aggregate
+    /// reads, never one per device.
+    func fleetHealth(now: Date, upperBounds: [TimeInterval]) async throws(StoreError) -> FleetHealth
 
     // MARK: Staged rotation
     /// Records the first time the server sees `serial` authenticate: sets `confirmedAt` to `at` if it is nil and

@@ -37,6 +37,17 @@ struct AuthzFastPathTests {
         return result.stdout
     }
 
+    /// `devid_http_requests_total` of `POST /v1/authz/mqtt` answered 200, from `GET /metrics`.
+    static func grantsCounted(_ f: ESTFixture) async throws -> Int {
+        let scrape = try await f.admin("GET", "/metrics")
+        #expect(scrape.status == 200)
+        let line = scrape.body.split(separator: "\n").first {
+            $0.hasPrefix("devid_http_requests_total{") && $0.contains(#"route="/v1/authz/mqtt""#)
+                && $0.contains(#"method="POST""#) && $0.contains(#"status="200""#)
+        }
+        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+    }
+
     static func post(_ body: String, token: String, close: Bool = false) -> String {
         "POST /v1/authz/mqtt HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
             + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n"
@@ -53,8 +64,11 @@ struct AuthzFastPathTests {
         #expect(try await f.authz("POST", "/v1/authz/mqtt", body: publish).status == 200)
         let before = answered.value
 
+        let requestsBefore = try await Self.grantsCounted(f)
         let fast = try await f.authz("POST", "/v1/authz/mqtt", body: publish)
         #expect(answered.value == before + 1, "answered before the router")
+        // Counted in GET /metrics as the router's answers are.
+        #expect(try await Self.grantsCounted(f) == requestsBefore + 1)
         // With an admin token the same question goes to the router.
         let routed = try await f.authz("POST", "/v1/authz/mqtt", body: publish, token: f.server.adminToken)
         #expect(answered.value == before + 1, "an admin token is the router's")

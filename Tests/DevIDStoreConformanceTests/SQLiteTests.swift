@@ -175,11 +175,13 @@ struct SQLiteTests {
             DROP INDEX credentials_status_overlap_deadline;
             DROP INDEX credentials_status_issuer_serial;
             DROP INDEX credentials_status_serial;
+            DROP INDEX credentials_rotation_due;
+            DROP INDEX devices_tenant_state;
             ALTER TABLE credentials DROP COLUMN overlap_deadline;
             ALTER TABLE credentials DROP COLUMN confirmed_at;
             ALTER TABLE credentials DROP COLUMN rotation_due;
             ALTER TABLE credentials DROP COLUMN replaced_by;
-            DELETE FROM grdb_migrations WHERE identifier = 'v4';
+            DELETE FROM grdb_migrations WHERE identifier IN ('v4', 'v10-fleet-health');
             """)
         let inspector = try DatabaseQueue(path: path)
         let v3Columns = try await inspector.read { db in try db.columns(in: "credentials").map(\.name) }
@@ -211,6 +213,7 @@ struct SQLiteTests {
         #expect(
             Set(indexes).isSuperset(of: [
                 "credentials_status_overlap_deadline", "credentials_status_issuer_serial", "credentials_status_serial",
+                "credentials_rotation_due",
             ]))
     }
 
@@ -619,7 +622,9 @@ struct SQLiteKeyedAuditTests {
     }
 }
 
-/// Every migration the schema registers, in the order `grdb_migrations` lists them by identifier.
+/// Every migration the schema registers, in the order `grdb_migrations` lists them by identifier (text order:
+/// `v10-...` sorts after `v1`).
 let allMigrations = [
-    "v1", "v2", "v3", "v4", "v5", "v6", "v7-enrollment-bindings", "v8-admin-token-roles", "v9-service-certificates",
+    "v1", "v10-fleet-health", "v2", "v3", "v4", "v5", "v6", "v7-enrollment-bindings", "v8-admin-token-roles",
+    "v9-service-certificates",
 ]

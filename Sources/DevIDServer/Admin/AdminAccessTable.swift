@@ -66,6 +66,8 @@ enum AdminAccessTable {
         "POST /v1/authz/rabbitmq/{token}/topic": brokers,
         "POST /v1/authz/emqx/authn": brokers,
         "POST /v1/authz/emqx/authz": brokers,
+        // Prometheus scrapes (every tenant's numbers: a token limited to tenants is refused by the handler).
+        "GET /metrics": [.admin, .auditor],
     ]
 
     /// The roles allowed on a route; `admin` only for a route that is not listed (or not known).

@@ -37,8 +37,11 @@ final class AuthzFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
         let token: AuthzToken
         let engine: DecisionEngine
         let clock: any WallClock
-        /// Grants answered here (tests and `GET /v1/authz/stats` read it).
+        /// Grants answered here (tests read it).
         let answered: FastPathCount
+        /// `devid_http_requests_total` and the latency histogram of `POST /v1/authz/mqtt` answered `200`, as the
+        /// router's ``HTTPMetricsMiddleware`` counts them.
+        let metrics: HTTPRequestMetrics.Handles
     }
 
     /// Bodies are about 110 bytes; a larger one goes to the router and its limits.
@@ -47,8 +50,8 @@ final class AuthzFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
     private enum Mode {
         /// Between requests.
         case idle
-        /// A candidate request: head and body held until its end.
-        case holding(HTTPRequest, ByteBuffer)
+        /// A candidate request: head and body held until its end, and when its head arrived.
+        case holding(HTTPRequest, ByteBuffer, NIODeadline)
         /// The rest of a request handed to the router.
         case passing
     }
@@ -68,30 +71,31 @@ final class AuthzFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
         switch unwrapInboundIn(data) {
         case .head(let head):
             if routerRequests == 0, isCandidate(head) {
-                mode = .holding(head, context.channel.allocator.buffer(capacity: 128))
+                mode = .holding(head, context.channel.allocator.buffer(capacity: 128), .now())
             } else {
                 hand(context, data)
             }
         case .body(var part):
             switch mode {
-            case .holding(let head, var body):
+            case .holding(let head, var body, let start):
                 if body.readableBytes + part.readableBytes > Self.maximumBody {
                     handHeld(context, head, body)
                     context.fireChannelRead(data)
                 } else {
                     mode = .idle
                     body.writeBuffer(&part)
-                    mode = .holding(head, body)
+                    mode = .holding(head, body, start)
                 }
             case .idle, .passing:
                 context.fireChannelRead(data)
             }
         case .end(let trailers):
             switch mode {
-            case .holding(let head, let body):
+            case .holding(let head, let body, let start):
                 mode = .idle
                 if trailers == nil, let answer = answer(body) {
                     write(context, answer)
+                    shared.metrics.record(seconds: Double((NIODeadline.now() - start).nanoseconds) / 1e9)
                     // As Hummingbird's request loop does after an answer.
                     if head.headerFields[.connection] == "close" { context.close(promise: nil) }
                 } else {

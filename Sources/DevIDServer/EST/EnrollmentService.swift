@@ -16,6 +16,8 @@ struct EnrollmentService: Sendable {
     enum Kind: Sendable {
         case enroll, reenroll
         var action: String { self == .enroll ? "est.enroll" : "est.reenroll" }
+        /// The metrics kind when nothing more is known.
+        var metricKind: ServerMetrics.EnrollmentKind { self == .enroll ? .enroll : .reenroll }
     }
 
     struct Request: Sendable {
@@ -43,6 +45,8 @@ struct EnrollmentService: Sendable {
         var tenant: TenantID?
         var device: DeviceID?
         var serial: SerialNumber?
+        /// The `kind` of `devid_enrollments_total` once known (a bootstrap, a late renewal); else from the endpoint.
+        var kind: ServerMetrics.EnrollmentKind?
     }
 
     let state: ServerState
@@ -56,6 +60,10 @@ struct EnrollmentService: Sendable {
         do {
             return try await decide(request)
         } catch let refusal as Refusal {
+            state.metrics.enrollment(
+                tenant: refusal.subject?.tenant, kind: refusal.subject?.kind ?? request.kind.metricKind,
+                result: refusal.parked ? .pending : .refused)
+            if !refusal.parked, let reason = AuthFailureReason(refusal.code) { state.metrics.authFailure(.est, reason) }
             if refusal.isAnonymous {
                 // No identity proven: counted and audited in aggregate, never a row per request.
                 await state.anonymousFailures.record(
@@ -72,11 +80,13 @@ struct EnrollmentService: Sendable {
         } catch let error as StoreError where error.code == .storageFull {
             // The issuance was rolled back: the certificate never leaves. One log line for the episode.
             state.auditor.storage.raise(error, logger: state.logger)
+            state.metrics.enrollment(tenant: nil, kind: request.kind.metricKind, result: .refused)
             return .refused(
                 status: .serviceUnavailable, code: .storageFull, reason: StorageAlarm.reason, challenge: false)
         } catch {
             state.logger.error("enrollment failed", metadata: ["error": "\(error)"])
             await audit(request, nil, outcome: .failure, reason: "internal error")
+            state.metrics.enrollment(tenant: nil, kind: request.kind.metricKind, result: .refused)
             return .refused(status: .internalServerError, code: .internalError, reason: "internal error", challenge: false)
         }
     }
@@ -159,8 +169,11 @@ struct EnrollmentService: Sendable {
         let now = state.clock.now()
         var registration: Device?
         let device: Device
+        var prior: [Credential] = []
         if let known = try await store.device(hardwareSerial: hardwareSerial) {
             device = known
+            prior = try await ldevids(known.id)
+            subject.kind = prior.isEmpty ? .enroll : .bootstrap
         } else {
             guard let tenant = labelTenant, tenant.policy.autoRegister || tenant.policy.manualApproval else {
                 throw Refusal(.forbidden, .idevidNotAllowed, "device \(hardwareSerial) is not in the allowlist", subject)
@@ -197,7 +210,7 @@ struct EnrollmentService: Sendable {
         let csr = try checkedCSR(request.body, device: device.id, tenant: device.tenant, subject)
         return try await issue(
             request, subject: subject, device: device, registration: registration, next: next, csr: csr,
-            consumeToken: nil, supersede: try await activeSerials(device.id))
+            consumeToken: nil, supersede: Self.activeSerials(prior))
     }
 
     /// Whether `idevid` is the factory identity the registry bound `device` to: issued by the manufacturer CA the
@@ -284,8 +297,11 @@ struct EnrollmentService: Sendable {
         }
         var registration: Device?
         let device: Device
+        var prior: [Credential] = []
         if let known {
             device = known
+            prior = try await ldevids(known.id)
+            subject.kind = prior.isEmpty ? .enroll : .bootstrap
         } else {
             guard !deviceID.hasDot else { throw Refusal(.badRequest, .badRequest, DevIDCoreError.dottedIdentifier(kind: "device id").reason, subject) }
             registration = Device(
@@ -298,7 +314,7 @@ struct EnrollmentService: Sendable {
         let csr = try checkedCSR(request.body, device: device.id, tenant: device.tenant, subject)
         return try await issue(
             request, subject: subject, device: device, registration: registration, next: next, csr: csr,
-            consumeToken: token.id, supersede: try await activeSerials(device.id))
+            consumeToken: token.id, supersede: Self.activeSerials(prior))
     }
 
     /// A claim token spent by a device whose answer was lost (the server was killed, or the connection dropped, after
@@ -367,7 +383,10 @@ struct EnrollmentService: Sendable {
         case .success(let planned): renewal = planned
         case .failure(let refusal): throw Refusal(.forbidden, refusal, subject)
         }
-        if renewal.late { subject.method = "ldevid (late renewal)" }
+        if renewal.late {
+            subject.method = "ldevid (late renewal)"
+            subject.kind = .lateRenewal
+        }
         let supersede = renewal.supersede
         let csr = try checkedCSR(request.body, device: device.id, tenant: device.tenant, subject)
         if profile.policy.requireNewKeyOnReenroll {
@@ -482,8 +501,14 @@ struct EnrollmentService: Sendable {
         return csr
     }
 
-    private func activeSerials(_ device: DeviceID) async throws -> [SerialNumber] {
-        try await store.credentials(device: device).filter { $0.status == .active && $0.kind == .ldevid }.map(\.serial)
+    /// Every LDevID a registered device was ever issued: none means its next one is its first.
+    private func ldevids(_ device: DeviceID) async throws -> [Credential] {
+        try await store.credentials(device: device).filter { $0.kind == .ldevid }
+    }
+
+    /// The serials an issuance supersedes: the device's `active` LDevIDs.
+    private static func activeSerials(_ ldevids: [Credential]) -> [SerialNumber] {
+        ldevids.filter { $0.status == .active }.map(\.serial)
     }
 
     private func issue(
@@ -523,6 +548,9 @@ struct EnrollmentService: Sendable {
             }
             throw Refusal(.forbidden, refusal, subject)
         }
+        let kind = subject.kind ?? request.kind.metricKind
+        state.metrics.enrollment(tenant: device.tenant, kind: kind, result: .issued)
+        if kind == .enroll { state.metrics.onboarded(tenant: device.tenant, seconds: now.timeIntervalSince(device.createdAt)) }
         state.authz.invalidate(device: device.id)  // superseded credentials and the device state changed
         // A device that just became active gets its broker ACL block (and a re-enrolled one keeps it).
         if registration != nil || device.state != next {

@@ -493,6 +493,12 @@ public actor RevocationPublisher: Service {
         published.values.sorted { $0.name < $1.name }
     }
 
+    /// The `notAfter` of each CA's current delegated OCSP signer, by CA name; a CA has one only once it has answered
+    /// an OCSP request (signers are issued on first use).
+    func ocspSignerExpiries() -> [(ca: String, notAfter: Date)] {
+        signers.map { (ca: $0.key, notAfter: $0.value.notAfter) }.sorted { $0.ca < $1.ca }
+    }
+
     /// When the CRLs are next re-signed at the latest, in seconds from now (for `Cache-Control`).
     func secondsUntilScheduledRebuild() -> Int {
         let remaining = scheduled - ContinuousClock.now

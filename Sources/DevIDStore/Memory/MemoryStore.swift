@@ -274,6 +274,29 @@ public actor MemoryStore: Store {
         return counts
     }
 
+    public func fleetHealth(now: Date, upperBounds: [TimeInterval]) -> FleetHealth {
+        var devices: [FleetHealth.DeviceCount] = []
+        let grouped = Dictionary(grouping: deviceRows.values) { "\($0.tenant.rawValue)\u{0}\($0.state.rawValue)" }
+        for (_, rows) in grouped {
+            devices.append(.init(tenant: rows[0].tenant, state: rows[0].state, count: rows.count))
+        }
+        devices.sort { ($0.tenant.rawValue, $0.state.rawValue) < ($1.tenant.rawValue, $1.state.rawValue) }
+        let nowMilliseconds = StoreTime.milliseconds(now)
+        var expiry: [TenantID: FleetHealth.ExpiryHistogram] = [:]
+        for credential in credentialRows.values where credential.kind == .ldevid && credential.status == .active {
+            let left = StoreTime.milliseconds(credential.notAfter) - nowMilliseconds
+            guard left > 0, let tenant = deviceRows[credential.deviceID]?.tenant else { continue }
+            var histogram = expiry[tenant] ?? .init(cumulative: upperBounds.map { _ in 0 }, count: 0, sum: 0)
+            for (index, bound) in upperBounds.enumerated() where left <= Int64((bound * 1000).rounded()) {
+                histogram.cumulative[index] += 1
+            }
+            histogram.count += 1
+            histogram.sum += Double(left) / 1000
+            expiry[tenant] = histogram
+        }
+        return FleetHealth(devices: devices, upperBounds: upperBounds, expiry: expiry)
+    }
+
     // MARK: Staged rotation
 
     public func confirmCredential(serial: SerialNumber, at: Date, audit: AuditEvent?) throws(StoreError) -> Bool {

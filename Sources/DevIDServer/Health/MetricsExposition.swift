@@ -1,0 +1,167 @@
+import DevIDCore
+import DevIDPKI
+import DevIDStore
+import Foundation
+import Prometheus
+import X509
+
+/// The body of `GET /metrics`: the Prometheus text format (version 0.0.4).
+///
+/// The registry is read at scrape time, at the injected clock's `now`, in aggregate queries
+/// (``Store/fleetHealth(now:upperBounds:)``, ``Store/credentialCounts(now:)`` and
+/// ``Store/rotationProgress(_:now:unreachableAfter:)``): devices by state, the expiry distribution, credentials by
+/// status, the rotation campaign's progress. CA, CRL and OCSP-signer dates come from memory. `devid_auth_failures_total` joins the stages counted by
+/// ``ServerMetrics`` with the policy decisions' own counters (`authz`). The event-fed counters and histograms
+/// follow, from the server's ``ServerMetrics/registry``.
+struct MetricsExposition {
+    /// Upper bounds of `devid_credential_expiry_seconds`: 1, 7, 14, 30, 60, 90, 180 and 365 days.
+    static let expiryBuckets: [TimeInterval] = [1, 7, 14, 30, 60, 90, 180, 365].map { $0 * 86400 }
+    static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+
+    let state: ServerState
+
+    func render() async throws -> [UInt8] {
+        let now = state.clock.now()
+        let fleet = try await state.store.fleetHealth(now: now, upperBounds: Self.expiryBuckets)
+        let credentials = try await state.store.credentialCounts(now: now)
+        let rotation = try await state.store.rotationProgress(
+            nil, now: now, unreachableAfter: state.configuration.unreachableAfter)
+        var text = PrometheusText()
+
+        text.family(
+            "devid_devices", type: "gauge",
+            help: "Registered devices by tenant and state, read from the registry at scrape time.")
+        for row in fleet.devices {
+            text.sample(
+                "devid_devices", [("tenant", row.tenant.rawValue), ("state", row.state.rawValue)], Double(row.count))
+        }
+
+        text.family(
+            "devid_credentials", type: "gauge",
+            help:
+                "Credentials by effective status at scrape time (a credential past notAfter and not revoked is expired)."
+        )
+        for status in CredentialStatus.allCases {
+            text.sample("devid_credentials", [("status", status.rawValue)], Double(credentials[status] ?? 0))
+        }
+
+        text.family(
+            "devid_credential_expiry_seconds", type: "histogram",
+            help: "Time left to notAfter of every current (active, unexpired) LDevID, by tenant, at scrape time.")
+        for tenant in fleet.expiry.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
+            let histogram = fleet.expiry[tenant]!
+            let labels = [("tenant", tenant.rawValue)]
+            for (bound, count) in zip(fleet.upperBounds, histogram.cumulative) {
+                text.sample(
+                    "devid_credential_expiry_seconds_bucket", labels + [("le", PrometheusText.number(bound))],
+                    Double(count))
+            }
+            text.sample("devid_credential_expiry_seconds_bucket", labels + [("le", "+Inf")], Double(histogram.count))
+            text.sample("devid_credential_expiry_seconds_sum", labels, histogram.sum)
+            text.sample("devid_credential_expiry_seconds_count", labels, Double(histogram.count))
+        }
+
+        text.family(
+            "devid_rotation_campaign_devices", type: "gauge",
+            help:
+                "LDevIDs flagged by rotation campaigns (devid rotate mark), by state: due (all flagged), rotated, pending (device seen recently), unreachable."
+        )
+        for (name, count) in [
+            ("due", rotation.due), ("rotated", rotation.rotated), ("pending", rotation.pending),
+            ("unreachable", rotation.unreachable),
+        ] {
+            // DevID keeps one set of rotation-due flags, not named campaigns: the campaign label is "all" for now.
+            text.sample("devid_rotation_campaign_devices", [("campaign", "all"), ("state", name)], Double(count))
+        }
+
+        text.family(
+            "devid_auth_failures_total", type: "counter",
+            help: "Refused identities by stage (tls, est, authz, device_status) and reason, since the server started.")
+        let authz = authzFailures()
+        for stage in AuthStage.allCases {
+            for reason in AuthFailureReason.allCases {
+                let count = stage == .authz ? authz[reason, default: 0] : state.metrics.authFailureCount(stage, reason)
+                text.sample(
+                    "devid_auth_failures_total", [("stage", stage.rawValue), ("reason", reason.rawValue)], Double(count)
+                )
+            }
+        }
+
+        text.family(
+            "devid_authz_decisions_total", type: "counter",
+            help: "Policy decisions (/v1/authz) by action, result (allow, deny) and reason, since the server started.")
+        for (key, count) in state.authz.counters.snapshot() {
+            text.sample(
+                "devid_authz_decisions_total",
+                [("action", key.action), ("result", key.allowed ? "allow" : "deny"), ("reason", key.reason.rawValue)],
+                Double(count))
+        }
+
+        text.family(
+            "devid_ca_expiry_timestamp_seconds", type: "gauge", help: "notAfter of each CA certificate, as a Unix time."
+        )
+        for (name, certificate) in caCertificates() {
+            text.sample(
+                "devid_ca_expiry_timestamp_seconds", [("ca", name)], certificate.notValidAfter.timeIntervalSince1970)
+        }
+
+        text.family(
+            "devid_crl_next_update_timestamp_seconds", type: "gauge",
+            help: "nextUpdate of each published CRL (partition \"complete\" for the whole CRL), as a Unix time.")
+        for crl in await state.revocation.publishedCRLs() {
+            text.sample(
+                "devid_crl_next_update_timestamp_seconds", [("ca", crl.caName), ("partition", Self.partition(crl))],
+                crl.nextUpdate.timeIntervalSince1970)
+        }
+
+        text.family(
+            "devid_ocsp_signer_expiry_timestamp_seconds", type: "gauge",
+            help:
+                "notAfter of each CA's current delegated OCSP signer (issued on the first OCSP request), as a Unix time."
+        )
+        for signer in await state.revocation.ocspSignerExpiries() {
+            text.sample(
+                "devid_ocsp_signer_expiry_timestamp_seconds", [("ca", signer.ca)], signer.notAfter.timeIntervalSince1970
+            )
+        }
+
+        ProcessMetrics.write(into: &text)
+
+        var bytes = text.bytes
+        state.metrics.registry.emit(into: &bytes)
+        return bytes
+    }
+
+    /// Denials of the policy decision counters, by failure reason.
+    private func authzFailures() -> [AuthFailureReason: Int] {
+        var counts: [AuthFailureReason: Int] = [:]
+        for (key, count) in state.authz.counters.snapshot() where !key.allowed {
+            guard let reason = AuthFailureReason(key.reason) else { continue }
+            counts[reason, default: 0] += count
+        }
+        return counts
+    }
+
+    /// Every CA of the hierarchy by a fixed name; an external manufacturer CA by the first 16 hex digits of its
+    /// SHA-256 fingerprint (bounded by the configuration, stable across restarts).
+    private func caCertificates() -> [(String, Certificate)] {
+        let hierarchy = state.hierarchy
+        var result: [(String, Certificate)] = [("root", hierarchy.root), ("issuing", hierarchy.issuing.certificate)]
+        if let services = hierarchy.services { result.append(("services", services.certificate)) }
+        if let manufacturer = hierarchy.manufacturer { result.append(("manufacturer", manufacturer.certificate)) }
+        for external in hierarchy.trustedManufacturers where external != hierarchy.manufacturer?.certificate {
+            result.append(("manufacturer-" + String(external.sha256Fingerprint.prefix(16)), external))
+        }
+        return result
+    }
+
+    /// `complete` for a CA's whole CRL, `<count>-<index>` for a partition (`issuing-4-0` is `4-0`).
+    static func partition(_ crl: PublishedCRL) -> String {
+        partitionLabel(name: crl.name, caName: crl.caName)
+    }
+
+    static func partitionLabel(name: String, caName: String) -> String {
+        guard name != caName, name.hasPrefix(caName + "-") else { return "complete" }
+        return String(name.dropFirst(caName.count + 1))
+    }
+}
