@@ -48,8 +48,7 @@ struct MetricsExposition {
         text.family(
             "devid_credential_expiry_seconds", type: "histogram",
             help: "Time left to notAfter of every current (active, unexpired) LDevID, by tenant, at scrape time.")
-        for tenant in fleet.expiry.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
-            let histogram = fleet.expiry[tenant]!
+        for (tenant, histogram) in fleet.expiry.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
             let labels = [("tenant", tenant.rawValue)]
             for (bound, count) in zip(fleet.upperBounds, histogram.cumulative) {
                 text.sample(
