@@ -280,7 +280,8 @@ struct DocCommand: Sendable {
 
 /// Compares shown output with printed output line by line. Trailing spaces do not count, a shown line `...`
 /// stands for any number of printed lines, and volatile values match by shape: ISO 8601 times, serials, SHA-256
-/// fingerprints, token ids and secrets, openssl's dates, `in 0.1 s` durations and a measured clock skew.
+/// fingerprints, token ids and secrets, openssl's dates, HTTP dates, `in 0.1 s` durations, a measured clock skew
+/// and a `Retry-After` header's seconds.
 enum DocShape {
     private static let volatile: [(String, String)] = [
         (#"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:Z|[+-]\d{4})"#, #"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:Z|[+-]\d{4})"#),
@@ -293,6 +294,10 @@ enum DocShape {
         (#"\bin \d+\.\d s\b"#, #"in \d+\.\d s"#),
         (#"skew_s=[+-]?\d+\.\d\b"#, #"skew_s=[+-]?\d+\.\d"#),
         (#"skew: +[+-]?\d+\.\d s\b"#, #"skew: +[+-]?\d+\.\d s"#),
+        // An HTTP date (IMF-fixdate), as in a `Date` header.
+        (#"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT"#, #"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT"#),
+        // Seconds until a rate-limit bucket refills: one less when the machine is slow between two requests.
+        (#"^Retry-After: \d+$"#, #"Retry-After: \d+"#),
     ]
 
     /// The regular expression a shown line stands for.
@@ -319,10 +324,14 @@ enum DocShape {
 
     /// Nil if `printed` has the shape of `shown`, else what differs.
     static func mismatch(printed: String, shown: [String]) -> String? {
+        // Trailing spaces do not count, nor the carriage return of a CRLF line (`curl -i` prints HTTP headers so): a
+        // terminal shows both the same.
         func trimmed(_ line: some StringProtocol) -> String {
-            String(line.reversed().drop { $0 == " " }.reversed())
+            String(line.reversed().drop { $0 == " " || $0 == "\r" }.reversed())
         }
-        var lines = printed.split(separator: "\n", omittingEmptySubsequences: false).map(trimmed)
+        // "\r\n" is one Character in Swift: split it as a line break too.
+        var lines = printed.replacingOccurrences(of: "\r\n", with: "\n")
+            .split(separator: "\n", omittingEmptySubsequences: false).map(trimmed)
         while lines.last == "" { lines.removeLast() }
         var expected = shown.map(trimmed)
         while expected.last == "" { expected.removeLast() }
