@@ -38,6 +38,9 @@ enum SQLiteSchema {
         migrator.registerMigration("v10-fleet-health") { db in
             try db.execute(sql: v10FleetHealth)
         }
+        migrator.registerMigration("v11-fleet-expiry") { db in
+            try db.execute(sql: v11FleetExpiry)
+        }
         return migrator
     }
 
@@ -224,5 +227,13 @@ enum SQLiteSchema {
     static let v10FleetHealth = """
         CREATE INDEX devices_tenant_state ON devices(tenant_id, state);
         CREATE INDEX credentials_rotation_due ON credentials(device_id) WHERE rotation_due = 1;
+        """
+
+    /// The expiry histogram of `GET /metrics` joins every current LDevID to its device's tenant. Through
+    /// `credentials_status_not_after` that is a table read per credential and device lookups in random order: 411 ms
+    /// for 100,000 devices (sqlite3 shell, `Benchmarks/metrics/run`). This covering index hands the credentials over
+    /// in device order, so the lookups walk the devices' index front to back: 111 ms.
+    static let v11FleetExpiry = """
+        CREATE INDEX credentials_fleet_expiry ON credentials(status, kind, device_id, not_after);
         """
 }

@@ -4,7 +4,9 @@ import GRDB
 
 extension SQLiteStore {
     /// Two aggregate queries in one read: devices grouped by tenant and state, and the current LDevIDs grouped by
-    /// tenant with one `SUM(CASE ...)` per bucket bound (the `credentials_status_not_after` index finds them).
+    /// tenant with one `SUM(CASE ...)` per bucket bound. The second reads the covering index
+    /// `credentials_fleet_expiry` in device order (migration `v11-fleet-expiry`): the planner would otherwise take
+    /// `credentials_status_not_after` and look every device up in random order, four times slower at 100,000.
     public func fleetHealth(now: Date, upperBounds: [TimeInterval]) async throws(StoreError) -> FleetHealth {
         try await read("read fleet health") { db in
             var devices: [FleetHealth.DeviceCount] = []
@@ -24,7 +26,7 @@ extension SQLiteStore {
             let buckets = upperBounds.map { _ in "SUM(CASE WHEN c.not_after <= ? THEN 1 ELSE 0 END)" }
             let sql = """
                 SELECT d.tenant_id, COUNT(*), SUM(c.not_after - ?)\(buckets.map { ", " + $0 }.joined())
-                FROM credentials c JOIN devices d ON d.id = c.device_id
+                FROM credentials c INDEXED BY credentials_fleet_expiry JOIN devices d ON d.id = c.device_id
                 WHERE c.status = ? AND c.kind = ? AND c.not_after > ?
                 GROUP BY d.tenant_id
                 """
