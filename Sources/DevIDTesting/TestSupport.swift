@@ -45,9 +45,9 @@ public enum ExternalTool {
         if let environment {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         }
-        let out = Pipe()
-        let err = Pipe()
-        let input = Pipe()
+        let out = Pipe.closeOnExec()
+        let err = Pipe.closeOnExec()
+        let input = Pipe.closeOnExec()
         process.standardOutput = out
         process.standardError = err
         process.standardInput = input
@@ -117,5 +117,19 @@ public struct TestChain: Sendable {
         let cert = try manufacturer.issueIDevID(
             hardwareSerial: hardwareSerial, publicKey: key.publicKey, now: time ?? clock.now())
         return (key, cert)
+    }
+}
+
+extension Pipe {
+    /// A pipe whose two descriptors close on exec: only the child that gets it as its standard input, output or
+    /// error (a `dup2`, which clears the flag) holds it. A plain `Pipe()` is inherited by every process another test
+    /// spawns at the same moment, and then the reader sees no end of file until that process exits: a clean-clone CI
+    /// run had three `devid` commands that printed their output and exited wait 186 s (killed after their 60 s
+    /// timeout) for a long-running process that held their pipes.
+    public static func closeOnExec() -> Pipe {
+        let pipe = Pipe()
+        _ = fcntl(pipe.fileHandleForReading.fileDescriptor, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(pipe.fileHandleForWriting.fileDescriptor, F_SETFD, FD_CLOEXEC)
+        return pipe
     }
 }

@@ -251,7 +251,7 @@ struct AuditTamperTests {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = [tool] + arguments
         process.standardInput = FileHandle.nullDevice
-        let output = Pipe()
+        let output = Pipe.closeOnExec()
         process.standardOutput = output
         process.standardError = output
         try process.run()

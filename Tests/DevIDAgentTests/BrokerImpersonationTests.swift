@@ -108,10 +108,10 @@ final class FakeTLSServer: @unchecked Sendable {
             "openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", certificateChain, "-cert_chain",
             certificateChain, "-key", key, "-www",
         ]
-        let out = Pipe()
+        let out = Pipe.closeOnExec()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
-        process.standardInput = Pipe()
+        process.standardInput = Pipe.closeOnExec()
         try process.run()
         // "ACCEPT 127.0.0.1:PORT" once listening (after a line about DH parameters).
         let handle = out.fileHandleForReading

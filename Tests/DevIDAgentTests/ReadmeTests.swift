@@ -538,7 +538,7 @@ final class ShellSession: @unchecked Sendable {
         process.arguments = ["--noprofile", "--norc"]
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
         process.environment = environment
-        let pipe = Pipe()
+        let pipe = Pipe.closeOnExec()
         process.standardInput = pipe
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")

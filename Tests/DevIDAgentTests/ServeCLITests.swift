@@ -258,8 +258,8 @@ struct ServeCLITests {
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
         process.environment = environment()
         process.standardInput = FileHandle.nullDevice
-        let out = Pipe()
-        let err = Pipe()
+        let out = Pipe.closeOnExec()
+        let err = Pipe.closeOnExec()
         process.standardOutput = out
         process.standardError = err
         try process.run()

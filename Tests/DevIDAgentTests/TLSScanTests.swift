@@ -97,7 +97,7 @@ struct TLSScanTests {
                         process.executableURL = URL(fileURLWithPath: tool)
                         process.arguments = arguments
                         process.standardInput = FileHandle.nullDevice
-                        let output = Pipe()
+                        let output = Pipe.closeOnExec()
                         process.standardOutput = output
                         process.standardError = output
                         try process.run()

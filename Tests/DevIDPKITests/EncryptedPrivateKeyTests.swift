@@ -1,5 +1,6 @@
 import Crypto
 @testable import DevIDPKI
+import DevIDTesting
 import Foundation
 import SwiftASN1
 import Testing
@@ -574,7 +575,7 @@ extension EncryptedPrivateKeyTests {
             process.arguments = arguments
             process.standardInput = FileHandle.nullDevice
             process.standardOutput = FileHandle.nullDevice
-            let standardError = Pipe()
+            let standardError = Pipe.closeOnExec()
             process.standardError = standardError
             try process.run()
             let errorBytes = standardError.fileHandleForReading.readDataToEndOfFile()
