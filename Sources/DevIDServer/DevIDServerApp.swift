@@ -117,6 +117,8 @@ public struct DevIDServerApp: Service {
                     .init(
                         service: AnonymousFailureFlusher(
                             failures: state.anonymousFailures, denials: state.repeatedDenials, clock: ContinuousClock())),
+                    // Before the listeners, so it stops after them and writes the last hour's health counts.
+                    .init(service: HealthHistoryFlusher(history: state.metrics.history, clock: ContinuousClock())),
                     // Before the listeners, so it stops after them and writes back the last uses of admin tokens.
                     .init(service: state.adminTokens),
                     .init(service: est), .init(service: ops),

@@ -76,6 +76,7 @@ enum DeviceStatusRoutes {
                 } else if credential.rotationDue {
                     reason = "rotation campaign"
                 }
+                state.watch.seen(device: deviceID, tenant: tenant, serial: serial, source: source, at: now)
                 let body = DeviceStatusResponse(
                     device: deviceID, tenant: tenant, deviceState: device.state, serial: serial,
                     credentialStatus: credential.status, notBefore: credential.notBefore,
@@ -84,7 +85,11 @@ enum DeviceStatusRoutes {
                     rotation: state.configuration.ldevidPolicy.rotation)
                 return try DevIDJSON.encoder.encodeAsResponse(body)
             } catch let refusal as EnrollmentService.Refusal {
-                if let reason = AuthFailureReason(refusal.code) { state.metrics.authFailure(.deviceStatus, reason) }
+                if let reason = AuthFailureReason(refusal.code) {
+                    state.metrics.authFailure(.deviceStatus, reason, tenant: tenant)
+                }
+                EnrollmentService.watch(
+                    refusal.code, subject: refusal.subject ?? subject, stage: .deviceStatus, source: source, state: state)
                 await state.auditor.record(
                     actor: subject.actor, action: "device.status", outcome: .denied, reason: refusal.reason,
                     tenant: tenant, device: deviceID, serial: serial)

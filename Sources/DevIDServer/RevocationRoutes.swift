@@ -113,7 +113,9 @@ enum RevocationRoutes {
                         reason: "revoked \(scope) (\(reason.rawValue))",
                         device: scope.device, serial: scope.serial))
             }
-            state.metrics.revoked(scope: .init(scope), reason: reason, credentials: radius.credentials)
+            var tenant: TenantID?
+            if case .tenant(let id) = scope { tenant = id }
+            state.metrics.revoked(scope: .init(scope), reason: reason, credentials: radius.credentials, tenant: tenant)
             await state.revocation.invalidate()
             state.authz.invalidate(scope)
             await state.brokers.revoked(scope, store: state.store)
@@ -162,7 +164,8 @@ enum RevocationRoutes {
                     actor: context.actor, action: "revoke", outcome: .success,
                     reason: "reprovision: revoked every credential of \(device.id)", tenant: device.tenant,
                     device: device.id))
-            state.metrics.revoked(scope: .reprovision, reason: .keyCompromise, credentials: radius.credentials)
+            state.metrics.revoked(
+                scope: .reprovision, reason: .keyCompromise, credentials: radius.credentials, tenant: device.tenant)
             await state.revocation.invalidate()
             await state.brokers.revoked(.device(device.id), store: state.store)
             try await state.store.updateDeviceState(

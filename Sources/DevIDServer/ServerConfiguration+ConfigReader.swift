@@ -36,6 +36,8 @@ extension ServerConfiguration {
     /// - `ldevid.max.skew.seconds` → `DEVID_LDEVID_MAX_SKEW_SECONDS` (default 300)
     /// - `rotation.sweep.seconds` → `DEVID_ROTATION_SWEEP_SECONDS` (default 60)
     /// - `rotation.unreachable.hours` → `DEVID_ROTATION_UNREACHABLE_HOURS` (default 72)
+    /// - `health.<threshold>` → `DEVID_HEALTH_<THRESHOLD>`: the anomaly checks' thresholds, named in
+    ///   ``HealthThresholds/names`` with dots for underscores (`health.expiry.wave.percent`)
     /// - `revocation.base.url` → `DEVID_REVOCATION_BASE_URL` (default `http://<ops host>:<ops port>` as bound)
     /// - `crl.validity.hours` → `DEVID_CRL_VALIDITY_HOURS` (default 24; re-signed at half)
     /// - `crl.partitions` → `DEVID_CRL_PARTITIONS` (default 1)
@@ -87,6 +89,12 @@ extension ServerConfiguration {
         ldevidPolicy.rotation = rotation
         rotationSweepInterval = max(1, reader.int(forKey: "rotation.sweep.seconds", default: rotationSweepInterval))
         if let hours = reader.double(forKey: "rotation.unreachable.hours") { unreachableAfter = hours * 3_600 }
+        for (name, keyPath) in HealthThresholds.names {
+            let key = "health." + name.replacingOccurrences(of: "_", with: ".")
+            if let value = reader.double(forKey: ConfigKey(key)), value.isFinite, value >= 0 {
+                healthThresholds[keyPath: keyPath] = value
+            }
+        }
         revocationBaseURL = reader.string(forKey: "revocation.base.url")
         if let hours = reader.double(forKey: "crl.validity.hours") { crlValidity = hours * 3_600 }
         crlPartitions = reader.int(forKey: "crl.partitions", default: crlPartitions)

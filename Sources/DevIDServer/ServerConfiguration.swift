@@ -41,6 +41,8 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var rotationSweepInterval: Int = 60
     /// A device not seen for this long counts as unreachable in rotation progress.
     public var unreachableAfter: TimeInterval = 3 * 86_400
+    /// The anomaly checks' thresholds (`health.*`).
+    public var healthThresholds = HealthThresholds()
     /// The base URL of the CRLs and the OCSP responder, written into every certificate DevID issues (CRL
     /// Distribution Points, Authority Information Access). Nil: `http://<ops host>:<ops port>` as bound.
     public var revocationBaseURL: String?

@@ -31,6 +31,8 @@ public struct ServerState: Sendable {
     public let enrollmentGate: EnrollmentGate
     /// The event-fed Prometheus metrics (`GET /metrics`), this server's own.
     public let metrics: ServerMetrics
+    /// Recent identity events the anomaly checks judge (revoked credentials presented, shared credentials, ...).
+    public let watch = IdentityWatch()
 
     public init(
         configuration: ServerConfiguration, hierarchy: CAHierarchy, store: any Store, clock: any WallClock,
@@ -42,7 +44,7 @@ public struct ServerState: Sendable {
         self.clock = clock
         self.logger = logger
         self.auditor = Auditor(store: store, clock: clock, logger: logger)
-        self.metrics = ServerMetrics()
+        self.metrics = ServerMetrics(history: HealthHistory(store: store, clock: clock, logger: logger))
         self.anonymousFailures = AnonymousFailures(auditor: auditor, clock: clock)
         self.repeatedDenials = RepeatedDenials(auditor: auditor, clock: clock)
         self.rateLimiter = RateLimiter(clock: clock, maximumBuckets: configuration.rateLimits.maximumBuckets)

@@ -75,6 +75,21 @@ public protocol Store: Sendable {
     /// reads, never one per device.
     func fleetHealth(now: Date, upperBounds: [TimeInterval]) async throws(StoreError) -> FleetHealth
 
+    // MARK: Health history
+    /// Adds `counts` to the hourly counts (a row that exists grows by the count) and deletes every count of an
+    /// hour before `pruneBefore`, in one transaction.
+    func addHealthCounts(_ counts: [HealthCount], pruneBefore: Date) async throws(StoreError)
+    /// The hourly counts of `metric` from the hour holding `from` up to `to` (exclusive), every tenant and label,
+    /// ordered by hour.
+    func healthCounts(metric: String, from: Date, to: Date) async throws(StoreError) -> [HealthCount]
+    /// Every device whose first LDevID was issued in `from ..< to`, with its registration time.
+    func onboardingTimes(from: Date, to: Date) async throws(StoreError) -> [OnboardingTime]
+    /// Per tenant, the current LDevIDs (`active`, `notAfter` after `now`) by whole days left: `[0]` expire
+    /// within a day of `now`, `[days - 1]` in the last day of the horizon; later ones are not counted.
+    func expiryByDay(now: Date, days: Int) async throws(StoreError) -> [TenantID: [Int]]
+    /// Active devices with a current LDevID that were last seen (or, never seen, registered) before `seenBefore`.
+    func staleDevices(seenBefore: Date, now: Date, limit: Int) async throws(StoreError) -> StaleDevices
+
     // MARK: Staged rotation
     /// Records the first time the server sees `serial` authenticate: sets `confirmedAt` to `at` if it is nil and
     /// the credential is `active`, and appends `audit` in the same transaction. Returns true only for the call

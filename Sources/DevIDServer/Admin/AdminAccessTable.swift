@@ -68,6 +68,9 @@ enum AdminAccessTable {
         "POST /v1/authz/emqx/authz": brokers,
         // Prometheus scrapes (every tenant's numbers: a token limited to tenants is refused by the handler).
         "GET /metrics": [.admin, .auditor],
+        // Identity health: the history and the anomaly checks (a tenant-limited token sees its tenants).
+        "GET /v1/health/series": readers,
+        "GET /v1/health/anomalies": readers,
     ]
 
     /// The roles allowed on a route; `admin` only for a route that is not listed (or not known).

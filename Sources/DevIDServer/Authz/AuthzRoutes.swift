@@ -16,6 +16,9 @@ struct MQTTDecisionRequest: Decodable {
     var tenant: String?
     var action: String
     var topic: String?
+    /// The client's address as the broker saw it (optional): lets `conflicting_client_id` tell two connections
+    /// of one certificate apart.
+    var peer: String?
 }
 
 extension MQTTDecisionRequest {
@@ -24,7 +27,7 @@ extension MQTTDecisionRequest {
         guard let action = fields["action"] else { return nil }
         self.init(
             certificate: fields["certificate"], fingerprint: fields["fingerprint"], device: fields["device"],
-            tenant: fields["tenant"], action: action, topic: fields["topic"])
+            tenant: fields["tenant"], action: action, topic: fields["topic"], peer: fields["peer"])
     }
 }
 
@@ -121,7 +124,9 @@ enum AuthzRoutes {
             default:
                 throw HTTPError(.badRequest, message: "action must be connect, publish or subscribe")
             }
-            return DecisionJSON.response(DecisionResponse(try await decide(service, presented, action, tenant)))
+            let peer = body.peer.map { String($0.prefix(64)) }
+            return DecisionJSON.response(
+                DecisionResponse(try await decide(service, presented, action, tenant, peer: peer)))
         }
 
         group.post("/http") { request, context -> Response in
@@ -160,10 +165,11 @@ enum AuthzRoutes {
     }
 
     static func decide(
-        _ service: AuthzService, _ presented: AuthzService.Presented, _ action: AuthzAction, _ tenant: TenantID?
+        _ service: AuthzService, _ presented: AuthzService.Presented, _ action: AuthzAction, _ tenant: TenantID?,
+        peer: String? = nil
     ) async throws -> AuthzDecision {
         do {
-            return try await service.decide(presented, action: action, claimedTenant: tenant)
+            return try await service.decide(presented, action: action, claimedTenant: tenant, peer: peer)
         } catch let error as AuthzService.BadRequest {
             throw HTTPError(.badRequest, message: error.reason)
         }

@@ -42,7 +42,7 @@ public struct AuthzService: Sendable {
     /// errors.
     public func decide(
         _ presented: Presented, action: AuthzAction, claimedTenant: TenantID? = nil,
-        encoding: DecisionEngine.TopicEncoding = .mqtt, auditGrant: Bool = true
+        encoding: DecisionEngine.TopicEncoding = .mqtt, auditGrant: Bool = true, peer: String? = nil
     ) async throws -> AuthzDecision {
         let now = state.clock.now()
         let subject: DecisionEngine.Subject
@@ -66,19 +66,19 @@ public struct AuthzService: Sendable {
                 !Self.issuedByUs(certificate, state.hierarchy.issuing.certificate)
             {
                 return await finish(
-                    .deny(.unknownIssuer, serial: certificate.devidSerial), action: action, auditGrant: auditGrant)
+                    .deny(.unknownIssuer, serial: certificate.devidSerial), action: action, auditGrant: auditGrant, peer: peer)
             }
         }
         let query = DecisionEngine.Query(
             subject: subject, action: action, claimedTenant: claimedTenant, encoding: encoding)
         let lookup = try await lookup(query, now: now)
         guard case .decided(let decision, let confirm) = lookup else {
-            return await finish(.deny(.unknownCertificate), action: action, auditGrant: auditGrant)
+            return await finish(.deny(.unknownCertificate), action: action, auditGrant: auditGrant, peer: peer)
         }
         if let confirm, case .fingerprint(let fingerprint) = subject {
             await self.confirm(confirm, fingerprint: fingerprint, decision: decision, now: now)
         }
-        return await finish(decision, action: action, auditGrant: auditGrant)
+        return await finish(decision, action: action, auditGrant: auditGrant, peer: peer)
     }
 
     /// Asks the engine; on a miss loads the missing entry from the store and installs it, then asks again. When an
@@ -168,8 +168,11 @@ public struct AuthzService: Sendable {
     }
 
     /// Counts, audits (denials, through ``RepeatedDenials``, and connect grants) and returns the decision.
-    private func finish(_ decision: AuthzDecision, action: AuthzAction, auditGrant: Bool) async -> AuthzDecision {
+    private func finish(
+        _ decision: AuthzDecision, action: AuthzAction, auditGrant: Bool, peer: String? = nil
+    ) async -> AuthzDecision {
         engine.counters.record(decision, action: action.name)
+        watch(decision, action: action, peer: peer)
         guard !decision.allowed || (action == .connect && auditGrant) else { return decision }
         var what = action.name
         switch action {
@@ -191,6 +194,25 @@ public struct AuthzService: Sendable {
                 serial: decision.serial)
         }
         return decision
+    }
+
+    /// What the anomaly checks see of a decision: a denial's reason in the health history, a revoked or
+    /// superseded credential presented (`revoked_credential_in_use`), and every connect of a device
+    /// (`conflicting_client_id`).
+    private func watch(_ decision: AuthzDecision, action: AuthzAction, peer: String?) {
+        if !decision.allowed, let reason = AuthFailureReason(decision.reason) {
+            state.metrics.authzDenied(reason, tenant: decision.tenant)
+        }
+        guard let device = decision.device else { return }
+        let now = state.clock.now()
+        if decision.reason == .revoked || decision.reason == .superseded {
+            state.watch.suspect(
+                device: device, tenant: decision.tenant, serial: decision.serial, stage: AuthStage.authz.rawValue,
+                reason: decision.reason.rawValue, source: peer, at: now)
+        }
+        if action == .connect, decision.allowed {
+            state.watch.connect(device: device, tenant: decision.tenant, serial: decision.serial, peer: peer, at: now)
+        }
     }
 
     /// Whether `certificate` carries a valid signature of the issuing CA.

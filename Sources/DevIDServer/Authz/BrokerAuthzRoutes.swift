@@ -113,7 +113,8 @@ enum BrokerAuthzRoutes {
         guard let name = body["cert_common_name"] as? String, let device = DeviceID(rawValue: name) else {
             return false
         }
-        return await allowed(service, device, .connect, nil)
+        let peer = (body["peerhost"] as? String).map { String($0.prefix(64)) }
+        return await allowed(service, device, .connect, nil, peer: peer)
     }
 
     static func emqxAuthz(_ body: [String: Any], service: AuthzService) async -> Bool {
@@ -144,11 +145,12 @@ enum BrokerAuthzRoutes {
 
     static func allowed(
         _ service: AuthzService, _ device: DeviceID, _ action: AuthzAction, _ tenant: TenantID?,
-        encoding: DecisionEngine.TopicEncoding = .mqtt, audit: Bool = true
+        encoding: DecisionEngine.TopicEncoding = .mqtt, audit: Bool = true, peer: String? = nil
     ) async -> Bool {
         do {
             return try await service.decide(
-                .device(device), action: action, claimedTenant: tenant, encoding: encoding, auditGrant: audit
+                .device(device), action: action, claimedTenant: tenant, encoding: encoding, auditGrant: audit,
+                peer: peer
             ).allowed
         } catch {
             return false

@@ -57,13 +57,23 @@ struct EnrollmentService: Sendable {
     private var lifecycle: CredentialLifecycle { CredentialLifecycle(policy: profile.policy.rotation) }
 
     func handle(_ request: Request) async -> Verdict {
+        watchPresented(request)
         do {
-            return try await decide(request)
+            let verdict = try await decide(request)
+            if case .issued = verdict, request.kind == .reenroll, let chain = request.peerChain,
+                case .ldevid(let device, let tenant, let serial) = PeerIdentity.classify(chain: chain, hierarchy: hierarchy)
+            {
+                state.watch.seen(device: device, tenant: tenant, serial: serial, source: request.source, at: state.clock.now())
+            }
+            return verdict
         } catch let refusal as Refusal {
             state.metrics.enrollment(
                 tenant: refusal.subject?.tenant, kind: refusal.subject?.kind ?? request.kind.metricKind,
                 result: refusal.parked ? .pending : .refused)
-            if !refusal.parked, let reason = AuthFailureReason(refusal.code) { state.metrics.authFailure(.est, reason) }
+            if !refusal.parked, let reason = AuthFailureReason(refusal.code) {
+                state.metrics.authFailure(.est, reason, tenant: refusal.subject?.tenant)
+            }
+            Self.watch(refusal.code, subject: refusal.subject, stage: .est, source: request.source, state: state)
             if refusal.isAnonymous {
                 // No identity proven: counted and audited in aggregate, never a row per request.
                 await state.anonymousFailures.record(
@@ -88,6 +98,39 @@ struct EnrollmentService: Sendable {
             await audit(request, nil, outcome: .failure, reason: "internal error")
             state.metrics.enrollment(tenant: nil, kind: request.kind.metricKind, result: .refused)
             return .refused(status: .internalServerError, code: .internalError, reason: "internal error", challenge: false)
+        }
+    }
+
+    /// An IDevID with a weak key or signature is noted for the `weak_key` check, whatever the outcome.
+    private func watchPresented(_ request: Request) {
+        guard request.kind == .enroll, let leaf = request.peerChain?.first, let weakness = KeyStrength.weakness(of: leaf),
+            case .idevid(let hardwareSerial, let serial, _, _, _)? = request.peerChain.flatMap({
+                PeerIdentity.classify(chain: $0, hierarchy: hierarchy)
+            })
+        else { return }
+        state.watch.weakKey(hardwareSerial: hardwareSerial, serial: serial, weakness: weakness, at: state.clock.now())
+    }
+
+    /// Refusals the anomaly checks look at: a revoked or superseded credential (or a revoked device) presented
+    /// again (`revoked_credential_in_use`), a claim token presented after it was used up or revoked
+    /// (`bulk_token_overused`).
+    static func watch(
+        _ code: RefusalCode, subject: Subject?, stage: AuthStage, source: String?, state: ServerState
+    ) {
+        let now = state.clock.now()
+        switch code {
+        case .credentialRevoked, .deviceRevoked, .idevidRevoked, .credentialSuperseded:
+            guard let device = subject?.device else { return }
+            state.watch.suspect(
+                device: device, tenant: subject?.tenant, serial: subject?.serial, stage: stage.rawValue,
+                reason: code == .credentialSuperseded ? "superseded" : "revoked", source: source, at: now)
+        case .tokenUsedUp, .tokenRevoked:
+            guard let actor = subject?.actor, actor.hasPrefix("token:") else { return }
+            state.watch.tokenOverused(
+                token: String(actor.dropFirst("token:".count)), tenant: subject?.tenant,
+                reason: code == .tokenUsedUp ? "used up" : "revoked", at: now)
+        default:
+            return
         }
     }
 

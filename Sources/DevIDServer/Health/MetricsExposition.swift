@@ -147,7 +147,9 @@ struct MetricsExposition {
 
     /// Every CA of the hierarchy by a fixed name; an external manufacturer CA by the first 16 hex digits of its
     /// SHA-256 fingerprint (bounded by the configuration, stable across restarts).
-    private func caCertificates() -> [(String, Certificate)] {
+    private func caCertificates() -> [(String, Certificate)] { Self.caCertificates(state) }
+
+    static func caCertificates(_ state: ServerState) -> [(String, Certificate)] {
         let hierarchy = state.hierarchy
         var result: [(String, Certificate)] = [("root", hierarchy.root), ("issuing", hierarchy.issuing.certificate)]
         if let services = hierarchy.services { result.append(("services", services.certificate)) }

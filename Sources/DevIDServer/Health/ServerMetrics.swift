@@ -41,10 +41,13 @@ public final class ServerMetrics: Sendable {
     /// `devid_auth_failures_total` of the stages counted here (`tls`, `est`, `device_status`), indexed by
     /// stage and reason; `authz` is read from the decision counters at scrape time.
     private let authFailures: Mutex<[Int]>
+    /// The hourly history the same events feed (``HealthHistory``); nil in unit tests of the counters alone.
+    public let history: HealthHistory?
 
-    public init() {
+    public init(history: HealthHistory? = nil) {
         let registry = PrometheusCollectorRegistry()
         self.registry = registry
+        self.history = history
         self.http = HTTPRequestMetrics(registry: registry)
         self.authFailures = Mutex(
             Array(repeating: 0, count: AuthStage.allCases.count * AuthFailureReason.allCases.count))
@@ -52,9 +55,16 @@ public final class ServerMetrics: Sendable {
 
     // MARK: Authentication failures
 
-    public func authFailure(_ stage: AuthStage, _ reason: AuthFailureReason) {
+    /// An identity refused at `stage`; `tenant` when the requester proved one (a device's own certificate).
+    public func authFailure(_ stage: AuthStage, _ reason: AuthFailureReason, tenant: TenantID? = nil) {
         let index = Self.index(stage, reason)
         authFailures.withLock { $0[index] += 1 }
+        history?.record(.authFailures, tenant: tenant, stage.rawValue, reason.rawValue)
+    }
+
+    /// A policy decision's denial: counted by the decision counters for `GET /metrics`, kept here in the history.
+    public func authzDenied(_ reason: AuthFailureReason, tenant: TenantID?) {
+        history?.record(.authFailures, tenant: tenant, AuthStage.authz.rawValue, reason.rawValue)
     }
 
     /// The counts recorded by ``authFailure(_:_:)``.
@@ -78,6 +88,7 @@ public final class ServerMetrics: Sendable {
                 ("result", result.rawValue),
             ]
         ).increment()
+        history?.record(.enrollments, tenant: tenant, kind.rawValue, result.rawValue)
     }
 
     /// A device got its first LDevID `seconds` after it was registered.
@@ -115,8 +126,11 @@ public final class ServerMetrics: Sendable {
 
     /// `credentials` certificates were revoked by one revocation of `scope` (a single revocation of a lot counts
     /// every credential it revoked).
-    public func revoked(scope: RevocationScope, reason: RevocationReason, credentials: Int) {
+    public func revoked(
+        scope: RevocationScope, reason: RevocationReason, credentials: Int, tenant: TenantID? = nil
+    ) {
         guard credentials > 0 else { return }
+        history?.record(.revocations, tenant: tenant, scope.rawValue, reason.rawValue, count: credentials)
         registry.makeCounter(
             descriptor: Self.revocations, labels: [("scope", scope.rawValue), ("reason", reason.rawValue)]
         ).increment(by: Int64(credentials))

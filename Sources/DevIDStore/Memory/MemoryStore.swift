@@ -20,12 +20,18 @@ public actor MemoryStore: Store {
     private var adminTokenRows: [String: AdminToken] = [:]
     private var adminTokenSecretHashes: Set<String> = []
     private var auditTrail: [AuditEntry] = []
+    /// Hourly health counts, keyed by the count with `count` zero (``MemoryStore+HealthHistory.swift``).
+    var healthCountRows: [HealthCount: Int] = [:]
     private let auditKey: AuditKey?
 
     /// With `auditKey`, audit entries are keyed as in ``SQLiteStore/init(path:auditKey:)``.
     public init(auditKey: AuditKey? = nil) {
         self.auditKey = auditKey
     }
+
+    func allCredentials() -> Dictionary<SerialNumber, Credential>.Values { credentialRows.values }
+    func allDevices() -> Dictionary<DeviceID, Device>.Values { deviceRows.values }
+    func deviceRow(_ id: DeviceID) -> Device? { deviceRows[id] }
 
     // MARK: Tenants and lots
 

@@ -41,6 +41,9 @@ enum SQLiteSchema {
         migrator.registerMigration("v11-fleet-expiry") { db in
             try db.execute(sql: v11FleetExpiry)
         }
+        migrator.registerMigration("v12-health-history") { db in
+            try db.execute(sql: v12HealthHistory)
+        }
         return migrator
     }
 
@@ -235,5 +238,25 @@ enum SQLiteSchema {
     /// in device order, so the lookups walk the devices' index front to back: 111 ms.
     static let v11FleetExpiry = """
         CREATE INDEX credentials_fleet_expiry ON credentials(status, kind, device_id, not_after);
+        """
+
+    /// Hourly counts of the health series (``HealthCount``): one row per hour, metric, tenant and label pair,
+    /// bounded by the fixed label sets and pruned after 400 days. Keyed metric first, so a series read is one range
+    /// of the primary key.
+    ///
+    /// Every device's first LDevID (`onboardingTimes`) is the first credential in `credentials_device`; the stale
+    /// devices are found through `devices_state`.
+    static let v12HealthHistory = """
+        CREATE TABLE health_counts (
+            metric TEXT NOT NULL,
+            hour BIGINT NOT NULL,
+            tenant_id TEXT NOT NULL,
+            first TEXT NOT NULL,
+            second TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (metric, hour, tenant_id, first, second)
+        ) WITHOUT ROWID;
+        CREATE INDEX health_counts_hour ON health_counts(hour);
+        CREATE INDEX credentials_kind_created ON credentials(kind, created_at);
         """
 }

@@ -1,0 +1,20 @@
+import Crypto
+import CryptoExtras
+public import X509
+
+/// Whether a certificate (an imported IDevID, an external manufacturer CA) is protected by a weak key or
+/// signature: an RSA key under 2048 bits, or a SHA-1 (or older) signature. Used by the `weak_key` anomaly check.
+public enum KeyStrength {
+    /// A one-line weakness, or nil for a key and signature DevID considers strong enough.
+    public static func weakness(of certificate: Certificate) -> String? {
+        if let rsa = _RSA.Signing.PublicKey(certificate.publicKey), rsa.keySizeInBits < 2048 {
+            return "RSA key of \(rsa.keySizeInBits) bits (at least 2048 needed)"
+        }
+        switch certificate.signatureAlgorithm {
+        case .sha1WithRSAEncryption:
+            return "signed with SHA-1"
+        default:
+            return nil
+        }
+    }
+}
