@@ -1,24 +1,24 @@
-import DevIDCore
+public import DevIDCore
 import DevIDPKI
 import DevIDStore
-import Foundation
+public import Foundation
 import X509
 
 /// `GET /v1/health/anomalies` (and `devid health`): every check's status and its open findings.
-struct HealthReport: Codable, Sendable {
-    struct Check: Codable, Sendable {
-        var name: String
+public struct HealthReport: Codable, Sendable {
+    public struct Check: Codable, Sendable {
+        public var name: String
         /// `ok`, `warning` or `critical`.
-        var status: String
-        var findings: Int
+        public var status: String
+        public var findings: Int
     }
 
-    var checkedAt: Date
+    public var checkedAt: Date
     /// The worst status of any check.
-    var status: String
-    var checks: [Check]
-    var anomalies: [Anomaly]
-    var thresholds: HealthThresholds
+    public var status: String
+    public var checks: [Check]
+    public var anomalies: [Anomaly]
+    public var thresholds: HealthThresholds
 }
 
 /// `GET /v1/health/series`: hourly counts summed into steps, one series per label pair.
