@@ -141,8 +141,11 @@ public enum AnomalyChecks {
             for day in days.indices {
                 window += days[day]
                 if day >= 7 { window -= days[day - 7] }
-                let start = max(0, day - 6)
-                if window > best.count { best = (start, window) }
+                if window > best.count {
+                    // The wave starts at its first day with an expiry, not at the window's edge.
+                    let start = (max(0, day - 6)...day).first { days[$0] > 0 } ?? day
+                    best = (start, window)
+                }
             }
             let share = Double(best.count) * 100 / Double(total)
             guard share > percent else { continue }
