@@ -64,10 +64,13 @@ public enum ExternalTool {
     }
 
     /// Runs in a background thread so async tests do not block the cooperative pool.
-    public static func runAsync(_ arguments: [String], stdin: [UInt8]? = nil) async throws -> Result {
+    public static func runAsync(
+        _ arguments: [String], stdin: [UInt8]? = nil, environment: [String: String]? = nil
+    ) async throws -> Result {
         try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
-                continuation.resume(with: Result_.init(catching: { try run(arguments, stdin: stdin) }))
+                continuation.resume(
+                    with: Result_.init(catching: { try run(arguments, stdin: stdin, environment: environment) }))
             }
         }
     }

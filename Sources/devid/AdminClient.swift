@@ -33,6 +33,15 @@ struct AdminClient {
         }
     }
 
+    /// One client for the process. A refused connection fails at once instead of being retried until the 30 s
+    /// deadline (`devid health` in cron must say "could not check" quickly, and so should every admin command).
+    static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.timeout.connect = .seconds(10)
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
+
     func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
         try await send("GET", path, body: nil as Data?, as: type)
     }
@@ -55,7 +64,7 @@ struct AdminClient {
         }
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+            response = try await Self.http.execute(request, timeout: .seconds(30))
         } catch {
             throw CLIError("cannot reach \(baseURL): \(error)")
         }

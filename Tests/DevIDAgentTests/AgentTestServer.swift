@@ -19,6 +19,7 @@ final class AgentTestServer: Sendable {
     let group: ServiceGroup
     let runTask: Task<Void, any Error>
     let estPort: Int
+    let opsPort: Int
     let estHost: String
     let tenant = TenantID(rawValue: "acme")!
 
@@ -26,6 +27,12 @@ final class AgentTestServer: Sendable {
     var store: any Store { state.store }
     var hierarchy: CAHierarchy { state.hierarchy }
     var estURL: String { "https://\(estHost):\(estPort)" }
+    var opsURL: String { "http://127.0.0.1:\(opsPort)" }
+    /// The bootstrap admin token `devid serve` wrote on first start.
+    var adminToken: String {
+        ((try? String(contentsOfFile: state.configuration.devAdminTokenPath, encoding: .utf8)) ?? "")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
     var layout: CALayout { CALayout(dataDirectory: state.configuration.dataDirectory) }
 
     /// - Parameters:
@@ -51,7 +58,9 @@ final class AgentTestServer: Sendable {
         group = ServiceGroup(configuration: .init(services: [app], logger: logger))
         let group = self.group
         runTask = Task { try await group.run() }
-        estPort = await app.waitUntilRunning().est
+        let ports = await app.waitUntilRunning()
+        estPort = ports.est
+        opsPort = ports.ops
         try await store.createTenant(
             Tenant(id: tenant, displayName: "Acme", createdAt: clock.now(), policy: policy), audit: nil)
     }
