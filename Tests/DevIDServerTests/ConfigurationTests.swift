@@ -32,6 +32,27 @@ struct ConfigurationTests {
         #expect(!String(describing: withEnvironment).contains("s3cret"))
     }
 
+    @Test("health thresholds: health.<name with dots> in the file, DEVID_HEALTH_<NAME> in the environment")
+    func healthThresholds() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let file = try directory.write(
+            "devid.json", #"{"health": {"expiry": {"wave": {"percent": 40}}, "ca": {"warning": {"days": 120}}}}"#)
+        let fromFile = try await ServerConfiguration.load(configFile: file, environment: [:])
+        #expect(fromFile.healthThresholds.expiryWavePercent == 40)
+        #expect(fromFile.healthThresholds.caWarningDays == 120)
+        #expect(fromFile.healthThresholds.staleAfterDays == 0, "the default")
+        let withEnvironment = try await ServerConfiguration.load(
+            configFile: file,
+            environment: ["DEVID_HEALTH_EXPIRY_WAVE_PERCENT": "15", "DEVID_HEALTH_STALE_AFTER_DAYS": "5"])
+        #expect(withEnvironment.healthThresholds.expiryWavePercent == 15)
+        #expect(withEnvironment.healthThresholds.staleAfterDays == 5)
+        #expect(withEnvironment.healthThresholds.caWarningDays == 120)
+        let negative = try await ServerConfiguration.load(
+            configFile: nil, environment: ["DEVID_HEALTH_REFUSAL_SPIKE_MIN": "-3"])
+        #expect(negative.healthThresholds.refusalSpikeMin == 20, "a negative value is ignored")
+    }
+
     @Test func missingConfigFileIsAnError() async throws {
         await #expect(throws: (any Error).self) {
             try await ServerConfiguration.load(configFile: "/nonexistent/devid.json", environment: [:])

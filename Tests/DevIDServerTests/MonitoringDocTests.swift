@@ -41,7 +41,8 @@ struct MonitoringDocTests {
             }
             current?.append(line)
         }
-        return blocks.filter { $0.first?.hasPrefix("$ ") == true }
+        // The promtool transcript; the others (devid health, the history) are MonitoringHealthDocTests'.
+        return blocks.filter { $0.first?.hasPrefix("$ promtool") == true }
     }
 
     @Test("the alerting rules transcript: each command prints what the page shows")
