@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// The thresholds of the anomaly checks (``AnomalyChecks``). Set in the configuration file (`health.*`) or the
 /// environment (`DEVID_HEALTH_*`), and per request by `devid health --threshold NAME=VALUE` (query parameters of
