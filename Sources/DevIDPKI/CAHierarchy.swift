@@ -17,8 +17,11 @@ public import X509
 /// DATA/ca/trusted-manufacturers/*.pem  every manufacturer CA whose IDevIDs may enroll
 /// DATA/tls/server.crt, server.key      the listeners' certificate (chain: server + issuing; EKU serverAuth and
 ///                                      id-kp-cmcRA, the mark of the EST server)
+/// DATA/ca/root-crl/NNNNNN.crl          the root's CRLs, signed ahead at each root ceremony (``RootCRLs``)
 /// DATA/ca/hierarchy.json               trust domain and creation time
 /// ```
+/// With a revocation base URL at `devid ca init`, the issuing and services CA certificates name the root's CRL
+/// (`<base>/crl/root.crl`) in their CRL Distribution Points.
 /// Keys are PKCS#8 encrypted with PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC), mode 0600.
 public struct CALayout: Sendable, Hashable {
     public let dataDirectory: String
@@ -43,6 +46,7 @@ public struct CALayout: Sendable, Hashable {
     public var serverCertificate: String { tlsDirectory + "/server.crt" }
     public var serverKey: String { tlsDirectory + "/server.key" }
     public var metadata: String { caDirectory + "/hierarchy.json" }
+    public var rootCRLDirectory: String { caDirectory + "/root-crl" }
 
     public var isInitialized: Bool { FileManager.default.fileExists(atPath: metadata) }
 }
@@ -70,6 +74,9 @@ public struct CAInitOptions: Sendable {
     public var organization: String
     /// PBKDF2 rounds for the key files.
     public var keyEncryptionRounds: Int
+    /// Where relying parties fetch the root's CRL (`<base>/crl/root.crl`), named in the CRL Distribution Points of
+    /// the issuing and services CA certificates; nil names none.
+    public var revocationBaseURL: String?
 
     public init(
         trustDomain: String, rootKeyOut: String? = nil, externalManufacturerCAs: [Certificate] = [],
@@ -187,10 +194,18 @@ public enum CAStore {
             subject: try name("DevID Root CA"), key: rootKey, profile: .root, now: now)
 
         let (issuingKey, issuingPKCS8) = try KeyMaterial.generateWithDER(.p256)
+        var caExtensions: [Certificate.Extension] = []
+        if let base = options.revocationBaseURL {
+            caExtensions.append(
+                try RevocationExtensions.crlDistributionPoint(
+                    uri: RevocationEndpoints(baseURL: base, caName: "root").crlURL(name: "root")))
+        }
         let issuingCert = try root.issue(
-            subject: try name("DevID Issuing CA"), publicKey: issuingKey.publicKey, profile: .issuing, now: now)
+            subject: try name("DevID Issuing CA"), publicKey: issuingKey.publicKey, profile: .issuing, now: now,
+            additionalExtensions: caExtensions)
         let issuing = try CertificateAuthority(certificate: issuingCert, signingKey: issuingKey)
-        let (services, servicesPKCS8) = try makeServicesCA(root: root, name: try name("DevID Services CA"), now: now)
+        let (services, servicesPKCS8) = try makeServicesCA(
+            root: root, name: try name("DevID Services CA"), now: now, extensions: caExtensions)
 
         var manufacturer: (CertificateAuthority, [UInt8])?
         if options.createManufacturerCA {
@@ -242,6 +257,7 @@ public enum CAStore {
         }
         try writeKey(serverPKCS8, layout.serverKey)
         try writeCert([serverCert, issuing.certificate], layout.serverCertificate)
+        try RootCRLs.sign(root: root, count: RootCRLs.defaultCount, now: now, directory: layout.rootCRLDirectory)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.dateEncodingStrategy = .iso8601
@@ -319,10 +335,11 @@ public enum CAStore {
 
     /// A new services CA signed by `root`, and its PKCS#8 key.
     static func makeServicesCA(
-        root: CertificateAuthority, name: DistinguishedName, now: Date
+        root: CertificateAuthority, name: DistinguishedName, now: Date, extensions: [Certificate.Extension] = []
     ) throws(DevIDPKIError) -> (CertificateAuthority, [UInt8]) {
         let (key, pkcs8) = try KeyMaterial.generateWithDER(.p256)
-        let certificate = try root.issue(subject: name, publicKey: key.publicKey, profile: .servicesCA, now: now)
+        let certificate = try root.issue(
+            subject: name, publicKey: key.publicKey, profile: .servicesCA, now: now, additionalExtensions: extensions)
         return (try CertificateAuthority(certificate: certificate, signingKey: key), pkcs8)
     }
 
@@ -383,6 +400,26 @@ public enum CAStore {
     /// passphrase). `.alreadyExists` if there is one; `.notFound` for no hierarchy or no key file; `.untrusted` if
     /// the key is not the root's.
     @discardableResult
+    /// A root ceremony's CRLs: signs `count` more root CRLs (``RootCRLs/sign(root:revoked:count:now:directory:)``)
+    /// with the root key at `rootKeyPath`, decrypted with `passphrase`. The key is used and dropped, never kept.
+    public static func signRootCRLs(
+        layout: CALayout, rootKeyPath: String, passphrase: [UInt8], count: Int, now: Date
+    ) throws(DevIDPKIError) -> RootCRLs {
+        guard layout.isInitialized else {
+            throw DevIDPKIError(.notFound, "no CA hierarchy in \(layout.dataDirectory); run `devid ca init`")
+        }
+        guard FileManager.default.fileExists(atPath: rootKeyPath) else {
+            throw DevIDPKIError(.notFound, "root key \(rootKeyPath) not found")
+        }
+        let rootCertificate = try readCertificate(layout.rootCertificate)
+        let rootKey = try readKey(rootKeyPath, passphrase: passphrase)
+        guard rootKey.publicKey == rootCertificate.publicKey else {
+            throw DevIDPKIError(.untrusted, "\(rootKeyPath) is not the key of the root in \(layout.rootCertificate)")
+        }
+        let root = try CertificateAuthority(certificate: rootCertificate, signingKey: rootKey)
+        return try RootCRLs.sign(root: root, count: count, now: now, directory: layout.rootCRLDirectory)
+    }
+
     public static func createServicesCA(
         layout: CALayout, rootKeyPath: String, passphrase: [UInt8], now: Date,
         keyEncryptionRounds: Int = EncryptedPrivateKey.defaultIterations

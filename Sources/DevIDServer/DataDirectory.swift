@@ -61,6 +61,7 @@ public enum DataDirectory {
             var options = initOptions ?? CAInitOptions(trustDomain: configuration.trustDomain)
             if initOptions == nil { options.serverNames = configuration.serverNames }
             options.keyEncryptionRounds = configuration.keyEncryptionRounds
+            if options.revocationBaseURL == nil { options.revocationBaseURL = configuration.caRevocationBaseURL }
             let created = try CAStore.initialize(layout: layout, options: options, passphrase: passphrase, now: clock.now())
             hierarchy = created.hierarchy
             report.createdHierarchy = true
@@ -137,6 +138,17 @@ public enum DataDirectory {
         return try CAStore.createServicesCA(
             layout: layout, rootKeyPath: rootKeyPath ?? layout.rootKey, passphrase: passphrase, now: clock.now(),
             keyEncryptionRounds: configuration.keyEncryptionRounds)
+    }
+
+    /// `devid ca root-crl`: signs `count` more root CRLs with the root key (default `DATA/ca/root.key`).
+    public static func signRootCRLs(
+        configuration: ServerConfiguration, rootKeyPath: String?, count: Int, clock: any WallClock
+    ) throws -> RootCRLs {
+        let layout = CALayout(dataDirectory: configuration.dataDirectory)
+        let (passphrase, _) = try resolvePassphrase(configuration, creating: false)
+        return try CAStore.signRootCRLs(
+            layout: layout, rootKeyPath: rootKeyPath ?? layout.rootKey, passphrase: passphrase, count: count,
+            now: clock.now())
     }
 
     /// Loads an existing hierarchy with the configured passphrase (for local tools such as `devid factory mint`).

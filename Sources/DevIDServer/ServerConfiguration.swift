@@ -95,6 +95,15 @@ public struct ServerConfiguration: Sendable, Hashable {
     /// CRL state that must survive a restart (the last CRL number issued, the partition counts in use).
     public var crlDirectory: String { dataDirectory + "/crl" }
 
+    /// The base URL the CA certificates made at first start name for the root's CRL: `revocation.base.url`, else
+    /// the operations listener's configured address when it is a fixed one (not port 0, not a wildcard address).
+    public var caRevocationBaseURL: String? {
+        if let revocationBaseURL { return revocationBaseURL }
+        guard opsPort > 0, !["0.0.0.0", "::", "[::]", ""].contains(opsHost) else { return nil }
+        let host = opsHost.contains(":") && !opsHost.hasPrefix("[") ? "[\(opsHost)]" : opsHost
+        return "http://\(host):\(opsPort)"
+    }
+
     /// Refuses revocation settings that would publish nothing usable.
     public func validateRevocation() throws(DevIDCoreError) {
         if let url = revocationBaseURL {

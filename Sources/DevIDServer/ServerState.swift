@@ -31,6 +31,8 @@ public struct ServerState: Sendable {
     public let enrollmentGate: EnrollmentGate
     /// The event-fed Prometheus metrics (`GET /metrics`), this server's own.
     public let metrics: ServerMetrics
+    /// The root's pre-signed CRLs, served at `/crl/root.crl`.
+    let rootCRLs: RootCRLCache
     /// Recent identity events the anomaly checks judge (revoked credentials presented, shared credentials, ...).
     public let watch = IdentityWatch()
 
@@ -54,6 +56,9 @@ public struct ServerState: Sendable {
             configuration: configuration, hierarchy: hierarchy, store: store, clock: clock, logger: logger,
             auditor: auditor)
         self.authz = DecisionEngine()
+        self.rootCRLs = RootCRLCache(
+            directory: CALayout(dataDirectory: configuration.dataDirectory).rootCRLDirectory, root: hierarchy.root,
+            logger: logger)
         self.adminTokens = AdminTokenCache(store: store, clock: ContinuousClock())
         self.brokers = BrokerHooks(
             configuration: configuration, hierarchy: hierarchy, store: store, revocation: revocation, clock: clock,

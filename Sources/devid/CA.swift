@@ -10,7 +10,43 @@ struct CA: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ca",
         abstract: "Create and inspect the CA hierarchy.",
-        subcommands: [Init.self, InitServices.self, Show.self])
+        subcommands: [Init.self, InitServices.self, RootCRL.self, Show.self])
+
+    struct RootCRL: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "root-crl",
+            abstract: "Sign the root's CRLs ahead (a root ceremony): one every 30 days, each valid 45 days.",
+            discussion: """
+                The root key stays offline, so the CRL the root publishes for its issuing CAs (served at \
+                /crl/root.crl, named by the issuing and services CA certificates) is signed ahead: `devid ca init` \
+                signs 13 months; this command signs COUNT more after the last one, with the root key (encrypted with \
+                the CA passphrase). The server serves new ones within a minute, without a restart. `devid health` \
+                warns 60 days before the last one ends.
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Option(name: .long, help: "The root CA key (default DATA/ca/root.key).") var rootKey: String?
+        @Option(name: .long, help: "How many CRLs to sign (1-120; 13 is a little over a year).") var count: Int = 13
+
+        func run() async throws {
+            LoggingSetup.bootstrap(level: .warning)
+            var configuration = try await ServerConfiguration.load(configFile: nil)
+            configuration.dataDirectory = global.dataDir
+            let crls: RootCRLs
+            do {
+                crls = try DataDirectory.signRootCRLs(
+                    configuration: configuration, rootKeyPath: rootKey, count: count, clock: SystemWallClock())
+            } catch {
+                throw CLIError("\(error)")
+            }
+            struct Summary: Encodable { var crls: Int; var lastNumber: UInt64?; var signedUntil: Date? }
+            let summary = Summary(
+                crls: crls.crls.count, lastNumber: crls.crls.last?.crlNumber, signedUntil: crls.signedUntil)
+            if global.json { return try Output.json(summary) }
+            print(
+                "signed \(count) root CRLs; \(summary.crls) in \(global.dataDir)/ca/root-crl, the last (number "
+                    + "\(summary.lastNumber.map(String.init) ?? "-")) valid until \(summary.signedUntil.map(Output.date) ?? "-")")
+        }
+    }
 
     struct InitServices: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -30,6 +30,8 @@ public struct HealthInputs: Sendable {
     /// Every CA certificate by name, with its notAfter.
     public var cas: [(name: String, notAfter: Date)] = []
     public var crls: [(name: String, thisUpdate: Date, nextUpdate: Date)] = []
+    /// When the root's last pre-signed CRL ends (nil: none were signed).
+    public var rootCRLsSignedUntil: Date?
     public var ocspSigners: [(ca: String, notAfter: Date)] = []
     /// Current LDevIDs by whole days left, per tenant (``Store/expiryByDay(now:days:)``).
     public var expiryByDay: [TenantID: [Int]] = [:]
@@ -204,8 +206,22 @@ public enum AnomalyChecks {
         }
     }
 
+    /// A root ceremony must sign more root CRLs before the last one ends: a warning 60 days ahead.
+    static let rootCRLWarning: TimeInterval = 60 * 86_400
+
     static func crlStale(_ inputs: HealthInputs) -> [Anomaly] {
-        inputs.crls.compactMap { crl in
+        var findings: [Anomaly] = []
+        if let until = inputs.rootCRLsSignedUntil, until.timeIntervalSince(inputs.now) < rootCRLWarning {
+            findings.append(
+                Anomaly(
+                    check: "crl_stale", severity: until <= inputs.now ? .critical : .warning,
+                    summary: "the root's pre-signed CRLs run out at \(Self.time(until))",
+                    explanation:
+                        "The root key is offline, so the root's CRLs are signed ahead at root ceremonies. When the last one ends, strict relying parties refuse every LDevID's chain.",
+                    action: "Hold a root ceremony: devid ca root-crl --root-key FILE signs the next 13 months.",
+                    tenant: nil, device: nil, serial: nil, firstSeen: nil, lastSeen: until))
+        }
+        return findings + inputs.crls.compactMap { crl in
             let validity = max(1, crl.nextUpdate.timeIntervalSince(crl.thisUpdate))
             let left = crl.nextUpdate.timeIntervalSince(inputs.now)
             let severity: Anomaly.Severity

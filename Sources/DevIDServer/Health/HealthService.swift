@@ -66,6 +66,11 @@ struct HealthService {
         inputs.crls = await state.revocation.publishedCRLs().map {
             (name: $0.name, thisUpdate: $0.thisUpdate, nextUpdate: $0.nextUpdate)
         }
+        let rootCRLs = state.rootCRLs.crls
+        if let root = rootCRLs.current(at: now) {
+            inputs.crls.append((name: "root", thisUpdate: root.thisUpdate, nextUpdate: root.nextUpdate ?? root.thisUpdate))
+        }
+        inputs.rootCRLsSignedUntil = rootCRLs.signedUntil
         inputs.ocspSigners = await state.revocation.ocspSignerExpiries()
         inputs.expiryByDay = try await state.store.expiryByDay(now: now, days: Self.expiryHorizonDays)
         inputs.currentCredentials = inputs.expiryByDay.mapValues { $0.reduce(0, +) }

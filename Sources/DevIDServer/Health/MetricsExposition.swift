@@ -116,6 +116,11 @@ struct MetricsExposition {
                 "devid_crl_next_update_timestamp_seconds", [("ca", crl.caName), ("partition", Self.partition(crl))],
                 crl.nextUpdate.timeIntervalSince1970)
         }
+        if let root = state.rootCRLs.crls.current(at: now) {
+            text.sample(
+                "devid_crl_next_update_timestamp_seconds", [("ca", "root"), ("partition", "complete")],
+                (root.nextUpdate ?? root.thisUpdate).timeIntervalSince1970)
+        }
 
         text.family(
             "devid_ocsp_signer_expiry_timestamp_seconds", type: "gauge",

@@ -26,12 +26,25 @@ enum PublicationRoutes {
             let file = try context.parameters.require("file")
             guard file.hasSuffix(".crl"), file.count > 4 else { return text(.notFound, "unknown CRL \(file)") }
             let name = String(file.dropLast(4))
-            switch await publisher.crl(named: name) {
+            let lookup: CRLLookup
+            var untilRebuild = maximumCRLCacheSeconds
+            if name == "root" {
+                // The root's CRL is signed ahead at root ceremonies (RootCRLs), never by the server.
+                if let crl = state.rootCRLs.crls.current(at: state.clock.now()) {
+                    lookup = .found(PublishedCRL(name: "root", caName: "root", crl: crl, url: ""))
+                } else {
+                    lookup = .missing(
+                        status: 404, reason: "no root CRL: sign them with devid ca root-crl --root-key FILE")
+                }
+            } else {
+                lookup = await publisher.crl(named: name)
+                untilRebuild = await publisher.secondsUntilScheduledRebuild()
+            }
+            switch lookup {
             case .missing(let status, let reason):
                 return text(.init(code: status), reason)
             case .found(let crl):
                 let now = state.clock.now()
-                let untilRebuild = await publisher.secondsUntilScheduledRebuild()
                 let untilNextUpdate = max(0, Int(crl.nextUpdate.timeIntervalSince(now)))
                 let maxAge = min(untilRebuild, untilNextUpdate, maximumCRLCacheSeconds)
                 var headers = HTTPFields()

@@ -1,0 +1,120 @@
+import AsyncHTTPClient
+import DevIDCore
+import DevIDPKI
+import DevIDStore
+import DevIDTesting
+import Foundation
+import SwiftASN1
+import Testing
+import X509
+
+@testable import DevIDServer
+
+/// The root's CRL (issue #15 part 1): signed ahead at `devid ca init` because the root key is offline, served at
+/// `/crl/root.crl`, named by the issuing CA certificate, so that `openssl verify -crl_check_all` accepts an LDevID.
+@Suite("Root CRL", .serialized)
+struct RootCRLTests {
+    static let day: TimeInterval = 86_400
+    static let base = "http://devid.example.net:8080"
+
+    static func server() async throws -> LiveServer {
+        let start = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+        let server = try await LiveServer(clock: ManualWallClock(start)) { $0.revocationBaseURL = base }
+        try await server.state.store.createTenant(
+            Tenant(id: MetricsTests.tenant, displayName: "Acme", createdAt: server.clock.now()), audit: nil)
+        return server
+    }
+
+    static func fetch(_ server: LiveServer, _ name: String, into file: String) async throws -> Int {
+        let result = try await ExternalTool.runAsync([
+            "curl", "-s", "-o", file, "-w", "%{http_code}", server.opsURL + "/crl/\(name).crl",
+        ])
+        return Int(result.stdout) ?? 0
+    }
+
+    @Test("openssl verify -crl_check_all accepts an LDevID with the root's and the issuing CA's CRLs, and not without")
+    func crlCheckAll() async throws {
+        let server = try await Self.server()
+        let layout = CALayout(dataDirectory: server.configuration.dataDirectory)
+        let issuing = server.state.hierarchy.issuing.certificate
+        #expect(RevocationExtensions.crlDistributionPointURI(of: issuing) == Self.base + "/crl/root.crl")
+        #expect(
+            RevocationExtensions.crlDistributionPointURI(of: try #require(server.state.hierarchy.services).certificate)
+                == Self.base + "/crl/root.crl")
+
+        let (ldevid, _) = try await MetricsTests.enroll(server, device: "dev-1")
+        let dir = server.directory
+        let leaf = try dir.write("ldevid.pem", ldevid.pemString)
+        let untrusted = try dir.write("issuing.pem", issuing.pemString)
+        #expect(try await Self.fetch(server, "root", into: dir.file("root.crl")) == 200)
+        #expect(try await Self.fetch(server, "issuing", into: dir.file("issuing.crl")) == 200)
+        func verify(_ crls: [String]) async throws -> ExternalTool.Result {
+            try await ExternalTool.runAsync(
+                ["openssl", "verify", "-crl_check_all", "-CAfile", layout.rootCertificate, "-untrusted", untrusted]
+                    + crls.flatMap { ["-CRLfile", dir.file($0)] } + [leaf])
+        }
+        var result = try await verify(["root.crl", "issuing.crl"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.hasSuffix("ldevid.pem: OK\n"), "\(result.stdout)")
+        result = try await verify(["issuing.crl"])
+        #expect(result.status != 0, "without the root's CRL the issuing CA has no revocation status")
+        #expect((result.stdout + result.stderr).contains("unable to get certificate CRL"), "\(result.stdout)\(result.stderr)")
+
+        let text = try await ExternalTool.runAsync(["openssl", "crl", "-inform", "DER", "-in", dir.file("root.crl"), "-noout", "-text"])
+        #expect(text.stdout.contains("Issuer: O = DevID, OU = devid.local, CN = DevID Root CA"), "\(text.stdout)")
+        #expect(text.stdout.contains("No Revoked Certificates."))
+        try await server.stop()
+    }
+
+    @Test("13 CRLs signed ahead: a new one every 30 days; a warning 60 days before they run out; critical after")
+    func schedule() async throws {
+        let server = try await Self.server()
+        let layout = CALayout(dataDirectory: server.configuration.dataDirectory)
+        let signed = try RootCRLs.load(directory: layout.rootCRLDirectory, root: server.state.hierarchy.root)
+        #expect(signed.crls.map(\.crlNumber) == (1...13).map { UInt64($0) })
+        let start = server.clock.now()
+        #expect(signed.crls.first?.thisUpdate == start)
+        #expect(signed.crls.first?.nextUpdate == start.addingTimeInterval(45 * Self.day))
+        #expect(signed.signedUntil == start.addingTimeInterval((12 * 30 + 45) * Self.day))
+        for name in try FileManager.default.contentsOfDirectory(atPath: layout.rootCRLDirectory) {
+            let attributes = try FileManager.default.attributesOfItem(atPath: layout.rootCRLDirectory + "/" + name)
+            #expect((attributes[.posixPermissions] as? Int) == 0o644)
+        }
+
+        func rootFindings() async throws -> [String] {
+            // The other CAs' CRLs are re-signed on the server's timer, which a jump of the virtual clock outruns:
+            // only the root's findings count here.
+            let report = try await IdentityHealthTests.anomalies(server, "?check=crl_stale")
+            return report.findings.compactMap { $0["summary"] as? String }.filter { $0.contains("root") }
+        }
+        #expect(try await rootFindings().isEmpty)
+        server.clock.advance(by: 31 * Self.day)
+        let metrics = try Exposition(try await MetricsTests.scrape(server))
+        #expect(
+            metrics[#"devid_crl_next_update_timestamp_seconds{ca="root",partition="complete"}"#]
+                == start.addingTimeInterval(75 * Self.day).timeIntervalSince1970)
+        server.clock.advance(by: (350 - 31) * Self.day)
+        var findings = try await rootFindings()
+        #expect(findings.count == 1, "\(findings)")
+        #expect(findings.first?.hasPrefix("the root's pre-signed CRLs run out at") == true)
+        server.clock.advance(by: 60 * Self.day)
+        findings = try await rootFindings()
+        #expect(findings.contains { $0.hasPrefix("CRL root is past its nextUpdate") }, "\(findings)")
+        let report = try await IdentityHealthTests.anomalies(server, "?check=crl_stale")
+        #expect(report.status == "critical")
+
+        // A root ceremony signs more: served within the reload interval (here: a fresh cache), numbered on.
+        let more = try DataDirectory.signRootCRLs(
+            configuration: server.configuration, rootKeyPath: nil, count: 2, clock: server.clock)
+        #expect(more.crls.map(\.crlNumber).suffix(2) == [14, 15])
+        #expect(more.crls.last?.thisUpdate == server.clock.now().addingTimeInterval(30 * Self.day))
+        #expect(more.current(at: server.clock.now())?.crlNumber == 14)
+        let wrongKey = #expect(throws: (any Error).self) {
+            try DataDirectory.signRootCRLs(
+                configuration: server.configuration, rootKeyPath: layout.issuingKey, count: 1, clock: server.clock)
+        }
+        #expect("\(wrongKey.map { "\($0)" } ?? "")".contains("is not the key of the root"))
+        #expect(try RootCRLs.load(directory: layout.rootCRLDirectory, root: server.state.hierarchy.root).crls.count == 15)
+        try await server.stop()
+    }
+}
