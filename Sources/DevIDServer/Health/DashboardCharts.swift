@@ -71,11 +71,13 @@ enum DashboardCharts {
             svg += "<title>\(escape(bar.label)): \(escape(text))</title></rect>"
             svg += xLabel(index: index, count: bars.count, x: x + barWidth / 2, text: bar.label)
         }
-        for marker in markers {
+        for (index, marker) in markers.enumerated() {
             let y = scale.y(marker.value)
             svg += #"<line class="marker" x1="\#(f(left))" x2="\#(f(width - right))" y1="\#(f(y))" y2="\#(f(y))">"#
             svg += "<title>\(escape(marker.label)): \(escape(marker.text))</title></line>"
-            svg += #"<text class="marker-label" x="\#(f(width - right - 2))" y="\#(f(y - 3))" text-anchor="end">"#
+            // Labels alternate right and left, so two markers at the same height (median = p90) stay readable.
+            let (x, anchor) = index % 2 == 0 ? (width - right - 2, "end") : (left + 2, "start")
+            svg += #"<text class="marker-label" x="\#(f(x))" y="\#(f(y - 3))" text-anchor="\#(anchor)">"#
             svg += "\(escape(marker.label)) \(escape(marker.text))</text>"
         }
         svg += "</svg>"
