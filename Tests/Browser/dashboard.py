@@ -139,6 +139,18 @@ def verify_view(page, name, expect):
     check("root" in cas and "issuing" in cas, "CA table lists root and issuing")
     check(page.locator("#crls-table").count() == 1, "CRL table present")
     check(page.locator("#anomalies-list, #anomalies-none").count() == 1, "anomalies section present")
+    links = page.locator("#anomalies-list a")
+    linked = [links.nth(i).text_content() for i in range(links.count())]
+    wanted = ["device " + device for device in expect["anomaly_devices"]]
+    check(linked == wanted, f"anomalies link to {wanted} (got {linked})")
+    if wanted:
+        with page.expect_navigation():
+            links.first.click()
+        device = expect["anomaly_devices"][0]
+        check(page.locator("h1").text_content() == "Device " + device, "the anomaly's link opens device " + device)
+        check(page.locator("#credentials-table tbody tr").count() >= 1, "the device page lists its credentials")
+        with page.expect_navigation():
+            page.go_back()
 
 
 def main():

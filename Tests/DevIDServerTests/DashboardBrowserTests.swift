@@ -81,19 +81,23 @@ struct DashboardBrowserTests {
         f.server.state.metrics.authFailure(.tls, .expired, tenant: acme)
         f.server.state.metrics.authFailure(.tls, .expired, tenant: acme)
         f.server.state.metrics.authFailure(.authz, .revoked, tenant: globex)
+        // An open anomaly on an acme device: a revoked credential still presented to a broker.
+        f.server.state.watch.suspect(
+            device: DeviceID(rawValue: "HW-A2")!, tenant: acme, serial: nil, stage: "authz", reason: "revoked",
+            source: "192.0.2.7", at: f.server.clock.now())
 
         let expect: [String: Any] = [
             "all": view(
                 expiry: 4, failures: ["expired": 2, "bad_token": 1, "revoked": 1],
                 enrollments: ["enroll": 4, "reenroll": 1], onboarding: (4, "5 min", "15 min"),
-                states: ["active": 4, "suspended": 1], rotations: ["tenant acme: 1 of 3 (33 %)"]),
+                states: ["active": 4, "suspended": 1], rotations: ["tenant acme: 1 of 3 (33 %)"], anomalies: ["HW-A2"]),
             "acme": view(
                 expiry: 3, failures: ["expired": 2], enrollments: ["enroll": 3, "reenroll": 1],
                 onboarding: (3, "10 min", "15 min"), states: ["active": 3],
-                rotations: ["tenant acme: 1 of 3 (33 %)"]),
+                rotations: ["tenant acme: 1 of 3 (33 %)"], anomalies: ["HW-A2"]),
             "globex": view(
                 expiry: 1, failures: ["revoked": 1], enrollments: ["enroll": 1], onboarding: (1, "0 s", "0 s"),
-                states: ["active": 1, "suspended": 1], rotations: []),
+                states: ["active": 1, "suspended": 1], rotations: [], anomalies: []),
         ]
         let output = Self.root.appendingPathComponent(".build/test-output")
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
@@ -124,12 +128,12 @@ struct DashboardBrowserTests {
 
     func view(
         expiry: Int, failures: [String: Int], enrollments: [String: Int], onboarding: (Int, String, String),
-        states: [String: Int], rotations: [String]
+        states: [String: Int], rotations: [String], anomalies: [String]
     ) -> [String: Any] {
         [
             "expiry_total": expiry, "wave": expiry, "failures": failures, "enrollments": enrollments,
             "onboarding": ["devices": onboarding.0, "median": onboarding.1, "p90": onboarding.2], "states": states,
-            "rotations": rotations,
+            "rotations": rotations, "anomaly_devices": anomalies,
         ]
     }
 
