@@ -59,10 +59,12 @@ struct DashboardAccessTests {
         try await withClient(Self.client()) { client in
             let auditor = try await Self.createToken(
                 server, client: client, name: "globex-auditor", role: "auditor", tenants: ["globex"])
-            let factory = try await Self.createToken(server, client: client, name: "line-1", role: "factory", tenants: ["acme"])
+            let factory = try await Self.createToken(
+                server, client: client, name: "line-1", role: "factory", tenants: ["acme"])
 
             // A form from another site is refused before the token is looked at.
-            let foreign = try await Self.login(server, client: client, token: auditor.token, origin: "http://evil.example")
+            let foreign = try await Self.login(
+                server, client: client, token: auditor.token, origin: "http://evil.example")
             #expect(foreign.status == 403)
             #expect(foreign.header("Set-Cookie") == nil)
 
@@ -84,7 +86,8 @@ struct DashboardAccessTests {
             #expect(page.header("Cache-Control") == "no-store")
             #expect(page.header("X-Content-Type-Options") == "nosniff")
             #expect(page.body.contains(#"href="/dashboard?tenant=globex""#))
-            #expect(!page.body.contains(#"href="/dashboard?tenant=acme""#), "a limited token does not see other tenants")
+            #expect(
+                !page.body.contains(#"href="/dashboard?tenant=acme""#), "a limited token does not see other tenants")
             #expect(!page.body.contains(auditor.token))
             let other = try await client.send(
                 "GET", server.opsURL + "/dashboard?tenant=acme", headers: [("Cookie", cookie)])
@@ -127,11 +130,14 @@ struct DashboardAccessTests {
             #expect(logout.status == 303)
             #expect(logout.header("Set-Cookie")?.contains("Max-Age=0") == true)
             // The old cookie, kept by a copy of the browser, no longer opens the page.
-            #expect(try await client.send("GET", server.opsURL + "/dashboard", headers: [("Cookie", first)]).status == 401)
-            #expect(try await client.send("GET", server.opsURL + "/dashboard", headers: [("Cookie", second)]).status == 200)
+            #expect(
+                try await client.send("GET", server.opsURL + "/dashboard", headers: [("Cookie", first)]).status == 401)
+            #expect(
+                try await client.send("GET", server.opsURL + "/dashboard", headers: [("Cookie", second)]).status == 200)
 
             server.clock.advance(by: 8 * 3_600)
-            #expect(try await client.send("GET", server.opsURL + "/dashboard", headers: [("Cookie", second)]).status == 401)
+            #expect(
+                try await client.send("GET", server.opsURL + "/dashboard", headers: [("Cookie", second)]).status == 401)
 
             // A token in the URL is never read.
             let query = try await client.send("GET", server.opsURL + "/dashboard?token=\(server.adminToken)")

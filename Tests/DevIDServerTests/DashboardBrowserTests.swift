@@ -17,7 +17,9 @@ struct DashboardBrowserTests {
         .deletingLastPathComponent()
     static var chromium: String { ProcessInfo.processInfo.environment["CHROMIUM"] ?? "/usr/bin/chromium" }
 
-    @Test("log in, every chart shows the fleet's numbers, switch tenant, log out; a cookieless browser gets the login page")
+    @Test(
+        "log in, every chart shows the fleet's numbers, switch tenant, log out; a cookieless browser gets the login page"
+    )
     func browser() async throws {
         try #require(
             FileManager.default.isExecutableFile(atPath: Self.chromium),
@@ -25,7 +27,8 @@ struct DashboardBrowserTests {
         let playwright = try ExternalTool.run(["python3", "-c", "import playwright.sync_api"])
         try #require(
             playwright.succeeded,
-            "Playwright for Python is missing (python3 -m pip install playwright; scripts/test does): \(playwright.stderr)")
+            "Playwright for Python is missing (python3 -m pip install playwright; scripts/test does): \(playwright.stderr)"
+        )
 
         let f = try await ESTFixture()
         let acme = f.tenant
@@ -67,7 +70,8 @@ struct DashboardBrowserTests {
         let rotated = try await withClient(
             try f.server.client(certificate: [acmeDevices[0].certificate], key: acmeDevices[0].key)
         ) {
-            try await f.post("simplereenroll", csr: try ESTFixture.csr(key: try KeyMaterial.generate(.p256)), client: $0)
+            try await f.post(
+                "simplereenroll", csr: try ESTFixture.csr(key: try KeyMaterial.generate(.p256)), client: $0)
         }
         _ = try ESTFixture.certificate(rotated)
         // Auth failures: a real unknown claim token (no tenant proved: counted under all tenants only), and the

@@ -31,7 +31,9 @@ struct DashboardPageTests {
         let html = DashboardCharts.stacked(
             id: "failures", title: "Failures", summary: "4", stacking: .area, columnHeader: "from",
             columns: ["a", "b", "c"],
-            layers: [.init(name: "expired", values: [0, 2, 0], emphasized: true), .init(name: "revoked", values: [1, 0, 1])])
+            layers: [
+                .init(name: "expired", values: [0, 2, 0], emphasized: true), .init(name: "revoked", values: [1, 0, 1]),
+            ])
         #expect(html.components(separatedBy: "<polygon class=\"layer").count - 1 == 2)
         #expect(html.contains(#"<polygon class="layer layer-0 emphasized""#))
         #expect(html.contains(#"<tfoot><tr><th scope="row">total</th><td>2</td><td>2</td><td>4</td></tr></tfoot>"#))

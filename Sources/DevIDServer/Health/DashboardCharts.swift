@@ -87,7 +87,9 @@ enum DashboardCharts {
             table += "<td>\(escape(bar.text ?? Self.number(bar.value)))</td></tr>"
         }
         for marker in markers {
-            table += "<tr class=\"marker\"><th scope=\"row\">\(escape(marker.label))</th><td>\(escape(marker.text))</td></tr>"
+            table +=
+                "<tr class=\"marker\"><th scope=\"row\">\(escape(marker.label))</th>"
+                + "<td>\(escape(marker.text))</td></tr>"
         }
         table += "</tbody></table>"
         return figure(id: id, svg: svg, table: table)
@@ -136,10 +138,16 @@ enum DashboardCharts {
                 var points = (0..<count).map { "\(f(x($0))),\(f(scale.y(Double(above[$0]))))" }
                 points += (0..<count).reversed().map { "\(f(x($0))),\(f(scale.y(Double(below[$0]))))" }
                 if count == 1 {
-                    points = ["\(f(left)),\(f(scale.y(Double(above[0]))))", "\(f(width - right)),\(f(scale.y(Double(above[0]))))",
-                              "\(f(width - right)),\(f(scale.y(Double(below[0]))))", "\(f(left)),\(f(scale.y(Double(below[0]))))"]
+                    points = [
+                        "\(f(left)),\(f(scale.y(Double(above[0]))))",
+                        "\(f(width - right)),\(f(scale.y(Double(above[0]))))",
+                        "\(f(width - right)),\(f(scale.y(Double(below[0]))))",
+                        "\(f(left)),\(f(scale.y(Double(below[0]))))",
+                    ]
                 }
-                svg += #"<polygon class="\#(classes)" points="\#(points.joined(separator: " "))"><title>\#(label)</title></polygon>"#
+                svg +=
+                    #"<polygon class="\#(classes)" points="\#(points.joined(separator: " "))">"#
+                    + "<title>\(label)</title></polygon>"
             case .bars:
                 let slot = plotWidth / Double(max(count, 1))
                 let barWidth = max(1, slot * 0.8)
@@ -186,7 +194,8 @@ enum DashboardCharts {
         return "<div class=\"progress\"><span class=\"progress-label\">\(escape(label))</span>"
             + "<progress max=\"\(max(total, 1))\" value=\"\(min(done, max(total, 1)))\" "
             + "aria-label=\"\(escape(label)): \(done) of \(total) (\(percent) %)\">\(percent) %</progress>"
-            + "<span class=\"progress-detail\">\(done) of \(total) (\(percent) %)\(detail.isEmpty ? "" : "; " + escape(detail))</span></div>"
+            + "<span class=\"progress-detail\">\(done) of \(total) (\(percent) %)"
+            + "\(detail.isEmpty ? "" : "; " + escape(detail))</span></div>"
     }
 
     /// `p` (0...1) of `values` by the nearest-rank method; nil when empty.
@@ -234,7 +243,8 @@ enum DashboardCharts {
             for quarter in 0...4 {
                 let value = top * Double(quarter) / 4
                 let y = self.y(value)
-                svg += #"<line x1="\#(f(DashboardCharts.left))" x2="\#(f(DashboardCharts.width - DashboardCharts.right))" "#
+                svg +=
+                    #"<line x1="\#(f(DashboardCharts.left))" x2="\#(f(DashboardCharts.width - DashboardCharts.right))" "#
                 svg += #"y1="\#(f(y))" y2="\#(f(y))"/>"#
                 svg += #"<text x="\#(f(DashboardCharts.left - 4))" y="\#(f(y + 4))" text-anchor="end">"#
                 svg += "\(DashboardCharts.number(value))</text>"
@@ -256,14 +266,16 @@ enum DashboardCharts {
     }
 
     static func figure(id: String, svg: String, table: String) -> String {
-        #"<figure id="\#(id)" class="chart-figure">\#(svg)<details><summary>Numbers</summary>\#(table)</details></figure>"#
+        #"<figure id="\#(id)" class="chart-figure">\#(svg)"#
+            + "<details><summary>Numbers</summary>\(table)</details></figure>"
     }
 
     /// At most about 12 labels under the x axis, so they do not overlap.
     static func xLabel(index: Int, count: Int, x: Double, text: String) -> String {
         let every = max(1, (count + 11) / 12)
         guard index % every == 0 || index == count - 1 && count <= 12 else { return "" }
-        return #"<text class="x-label" x="\#(f(x))" y="\#(f(height - bottom + 14))" text-anchor="middle" aria-hidden="true">"#
+        return
+            #"<text class="x-label" x="\#(f(x))" y="\#(f(height - bottom + 14))" text-anchor="middle" aria-hidden="true">"#
             + "\(escape(text))</text>"
     }
 

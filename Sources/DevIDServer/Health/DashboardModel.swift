@@ -68,7 +68,8 @@ struct DashboardModel: Sendable {
         model.expiryWeeks = stride(from: 0, to: byDay.count, by: 7).map { byDay[$0..<$0 + 7].reduce(0, +) }
         model.expiryWavePercent = thresholds.expiryWavePercent
         let total = model.expiryWeeks.reduce(0, +)
-        if total > 0, let busiest = model.expiryWeeks.indices.max(by: { model.expiryWeeks[$0] < model.expiryWeeks[$1] }),
+        if total > 0,
+            let busiest = model.expiryWeeks.indices.max(by: { model.expiryWeeks[$0] < model.expiryWeeks[$1] }),
             Double(model.expiryWeeks[busiest]) * 100 / Double(total) > thresholds.expiryWavePercent
         {
             model.waveWeek = busiest
@@ -91,8 +92,10 @@ struct DashboardModel: Sendable {
             byReason[reason] = counts
         }
         // Expiry-caused failures first (at the bottom of the stack, in the emphasis colour), then by name.
-        model.failures = byReason.sorted { ($0.key == "expired" ? 0 : 1, $0.key) < ($1.key == "expired" ? 0 : 1, $1.key) }
-            .map { (reason: $0.key, counts: $0.value) }
+        model.failures = byReason.sorted {
+            ($0.key == "expired" ? 0 : 1, $0.key) < ($1.key == "expired" ? 0 : 1, $1.key)
+        }
+        .map { (reason: $0.key, counts: $0.value) }
 
         // Enrollments per UTC day, 14 days.
         let today = (now.timeIntervalSince1970 / 86_400).rounded(.down) * 86_400

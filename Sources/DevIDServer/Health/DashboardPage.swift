@@ -31,7 +31,10 @@ enum DashboardPage {
     static func message(_ text: String) -> String {
         document(
             title: "DevID dashboard",
-            body: "<main><p class=\"error\" role=\"alert\">\(E.escape(text))</p><p><a href=\"/dashboard\">Back to the dashboard</a></p></main>")
+            body:
+                "<main><p class=\"error\" role=\"alert\">\(E.escape(text))</p>"
+                + "<p><a href=\"/dashboard\">Back to the dashboard</a></p></main>"
+        )
     }
 
     static func dashboard(_ model: DashboardModel) -> String {
@@ -61,9 +64,11 @@ enum DashboardPage {
         body += "<dt>Registered</dt><dd>\(minute(device.createdAt)) UTC</dd>"
         body += "<dt>Last seen</dt><dd>\(device.lastSeen.map { minute($0) + " UTC" } ?? "never")</dd></dl>"
         body += "<table class=\"data\" id=\"credentials-table\"><caption>Credentials, newest first</caption><thead><tr>"
-        body += "<th scope=\"col\">Serial</th><th scope=\"col\">Status</th><th scope=\"col\">Not after</th></tr></thead><tbody>"
+        body +=
+            "<th scope=\"col\">Serial</th><th scope=\"col\">Status</th><th scope=\"col\">Not after</th></tr></thead><tbody>"
         for credential in credentials.sorted(by: { $0.notBefore > $1.notBefore }) {
-            let status = credential.status != .revoked && credential.notAfter <= now ? "expired" : credential.status.rawValue
+            let status =
+                credential.status != .revoked && credential.notAfter <= now ? "expired" : credential.status.rawValue
             body += "<tr><td><code>\(E.escape(credential.serial.rawValue))</code></td><td>\(E.escape(status))</td>"
             body += "<td>\(minute(credential.notAfter)) UTC</td></tr>"
         }
@@ -79,10 +84,13 @@ enum DashboardPage {
         var summary = "\(total) current LDevIDs by weeks until expiry"
         if let wave = model.waveWeek {
             let count = model.expiryWeeks[wave]
-            summary += "; expiry wave: \(count) of \(total) (\(Int((Double(count) * 100 / Double(total)).rounded())) %) "
+            summary +=
+                "; expiry wave: \(count) of \(total) (\(Int((Double(count) * 100 / Double(total)).rounded())) %) "
             summary += "expire in \(weekLabel(wave))"
         }
-        summary += ". " + model.expiryWeeks.enumerated().map { "\(weekLabel($0.offset)): \($0.element)" }
+        summary +=
+            ". "
+            + model.expiryWeeks.enumerated().map { "\(weekLabel($0.offset)): \($0.element)" }
             .joined(separator: ", ")
         let note =
             "<p class=\"note\">Highlighted: the expiry wave, a week holding more than "
@@ -93,7 +101,9 @@ enum DashboardPage {
                 id: "expiry", title: "Devices by weeks until expiry", summary: summary,
                 columns: ("weeks until expiry", "LDevIDs"),
                 bars: model.expiryWeeks.enumerated().map {
-                    .init(label: weekLabel($0.offset), value: Double($0.element), highlighted: $0.offset == model.waveWeek)
+                    .init(
+                        label: weekLabel($0.offset), value: Double($0.element), highlighted: $0.offset == model.waveWeek
+                    )
                 })
     }
 
@@ -103,13 +113,16 @@ enum DashboardPage {
         var summary = "\(total) auth failures in \(DashboardModel.failureDays) days, in 6-hour steps"
         summary += "; \(expired) caused by expiry"
         if !model.failures.isEmpty {
-            summary += ". By reason: " + model.failures.map { "\($0.reason) \($0.counts.reduce(0, +))" }
+            summary +=
+                ". By reason: "
+                + model.failures.map { "\($0.reason) \($0.counts.reduce(0, +))" }
                 .joined(separator: ", ")
         }
         return E.stacked(
             id: "failures", title: "Auth failures by reason, last \(DashboardModel.failureDays) days", summary: summary,
             stacking: .area, columnHeader: "from (UTC)", columns: model.failureSteps.map(hourLabel),
-            layers: model.failures.map { .init(name: $0.reason, values: $0.counts, emphasized: $0.reason == "expired") })
+            layers: model.failures.map { .init(name: $0.reason, values: $0.counts, emphasized: $0.reason == "expired") }
+        )
     }
 
     static func enrollmentChart(_ model: DashboardModel) -> String {
@@ -127,7 +140,8 @@ enum DashboardPage {
     static func onboardingChart(_ model: DashboardModel) -> String {
         let seconds = model.onboarding.map(\.seconds)
         var markers: [DashboardCharts.Marker] = []
-        var summary = "\(seconds.count) devices got their first LDevID in the last \(DashboardModel.onboardingDays) days"
+        var summary =
+            "\(seconds.count) devices got their first LDevID in the last \(DashboardModel.onboardingDays) days"
         if let median = E.percentile(seconds, 0.5), let p90 = E.percentile(seconds, 0.9) {
             markers = [
                 .init(label: "median", value: median, text: E.duration(median)),
@@ -138,18 +152,20 @@ enum DashboardPage {
         let note =
             "<p class=\"note\">From the device's registration to its first LDevID. A device enrolled with "
             + "a claim token that names no device is registered as it enrolls: 0 s.</p>"
-        return note + E.bars(
-            id: "onboarding", title: "Onboarding time per device (registration to first LDevID, seconds)",
-            summary: summary, columns: ("device", "onboarding time"),
-            bars: model.onboarding.map {
-                .init(label: $0.device.rawValue, value: $0.seconds, text: E.duration($0.seconds))
-            }, markers: markers)
+        return note
+            + E.bars(
+                id: "onboarding", title: "Onboarding time per device (registration to first LDevID, seconds)",
+                summary: summary, columns: ("device", "onboarding time"),
+                bars: model.onboarding.map {
+                    .init(label: $0.device.rawValue, value: $0.seconds, text: E.duration($0.seconds))
+                }, markers: markers)
     }
 
     static func stateChart(_ model: DashboardModel) -> String {
         let total = model.devicesByState.reduce(0) { $0 + $1.count }
         let summary =
-            "\(total) devices: " + model.devicesByState.map { "\($0.state.rawValue) \($0.count)" }.joined(separator: ", ")
+            "\(total) devices: "
+            + model.devicesByState.map { "\($0.state.rawValue) \($0.count)" }.joined(separator: ", ")
         return E.bars(
             id: "states", title: "Devices by state", summary: summary, columns: ("state", "devices"),
             bars: model.devicesByState.map { .init(label: $0.state.rawValue, value: Double($0.count)) })
@@ -179,7 +195,8 @@ enum DashboardPage {
         }
         html += "</tbody></table>"
         html += "<table class=\"data\" id=\"crls-table\"><caption>Published CRLs</caption><thead><tr>"
-        html += "<th scope=\"col\">CRL</th><th scope=\"col\">This update (UTC)</th><th scope=\"col\">Next update (UTC)</th>"
+        html +=
+            "<th scope=\"col\">CRL</th><th scope=\"col\">This update (UTC)</th><th scope=\"col\">Next update (UTC)</th>"
         html += "<th scope=\"col\">Status</th></tr></thead><tbody>"
         if model.crls.isEmpty { html += "<tr><td colspan=\"4\">No CRL published yet.</td></tr>" }
         for crl in model.crls {
@@ -215,7 +232,8 @@ enum DashboardPage {
             html += tenantLink(label: tenant.rawValue, value: tenant.rawValue, current: model.selected == tenant)
         }
         html += "</ul></nav><div class=\"session\">Logged in as \(E.escape(model.tokenName)) (\(E.escape(model.role)))"
-        html += "<form method=\"post\" action=\"/dashboard/logout\"><button type=\"submit\">Log out</button></form></div>"
+        html +=
+            "<form method=\"post\" action=\"/dashboard/logout\"><button type=\"submit\">Log out</button></form></div>"
         return html + "</header>"
     }
 

@@ -119,7 +119,8 @@ enum DashboardRoutes {
                 return page(.forbidden, DashboardPage.login(error: "A \(token.role) token may not open the dashboard."))
             }
             await state.adminTokens.recordUse(id: token.id, at: now)
-            await state.auditor.record(actor: "admin:\(token.id)", action: "admin.auth", outcome: .success, reason: what)
+            await state.auditor.record(
+                actor: "admin:\(token.id)", action: "admin.auth", outcome: .success, reason: what)
             let id = await sessions.create(tokenID: token.id, now: now)
             return redirect(
                 setCookie: "\(cookie)=\(id); Path=/dashboard; HttpOnly; SameSite=Strict; "
