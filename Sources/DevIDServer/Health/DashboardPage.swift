@@ -130,7 +130,8 @@ enum DashboardPage {
         let summary =
             "Issued certificates per UTC day, last \(DashboardModel.enrollmentDays) days, by kind: \(totals); "
             + "\(model.refusedEnrollments) refused"
-        return "<p class=\"note\">Issued per day; \(model.refusedEnrollments) requests refused in the same days.</p>"
+        let refused = model.refusedEnrollments
+        return "<p class=\"note\">Issued per day; \(refused) request\(refused == 1 ? "" : "s") refused in the same days.</p>"
             + E.stacked(
                 id: "enrollments", title: "Enrollments and re-enrollments per day", summary: summary, stacking: .bars,
                 columnHeader: "day (UTC)", columns: model.enrollmentDays.map(dayLabel),
