@@ -168,6 +168,7 @@ enum Routes {
         health(router, state: state)
         MetricsRoutes.register(router, state: state)
         HealthRoutes.register(router, state: state)
+        DashboardRoutes.register(router, state: state)
         PublicationRoutes.register(router, state: state)
         let authzToken = AuthzRoutes.register(router, state: state)
         let admin = router.group("/v1/admin")

@@ -63,6 +63,12 @@ public actor AdminTokenCache<C: Clock>: Service where C.Duration == Duration {
         return .valid(matched)
     }
 
+    /// The token with this id as currently cached (revoked and expired ones too), for the dashboard's sessions,
+    /// which keep the id and not the secret.
+    public func token(id: String) async throws -> AdminToken? {
+        try await current().first { $0.token.id == id }?.token
+    }
+
     /// Notes that a token authenticated a request at `time`; written back at the next flush.
     public func recordUse(id: String, at time: Date) {
         if let known = pendingUses[id], known >= time { return }
