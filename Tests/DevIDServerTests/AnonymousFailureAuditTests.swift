@@ -30,17 +30,31 @@ struct AnonymousFailureAuditTests {
         #expect(statuses.allSatisfy { $0 == 401 })
         let filter = AuditFilter(action: "admin.auth", outcome: .denied, limit: 1000)
         let before = try await server.state.store.auditEvents(filter)
-        #expect(before.count == 1, "only the first of the window is written at once")
-        #expect(before.first?.reason == "invalid admin token: GET /v1/admin/ca")
-        #expect(await server.state.anonymousFailures.pending == 199)
+        // The server's own flusher also runs, every 60 s of real time: on a machine loaded by the whole suite the
+        // 200 requests can outlast it, and then a window closes mid-flood. Each window writes its first failure at
+        // once and one summary at flush; what must hold is that the rows are windows, not requests.
+        let realFlushes = (before.count - 1) / 2
+        #expect(before.count % 2 == 1 && before.count <= 5, "the first of each window at once: \(before.map(\.reason))")
+        #expect(before.last?.reason == "invalid admin token: GET /v1/admin/ca")
+        if realFlushes == 0 {
+            #expect(await server.state.anonymousFailures.pending == 199)
+        }
 
         server.clock.advance(by: 60)
         #expect(await server.state.anonymousFailures.flush() == 1)
         let after = try await server.state.store.auditEvents(filter)
-        #expect(after.count == 2)
+        #expect(after.count == before.count + 1)
+        let summaries = after.filter { $0.reason.contains(" from 127.0.0.1 in 60 s (first recorded alone): ") }
+        #expect(summaries.count * 2 == after.count, "one summary per window, beside its first failure")
+        let counted = summaries.compactMap { Int($0.reason.prefix { $0.isNumber }) }.reduce(0, +)
+        #expect(counted == 200, "every failure counted once: \(summaries.map(\.reason))")
         let summary = try #require(after.first)
         #expect(summary.actor == "anonymous")
-        #expect(summary.reason == "200 from 127.0.0.1 in 60 s (first recorded alone): invalid admin token: GET /v1/admin/ca")
+        if realFlushes == 0 {
+            #expect(
+                summary.reason
+                    == "200 from 127.0.0.1 in 60 s (first recorded alone): invalid admin token: GET /v1/admin/ca")
+        }
         #expect(!after.contains { $0.reason.contains("devid_adm_nope") }, "no presented token in the trail")
         #expect(await server.state.anonymousFailures.flush() == 0, "nothing left to write")
         #expect(try await server.state.store.verifyAuditChain() == nil)
