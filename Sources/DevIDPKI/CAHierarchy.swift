@@ -396,10 +396,6 @@ public enum CAStore {
         return result
     }
 
-    /// Creates the services CA of an existing hierarchy with the root key at `rootKeyPath` (encrypted with the CA
-    /// passphrase). `.alreadyExists` if there is one; `.notFound` for no hierarchy or no key file; `.untrusted` if
-    /// the key is not the root's.
-    @discardableResult
     /// A root ceremony's CRLs: signs `count` more root CRLs (``RootCRLs/sign(root:revoked:count:now:directory:)``)
     /// with the root key at `rootKeyPath`, decrypted with `passphrase`. The key is used and dropped, never kept.
     public static func signRootCRLs(
@@ -408,6 +404,15 @@ public enum CAStore {
         guard layout.isInitialized else {
             throw DevIDPKIError(.notFound, "no CA hierarchy in \(layout.dataDirectory); run `devid ca init`")
         }
+        let root = try openRoot(layout: layout, rootKeyPath: rootKeyPath, passphrase: passphrase)
+        return try RootCRLs.sign(root: root, count: count, now: now, directory: layout.rootCRLDirectory)
+    }
+
+    /// The root CA with its key, for a ceremony: `.notFound` for no key file, `.untrusted` if the key is not the
+    /// root's.
+    static func openRoot(
+        layout: CALayout, rootKeyPath: String, passphrase: [UInt8]
+    ) throws(DevIDPKIError) -> CertificateAuthority {
         guard FileManager.default.fileExists(atPath: rootKeyPath) else {
             throw DevIDPKIError(.notFound, "root key \(rootKeyPath) not found")
         }
@@ -416,10 +421,13 @@ public enum CAStore {
         guard rootKey.publicKey == rootCertificate.publicKey else {
             throw DevIDPKIError(.untrusted, "\(rootKeyPath) is not the key of the root in \(layout.rootCertificate)")
         }
-        let root = try CertificateAuthority(certificate: rootCertificate, signingKey: rootKey)
-        return try RootCRLs.sign(root: root, count: count, now: now, directory: layout.rootCRLDirectory)
+        return try CertificateAuthority(certificate: rootCertificate, signingKey: rootKey)
     }
 
+    /// Creates the services CA of an existing hierarchy with the root key at `rootKeyPath` (encrypted with the CA
+    /// passphrase). `.alreadyExists` if there is one; `.notFound` for no hierarchy or no key file; `.untrusted` if
+    /// the key is not the root's.
+    @discardableResult
     public static func createServicesCA(
         layout: CALayout, rootKeyPath: String, passphrase: [UInt8], now: Date,
         keyEncryptionRounds: Int = EncryptedPrivateKey.defaultIterations
@@ -430,15 +438,7 @@ public enum CAStore {
         guard !FileManager.default.fileExists(atPath: layout.servicesCertificate) else {
             throw DevIDPKIError(.alreadyExists, "a services CA already exists in \(layout.caDirectory)")
         }
-        guard FileManager.default.fileExists(atPath: rootKeyPath) else {
-            throw DevIDPKIError(.notFound, "root key \(rootKeyPath) not found")
-        }
-        let rootCertificate = try readCertificate(layout.rootCertificate)
-        let rootKey = try readKey(rootKeyPath, passphrase: passphrase)
-        guard rootKey.publicKey == rootCertificate.publicKey else {
-            throw DevIDPKIError(.untrusted, "\(rootKeyPath) is not the key of the root in \(layout.rootCertificate)")
-        }
-        let root = try CertificateAuthority(certificate: rootCertificate, signingKey: rootKey)
+        let root = try openRoot(layout: layout, rootKeyPath: rootKeyPath, passphrase: passphrase)
         // The issuing CA's subject with the services CA's common name.
         let issuing = try readCertificate(layout.issuingCertificate)
         let name: DistinguishedName
@@ -457,7 +457,7 @@ public enum CAStore {
         // Key first, so a services certificate on disk always has its key.
         try SecureFile.write(Array(pem.utf8), to: layout.servicesKey, mode: 0o600)
         try SecureFile.write(
-            Array(PEM.bundle([services.certificate, rootCertificate]).utf8), to: layout.servicesChain, mode: 0o644)
+            Array(PEM.bundle([services.certificate, root.certificate]).utf8), to: layout.servicesChain, mode: 0o644)
         try SecureFile.write(Array(PEM.bundle([services.certificate]).utf8), to: layout.servicesCertificate, mode: 0o644)
         return services
     }
