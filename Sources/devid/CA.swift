@@ -43,7 +43,7 @@ struct CA: AsyncParsableCommand {
                 crls: crls.crls.count, lastNumber: crls.crls.last?.crlNumber, signedUntil: crls.signedUntil)
             if global.json { return try Output.json(summary) }
             print(
-                "signed \(count) root CRLs; \(summary.crls) in \(global.dataDir)/ca/root-crl, the last (number "
+                "signed \(count) root CRL\(count == 1 ? "" : "s"); \(summary.crls) in \(global.dataDir)/ca/root-crl, the last (number "
                     + "\(summary.lastNumber.map(String.init) ?? "-")) valid until \(summary.signedUntil.map(Output.date) ?? "-")")
         }
     }
