@@ -74,6 +74,9 @@ public protocol Store: Sendable {
     /// `notAfter` is after `now`, counted into the ascending `upperBounds` (see ``FleetHealth``). A few aggregate
     /// reads, never one per device.
     func fleetHealth(now: Date, upperBounds: [TimeInterval]) async throws(StoreError) -> FleetHealth
+    /// Devices by tenant and state, non-zero counts only, sorted by tenant then state (the first half of
+    /// ``fleetHealth(now:upperBounds:)``, without the expiry histogram).
+    func deviceStateCounts() async throws(StoreError) -> [FleetHealth.DeviceCount]
 
     // MARK: Health history
     /// Adds `counts` to the hourly counts (a row that exists grows by the count) and deletes every count of an
@@ -82,8 +85,11 @@ public protocol Store: Sendable {
     /// The hourly counts of `metric` from the hour holding `from` up to `to` (exclusive), every tenant and label,
     /// ordered by hour.
     func healthCounts(metric: String, from: Date, to: Date) async throws(StoreError) -> [HealthCount]
-    /// Every device whose first LDevID was issued in `from ..< to`, with its registration time.
-    func onboardingTimes(from: Date, to: Date) async throws(StoreError) -> [OnboardingTime]
+    /// The devices (of `tenant`, or of every tenant) whose first LDevID was issued in `from ..< to`, with their
+    /// registration time: the newest `limit`, in the order of issuance.
+    func onboardingTimes(
+        from: Date, to: Date, tenant: TenantID?, limit: Int
+    ) async throws(StoreError) -> [OnboardingTime]
     /// Per tenant, the current LDevIDs (`active`, `notAfter` after `now`) by whole days left: `[0]` expire
     /// within a day of `now`, `[days - 1]` in the last day of the horizon; later ones are not counted.
     func expiryByDay(now: Date, days: Int) async throws(StoreError) -> [TenantID: [Int]]

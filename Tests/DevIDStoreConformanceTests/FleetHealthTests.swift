@@ -72,6 +72,7 @@ struct FleetHealthTests {
                     .init(tenant: acme, state: .active, count: 2), .init(tenant: acme, state: .manufactured, count: 1),
                     .init(tenant: acme, state: .suspended, count: 1), .init(tenant: other, state: .active, count: 1),
                 ])
+            #expect(try await store.deviceStateCounts() == health.devices)
             let acmeExpiry = try #require(health.expiry[acme])
             #expect(acmeExpiry.cumulative == [1, 2, 2, 3])
             #expect(acmeExpiry.count == 3)

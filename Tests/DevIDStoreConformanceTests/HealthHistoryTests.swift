@@ -72,12 +72,17 @@ struct HealthHistoryTests {
             ] {
                 try await store.insertCredential(credential, audit: Fixture.event("est.enroll", serial: credential.serial))
             }
-            let times = try await store.onboardingTimes(from: Fixture.time(0), to: Fixture.time(Self.day))
+            let times = try await store.onboardingTimes(from: Fixture.time(0), to: Fixture.time(Self.day), tenant: nil, limit: 10)
             #expect(times.map(\.device.rawValue) == ["dev-2", "dev-1"])
             #expect(times.map(\.seconds) == [30, 600])
             #expect(times.map(\.tenant.rawValue) == ["other", "acme"])
-            let later = try await store.onboardingTimes(from: Fixture.time(100), to: Fixture.time(Self.day))
+            let later = try await store.onboardingTimes(from: Fixture.time(100), to: Fixture.time(Self.day), tenant: nil, limit: 10)
             #expect(later.map(\.device.rawValue) == ["dev-1"])
+            let newest = try await store.onboardingTimes(from: Fixture.time(0), to: Fixture.time(Self.day), tenant: nil, limit: 1)
+            #expect(newest.map(\.device.rawValue) == ["dev-1"], "the newest first issuance")
+            let other = try await store.onboardingTimes(
+                from: Fixture.time(0), to: Fixture.time(Self.day), tenant: Fixture.tenantID("other"), limit: 10)
+            #expect(other.map(\.device.rawValue) == ["dev-2"])
         }
     }
 

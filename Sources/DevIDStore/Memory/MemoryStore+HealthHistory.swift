@@ -22,16 +22,17 @@ extension MemoryStore {
         }.sorted { ($0.hour, $0.tenant, $0.first, $0.second) < ($1.hour, $1.tenant, $1.first, $1.second) }
     }
 
-    public func onboardingTimes(from: Date, to: Date) -> [OnboardingTime] {
+    public func onboardingTimes(from: Date, to: Date, tenant: TenantID?, limit: Int) -> [OnboardingTime] {
         var first: [DeviceID: Date] = [:]
         for credential in allCredentials() where credential.kind == .ldevid {
             if let known = first[credential.deviceID], known <= credential.createdAt { continue }
             first[credential.deviceID] = credential.createdAt
         }
         return first.compactMap { id, issued -> OnboardingTime? in
-            guard issued >= from, issued < to, let device = deviceRow(id) else { return nil }
+            guard issued >= from, issued < to, let device = deviceRow(id), tenant.map({ $0 == device.tenant }) ?? true
+            else { return nil }
             return OnboardingTime(device: id, tenant: device.tenant, registeredAt: device.createdAt, firstIssuedAt: issued)
-        }.sorted { ($0.firstIssuedAt, $0.device) < ($1.firstIssuedAt, $1.device) }
+        }.sorted { ($0.firstIssuedAt, $0.device) < ($1.firstIssuedAt, $1.device) }.suffix(max(0, limit)).map { $0 }
     }
 
     public func expiryByDay(now: Date, days: Int) -> [TenantID: [Int]] {

@@ -280,13 +280,18 @@ public actor MemoryStore: Store {
         return counts
     }
 
-    public func fleetHealth(now: Date, upperBounds: [TimeInterval]) -> FleetHealth {
+    public func deviceStateCounts() -> [FleetHealth.DeviceCount] {
         var devices: [FleetHealth.DeviceCount] = []
         let grouped = Dictionary(grouping: deviceRows.values) { "\($0.tenant.rawValue)\u{0}\($0.state.rawValue)" }
         for (_, rows) in grouped {
             devices.append(.init(tenant: rows[0].tenant, state: rows[0].state, count: rows.count))
         }
         devices.sort { ($0.tenant.rawValue, $0.state.rawValue) < ($1.tenant.rawValue, $1.state.rawValue) }
+        return devices
+    }
+
+    public func fleetHealth(now: Date, upperBounds: [TimeInterval]) -> FleetHealth {
+        let devices = deviceStateCounts()
         let nowMilliseconds = StoreTime.milliseconds(now)
         var expiry: [TenantID: FleetHealth.ExpiryHistogram] = [:]
         for credential in credentialRows.values where credential.kind == .ldevid && credential.status == .active {

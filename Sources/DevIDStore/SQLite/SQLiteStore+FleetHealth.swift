@@ -9,19 +9,7 @@ extension SQLiteStore {
     /// `credentials_status_not_after` and look every device up in random order, four times slower at 100,000.
     public func fleetHealth(now: Date, upperBounds: [TimeInterval]) async throws(StoreError) -> FleetHealth {
         try await read("read fleet health") { db in
-            var devices: [FleetHealth.DeviceCount] = []
-            let deviceRows = try Row.fetchCursor(
-                db,
-                sql:
-                    "SELECT tenant_id, state, COUNT(*) FROM devices GROUP BY tenant_id, state ORDER BY tenant_id, state"
-            )
-            while let row = try deviceRows.next() {
-                let tenant = try SQLiteColumn.decode(
-                    TenantID.init(rawValue:), try row.decode(atIndex: 0), "devices.tenant_id")
-                let state = try SQLiteColumn.decode(
-                    DeviceState.init(rawValue:), try row.decode(atIndex: 1), "devices.state")
-                devices.append(.init(tenant: tenant, state: state, count: try row.decode(atIndex: 2)))
-            }
+            let devices = try Self.deviceStateCounts(db)
             let nowMilliseconds = StoreTime.milliseconds(now)
             let buckets = upperBounds.map { _ in "SUM(CASE WHEN c.not_after <= ? THEN 1 ELSE 0 END)" }
             let sql = """
@@ -45,5 +33,24 @@ extension SQLiteStore {
             }
             return FleetHealth(devices: devices, upperBounds: upperBounds, expiry: expiry)
         }
+    }
+
+    public func deviceStateCounts() async throws(StoreError) -> [FleetHealth.DeviceCount] {
+        try await read("read device counts") { db in try Self.deviceStateCounts(db) }
+    }
+
+    /// Devices grouped by tenant and state, from the index `devices_tenant_state` alone.
+    static func deviceStateCounts(_ db: Database) throws -> [FleetHealth.DeviceCount] {
+        var devices: [FleetHealth.DeviceCount] = []
+        let deviceRows = try Row.fetchCursor(
+            db,
+            sql: "SELECT tenant_id, state, COUNT(*) FROM devices GROUP BY tenant_id, state ORDER BY tenant_id, state")
+        while let row = try deviceRows.next() {
+            let tenant = try SQLiteColumn.decode(
+                TenantID.init(rawValue:), try row.decode(atIndex: 0), "devices.tenant_id")
+            let state = try SQLiteColumn.decode(DeviceState.init(rawValue:), try row.decode(atIndex: 1), "devices.state")
+            devices.append(.init(tenant: tenant, state: state, count: try row.decode(atIndex: 2)))
+        }
+        return devices
     }
 }

@@ -43,21 +43,29 @@ extension SQLiteStore {
         }
     }
 
-    public func onboardingTimes(from: Date, to: Date) async throws(StoreError) -> [OnboardingTime] {
+    public func onboardingTimes(
+        from: Date, to: Date, tenant: TenantID?, limit: Int
+    ) async throws(StoreError) -> [OnboardingTime] {
         try await read("read onboarding times") { db in
-            // A device's first LDevID is its oldest credential of kind ldevid; the window is on that time.
+            // LDevIDs issued in the window, walked newest first along credentials_kind_created so that LIMIT stops
+            // the walk, each kept if no earlier LDevID of the same device precedes it (looked up through
+            // credentials_device: left to itself the planner took credentials_kind_created for the subquery too,
+            // a scan per row, and 100,000 devices never finished). 2 ms for 60 of 100,000 (sqlite3 shell).
             let rows = try Row.fetchCursor(
                 db,
                 sql: """
-                    SELECT d.id, d.tenant_id, d.created_at, f.first_issued FROM (
-                        SELECT device_id, MIN(created_at) AS first_issued FROM credentials
-                        WHERE kind = ? GROUP BY device_id
-                    ) f JOIN devices d ON d.id = f.device_id
-                    WHERE f.first_issued >= ? AND f.first_issued < ?
-                    ORDER BY f.first_issued
+                    SELECT d.id, d.tenant_id, d.created_at, c.created_at
+                    FROM credentials c INDEXED BY credentials_kind_created JOIN devices d ON d.id = c.device_id
+                    WHERE c.kind = ? AND c.created_at >= ? AND c.created_at < ? AND (? IS NULL OR d.tenant_id = ?)
+                    AND NOT EXISTS (
+                        SELECT 1 FROM credentials e INDEXED BY credentials_device
+                        WHERE e.device_id = c.device_id AND e.kind = c.kind
+                        AND (e.created_at < c.created_at OR (e.created_at = c.created_at AND e.serial < c.serial)))
+                    ORDER BY c.created_at DESC LIMIT ?
                     """,
                 arguments: [
                     CredentialKind.ldevid.rawValue, StoreTime.milliseconds(from), StoreTime.milliseconds(to),
+                    tenant?.rawValue, tenant?.rawValue, max(0, limit),
                 ])
             var times: [OnboardingTime] = []
             while let row = try rows.next() {
@@ -65,9 +73,10 @@ extension SQLiteStore {
                     OnboardingTime(
                         device: try SQLiteColumn.decode(DeviceID.init(rawValue:), row[0], "devices.id"),
                         tenant: try SQLiteColumn.decode(TenantID.init(rawValue:), row[1], "devices.tenant_id"),
-                        registeredAt: StoreTime.date(milliseconds: row[2]), firstIssuedAt: StoreTime.date(milliseconds: row[3])))
+                        registeredAt: StoreTime.date(milliseconds: row[2]),
+                        firstIssuedAt: StoreTime.date(milliseconds: row[3])))
             }
-            return times
+            return times.reversed()
         }
     }
 
