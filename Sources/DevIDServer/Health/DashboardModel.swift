@@ -1,4 +1,5 @@
 import DevIDCore
+import DevIDPKI
 import DevIDStore
 import Foundation
 import X509
@@ -156,6 +157,9 @@ struct DashboardModel: Sendable {
         model.cas = MetricsExposition.caCertificates(state).map { (name: $0.0, notAfter: $0.1.notValidAfter) }
         model.crls = await state.revocation.publishedCRLs().map {
             (name: $0.name, thisUpdate: $0.thisUpdate, nextUpdate: $0.nextUpdate)
+        }
+        if let root = state.rootCRLs.crls.current(at: now) {
+            model.crls.append((name: "root", thisUpdate: root.thisUpdate, nextUpdate: root.nextUpdate ?? root.thisUpdate))
         }
         model.anomalies = try await reportRead.anomalies
             .filter { anomaly in
