@@ -30,30 +30,35 @@ struct AnonymousFailureAuditTests {
         #expect(statuses.allSatisfy { $0 == 401 })
         let filter = AuditFilter(action: "admin.auth", outcome: .denied, limit: 1000)
         let before = try await server.state.store.auditEvents(filter)
-        // The server's own flusher also runs, every 60 s of real time: on a machine loaded by the whole suite the
-        // 200 requests can outlast it, and then a window closes mid-flood. Each window writes its first failure at
-        // once and one summary at flush; what must hold is that the rows are windows, not requests.
-        let realFlushes = (before.count - 1) / 2
-        #expect(before.count % 2 == 1 && before.count <= 5, "the first of each window at once: \(before.map(\.reason))")
-        #expect(before.last?.reason == "invalid admin token: GET /v1/admin/ca")
-        if realFlushes == 0 {
+        // The server's own flusher also runs, every 60 s of real time: on a machine loaded by the whole suite the 200
+        // requests took up to 2 minutes (CI), so windows can close mid-flood. Each window writes its first failure
+        // at once and, if more came, one summary at flush ("<n> from <address> in <s> s (first recorded alone)",
+        // <s> by the server's clock, which this test does not move). What must hold: rows are windows, not requests,
+        // and every failure is counted exactly once.
+        let alone = "invalid admin token: GET /v1/admin/ca"
+        #expect(before.count <= 7, "a few windows at most, not a row per request: \(before.map(\.reason))")
+        #expect(before.last?.reason == alone)
+        let quiet = before.count == 1
+        if quiet {
             #expect(await server.state.anonymousFailures.pending == 199)
         }
 
         server.clock.advance(by: 60)
-        #expect(await server.state.anonymousFailures.flush() == 1)
+        let written = await server.state.anonymousFailures.flush()
+        #expect(written == 1 || (!quiet && written == 0), "one summary, unless the last window held one failure")
         let after = try await server.state.store.auditEvents(filter)
-        #expect(after.count == before.count + 1)
-        let summaries = after.filter { $0.reason.contains(" from 127.0.0.1 in 60 s (first recorded alone): ") }
-        #expect(summaries.count * 2 == after.count, "one summary per window, beside its first failure")
-        let counted = summaries.compactMap { Int($0.reason.prefix { $0.isNumber }) }.reduce(0, +)
-        #expect(counted == 200, "every failure counted once: \(summaries.map(\.reason))")
+        #expect(after.count == before.count + written)
         let summary = try #require(after.first)
         #expect(summary.actor == "anonymous")
-        if realFlushes == 0 {
-            #expect(
-                summary.reason
-                    == "200 from 127.0.0.1 in 60 s (first recorded alone): invalid admin token: GET /v1/admin/ca")
+        let pattern = #"^[0-9]+ from 127\.0\.0\.1 in [0-9]+ s \(first recorded alone\): invalid admin token: GET /v1/admin/ca$"#
+        let summaries = after.filter { $0.reason.range(of: pattern, options: .regularExpression) != nil }
+        let firsts = after.filter { $0.reason == alone }
+        #expect(summaries.count + firsts.count == after.count, "\(after.map(\.reason))")
+        // A summary counts its window's first failure too; a window of one failure has no summary.
+        let counted = summaries.compactMap { Int($0.reason.prefix { $0.isNumber }) }.reduce(0, +)
+        #expect(counted + (firsts.count - summaries.count) == 200, "every failure once: \(after.map(\.reason))")
+        if quiet {
+            #expect(summary.reason == "200 from 127.0.0.1 in 60 s (first recorded alone): " + alone)
         }
         #expect(!after.contains { $0.reason.contains("devid_adm_nope") }, "no presented token in the trail")
         #expect(await server.state.anonymousFailures.flush() == 0, "nothing left to write")
