@@ -211,7 +211,7 @@ let package = Package(
         .testTarget(
             name: "DevIDServerTests",
             dependencies: [
-                "DevIDCore", "DevIDPKI", "DevIDStore", "DevIDServer", "DevIDTesting",
+                "DevIDCore", "DevIDPKI", "DevIDStore", "DevIDServer", "DevIDAgent", "DevIDTesting",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

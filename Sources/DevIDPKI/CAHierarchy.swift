@@ -118,6 +118,9 @@ public struct CAHierarchy: Sendable {
     /// The services CA, which issues brokers' TLS certificates; nil in a data directory made before it existed whose
     /// root key is not at hand (`devid ca init-services` creates it).
     public let services: CertificateAuthority?
+    /// Every issuing CA in the data directory, by id (``issuing`` is the first). Which one signs, and which are
+    /// still trusted, is the registry's word (``IssuingCA``); the server keeps that in its ``IssuingAuthorities``.
+    public let issuingAuthorities: [IssuingAuthority]
 
     public var trustDomain: String { metadata.trustDomain }
 
@@ -328,9 +331,11 @@ public enum CAStore {
         }
         let serverPEM = String(decoding: try SecureFile.read(layout.serverKey), as: UTF8.self)
         let serverPKCS8 = try EncryptedPrivateKey.decrypt(pem: serverPEM, passphrase: passphrase)
+        let authorities = try loadIssuingAuthorities(layout: layout, passphrase: passphrase, root: root, first: issuing)
         return CAHierarchy(
             metadata: metadata, root: root, issuing: issuing, manufacturer: manufacturer,
-            trustedManufacturers: trusted, serverChain: serverChain, serverKeyPKCS8: serverPKCS8, services: services)
+            trustedManufacturers: trusted, serverChain: serverChain, serverKeyPKCS8: serverPKCS8, services: services,
+            issuingAuthorities: authorities)
     }
 
     /// A new services CA signed by `root`, and its PKCS#8 key.
@@ -399,13 +404,15 @@ public enum CAStore {
     /// A root ceremony's CRLs: signs `count` more root CRLs (``RootCRLs/sign(root:revoked:count:now:directory:)``)
     /// with the root key at `rootKeyPath`, decrypted with `passphrase`. The key is used and dropped, never kept.
     public static func signRootCRLs(
-        layout: CALayout, rootKeyPath: String, passphrase: [UInt8], count: Int, now: Date
+        layout: CALayout, rootKeyPath: String, passphrase: [UInt8], count: Int, now: Date,
+        revoked: [RevokedEntry] = []
     ) throws(DevIDPKIError) -> RootCRLs {
         guard layout.isInitialized else {
             throw DevIDPKIError(.notFound, "no CA hierarchy in \(layout.dataDirectory); run `devid ca init`")
         }
         let root = try openRoot(layout: layout, rootKeyPath: rootKeyPath, passphrase: passphrase)
-        return try RootCRLs.sign(root: root, count: count, now: now, directory: layout.rootCRLDirectory)
+        return try RootCRLs.sign(
+            root: root, revoked: revoked, count: count, now: now, directory: layout.rootCRLDirectory)
     }
 
     /// The root CA with its key, for a ceremony: `.notFound` for no key file, `.untrusted` if the key is not the
@@ -441,16 +448,7 @@ public enum CAStore {
         let root = try openRoot(layout: layout, rootKeyPath: rootKeyPath, passphrase: passphrase)
         // The issuing CA's subject with the services CA's common name.
         let issuing = try readCertificate(layout.issuingCertificate)
-        let name: DistinguishedName
-        do {
-            name = try DistinguishedName(
-                issuing.subject.map { rdn in
-                    rdn.contains { $0.type == .RDNAttributeType.commonName }
-                        ? RelativeDistinguishedName(
-                            try RelativeDistinguishedName.Attribute(
-                                type: .RDNAttributeType.commonName, utf8String: "DevID Services CA")) : rdn
-                })
-        } catch { throw DevIDPKIError(.malformed, "CA name could not be encoded") }
+        let name = try renamed(issuing.subject, commonName: "DevID Services CA")
         let (services, pkcs8) = try makeServicesCA(root: root, name: name, now: now)
         let pem = try EncryptedPrivateKey.encryptPEM(
             privateKeyInfoDER: pkcs8, passphrase: passphrase, iterations: keyEncryptionRounds)
@@ -470,6 +468,19 @@ public enum CAStore {
         try SecureFile.write(
             Array(PEM.bundle([certificate]).utf8),
             to: layout.trustedManufacturers + "/\(certificate.sha256Fingerprint.prefix(16)).pem", mode: 0o644)
+    }
+
+    /// `subject` with its common name replaced: a new CA named like the first issuing CA.
+    static func renamed(_ subject: DistinguishedName, commonName: String) throws(DevIDPKIError) -> DistinguishedName {
+        do {
+            return try DistinguishedName(
+                subject.map { rdn in
+                    rdn.contains { $0.type == .RDNAttributeType.commonName }
+                        ? RelativeDistinguishedName(
+                            try RelativeDistinguishedName.Attribute(type: .RDNAttributeType.commonName, utf8String: commonName))
+                        : rdn
+                })
+        } catch { throw DevIDPKIError(.malformed, "CA name could not be encoded") }
     }
 
     static func readCertificate(_ path: String) throws(DevIDPKIError) -> Certificate {

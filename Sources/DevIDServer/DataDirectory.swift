@@ -141,14 +141,35 @@ public enum DataDirectory {
     }
 
     /// `devid ca root-crl`: signs `count` more root CRLs with the root key (default `DATA/ca/root.key`).
+    /// `revokedIssuing` are issuing CAs the root revokes (from the registry): a CA no CRL lists yet makes the new
+    /// series start now (``RootCRLs/sign(root:revoked:count:now:directory:)``).
     public static func signRootCRLs(
-        configuration: ServerConfiguration, rootKeyPath: String?, count: Int, clock: any WallClock
+        configuration: ServerConfiguration, rootKeyPath: String?, count: Int, clock: any WallClock,
+        revokedIssuing: [IssuingCA] = []
     ) throws -> RootCRLs {
         let layout = CALayout(dataDirectory: configuration.dataDirectory)
         let (passphrase, _) = try resolvePassphrase(configuration, creating: false)
+        let revoked = revokedIssuing.filter { $0.state == .revoked }.compactMap { ca -> RevokedEntry? in
+            guard let serial = SerialNumber(rawValue: ca.serial) else { return nil }
+            return RevokedEntry(
+                serial: serial, revokedAt: ca.stateChangedAt,
+                reason: ca.revocationReason.flatMap(RevocationReason.init(rawValue:)) ?? .unspecified)
+        }
         return try CAStore.signRootCRLs(
             layout: layout, rootKeyPath: rootKeyPath ?? layout.rootKey, passphrase: passphrase, count: count,
-            now: clock.now())
+            now: clock.now(), revoked: revoked)
+    }
+
+    /// `devid ca issuing prepare`: a new issuing CA signed with the root key (default `DATA/ca/root.key`), written
+    /// to `DATA/ca/issuing/<id>.crt` and `.key`; the server records it as `prepared` when told (`register`).
+    public static func prepareIssuingCA(
+        configuration: ServerConfiguration, rootKeyPath: String?, clock: any WallClock
+    ) throws -> IssuingAuthority {
+        let layout = CALayout(dataDirectory: configuration.dataDirectory)
+        let (passphrase, _) = try resolvePassphrase(configuration, creating: false)
+        return try CAStore.prepareIssuing(
+            layout: layout, rootKeyPath: rootKeyPath ?? layout.rootKey, passphrase: passphrase, now: clock.now(),
+            keyEncryptionRounds: configuration.keyEncryptionRounds)
     }
 
     /// Loads an existing hierarchy with the configured passphrase (for local tools such as `devid factory mint`).

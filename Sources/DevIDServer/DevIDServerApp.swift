@@ -27,9 +27,15 @@ public struct DevIDServerApp: Service {
         try configuration.validateRevocation()
         try configuration.connectionLimits.validate()
         let prepared = try await DataDirectory.prepare(configuration: configuration, clock: clock, logger: logger)
+        let records = try await IssuingAuthorities.register(
+            prepared.hierarchy.issuingAuthorities, store: prepared.store,
+            auditor: Auditor(store: prepared.store, clock: clock, logger: logger), now: clock.now(), actor: "system")
+        let issuers = try IssuingAuthorities(
+            authorities: prepared.hierarchy.issuingAuthorities, records: records,
+            manufacturers: prepared.hierarchy.trustedManufacturers)
         self.state = ServerState(
-            configuration: configuration, hierarchy: prepared.hierarchy, store: prepared.store, clock: clock,
-            logger: logger)
+            configuration: configuration, hierarchy: prepared.hierarchy, issuers: issuers, store: prepared.store,
+            clock: clock, logger: logger)
         self.firstStart = prepared.report
         self.bound = BoundAddresses()
     }
@@ -58,7 +64,7 @@ public struct DevIDServerApp: Service {
         let tlsConfiguration = try Self.tlsConfiguration(state.hierarchy)
         let verifier = ClientCertificateVerifier(state: state)
         // Chain verdicts by exact certificate: a device that reconnects (or resumes) is not re-verified; the registry is.
-        let leafCache = VerifiedLeafCache(clock: state.clock)
+        let leafCache = state.verifiedLeaves
         let idleTimeout = TimeAmount.nanoseconds(Int64(limits.idleTimeoutSeconds * 1e9))
         let handshakeTimeout = TimeAmount.nanoseconds(Int64(limits.handshakeTimeoutSeconds * 1e9))
         // Each listener counts its own connections: a flood on one does not lock operators out of the other.
@@ -154,7 +160,7 @@ public struct DevIDServerApp: Service {
         tls.certificateVerification = .optionalVerification
         // Names the acceptable CAs in the CertificateRequest; verification itself is DevID's callback.
         tls.trustRoots = .certificates(
-            try ([hierarchy.root, hierarchy.issuing.certificate] + hierarchy.trustedManufacturers).map {
+            try ([hierarchy.root] + hierarchy.issuingAuthorities.map(\.certificate) + hierarchy.trustedManufacturers).map {
                 try NIOSSLCertificate(bytes: $0.derBytes, format: .der)
             })
         return tls
@@ -180,14 +186,15 @@ struct ClientCertificateVerifier: Sendable {
         guard let leaf = certificates.first else { return .failed }
         let now = state.clock.now()
         let presented = Array(certificates.dropFirst())
-        var outcome = await state.hierarchy.deviceTrust.validate(leaf: leaf, presented: presented, at: now)
+        let issuers = state.issuers.snapshot
+        var outcome = await issuers.deviceTrust.validate(leaf: leaf, presented: presented, at: now)
         // Late renewal: an LDevID that expired less than the grace period ago may still reach simplereenroll.
         // The handshake accepts it only if it chained while it was valid; every handler checks expiry itself.
         let lifecycle = CredentialLifecycle(policy: state.configuration.ldevidPolicy.rotation)
         if case .untrusted = outcome, now > leaf.notValidAfter, lifecycle.withinGrace(notAfter: leaf.notValidAfter, at: now),
-            case .trusted(let chain) = await state.hierarchy.deviceTrust.validate(
+            case .trusted(let chain) = await issuers.deviceTrust.validate(
                 leaf: leaf, presented: presented, at: leaf.notValidAfter.addingTimeInterval(-1)),
-            chain.contains(state.hierarchy.issuing.certificate)
+            issuers.isLDevIDChain(chain)
         {
             outcome = .trusted(chain: chain)
         }

@@ -33,7 +33,7 @@ enum DeviceStatusRoutes {
         router.get("/v1/device/status") { _, context -> Response in
             let now = state.clock.now()
             let chain = await context.verifiedPeerChain()
-            let identity = chain.flatMap { PeerIdentity.classify(chain: $0, hierarchy: state.hierarchy) }
+            let identity = chain.flatMap { PeerIdentity.classify(chain: $0, hierarchy: state.hierarchy, issuers: state.issuers.snapshot) }
             let source = context.channel.remoteAddress?.ipAddress
             var claimed: (device: DeviceID, tenant: TenantID)?
             if case .ldevid(let device, let tenant, _) = identity { claimed = (device, tenant) }
@@ -73,6 +73,10 @@ enum DeviceStatusRoutes {
                 var reason: String?
                 if credential.status == .superseded {
                     reason = nil  // the successor exists; the agent switches to it rather than rotating again
+                } else if state.issuers.snapshot.entries.contains(where: {
+                    $0.record.state == .tainted && $0.record.subject == credential.issuer
+                }) {
+                    reason = "issuing CA tainted"
                 } else if credential.rotationDue {
                     reason = "rotation campaign"
                 }

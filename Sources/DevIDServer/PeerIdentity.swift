@@ -16,10 +16,14 @@ public enum PeerIdentity: Sendable, Hashable {
     case unrecognized(serial: SerialNumber)
 
     /// Classifies a verified chain (leaf first) against the hierarchy.
-    static func classify(chain: [Certificate], hierarchy: CAHierarchy) -> PeerIdentity? {
+    /// An LDevID must run through an issuing CA that is still trusted (`issuers`): one of a revoked CA is
+    /// `unrecognized`, whatever a cached verdict said.
+    static func classify(
+        chain: [Certificate], hierarchy: CAHierarchy, issuers: IssuingAuthorities.Snapshot
+    ) -> PeerIdentity? {
         guard let leaf = chain.first else { return nil }
         let serial = leaf.devidSerial
-        if chain.contains(hierarchy.issuing.certificate),
+        if issuers.isLDevIDChain(chain),
             let (device, tenant) = DeviceNames.ldevidIdentity(of: leaf, trustDomain: hierarchy.trustDomain)
         {
             return .ldevid(device: device, tenant: tenant, serial: serial)

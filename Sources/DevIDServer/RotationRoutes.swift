@@ -70,7 +70,11 @@ enum RotationRoutes {
         admin.get("/rotate/status") { request, context -> JSONBody<RotationProgress> in
             let query = request.uri.queryParameters
             var scope: CredentialScope?
-            if query["device"] != nil || query["lot"] != nil || query["tenant"] != nil {
+            if let text = query["issuingCA"] {
+                guard let id = Int(text), let ca = try await state.store.issuingCAs().first(where: { $0.id == id })
+                else { throw HTTPError(.notFound, message: "no issuing CA \(text)") }
+                scope = .issuer(ca.subject)
+            } else if query["device"] != nil || query["lot"] != nil || query["tenant"] != nil {
                 scope = try RotateRequest(
                     device: query["device"].map(String.init), lot: query["lot"].map(String.init),
                     tenant: query["tenant"].map(String.init)
@@ -106,7 +110,7 @@ private func rotationCandidates(_ scope: CredentialScope, state: ServerState, no
         devices = try await allDevices(DeviceFilter(tenant: tenant), state: state)
     case .token(let token):
         devices = try await allDevices(DeviceFilter(enrolledWithToken: token), state: state)
-    case .serial, .expiringBefore:
+    case .serial, .expiringBefore, .issuer:
         devices = try await allDevices(DeviceFilter(), state: state)
     }
     var count = 0
@@ -118,6 +122,7 @@ private func rotationCandidates(_ scope: CredentialScope, state: ServerState, no
             switch scope {
             case .serial(let serial): if credential.serial == serial { count += 1 }
             case .expiringBefore(let date): if credential.notAfter < date { count += 1 }
+            case .issuer(let subject): if credential.issuer == subject { count += 1 }
             default: count += 1
             }
         }

@@ -144,7 +144,7 @@ enum Routes {
             var response = PeerResponse(
                 authenticated: true, serial: leaf.devidSerial.rawValue, subject: String(describing: leaf.subject),
                 issuer: String(describing: leaf.issuer))
-            switch PeerIdentity.classify(chain: chain, hierarchy: state.hierarchy) {
+            switch PeerIdentity.classify(chain: chain, hierarchy: state.hierarchy, issuers: state.issuers.snapshot) {
             case .ldevid(let device, let tenant, _):
                 response.kind = "ldevid"
                 response.device = device.rawValue
@@ -271,6 +271,7 @@ enum Routes {
         }
         AdminRoutes.register(admin, state: state)
         RotationRoutes.register(admin, state: state)
+        IssuingCARoutes.register(admin, state: state)
         RevocationRoutes.register(admin, state: state)
         BrokerRoutes.register(admin, state: state)
         ServiceCertificateRoutes.register(admin, state: state)

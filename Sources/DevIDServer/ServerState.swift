@@ -7,6 +7,10 @@ public import Logging
 public struct ServerState: Sendable {
     public let configuration: ServerConfiguration
     public let hierarchy: CAHierarchy
+    /// The issuing CAs: which signs, which are trusted (the registry's word, ``IssuingAuthorities``).
+    public let issuers: IssuingAuthorities
+    /// Client chains verified earlier, by leaf; emptied when an issuing CA stops being trusted.
+    let verifiedLeaves: VerifiedLeafCache
     public let store: any Store
     public let clock: any WallClock
     public let logger: Logger
@@ -37,11 +41,13 @@ public struct ServerState: Sendable {
     public let watch = IdentityWatch()
 
     public init(
-        configuration: ServerConfiguration, hierarchy: CAHierarchy, store: any Store, clock: any WallClock,
-        logger: Logger
+        configuration: ServerConfiguration, hierarchy: CAHierarchy, issuers: IssuingAuthorities, store: any Store,
+        clock: any WallClock, logger: Logger
     ) {
         self.configuration = configuration
         self.hierarchy = hierarchy
+        self.issuers = issuers
+        self.verifiedLeaves = VerifiedLeafCache(clock: clock)
         self.store = store
         self.clock = clock
         self.logger = logger
@@ -53,7 +59,8 @@ public struct ServerState: Sendable {
         self.enrollmentGate = EnrollmentGate(
             capacity: configuration.rateLimits.maxEnrollmentsInFlight, reserve: configuration.rateLimits.renewalReserve)
         self.revocation = RevocationPublisher(
-            configuration: configuration, hierarchy: hierarchy, store: store, clock: clock, logger: logger,
+            configuration: configuration, hierarchy: hierarchy,
+            issuing: issuers.snapshot.entries.map(\.authority), store: store, clock: clock, logger: logger,
             auditor: auditor)
         self.authz = DecisionEngine()
         self.rootCRLs = RootCRLCache(
@@ -61,7 +68,7 @@ public struct ServerState: Sendable {
             logger: logger)
         self.adminTokens = AdminTokenCache(store: store, clock: ContinuousClock())
         self.brokers = BrokerHooks(
-            configuration: configuration, hierarchy: hierarchy, store: store, revocation: revocation, clock: clock,
+            configuration: configuration, hierarchy: hierarchy, issuers: issuers, store: store, revocation: revocation, clock: clock,
             logger: logger)
     }
 }

@@ -8,7 +8,8 @@ public import Foundation
 /// - ``device(_:)``, ``lot(_:)``, ``tenant(_:)``: every credential, of every kind, of the devices of that device
 ///   id, lot or tenant (a device belongs to one tenant and at most one lot, so neighbours are never included);
 /// - ``serial(_:)``: that one credential;
-/// - ``expiringBefore(_:)``: every LDevID whose `notAfter` is before the date, of any device.
+/// - ``expiringBefore(_:)``: every LDevID whose `notAfter` is before the date, of any device;
+/// - ``issuer(_:)``: every LDevID one issuing CA signed (its subject as credentials record their issuer).
 ///
 /// Encoded as a one-key object: `{"device": "dev-1"}`, `{"lot": "lot-7"}`, `{"tenant": "acme"}`,
 /// `{"serial": "7e57"}`, `{"expiringBefore": <date as the coder encodes dates>}`.
@@ -21,17 +22,18 @@ public enum CredentialScope: Sendable, Hashable, Codable {
     case token(String)
     case serial(SerialNumber)
     case expiringBefore(Date)
+    case issuer(String)
 
     /// Whether revoking the scope also moves its devices to `revoked` (true for device, lot, tenant and token).
     public var coversDevices: Bool {
         switch self {
         case .device, .lot, .tenant, .token: true
-        case .serial, .expiringBefore: false
+        case .serial, .expiringBefore, .issuer: false
         }
     }
 
     private enum CodingKeys: String, CodingKey, CaseIterable {
-        case device, lot, tenant, token, serial, expiringBefore
+        case device, lot, tenant, token, serial, expiringBefore, issuer
     }
 
     public init(from decoder: any Decoder) throws {
@@ -41,7 +43,7 @@ public enum CredentialScope: Sendable, Hashable, Codable {
                 .init(
                     codingPath: decoder.codingPath,
                     debugDescription:
-                        "a credential scope has exactly one of: device, lot, tenant, token, serial, expiringBefore"
+                        "a credential scope has exactly one of: device, lot, tenant, token, serial, expiringBefore, issuer"
                 ))
         }
         switch key {
@@ -51,6 +53,7 @@ public enum CredentialScope: Sendable, Hashable, Codable {
         case .token: self = .token(try container.decode(String.self, forKey: key))
         case .serial: self = .serial(try container.decode(SerialNumber.self, forKey: key))
         case .expiringBefore: self = .expiringBefore(try container.decode(Date.self, forKey: key))
+        case .issuer: self = .issuer(try container.decode(String.self, forKey: key))
         }
     }
 
@@ -63,6 +66,7 @@ public enum CredentialScope: Sendable, Hashable, Codable {
         case .token(let id): try container.encode(id, forKey: .token)
         case .serial(let serial): try container.encode(serial, forKey: .serial)
         case .expiringBefore(let date): try container.encode(date, forKey: .expiringBefore)
+        case .issuer(let subject): try container.encode(subject, forKey: .issuer)
         }
     }
 }
@@ -77,6 +81,7 @@ extension CredentialScope: CustomStringConvertible {
         case .token(let id): "devices enrolled with claim token \(id)"
         case .serial(let serial): "serial \(serial)"
         case .expiringBefore(let date): "LDevIDs expiring before \(date.ISO8601Format())"
+        case .issuer(let subject): "LDevIDs issued by \(subject)"
         }
     }
 }

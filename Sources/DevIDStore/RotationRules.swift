@@ -46,7 +46,7 @@ enum RotationRules {
         case .tenant: StoreError(.notFound, "\(operation): no such tenant")
         case .token: StoreError(.notFound, "\(operation): no such claim token")
         case .serial: StoreError(.notFound, "\(operation): no such credential")
-        case .expiringBefore: StoreError(.notFound, "\(operation): nothing to look up")
+        case .expiringBefore, .issuer: StoreError(.notFound, "\(operation): nothing to look up")
         }
     }
 }

@@ -137,6 +137,23 @@ public protocol Store: Sendable {
         _ scope: CredentialScope?, now: Date, unreachableAfter: TimeInterval
     ) async throws(StoreError) -> RotationProgress
 
+    // MARK: Issuing CAs
+    /// Every issuing CA the registry knows, in ascending id order.
+    func issuingCAs() async throws(StoreError) -> [IssuingCA]
+    /// Records an issuing CA and `audit` in one transaction. `.duplicate` if its id, subject or fingerprint is
+    /// taken; then nothing is stored.
+    func insertIssuingCA(_ ca: IssuingCA, audit: AuditEvent?) async throws(StoreError)
+    /// Applies `changes` and appends `audit` in one transaction, only if every CA named is in its `from` state:
+    /// otherwise `.conflict` (another change came first) and nothing changes; `.notFound` for an unknown id. Each
+    /// changed CA gets `stateChangedAt = at`; one that moves to `revoked` also gets `revocationReason`.
+    func changeIssuingCAStates(
+        _ changes: [IssuingCATransitions.Change], at: Date, revocationReason: String?, audit: AuditEvent
+    ) async throws(StoreError)
+    /// Per issuer (as credentials record it): the current LDevIDs (`active` or `superseded`, `notAfter` after
+    /// `now`), and how many `active` ones belong to devices last seen at or after `seenSince` (a superseded one
+    /// has a successor: its device no longer depends on it).
+    func ldevidCountsByIssuer(now: Date, seenSince: Date) async throws(StoreError) -> [String: IssuerLDevIDCounts]
+
     // MARK: CRL
     /// Revoked credentials whose `notAfter` is after `notExpiredAt`, of `issuer` (exact match) if given, in
     /// ascending serial order (byte order of the lowercase hex), after `afterSerial` if given, at most `limit`.

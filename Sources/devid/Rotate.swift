@@ -61,9 +61,11 @@ struct Rotate: AsyncParsableCommand {
             abstract: "Campaign progress: due, rotated, pending, unreachable.")
         @OptionGroup var global: GlobalOptions
         @OptionGroup var scope: Scope
+        @Option(name: .long, help: "The LDevIDs of one issuing CA (a taint's progress).") var issuingCA: Int?
 
         func run() async throws {
             var query: [String] = []
+            if let issuingCA { query.append("issuingCA=\(issuingCA)") }
             if let device = scope.device { query.append("device=\(device)") }
             if let lot = scope.lot { query.append("lot=\(lot)") }
             if let tenant = scope.tenant { query.append("tenant=\(tenant)") }

@@ -1,5 +1,6 @@
 @testable import DevIDAgent
 import DevIDCore
+import DevIDTesting
 import DevIDPKI
 import Foundation
 import SwiftASN1

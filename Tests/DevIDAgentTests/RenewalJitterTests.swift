@@ -1,4 +1,5 @@
 import DevIDCore
+import DevIDTesting
 import Foundation
 import Testing
 

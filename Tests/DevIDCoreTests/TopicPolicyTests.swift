@@ -1,4 +1,5 @@
 import DevIDCore
+import DevIDTesting
 import Foundation
 import Testing
 
@@ -413,18 +414,5 @@ struct IdentityCheckTests {
         var suspended = device
         suspended.state = .suspended
         #expect(IdentityCheck.check(device: suspended, credentials: [new], at: now).reason == .suspended)
-    }
-}
-
-/// A small deterministic generator, so property tests repeat exactly.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

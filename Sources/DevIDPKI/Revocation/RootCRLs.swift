@@ -59,7 +59,12 @@ public struct RootCRLs: Sendable {
 
     /// Signs `count` CRLs with the root's key, one every ``period`` from `start` (or, when CRLs are already
     /// signed, from the last one's thisUpdate plus a period, never before `now`), numbered after the highest, and
-    /// writes them to `directory` (created 0755; files 0644). `revoked` lists the issuing CAs the root revoked.
+    /// writes them to `directory` (created 0755; files 0644).
+    ///
+    /// `revoked` lists issuing CAs the root revokes; every entry of the newest CRL already signed is carried
+    /// forward, so a revoked CA stays listed. When `revoked` names a CA no signed CRL lists yet, the new series
+    /// starts at `now` (so the next request already gets it), and the CRLs signed earlier for later dates, which
+    /// do not list it, are deleted.
     @discardableResult
     public static func sign(
         root: CertificateAuthority, revoked: [RevokedEntry] = [], count: Int, now: Date, directory: String
@@ -69,18 +74,27 @@ public struct RootCRLs: Sendable {
         }
         let existing = try load(directory: directory, root: root.certificate)
         var number = existing.crls.compactMap(\.crlNumber).max() ?? 0
+        let carried = existing.crls.last?.entries ?? []
+        let added = revoked.filter { entry in !carried.contains { $0.serial == entry.serial } }
+        let entries = carried + added
         var start = now
-        if let last = existing.crls.last, last.thisUpdate.addingTimeInterval(period) > now {
+        var kept = existing.crls
+        if !added.isEmpty {
+            for crl in existing.crls where crl.thisUpdate > now {
+                if let crlNumber = crl.crlNumber { try? FileManager.default.removeItem(atPath: directory + "/" + fileName(crlNumber)) }
+            }
+            kept = existing.crls.filter { $0.thisUpdate <= now }
+        } else if let last = existing.crls.last, last.thisUpdate.addingTimeInterval(period) > now {
             start = last.thisUpdate.addingTimeInterval(period)
         }
         try SecureFile.createDirectory(directory, mode: 0o755)
         let builder = try CRLBuilder(authority: root)
-        var signed = existing.crls
+        var signed = kept
         for index in 0..<count {
             number += 1
             let thisUpdate = start.addingTimeInterval(Double(index) * period)
             let crl = try builder.build(
-                entries: revoked, thisUpdate: thisUpdate, nextUpdate: thisUpdate.addingTimeInterval(validity),
+                entries: entries, thisUpdate: thisUpdate, nextUpdate: thisUpdate.addingTimeInterval(validity),
                 crlNumber: number)
             try SecureFile.write(crl.derBytes, to: directory + "/" + fileName(number), mode: 0o644)
             signed.append(crl)

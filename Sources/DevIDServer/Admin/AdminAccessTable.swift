@@ -24,6 +24,13 @@ enum AdminAccessTable {
         "GET /v1/admin/tenants/{id}/topic-policy": readers,
         "PUT /v1/admin/tenants/{id}/topic-policy": adminOnly,
         "DELETE /v1/admin/tenants/{id}/topic-policy": adminOnly,
+        // Issuing CAs: listing is reading; every change of state is a CA ceremony.
+        "GET /v1/admin/ca/issuing": readers,
+        "POST /v1/admin/ca/issuing/register": adminOnly,
+        "POST /v1/admin/ca/issuing/{id}/activate": adminOnly,
+        "POST /v1/admin/ca/issuing/{id}/taint": adminOnly,
+        "POST /v1/admin/ca/issuing/{id}/revoke": adminOnly,
+        "POST /v1/admin/ca/issuing/{id}/emergency": adminOnly,
         // Devices.
         "GET /v1/admin/devices": readers,
         "GET /v1/admin/devices/{id}": readers,

@@ -24,7 +24,7 @@ extension OpsRequestContext {
         case .token(let id):
             // A claim token belongs to one tenant, and so do the devices it enrolled.
             if let token = try await store.claimToken(id: id) { try require(tenant: token.tenant) }
-        case .expiringBefore:
+        case .expiringBefore, .issuer:
             try requireAllTenants("a scope of every tenant")
         }
     }

@@ -63,7 +63,7 @@ public struct AuthzService: Sendable {
             // A certificate the index knows is one DevID recorded, byte for byte; any other must at least be
             // signed by the issuing CA before the store is asked about it.
             if case .missingFingerprint = engine.decide(.init(subject: subject, action: .connect), now: now),
-                !Self.issuedByUs(certificate, state.hierarchy.issuing.certificate)
+                state.issuers.snapshot.trustedIssuer(of: certificate) == nil
             {
                 return await finish(
                     .deny(.unknownIssuer, serial: certificate.devidSerial), action: action, auditGrant: auditGrant, peer: peer)
@@ -213,12 +213,6 @@ public struct AuthzService: Sendable {
         if action == .connect, decision.allowed {
             state.watch.connect(device: device, tenant: decision.tenant, serial: decision.serial, peer: peer, at: now)
         }
-    }
-
-    /// Whether `certificate` carries a valid signature of the issuing CA.
-    static func issuedByUs(_ certificate: Certificate, _ issuing: Certificate) -> Bool {
-        certificate.issuer == issuing.subject
-            && issuing.publicKey.isValidSignature(certificate.signature, for: certificate)
     }
 
     /// A SHA-256 fingerprint as lowercase hex: 64 hex digits, colons and case ignored (`openssl x509 -fingerprint`

@@ -1,6 +1,7 @@
 public import DevIDCore
 import DevIDPKI
 public import DevIDStore
+import Foundation
 import Logging
 
 /// The brokers DevID keeps in step with identity state: a Mosquitto whose files it rewrites, a RabbitMQ whose
@@ -10,12 +11,13 @@ public final class BrokerHooks: Sendable {
     public let rabbitMQ: RabbitMQSessions?
 
     init(
-        configuration: ServerConfiguration, hierarchy: CAHierarchy, store: any Store, revocation: RevocationPublisher,
-        clock: any WallClock, logger: Logger
+        configuration: ServerConfiguration, hierarchy: CAHierarchy, issuers: IssuingAuthorities, store: any Store,
+        revocation: RevocationPublisher, clock: any WallClock, logger: Logger
     ) {
         mosquitto = configuration.mosquitto.map { sync in
             MosquittoSync(
                 configuration: sync, hierarchy: hierarchy, clock: clock, logger: logger,
+                trust: { issuers.snapshot.caCertificates(root: hierarchy.root) },
                 recorder: ServiceCertificateRecorder(
                     store: store, auditor: Auditor(store: store, clock: clock, logger: logger), clock: clock),
                 endpoints: { await revocation.endpoints(caName: "services") },
@@ -44,9 +46,11 @@ public final class BrokerHooks: Sendable {
 }
 
 extension RevocationPublisher {
-    /// The issuing CA's current CRLs (every published one), DER, for brokers that check CRLs themselves.
+    /// The issuing CAs' current CRLs (every published one, of every issuing CA: a broker that checks CRLs refuses
+    /// a certificate whose issuer has none), DER, for brokers that check CRLs themselves.
     public func brokerCRLs() -> [[UInt8]] {
-        publishedCRLs().filter { $0.caName == "issuing" }.map(\.der)
+        let issuing = Set(authorities.filter { !$0.issuesIDevIDs && !$0.issuesServiceCertificates }.map(\.name))
+        return publishedCRLs().filter { issuing.contains($0.caName) }.map(\.der)
     }
 }
 
@@ -83,6 +87,19 @@ extension BrokerHooks {
             return await all(DeviceFilter(enrolledWithToken: token), store: store)
         case .expiringBefore:
             return []
+        case .issuer(let subject):
+            // Every device that holds a revoked LDevID of that CA (the scope was just revoked).
+            var devices: Set<DeviceID> = []
+            var after: SerialNumber?
+            while let page = try? await store.revokedCredentials(
+                issuer: subject, notExpiredAt: Date(timeIntervalSince1970: 0), afterSerial: after, limit: 5_000),
+                !page.isEmpty
+            {
+                devices.formUnion(page.map(\.deviceID))
+                guard page.count == 5_000 else { break }
+                after = page.last?.serial
+            }
+            return devices
         }
     }
 

@@ -3,6 +3,7 @@ public import DevIDCore
 public import Foundation
 public import Logging
 public import ServiceLifecycle
+public import X509
 
 #if canImport(Glibc)
 import Glibc
@@ -47,6 +48,8 @@ public actor MosquittoSync: Service {
 
     public let configuration: MosquittoSyncConfiguration
     private let hierarchy: CAHierarchy
+    /// The CA certificates the broker trusts for device certificates: every trusted issuing CA and the root.
+    private let trust: @Sendable () -> [Certificate]
     private let clock: any WallClock
     private let logger: Logger
     private let snapshot: Snapshot
@@ -63,11 +66,12 @@ public actor MosquittoSync: Service {
     ///   - endpoints: the services CA's CRL and OCSP endpoints, for the broker certificate.
     public init(
         configuration: MosquittoSyncConfiguration, hierarchy: CAHierarchy, clock: any WallClock, logger: Logger,
-        recorder: ServiceCertificateRecorder, endpoints: @escaping @Sendable () async -> RevocationEndpoints? = { nil },
+        trust: @escaping @Sendable () -> [Certificate], recorder: ServiceCertificateRecorder, endpoints: @escaping @Sendable () async -> RevocationEndpoints? = { nil },
         snapshot: @escaping Snapshot
     ) {
         self.configuration = configuration
         self.hierarchy = hierarchy
+        self.trust = trust
         self.clock = clock
         self.logger = logger
         self.recorder = recorder
@@ -148,7 +152,7 @@ public actor MosquittoSync: Service {
             port: configuration.port, bindAddress: configuration.bindAddress,
             certificateFile: "\(directory)/\(BrokerCertificate.certificateFile)",
             keyFile: "\(directory)/\(BrokerCertificate.keyFile)")
-        let trust = [hierarchy.issuing.certificate, hierarchy.root]
+        let trust = self.trust()
         // Both refuse (and nothing is written) when a value would not stay on its line: the broker keeps the files
         // it has, and `run()` logs the reason.
         let files = try export.files(directory: directory, trust: trust, crls: crls, grants: grants)

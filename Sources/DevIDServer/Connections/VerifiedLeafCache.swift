@@ -48,6 +48,11 @@ public final class VerifiedLeafCache: Sendable {
         }
     }
 
+    /// Forgets every verdict (an issuing CA stopped being trusted: chains through it must be verified again).
+    func removeAll() {
+        entries.withLock { $0.removeAll() }
+    }
+
     /// Remembers a chain the verifier accepted (leaf first). Not stored when the current time is outside the validity
     /// of any certificate in it (the verifier accepted it under the late-renewal grace, which is decided anew).
     func store(_ chain: [NIOSSLCertificate]) {

@@ -61,7 +61,7 @@ struct EnrollmentService: Sendable {
         do {
             let verdict = try await decide(request)
             if case .issued = verdict, request.kind == .reenroll, let chain = request.peerChain,
-                case .ldevid(let device, let tenant, let serial) = PeerIdentity.classify(chain: chain, hierarchy: hierarchy)
+                case .ldevid(let device, let tenant, let serial) = PeerIdentity.classify(chain: chain, hierarchy: hierarchy, issuers: state.issuers.snapshot)
             {
                 state.watch.seen(device: device, tenant: tenant, serial: serial, source: request.source, at: state.clock.now())
             }
@@ -105,7 +105,7 @@ struct EnrollmentService: Sendable {
     private func watchPresented(_ request: Request) {
         guard request.kind == .enroll, let leaf = request.peerChain?.first, let weakness = KeyStrength.weakness(of: leaf),
             case .idevid(let hardwareSerial, let serial, _, _, _)? = request.peerChain.flatMap({
-                PeerIdentity.classify(chain: $0, hierarchy: hierarchy)
+                PeerIdentity.classify(chain: $0, hierarchy: hierarchy, issuers: state.issuers.snapshot)
             })
         else { return }
         state.watch.weakKey(hardwareSerial: hardwareSerial, serial: serial, weakness: weakness, at: state.clock.now())
@@ -138,7 +138,7 @@ struct EnrollmentService: Sendable {
 
     private func decide(_ request: Request) async throws -> Verdict {
         let labelTenant = try await tenant(forLabel: request.label)
-        if let chain = request.peerChain, let identity = PeerIdentity.classify(chain: chain, hierarchy: hierarchy) {
+        if let chain = request.peerChain, let identity = PeerIdentity.classify(chain: chain, hierarchy: hierarchy, issuers: state.issuers.snapshot) {
             switch (identity, request.kind) {
             case (.ldevid(let device, let tenant, let serial), .reenroll):
                 return try await reenroll(request, device: device, tenant: tenant, serial: serial, labelTenant: labelTenant)
@@ -559,9 +559,11 @@ struct EnrollmentService: Sendable {
         csr: EnrollmentRequest, consumeToken: String?, supersede: [SerialNumber], overlapDeadline: Date? = nil
     ) async throws -> Verdict {
         let now = state.clock.now()
-        let certificate = try hierarchy.issuing.issueLDevID(
+        // The CA active now signs: after `devid ca issuing activate`, the next request on any listener.
+        let signer = state.issuers.snapshot.active
+        let certificate = try signer.ca.issueLDevID(
             device: device.id, tenant: device.tenant, trustDomain: hierarchy.trustDomain, publicKey: csr.publicKey,
-            profile: profile, now: now, revocation: await state.revocation.endpoints(caName: "issuing"))
+            profile: profile, now: now, revocation: await state.revocation.endpoints(caName: signer.crlName))
         let credential = Credential(
             serial: certificate.devidSerial, deviceID: device.id, kind: .ldevid,
             issuer: String(describing: certificate.issuer), notBefore: certificate.notValidBefore,

@@ -156,7 +156,9 @@ struct MetricsExposition {
 
     static func caCertificates(_ state: ServerState) -> [(String, Certificate)] {
         let hierarchy = state.hierarchy
-        var result: [(String, Certificate)] = [("root", hierarchy.root), ("issuing", hierarchy.issuing.certificate)]
+        var result: [(String, Certificate)] = [("root", hierarchy.root)]
+        // Every issuing CA that is not revoked, by its CRL name (`issuing`, `issuing2`, ...).
+        for authority in state.issuers.snapshot.trusted { result.append((authority.crlName, authority.certificate)) }
         if let services = hierarchy.services { result.append(("services", services.certificate)) }
         if let manufacturer = hierarchy.manufacturer { result.append(("manufacturer", manufacturer.certificate)) }
         for external in hierarchy.trustedManufacturers where external != hierarchy.manufacturer?.certificate {

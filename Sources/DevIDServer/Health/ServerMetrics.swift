@@ -107,6 +107,8 @@ public final class ServerMetrics: Sendable {
         case expiring
         /// A broker's TLS certificate (services CA).
         case service
+        /// Every LDevID of a revoked issuing CA (`devid ca issuing revoke`).
+        case issuingCA = "issuing_ca"
         /// `devid device reprovision` revokes every credential of the device.
         case reprovision
         /// Staged rotation revokes a superseded credential (``RotationSweeper``).
@@ -120,6 +122,7 @@ public final class ServerMetrics: Sendable {
             case .token: self = .token
             case .serial: self = .serial
             case .expiringBefore: self = .expiring
+            case .issuer: self = .issuingCA
             }
         }
     }

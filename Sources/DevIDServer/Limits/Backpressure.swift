@@ -23,7 +23,7 @@ enum Backpressure {
         // The tenant bucket is taken only for a tenant the request proved (its LDevID): an EST label is anyone's to
         // write, and counting it would let strangers spend a tenant's budget (or fill the limiter with made-up keys).
         var tenant: String?
-        if let chain = peerChain, let identity = PeerIdentity.classify(chain: chain, hierarchy: state.hierarchy) {
+        if let chain = peerChain, let identity = PeerIdentity.classify(chain: chain, hierarchy: state.hierarchy, issuers: state.issuers.snapshot) {
             switch identity {
             case .ldevid(let device, let ldevidTenant, _):
                 buckets.append((.init(.device, area: "est", "ldevid:\(device)"), limits.perDevice))

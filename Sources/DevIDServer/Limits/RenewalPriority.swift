@@ -31,7 +31,7 @@ extension Backpressure {
     /// enrollments.
     static func isPriorityRenewal(_ kind: EnrollmentService.Kind, peerChain: [Certificate]?, state: ServerState) -> Bool {
         guard kind == .reenroll, let peerChain, let leaf = peerChain.first,
-            case .ldevid = PeerIdentity.classify(chain: peerChain, hierarchy: state.hierarchy)
+            case .ldevid = PeerIdentity.classify(chain: peerChain, hierarchy: state.hierarchy, issuers: state.issuers.snapshot)
         else { return false }
         return RenewalPriority.isUrgent(
             notBefore: leaf.notValidBefore, notAfter: leaf.notValidAfter, now: state.clock.now(),

@@ -71,7 +71,7 @@ public actor RevocationPublisher: Service {
     private let clock: any WallClock
     private let logger: Logger
     private let auditor: Auditor
-    let authorities: [Authority]
+    private(set) var authorities: [Authority]
 
     private var baseURL: String?
     private var baseURLWaiters: [CheckedContinuation<String, Never>] = []
@@ -97,25 +97,18 @@ public actor RevocationPublisher: Service {
     private var generation: UInt64 = 0
     static let maximumCachedAnswers = 10_000
 
+    /// - Parameter issuing: the issuing CAs the registry knows (every state: a revoked CA's CRL still lists its
+    ///   LDevIDs), by id.
     init(
-        configuration: ServerConfiguration, hierarchy: CAHierarchy, store: any Store, clock: any WallClock,
-        logger: Logger, auditor: Auditor
+        configuration: ServerConfiguration, hierarchy: CAHierarchy, issuing: [IssuingAuthority], store: any Store,
+        clock: any WallClock, logger: Logger, auditor: Auditor
     ) {
         self.configuration = configuration
         self.store = store
         self.clock = clock
         self.logger = logger
         self.auditor = auditor
-        var authorities: [Authority] = []
-        if let builder = try? CRLBuilder(authority: hierarchy.issuing),
-            let matcher = try? OCSPResponder(authority: hierarchy.issuing)
-        {
-            authorities.append(
-                Authority(
-                    name: "issuing", ca: hierarchy.issuing,
-                    registryIssuer: String(describing: hierarchy.issuing.certificate.subject),
-                    partitions: configuration.crlPartitions, issuesIDevIDs: false, builder: builder, matcher: matcher))
-        }
+        var authorities = Self.issuingAuthorities(issuing, partitions: configuration.crlPartitions)
         // The services CA (brokers' certificates): few certificates, one CRL, never partitioned.
         if let services = hierarchy.services, let builder = try? CRLBuilder(authority: services),
             let matcher = try? OCSPResponder(authority: services)
@@ -138,6 +131,26 @@ public actor RevocationPublisher: Service {
         }
         self.authorities = authorities
         self.baseURL = configuration.revocationBaseURL.map { RevocationEndpoints(baseURL: $0, caName: "").baseURL }
+    }
+
+    /// One ``Authority`` per issuing CA, CA 1 first (its CRL is `issuing`).
+    private static func issuingAuthorities(_ issuing: [IssuingAuthority], partitions: Int) -> [Authority] {
+        issuing.sorted { $0.id < $1.id }.compactMap { authority in
+            guard let builder = try? CRLBuilder(authority: authority.ca),
+                let matcher = try? OCSPResponder(authority: authority.ca)
+            else { return nil }
+            return Authority(
+                name: authority.crlName, ca: authority.ca, registryIssuer: authority.registryIssuer,
+                partitions: partitions, issuesIDevIDs: false, builder: builder, matcher: matcher)
+        }
+    }
+
+    /// The set of issuing CAs changed (one was prepared): publish a CRL for each from the next rebuild, which
+    /// starts now.
+    func setIssuing(_ issuing: [IssuingAuthority]) {
+        let others = authorities.filter { $0.issuesIDevIDs || $0.issuesServiceCertificates }
+        authorities = Self.issuingAuthorities(issuing, partitions: configuration.crlPartitions) + others
+        invalidate()
     }
 
     // MARK: - Endpoints

@@ -21,6 +21,11 @@ final class RootCRLCache: Sendable {
         self.logger = logger
     }
 
+    /// Reads the directory again at the next request (a ceremony on this machine just signed new CRLs).
+    func reloadNow() {
+        state.withLock { $0.loadedAt = nil }
+    }
+
     /// Every pre-signed CRL, reloaded when the last read is over a minute old.
     var crls: RootCRLs {
         let now = ContinuousClock.now

@@ -22,6 +22,7 @@ public actor MemoryStore: Store {
     private var auditTrail: [AuditEntry] = []
     /// Hourly health counts, keyed by the count with `count` zero (``MemoryStore+HealthHistory.swift``).
     var healthCountRows: [HealthCount: Int] = [:]
+    var issuingCARows: [Int: IssuingCA] = [:]
     private let auditKey: AuditKey?
 
     /// With `auditKey`, audit entries are keyed as in ``SQLiteStore/init(path:auditKey:)``.
@@ -587,7 +588,7 @@ public actor MemoryStore: Store {
             case .tenant(let id): tenantRows[id] != nil
             case .token(let id): claimTokenRows[id] != nil
             case .serial(let serial): credentialRows[serial] != nil
-            case .expiringBefore: true
+            case .expiringBefore, .issuer: true
             }
         guard exists else { throw RotationRules.missing(scope, operation) }
     }
@@ -608,6 +609,8 @@ public actor MemoryStore: Store {
         case .expiringBefore(let date):
             let before = StoreTime.milliseconds(date)
             return credentialRows.values.filter { $0.kind == .ldevid && StoreTime.milliseconds($0.notAfter) < before }
+        case .issuer(let subject):
+            return credentialRows.values.filter { $0.kind == .ldevid && $0.issuer == subject }
         }
     }
 
@@ -618,7 +621,7 @@ public actor MemoryStore: Store {
         case .lot(let id): deviceRows.values.filter { $0.lot == id }
         case .tenant(let id): deviceRows.values.filter { $0.tenant == id }
         case .token(let id): deviceRows.values.filter { $0.enrolledWithToken == id }
-        case .serial, .expiringBefore: nil
+        case .serial, .expiringBefore, .issuer: nil
         }
     }
 

@@ -44,6 +44,9 @@ enum SQLiteSchema {
         migrator.registerMigration("v12-health-history") { db in
             try db.execute(sql: v12HealthHistory)
         }
+        migrator.registerMigration("v13-issuing-cas") { db in
+            try db.execute(sql: v13IssuingCAs)
+        }
         return migrator
     }
 
@@ -258,5 +261,23 @@ enum SQLiteSchema {
         ) WITHOUT ROWID;
         CREATE INDEX health_counts_hour ON health_counts(hour);
         CREATE INDEX credentials_kind_created ON credentials(kind, created_at);
+        """
+
+    /// The issuing CAs and their states (``IssuingCA``). `credentials_issuer_kind` finds one CA's LDevIDs (taint,
+    /// revoke, the per-CA counts of `devid ca issuing list`) without walking every credential.
+    static let v13IssuingCAs = """
+        CREATE TABLE issuing_cas (
+            id INTEGER PRIMARY KEY,
+            subject TEXT NOT NULL UNIQUE,
+            sha256 TEXT NOT NULL UNIQUE,
+            serial TEXT NOT NULL,
+            not_before BIGINT NOT NULL,
+            not_after BIGINT NOT NULL,
+            state TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            state_changed_at BIGINT NOT NULL,
+            revocation_reason TEXT
+        );
+        CREATE INDEX credentials_issuer_kind ON credentials(issuer, kind, status);
         """
 }

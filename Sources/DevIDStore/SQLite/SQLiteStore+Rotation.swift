@@ -260,7 +260,7 @@ enum SQLiteScope {
             case .tenant(let id): try TenantRecord.exists(db, key: id.rawValue)
             case .token(let id): try ClaimTokenRecord.exists(db, key: id)
             case .serial(let serial): try CredentialRecord.exists(db, key: serial.rawValue)
-            case .expiringBefore: true
+            case .expiringBefore, .issuer: true
             }
         guard exists else { throw RotationRules.missing(scope, operation) }
     }
@@ -287,6 +287,10 @@ enum SQLiteScope {
             Condition(
                 sql: "credentials.kind = ? AND credentials.not_after < ?",
                 arguments: [CredentialKind.ldevid.rawValue, StoreTime.milliseconds(date)])
+        case .issuer(let subject):
+            Condition(
+                sql: "credentials.issuer = ? AND credentials.kind = ?",
+                arguments: [subject, CredentialKind.ldevid.rawValue])
         }
     }
 
@@ -297,7 +301,7 @@ enum SQLiteScope {
         case .lot(let id): Condition(sql: "devices.lot_id = ?", arguments: [id.rawValue])
         case .tenant(let id): Condition(sql: "devices.tenant_id = ?", arguments: [id.rawValue])
         case .token(let id): Condition(sql: "devices.enrolled_with_token = ?", arguments: [id])
-        case .serial, .expiringBefore: nil
+        case .serial, .expiringBefore, .issuer: nil
         }
     }
 

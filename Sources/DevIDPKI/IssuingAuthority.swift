@@ -1,0 +1,110 @@
+public import DevIDCore
+public import Foundation
+import SwiftASN1
+public import X509
+
+/// One issuing CA of the hierarchy, with its key: id 1 is the CA `devid ca init` made (`DATA/ca/issuing.crt`),
+/// later ones were made by `devid ca issuing prepare` (`DATA/ca/issuing/<id>.crt`). Which one signs is the
+/// registry's word (``IssuingCA``), not the files'.
+public struct IssuingAuthority: Sendable {
+    public let id: Int
+    public let ca: CertificateAuthority
+
+    public init(id: Int, ca: CertificateAuthority) {
+        self.id = id
+        self.ca = ca
+    }
+
+    public var certificate: Certificate { ca.certificate }
+
+    /// The CA's CRL file name: `issuing` for CA 1 (what its LDevIDs already name), `issuing<id>` after.
+    public var crlName: String { Self.crlName(id: id) }
+
+    public static func crlName(id: Int) -> String { id == 1 ? "issuing" : "issuing\(id)" }
+
+    /// The issuer as credentials record it.
+    public var registryIssuer: String { String(describing: certificate.subject) }
+
+    /// The registry's record of this CA, in `state`.
+    public func record(state: IssuingCAState, at now: Date) -> IssuingCA {
+        IssuingCA(
+            id: id, subject: registryIssuer, sha256: certificate.sha256Fingerprint,
+            serial: certificate.devidSerial.rawValue, notBefore: certificate.notValidBefore,
+            notAfter: certificate.notValidAfter, state: state, createdAt: now, stateChangedAt: now)
+    }
+}
+
+extension CALayout {
+    /// Where `devid ca issuing prepare` writes the issuing CAs after the first.
+    public var issuingDirectory: String { caDirectory + "/issuing" }
+
+    public func issuingCertificate(id: Int) -> String {
+        id == 1 ? issuingCertificate : issuingDirectory + "/\(id).crt"
+    }
+
+    public func issuingKey(id: Int) -> String {
+        id == 1 ? issuingKey : issuingDirectory + "/\(id).key"
+    }
+}
+
+extension CAStore {
+    /// Every issuing CA in the data directory, by id: CA 1 and each `DATA/ca/issuing/<id>.crt` with its key. Each
+    /// must be signed by `root`, or the load fails naming the file. `first`, when given, is CA 1 already loaded
+    /// (its key is not decrypted again).
+    public static func loadIssuingAuthorities(
+        layout: CALayout, passphrase: [UInt8], root: Certificate, first: CertificateAuthority? = nil
+    ) throws(DevIDPKIError) -> [IssuingAuthority] {
+        var ids = [1]
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: layout.issuingDirectory)) ?? []
+        for file in files where file.hasSuffix(".crt") {
+            if let id = Int(file.dropLast(4)), id > 1, String(id) + ".crt" == file { ids.append(id) }
+        }
+        var authorities: [IssuingAuthority] = []
+        for id in ids.sorted() {
+            if id == 1, let first {
+                authorities.append(IssuingAuthority(id: 1, ca: first))
+                continue
+            }
+            let path = layout.issuingCertificate(id: id)
+            let certificate = try readCertificate(path)
+            guard certificate.issuer == root.subject,
+                root.publicKey.isValidSignature(certificate.signature, for: certificate)
+            else {
+                throw DevIDPKIError(.malformed, "\(path) is not signed by the root in \(layout.rootCertificate)")
+            }
+            let ca = try CertificateAuthority(
+                certificate: certificate, signingKey: try readKey(layout.issuingKey(id: id), passphrase: passphrase))
+            authorities.append(IssuingAuthority(id: id, ca: ca))
+        }
+        return authorities
+    }
+
+    /// A new issuing CA signed by the root (`devid ca issuing prepare`): a P-256 key and certificate with the next
+    /// id, the first CA's subject with the common name `DevID Issuing CA <id>`, and the first CA's CRL
+    /// Distribution Points (the root's CRL). The root key at `rootKeyPath` (encrypted with `passphrase`) is used
+    /// and dropped, never kept. The key is written before the certificate, so a certificate on disk always has
+    /// its key.
+    public static func prepareIssuing(
+        layout: CALayout, rootKeyPath: String, passphrase: [UInt8], now: Date,
+        keyEncryptionRounds: Int = EncryptedPrivateKey.defaultIterations
+    ) throws(DevIDPKIError) -> IssuingAuthority {
+        guard layout.isInitialized else {
+            throw DevIDPKIError(.notFound, "no CA hierarchy in \(layout.dataDirectory); run `devid ca init`")
+        }
+        let root = try openRoot(layout: layout, rootKeyPath: rootKeyPath, passphrase: passphrase)
+        let existing = try loadIssuingAuthorities(layout: layout, passphrase: passphrase, root: root.certificate)
+        let id = (existing.map(\.id).max() ?? 1) + 1
+        let first = try readCertificate(layout.issuingCertificate)
+        let name = try renamed(first.subject, commonName: "DevID Issuing CA \(id)")
+        let copied = first.extensions.filter { $0.oid == RevocationExtensions.crlDistributionPointsOID }
+        let (key, pkcs8) = try KeyMaterial.generateWithDER(.p256)
+        let certificate = try root.issue(
+            subject: name, publicKey: key.publicKey, profile: .issuing, now: now, additionalExtensions: copied)
+        let pem = try EncryptedPrivateKey.encryptPEM(
+            privateKeyInfoDER: pkcs8, passphrase: passphrase, iterations: keyEncryptionRounds)
+        try SecureFile.createDirectory(layout.issuingDirectory)
+        try SecureFile.write(Array(pem.utf8), to: layout.issuingKey(id: id), mode: 0o600)
+        try SecureFile.write(Array(PEM.bundle([certificate]).utf8), to: layout.issuingCertificate(id: id), mode: 0o644)
+        return IssuingAuthority(id: id, ca: try CertificateAuthority(certificate: certificate, signingKey: key))
+    }
+}

@@ -1,0 +1,109 @@
+public import DevIDCore
+public import DevIDPKI
+import DevIDStore
+import Foundation
+import Logging
+import Synchronization
+public import X509
+
+/// The issuing CAs this server signs and trusts with, as the registry says: which one signs new LDevIDs, which
+/// are still trusted for mTLS, which are revoked. One immutable ``Snapshot`` swapped whole after every change, so a
+/// handshake, an enrollment and `/cacerts` each see one consistent set.
+public final class IssuingAuthorities: Sendable {
+    /// One CA: its certificate and key, and the registry's record.
+    public struct Entry: Sendable {
+        public let authority: IssuingAuthority
+        public let record: IssuingCA
+    }
+
+    public struct Snapshot: Sendable {
+        /// Every CA loaded from the data directory, recorded or not.
+        public let loaded: [IssuingAuthority]
+        /// Every CA the registry knows, by id.
+        public let entries: [Entry]
+        /// The one that signs.
+        public let active: IssuingAuthority
+        /// Every CA that is not revoked, by id: what devices may chain to, and what `/cacerts` lists.
+        public let trusted: [IssuingAuthority]
+        /// LDevIDs chain to a trusted issuing CA (each an anchor of its own, see ``CAHierarchy/deviceTrust``),
+        /// IDevIDs to a trusted manufacturer CA.
+        public let deviceTrust: TrustVerifier
+
+        /// Whether `chain` (leaf first, as verified) runs through a trusted issuing CA.
+        public func isLDevIDChain(_ chain: [Certificate]) -> Bool {
+            trusted.contains { chain.contains($0.certificate) }
+        }
+
+        /// The trusted CA whose signature `certificate` carries.
+        public func trustedIssuer(of certificate: Certificate) -> IssuingAuthority? {
+            trusted.first {
+                certificate.issuer == $0.certificate.subject
+                    && $0.certificate.publicKey.isValidSignature(certificate.signature, for: certificate)
+            }
+        }
+
+        /// The CA certificates `/cacerts` returns: every trusted issuing CA, the active one first, then the root.
+        public func caCertificates(root: Certificate) -> [Certificate] {
+            [active.certificate] + trusted.filter { $0.id != active.id }.map(\.certificate) + [root]
+        }
+    }
+
+    private let current: Mutex<Snapshot>
+    private let manufacturers: [Certificate]
+
+    /// Builds the snapshot from the CAs on disk and their records. Fails when the records name no active CA on
+    /// disk.
+    public init(authorities: [IssuingAuthority], records: [IssuingCA], manufacturers: [Certificate]) throws {
+        self.manufacturers = manufacturers
+        self.current = Mutex(try Self.snapshot(authorities, records, manufacturers))
+    }
+
+    public var snapshot: Snapshot { current.withLock { $0 } }
+
+    /// Replaces the snapshot (after the registry changed, or a CA was prepared on disk).
+    public func update(authorities: [IssuingAuthority], records: [IssuingCA]) throws {
+        let next = try Self.snapshot(authorities, records, manufacturers)
+        current.withLock { $0 = next }
+    }
+
+    private static func snapshot(
+        _ authorities: [IssuingAuthority], _ records: [IssuingCA], _ manufacturers: [Certificate]
+    ) throws -> Snapshot {
+        var entries: [Entry] = []
+        for authority in authorities.sorted(by: { $0.id < $1.id }) {
+            // A CA on disk the registry does not know yet (being registered) is neither trusted nor used.
+            guard let record = records.first(where: { $0.id == authority.id }) else { continue }
+            guard record.sha256 == authority.certificate.sha256Fingerprint else {
+                throw DevIDPKIError(
+                    .untrusted, "issuing CA \(authority.id) on disk is not the certificate the registry recorded")
+            }
+            entries.append(Entry(authority: authority, record: record))
+        }
+        guard let active = entries.first(where: { $0.record.state == .active })?.authority else {
+            throw DevIDPKIError(.notFound, "the registry names no active issuing CA that is in the data directory")
+        }
+        let trusted = entries.filter { $0.record.isTrusted }.map(\.authority)
+        return Snapshot(
+            loaded: authorities, entries: entries, active: active, trusted: trusted,
+            deviceTrust: TrustVerifier(anchors: trusted.map(\.certificate) + manufacturers, intermediates: []))
+    }
+
+    /// Brings the registry in step with the data directory at start: a CA on disk the registry does not know is
+    /// recorded, CA 1 as `active` when no CA is active (a registry from before several CAs existed), any other as
+    /// `prepared`. Returns the records after.
+    static func register(
+        _ authorities: [IssuingAuthority], store: any Store, auditor: Auditor, now: Date, actor: String
+    ) async throws -> [IssuingCA] {
+        var records = try await store.issuingCAs()
+        for authority in authorities where !records.contains(where: { $0.id == authority.id }) {
+            let state: IssuingCAState = authority.id == 1 && !records.contains { $0.state == .active } ? .active : .prepared
+            try await store.insertIssuingCA(
+                authority.record(state: state, at: now),
+                audit: auditor.event(
+                    actor: actor, action: "ca.issuing.add", outcome: .success,
+                    reason: "recorded issuing CA \(authority.id) (\(authority.certificate.sha256Fingerprint.prefix(16))) as \(state.rawValue)"))
+            records = try await store.issuingCAs()
+        }
+        return records
+    }
+}
