@@ -164,8 +164,9 @@ struct CAIssuing: AsyncParsableCommand {
             abstract: "Revoke an issuing CA and every LDevID it signed.",
             discussion: """
                 Refused while devices seen recently still hold its LDevIDs, unless --force (taint it first and \
-                follow `devid rotate status --issuing-ca ID`). With --root-key, the root's CRL is re-signed at once \
-                to list the CA (starting now; 13 CRLs ahead, as `devid ca root-crl`).
+                follow `devid rotate status --issuing-ca ID`). When the root key is at hand (--root-key, or \
+                DATA/ca/root.key), the root's CRL is re-signed at once to list the CA (starting now; 13 CRLs ahead, \
+                as `devid ca root-crl`); otherwise a note says to run `devid ca root-crl` at the next ceremony.
                 """)
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The CA's id (devid ca issuing list).") var id: Int
@@ -173,11 +174,17 @@ struct CAIssuing: AsyncParsableCommand {
         var reason: String = "keyCompromise"
         @Flag(name: .long, help: "Revoke although online devices still hold its LDevIDs.") var force: Bool = false
         @Flag(name: .long, help: "Only show what would be revoked.") var dryRun: Bool = false
-        @Option(name: .long, help: "The root CA key: re-sign the root's CRL to list the CA.") var rootKey: String?
+        @Option(name: .long, help: "The root CA key, to re-sign the root's CRL (default DATA/ca/root.key if there).")
+        var rootKey: String?
 
         func run() async throws {
+            if let rootKey, !FileManager.default.fileExists(atPath: rootKey) {
+                throw CLIError("root key \(rootKey) not found")
+            }
             var result = try await change(
                 "revoke", id: id, body: Body(dryRun: dryRun, force: force, reason: reason), global: global)
+            let defaultRootKey = "\(global.dataDir)/ca/root.key"
+            let rootKey = rootKey ?? (FileManager.default.fileExists(atPath: defaultRootKey) ? defaultRootKey : nil)
             if !dryRun, let rootKey {
                 let list = try await AdminClient(options: global).get("/v1/admin/ca/issuing", as: Items.self)
                 LoggingSetup.bootstrap(level: .warning)

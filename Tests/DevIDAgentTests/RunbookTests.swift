@@ -1,8 +1,10 @@
 import DevIDCore
+import DevIDPKI
 import DevIDServer
 import DevIDTesting
 import Foundation
 import Testing
+import X509
 
 /// Runs every `$ devid ...` command of a runbook, in order, against a real `devid serve` with a lot of three
 /// enrolled devices. The commands come from the Markdown file itself, so the runbook cannot drift from what works.
@@ -261,6 +263,98 @@ struct RunbookTests {
             ], in: fleet.work.path)
         #expect(!idevid.succeeded)
         #expect(idevid.stderr.contains("HTTP 403: device is revoked"), "\(idevid)")
+        _ = try await fleet.server.interrupt(timeout: 10)
+    }
+
+    @Test("docs/runbooks/break-glass.md", .timeLimit(.minutes(5)))
+    func breakGlassRunbook() async throws {
+        let commands = try Self.commands(in: "docs/runbooks/break-glass.md")
+        #expect(commands.count >= 14, "the runbook lost its commands: \(commands)")
+
+        let fleet = try await Fleet.start()
+        defer { fleet.server.kill(); fleet.work.remove() }
+        /// The fleet's agents check in once each, as running agents would between two operator commands.
+        func checkIns() async throws -> [String] {
+            var logs: [String] = []
+            for index in 1...3 {
+                let run = try await ServeCLITests.devid(
+                    ["agent", "run", "--state-dir", fleet.stateDirectory(index), "--once"], in: fleet.work.path)
+                #expect(run.succeeded, "agent run --once: \(run)")
+                logs.append(run.stdout + run.stderr)
+            }
+            return logs
+        }
+        func issuer(_ index: Int) throws -> String {
+            let pem = try String(contentsOfFile: fleet.stateDirectory(index) + "/cert.pem", encoding: .utf8)
+            return try #require(try PEM.certificates(pem).first).issuer.description
+        }
+
+        var outputs: [String: String] = [:]
+        for command in commands {
+            let line = command.joined(separator: " ")
+            let result = try await fleet.devid(command)
+            #expect(result.succeeded, "devid \(line): \(result)")
+            outputs[line] = result.stdout
+            if line == "ca issuing taint 1" || line == "ca issuing emergency" {
+                // Each agent is told "rotate now" and renews onto the active CA.
+                for log in try await checkIns() { #expect(log.contains("change=renewal"), "\(log)") }
+                let active = line == "ca issuing taint 1" ? "DevID Issuing CA 2" : "DevID Issuing CA 3"
+                for index in 1...3 {
+                    let name = try issuer(index)
+                    #expect(name.contains(active), "\(name)")
+                }
+            }
+        }
+        func stdout(_ line: String) -> String { outputs[line] ?? "<not run: \(line)>" }
+
+        // `ca issuing list` runs twice; the last output is kept (checked below).
+        #expect(stdout("ca issuing prepare").contains("prepared issuing CA 2; activate it with: devid ca issuing activate 2"))
+        #expect(stdout("ca issuing prepare").contains("2   prepared"))
+        #expect(
+            stdout("ca issuing activate 2 --dry-run").contains(
+                "dry run, nothing changed: issuing CA 2: prepared -> active; issuing CA 1: active -> retiring"))
+        #expect(stdout("ca issuing activate 2").contains("note: new LDevIDs and renewals are signed by issuing CA 2"))
+        #expect(stdout("ca issuing taint 1 --dry-run").contains("3 LDevIDs would be marked rotation-due"), "\(outputs)")
+        #expect(stdout("ca issuing taint 1").contains("3 LDevIDs marked rotation-due"))
+        #expect(stdout("rotate status --issuing-ca 1").contains("3    3        0        0"), "\(outputs)")
+        #expect(
+            stdout("ca issuing revoke 1 --reason superseded --dry-run").contains(
+                "would revoke 3 LDevIDs of 3 devices (0 seen recently)"), "\(outputs)")
+        #expect(stdout("ca issuing revoke 1 --reason superseded").contains("revoked 3 LDevIDs of 3 devices"))
+        #expect(
+            stdout("ca issuing revoke 1 --reason superseded").contains(
+                "note: re-signed the root's CRL: /crl/root.crl lists issuing CA 1"))
+        #expect(
+            stdout("ca issuing emergency").contains("issuing CA 3: prepared -> active; issuing CA 2: active -> tainted"),
+            "\(outputs)")
+        #expect(stdout("rotate status --issuing-ca 2").contains("3    3        0        0"), "\(outputs)")
+        #expect(stdout("ca issuing revoke 2 --reason keyCompromise --force").contains("issuing CA 2: tainted -> revoked"))
+        let list = stdout("ca issuing list")
+        #expect(list.contains("3   active"), "\(list)")
+        #expect(stdout("audit list --action ca.issuing.emergency").contains("CA 3 prepared → active, CA 2 active → tainted"))
+        #expect(stdout("audit verify").contains("audit chain intact"))
+
+        // The root's CRL lists both revoked CAs, and the devices (all on CA 3) still check in.
+        let rootCRL = try await ServeCLITests.devid(
+            ["crl", "fetch", "--name", "root", "--data-dir", fleet.dataDir], in: fleet.work.path)
+        #expect(rootCRL.stdout.contains(": 2 revoked"), "\(rootCRL)")
+        for log in try await checkIns() { #expect(!log.contains("change="), "nothing to change: \(log)") }
+
+        // The refusals the runbook names: each changes nothing.
+        let before = stdout("ca issuing list")
+        let activeRevoke = try await fleet.devid(["ca", "issuing", "revoke", "3"])
+        #expect(
+            activeRevoke.stderr.contains(
+                "Error: server answered 409: issuing CA 3 is the active CA: activate another one and taint this one first"),
+            "\(activeRevoke)")
+        let reactivate = try await fleet.devid(["ca", "issuing", "activate", "1"])
+        #expect(
+            reactivate.stderr.contains("issuing CA 1 is revoked: it never signs again; prepare a new one"), "\(reactivate)")
+        let twice = try await fleet.devid(["ca", "issuing", "taint", "2"])
+        #expect(twice.stderr.contains("issuing CA 2 is already revoked"), "\(twice)")
+        #expect(try await fleet.devid(["ca", "issuing", "list"]).stdout == before)
+        let denied = try await fleet.devid(["audit", "list", "--action", "ca.issuing.revoke", "--outcome", "denied"])
+        #expect(denied.stdout.contains("issuing CA 3 is the active CA"), "\(denied)")
         _ = try await fleet.server.interrupt(timeout: 10)
     }
 }

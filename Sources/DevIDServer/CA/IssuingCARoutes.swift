@@ -134,7 +134,9 @@ enum IssuingCARoutes {
         default:
             // emergency: activate `id` (a CA just prepared) and taint the CA that was active, in one step.
             guard let old = records.first(where: { $0.state == .active }), old.id != id else {
-                throw HTTPError(.conflict, message: "issuing CA \(id) is already active: prepare a new one first")
+                let why = "issuing CA \(id) is already active: prepare a new one first"
+                await state.auditor.record(actor: actor, action: "ca.issuing.emergency", outcome: .denied, reason: why)
+                throw HTTPError(.conflict, message: why)
             }
             guard case .apply(let activate) = IssuingCATransitions.activate(id, in: records) else {
                 decision = IssuingCATransitions.activate(id, in: records)
