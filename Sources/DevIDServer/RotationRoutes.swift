@@ -71,6 +71,9 @@ enum RotationRoutes {
             let query = request.uri.queryParameters
             var scope: CredentialScope?
             if let text = query["issuingCA"] {
+                guard query["device"] == nil, query["lot"] == nil, query["tenant"] == nil else {
+                    throw HTTPError(.badRequest, message: "give exactly one of device, lot, tenant, issuingCA")
+                }
                 guard let id = Int(text), let ca = try await state.store.issuingCAs().first(where: { $0.id == id })
                 else { throw HTTPError(.notFound, message: "no issuing CA \(text)") }
                 scope = .issuer(ca.subject)
