@@ -24,12 +24,17 @@ public struct DeviceStatus: Codable, Sendable, Hashable {
     public var serverTime: Date
     /// The rotation policy of the device's profile.
     public var rotation: RotationPolicy
+    /// SHA-256 fingerprints of the roots the device should trust (``TrustUpdate``); nil from a server before root
+    /// rollover existed.
+    public var trustedRoots: [String]?
 
     public init(
         device: DeviceID, tenant: TenantID, deviceState: DeviceState, serial: SerialNumber,
         credentialStatus: CredentialStatus, notBefore: Date, notAfter: Date, overlapDeadline: Date? = nil,
-        rotateNow: Bool, rotateReason: String? = nil, serverTime: Date, rotation: RotationPolicy
+        rotateNow: Bool, rotateReason: String? = nil, serverTime: Date, rotation: RotationPolicy,
+        trustedRoots: [String]? = nil
     ) {
+        self.trustedRoots = trustedRoots
         self.device = device
         self.tenant = tenant
         self.deviceState = deviceState

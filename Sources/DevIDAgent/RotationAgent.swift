@@ -296,6 +296,9 @@ public actor RotationAgent {
             if status.rotateNow {
                 logger.debug("the server asks for rotation", metadata: ["reason": "\(status.rotateReason ?? "-")"])
             }
+            if let listed = status.trustedRoots {
+                try await updateTrust(listed: listed, configuration: configuration)
+            }
             try saveMemory()
             try crashPoint(.checkIn, &progress)
         } catch let error as AgentError {
@@ -355,6 +358,33 @@ public actor RotationAgent {
             try? await client.shutdown()
             throw error
         }
+    }
+
+    /// Root rollover: adds a root the server lists that `/cacerts` vouches for through a cross-certificate from a
+    /// root already trusted, and drops a root no longer listed (``TrustUpdate``). `trust.pem` is replaced whole.
+    private func updateTrust(listed: [String], configuration: AgentConfiguration) async throws {
+        let current = try trustBundle()
+        var offered: [Certificate] = []
+        if TrustUpdate.wantsNewRoot(current: current, listed: listed) {
+            let client = try makeClient(configuration, identity: nil)
+            do {
+                offered = try await client.cacerts()
+                try? await client.shutdown()
+            } catch {
+                try? await client.shutdown()
+                throw error
+            }
+        }
+        guard let change = TrustUpdate.reconcile(current: current, listed: listed, offered: offered, at: serverClock.now())
+        else { return }
+        guard !FileManager.default.fileExists(atPath: stateDirectory.pendingPath(.trust)) else { return }
+        try AgentFileIO.write(Array(PEM.bundle(change.bundle).utf8), to: stateDirectory.path(.trust), mode: 0o644)
+        logger.notice(
+            "trust bundle updated",
+            metadata: [
+                "added": "\(change.added.map { String(describing: $0.subject) })",
+                "dropped": "\(change.dropped.map { String(describing: $0.subject) })",
+            ])
     }
 
     /// An anonymous `GET /cacerts`, for the server's time (`DevID-Time`).

@@ -6,7 +6,7 @@ public import X509
 /// Where the CA hierarchy lives in the data directory.
 ///
 /// ```
-/// DATA/ca/root.crt                     root CA (P-384, 20 years, pathLen 1)
+/// DATA/ca/root.crt                     root CA (P-384, 20 years, pathLen 2)
 /// DATA/ca/root.key                     its key, encrypted (absent when written elsewhere with --root-key-out)
 /// DATA/ca/issuing.crt, issuing.key     issuing CA for LDevIDs (P-256, 5 years, pathLen 0)
 /// DATA/ca/issuing-chain.pem            issuing + root, what EST /cacerts serves
@@ -121,6 +121,8 @@ public struct CAHierarchy: Sendable {
     /// Every issuing CA in the data directory, by id (``issuing`` is the first). Which one signs, and which are
     /// still trusted, is the registry's word (``IssuingCA``); the server keeps that in its ``IssuingAuthorities``.
     public let issuingAuthorities: [IssuingAuthority]
+    /// Every root (``root`` is root 1), their cross-certificates and which one is active.
+    public let roots: Roots
 
     public var trustDomain: String { metadata.trustDomain }
 
@@ -321,21 +323,41 @@ public enum CAStore {
         }
         let serverChain = try PEM.certificates(
             String(decoding: try SecureFile.read(layout.serverCertificate), as: UTF8.self))
-        // The EST listener presents only a certificate of the issuing CA: never a services-CA (broker) certificate,
+        let roots = try loadRoots(layout: layout)
+        let authorities = try loadIssuingAuthorities(layout: layout, passphrase: passphrase, roots: roots, first: issuing)
+        // The EST listener presents only a certificate of an issuing CA: never a services-CA (broker) certificate,
         // which the agent would refuse anyway.
-        guard let serverLeaf = serverChain.first, serverLeaf.issuer == issuing.certificate.subject,
-            issuing.certificate.publicKey.isValidSignature(serverLeaf.signature, for: serverLeaf)
+        guard let serverLeaf = serverChain.first,
+            authorities.contains(where: {
+                serverLeaf.issuer == $0.certificate.subject
+                    && $0.certificate.publicKey.isValidSignature(serverLeaf.signature, for: serverLeaf)
+            })
         else {
             throw DevIDPKIError(
                 .untrusted, "\(layout.serverCertificate) is not a certificate of the issuing CA in \(layout.issuingCertificate)")
         }
         let serverPEM = String(decoding: try SecureFile.read(layout.serverKey), as: UTF8.self)
         let serverPKCS8 = try EncryptedPrivateKey.decrypt(pem: serverPEM, passphrase: passphrase)
-        let authorities = try loadIssuingAuthorities(layout: layout, passphrase: passphrase, root: root, first: issuing)
         return CAHierarchy(
             metadata: metadata, root: root, issuing: issuing, manufacturer: manufacturer,
             trustedManufacturers: trusted, serverChain: serverChain, serverKeyPKCS8: serverPKCS8, services: services,
-            issuingAuthorities: authorities)
+            issuingAuthorities: authorities, roots: roots)
+    }
+
+    /// The listeners' certificate re-issued by `issuing` (same key, subject and names, a new lifetime), written to
+    /// `DATA/tls/server.crt` with `issuing` after it; returns the chain. The server does this at start when its
+    /// certificate is not the active issuing CA's (after `devid ca issuing activate`), so that it never keeps
+    /// presenting a certificate of a CA that may be revoked next.
+    public static func reissueServerCertificate(
+        layout: CALayout, current: Certificate, issuing: CertificateAuthority, now: Date
+    ) throws(DevIDPKIError) -> [Certificate] {
+        let names = (try? current.extensions.subjectAlternativeNames).flatMap { $0 }.map(Array.init) ?? []
+        let renewed = try issuing.issue(
+            subject: current.subject, publicKey: current.publicKey, profile: .serverTLS,
+            subjectAlternativeNames: names, now: now)
+        let chain = [renewed, issuing.certificate]
+        try SecureFile.write(Array(PEM.bundle(chain).utf8), to: layout.serverCertificate, mode: 0o644)
+        return chain
     }
 
     /// A new services CA signed by `root`, and its PKCS#8 key.
@@ -411,21 +433,23 @@ public enum CAStore {
             throw DevIDPKIError(.notFound, "no CA hierarchy in \(layout.dataDirectory); run `devid ca init`")
         }
         let root = try openRoot(layout: layout, rootKeyPath: rootKeyPath, passphrase: passphrase)
+        let id = try loadRoots(layout: layout).id(of: root.certificate) ?? 1
         return try RootCRLs.sign(
-            root: root, revoked: revoked, count: count, now: now, directory: layout.rootCRLDirectory)
+            root: root, revoked: revoked, count: count, now: now, directory: layout.rootCRLDirectory(id: id))
     }
 
-    /// The root CA with its key, for a ceremony: `.notFound` for no key file, `.untrusted` if the key is not the
-    /// root's.
+    /// A root CA with its key, for a ceremony: the root (of ``loadRoots(layout:)``) whose key is at `rootKeyPath`.
+    /// `.notFound` for no key file, `.untrusted` if the key is no root's.
     static func openRoot(
         layout: CALayout, rootKeyPath: String, passphrase: [UInt8]
     ) throws(DevIDPKIError) -> CertificateAuthority {
         guard FileManager.default.fileExists(atPath: rootKeyPath) else {
             throw DevIDPKIError(.notFound, "root key \(rootKeyPath) not found")
         }
-        let rootCertificate = try readCertificate(layout.rootCertificate)
         let rootKey = try readKey(rootKeyPath, passphrase: passphrase)
-        guard rootKey.publicKey == rootCertificate.publicKey else {
+        let roots = try loadRoots(layout: layout)
+        guard let rootCertificate = roots.ids.compactMap({ roots.certificates[$0] }).first(where: { $0.publicKey == rootKey.publicKey })
+        else {
             throw DevIDPKIError(.untrusted, "\(rootKeyPath) is not the key of the root in \(layout.rootCertificate)")
         }
         return try CertificateAuthority(certificate: rootCertificate, signingKey: rootKey)

@@ -38,7 +38,9 @@ public struct CertificateProfile: Sendable, Hashable {
         self.policy = policy
     }
 
-    public static let root = CertificateProfile(kind: .rootCA(pathLength: 1), policy: .rootCA)
+    /// pathLen 2: an issuing CA under a later root, reached through a cross-certificate (root rollover), is two CAs
+    /// below the old root, and OpenSSL enforces a trust anchor's own path length.
+    public static let root = CertificateProfile(kind: .rootCA(pathLength: 2), policy: .rootCA)
     public static let issuing = CertificateProfile(kind: .intermediateCA(pathLength: 0), policy: .intermediateCA)
     /// The manufacturer CA is a trust anchor of its own (a separate chain from the operational one).
     public static let manufacturer = CertificateProfile(

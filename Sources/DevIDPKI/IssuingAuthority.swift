@@ -49,10 +49,10 @@ extension CALayout {
 
 extension CAStore {
     /// Every issuing CA in the data directory, by id: CA 1 and each `DATA/ca/issuing/<id>.crt` with its key. Each
-    /// must be signed by `root`, or the load fails naming the file. `first`, when given, is CA 1 already loaded
+    /// must be signed by one of `roots` (the hierarchy's, ``loadRoots(layout:)``), or the load fails naming the file. `first`, when given, is CA 1 already loaded
     /// (its key is not decrypted again).
     public static func loadIssuingAuthorities(
-        layout: CALayout, passphrase: [UInt8], root: Certificate, first: CertificateAuthority? = nil
+        layout: CALayout, passphrase: [UInt8], roots: Roots, first: CertificateAuthority? = nil
     ) throws(DevIDPKIError) -> [IssuingAuthority] {
         var ids = [1]
         let files = (try? FileManager.default.contentsOfDirectory(atPath: layout.issuingDirectory)) ?? []
@@ -67,9 +67,7 @@ extension CAStore {
             }
             let path = layout.issuingCertificate(id: id)
             let certificate = try readCertificate(path)
-            guard certificate.issuer == root.subject,
-                root.publicKey.isValidSignature(certificate.signature, for: certificate)
-            else {
+            guard roots.signed(certificate) else {
                 throw DevIDPKIError(.malformed, "\(path) is not signed by the root in \(layout.rootCertificate)")
             }
             let ca = try CertificateAuthority(
@@ -79,10 +77,10 @@ extension CAStore {
         return authorities
     }
 
-    /// A new issuing CA signed by the root (`devid ca issuing prepare`): a P-256 key and certificate with the next
-    /// id, the first CA's subject with the common name `DevID Issuing CA <id>`, and the first CA's CRL
-    /// Distribution Points (the root's CRL). The root key at `rootKeyPath` (encrypted with `passphrase`) is used
-    /// and dropped, never kept. The key is written before the certificate, so a certificate on disk always has
+    /// A new issuing CA signed by the active root (`devid ca issuing prepare`): a P-256 key and certificate with the
+    /// next id, the first CA's subject with the common name `DevID Issuing CA <id>`, and a CRL Distribution Point
+    /// at the signing root's CRL (the first CA's URL, with `root<n>.crl` for root n). The key at `rootKeyPath`
+    /// (encrypted with `passphrase`) must be the active root's; it is used and dropped, never kept. The key is written before the certificate, so a certificate on disk always has
     /// its key.
     public static func prepareIssuing(
         layout: CALayout, rootKeyPath: String, passphrase: [UInt8], now: Date,
@@ -92,11 +90,22 @@ extension CAStore {
             throw DevIDPKIError(.notFound, "no CA hierarchy in \(layout.dataDirectory); run `devid ca init`")
         }
         let root = try openRoot(layout: layout, rootKeyPath: rootKeyPath, passphrase: passphrase)
-        let existing = try loadIssuingAuthorities(layout: layout, passphrase: passphrase, root: root.certificate)
+        let roots = try loadRoots(layout: layout)
+        let rootID = roots.id(of: root.certificate) ?? 1
+        guard rootID == roots.state.active else {
+            throw DevIDPKIError(.policyViolation, "\(rootKeyPath) is not the key of the active root \(roots.state.active)")
+        }
+        let existing = try loadIssuingAuthorities(layout: layout, passphrase: passphrase, roots: roots)
         let id = (existing.map(\.id).max() ?? 1) + 1
         let first = try readCertificate(layout.issuingCertificate)
         let name = try renamed(first.subject, commonName: "DevID Issuing CA \(id)")
-        let copied = first.extensions.filter { $0.oid == RevocationExtensions.crlDistributionPointsOID }
+        var copied = first.extensions.filter { $0.oid == RevocationExtensions.crlDistributionPointsOID }
+        if rootID != 1, let uri = RevocationExtensions.crlDistributionPointURI(of: first), uri.hasSuffix("/root.crl") {
+            copied = [
+                try RevocationExtensions.crlDistributionPoint(
+                    uri: String(uri.dropLast("root.crl".count)) + Roots.crlName(id: rootID) + ".crl")
+            ]
+        }
         let (key, pkcs8) = try KeyMaterial.generateWithDER(.p256)
         let certificate = try root.issue(
             subject: name, publicKey: key.publicKey, profile: .issuing, now: now, additionalExtensions: copied)

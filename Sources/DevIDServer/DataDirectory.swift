@@ -160,6 +160,20 @@ public enum DataDirectory {
             now: clock.now(), revoked: revoked)
     }
 
+    /// `devid ca root prepare`: a new root with cross-certificates to and from the active root, whose key is at
+    /// `rootKeyPath` (default `DATA/ca/root.key`); the new root's key goes to `newRootKeyOut` or
+    /// `DATA/ca/roots/<id>.key`. Returns the new root's id.
+    public static func prepareRoot(
+        configuration: ServerConfiguration, rootKeyPath: String?, newRootKeyOut: String?, clock: any WallClock
+    ) throws -> Int {
+        let layout = CALayout(dataDirectory: configuration.dataDirectory)
+        let (passphrase, _) = try resolvePassphrase(configuration, creating: false)
+        return try CAStore.prepareRoot(
+            layout: layout, rootKeyPath: rootKeyPath ?? layout.rootKey, passphrase: passphrase, now: clock.now(),
+            newRootKeyOut: newRootKeyOut, keyEncryptionRounds: configuration.keyEncryptionRounds
+        ).id
+    }
+
     /// `devid ca issuing prepare`: a new issuing CA signed with the root key (default `DATA/ca/root.key`), written
     /// to `DATA/ca/issuing/<id>.crt` and `.key`; the server records it as `prepared` when told (`register`).
     public static func prepareIssuingCA(

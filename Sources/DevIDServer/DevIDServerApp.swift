@@ -20,6 +20,8 @@ public struct DevIDServerApp: Service {
     /// What the first start created; empty on later starts.
     public let firstStart: FirstStartReport
     private let bound: BoundAddresses
+    /// What the listeners present: their certificate, the active issuing CA, and cross-certificates of its root.
+    private let serverChain: [X509.Certificate]
 
     /// Prepares the data directory (creating the CA hierarchy and the first admin token if missing).
     public init(configuration: ServerConfiguration, clock: any WallClock = SystemWallClock(), logger: Logger) async throws {
@@ -31,11 +33,12 @@ public struct DevIDServerApp: Service {
             prepared.hierarchy.issuingAuthorities, store: prepared.store,
             auditor: Auditor(store: prepared.store, clock: clock, logger: logger), now: clock.now(), actor: "system")
         let issuers = try IssuingAuthorities(
-            authorities: prepared.hierarchy.issuingAuthorities, records: records,
+            authorities: prepared.hierarchy.issuingAuthorities, records: records, roots: prepared.hierarchy.roots,
             manufacturers: prepared.hierarchy.trustedManufacturers)
         self.state = ServerState(
             configuration: configuration, hierarchy: prepared.hierarchy, issuers: issuers, store: prepared.store,
             clock: clock, logger: logger)
+        self.serverChain = try await Self.serverChain(state: state)
         self.firstStart = prepared.report
         self.bound = BoundAddresses()
     }
@@ -61,7 +64,7 @@ public struct DevIDServerApp: Service {
                 metrics: state.metrics.http.recorder(listener: .ops, route: "/v1/authz/mqtt", method: .post, status: 200))
         }
 
-        let tlsConfiguration = try Self.tlsConfiguration(state.hierarchy)
+        let tlsConfiguration = try Self.tlsConfiguration(state.hierarchy, chain: serverChain)
         let verifier = ClientCertificateVerifier(state: state)
         // Chain verdicts by exact certificate: a device that reconnects (or resumes) is not re-verified; the registry is.
         let leafCache = state.verifiedLeaves
@@ -141,8 +144,35 @@ public struct DevIDServerApp: Service {
         }
     }
 
-    static func tlsConfiguration(_ hierarchy: CAHierarchy) throws -> TLSConfiguration {
-        let chain = try hierarchy.serverChain.map {
+    /// The listeners' chain: a certificate of the active issuing CA (re-issued, same key and names, when the one on
+    /// disk is another CA's: after `devid ca issuing activate`, at the next start), the active issuing CA, and the
+    /// cross-certificates that certify its root under the other trusted roots, so that a device trusting either
+    /// root of a rollover validates it. Read at start: restart after `devid ca root prepare`.
+    static func serverChain(state: ServerState) async throws -> [X509.Certificate] {
+        let hierarchy = state.hierarchy
+        var chain = hierarchy.serverChain
+        let active = state.issuers.snapshot.active
+        if let leaf = chain.first, chain.dropFirst().first != active.certificate {
+            chain = try CAStore.reissueServerCertificate(
+                layout: CALayout(dataDirectory: state.configuration.dataDirectory), current: leaf, issuing: active.ca,
+                now: state.clock.now())
+            await state.auditor.record(
+                actor: "system", action: "tls.server_certificate", outcome: .success,
+                reason: "re-issued the listeners' certificate from the active issuing CA \(active.id)",
+                serial: chain.first?.devidSerial)
+        }
+        let roots = state.issuers.snapshot.roots
+        if let rootID = roots.ids.first(where: { id in
+            roots.certificates[id].map { active.certificate.issuer == $0.subject } == true
+        }) {
+            // Also by a retired root: a device that was away through the rollover still trusts only that one.
+            chain += roots.cross.filter { $0.subjectID == rootID }.map(\.certificate)
+        }
+        return chain
+    }
+
+    static func tlsConfiguration(_ hierarchy: CAHierarchy, chain: [X509.Certificate]) throws -> TLSConfiguration {
+        let chain = try chain.map {
             NIOSSLCertificateSource.certificate(try NIOSSLCertificate(bytes: $0.derBytes, format: .der))
         }
         let key = try NIOSSLPrivateKey(bytes: hierarchy.serverKeyPKCS8, format: .der)
@@ -160,7 +190,8 @@ public struct DevIDServerApp: Service {
         tls.certificateVerification = .optionalVerification
         // Names the acceptable CAs in the CertificateRequest; verification itself is DevID's callback.
         tls.trustRoots = .certificates(
-            try ([hierarchy.root] + hierarchy.issuingAuthorities.map(\.certificate) + hierarchy.trustedManufacturers).map {
+            try (hierarchy.roots.ids.compactMap { hierarchy.roots.certificates[$0] }
+                + hierarchy.issuingAuthorities.map(\.certificate) + hierarchy.trustedManufacturers).map {
                 try NIOSSLCertificate(bytes: $0.derBytes, format: .der)
             })
         return tls

@@ -25,6 +25,10 @@ struct DeviceStatusResponse: Codable, Sendable {
     var rotateReason: String?
     var serverTime: Date
     var rotation: RotationPolicy
+    /// SHA-256 fingerprints of the roots the device should trust (every root not retired, the active one first):
+    /// an agent adds a new one it can validate through a cross-certificate in `/cacerts`, and drops one no longer
+    /// listed (root rollover).
+    var trustedRoots: [String]
 }
 
 enum DeviceStatusRoutes {
@@ -86,7 +90,8 @@ enum DeviceStatusRoutes {
                     credentialStatus: credential.status, notBefore: credential.notBefore,
                     notAfter: credential.notAfter, overlapDeadline: credential.overlapDeadline,
                     rotateNow: reason != nil, rotateReason: reason, serverTime: now,
-                    rotation: state.configuration.ldevidPolicy.rotation)
+                    rotation: state.configuration.ldevidPolicy.rotation,
+                    trustedRoots: state.issuers.snapshot.roots.trusted.map(\.sha256Fingerprint))
                 return try DevIDJSON.encoder.encodeAsResponse(body)
             } catch let refusal as EnrollmentService.Refusal {
                 if let reason = AuthFailureReason(refusal.code) {

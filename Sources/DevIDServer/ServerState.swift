@@ -37,6 +37,8 @@ public struct ServerState: Sendable {
     public let metrics: ServerMetrics
     /// The root's pre-signed CRLs, served at `/crl/root.crl`.
     let rootCRLs: RootCRLCache
+    /// The pre-signed CRLs of the roots after the first (root rollover), served at `/crl/root<id>.crl`.
+    let otherRootCRLs: RootCRLCache.Others
     /// Recent identity events the anomaly checks judge (revoked credentials presented, shared credentials, ...).
     public let watch = IdentityWatch()
 
@@ -66,6 +68,8 @@ public struct ServerState: Sendable {
         self.rootCRLs = RootCRLCache(
             directory: CALayout(dataDirectory: configuration.dataDirectory).rootCRLDirectory, root: hierarchy.root,
             logger: logger)
+        self.otherRootCRLs = RootCRLCache.Others(
+            layout: CALayout(dataDirectory: configuration.dataDirectory), logger: logger)
         self.adminTokens = AdminTokenCache(store: store, clock: ContinuousClock())
         self.brokers = BrokerHooks(
             configuration: configuration, hierarchy: hierarchy, issuers: issuers, store: store, revocation: revocation, clock: clock,

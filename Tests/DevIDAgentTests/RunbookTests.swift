@@ -289,16 +289,53 @@ struct RunbookTests {
             return try #require(try PEM.certificates(pem).first).issuer.description
         }
 
+        // The runbook restarts `devid serve` twice (root rotation): same data directory, same ports.
+        var server = fleet.server
+        defer { server.kill() }
+        func restart() async throws {
+            _ = try await server.interrupt(timeout: 10)
+            let port = { (url: String) in Int(url.split(separator: ":").last ?? "") ?? 0 }
+            server = try ServeProcess.start(
+                dataDir: fleet.dataDir, workingDirectory: fleet.work.path, estPort: port(fleet.endpoints.estURL),
+                opsPort: port(fleet.endpoints.opsURL))
+            _ = try await server.waitUntilListening(timeout: ServeCLITests.startTimeout)
+        }
+        func trustCount(_ index: Int) throws -> Int {
+            let pem = try String(contentsOfFile: fleet.stateDirectory(index) + "/trust.pem", encoding: .utf8)
+            return try PEM.certificates(pem).count
+        }
+
         var outputs: [String: String] = [:]
-        for command in commands {
+        for var command in commands {
             let line = command.joined(separator: " ")
+            // The runbook's paths are a development data directory's (`devid-data/`).
+            command = command.map { $0.hasPrefix("devid-data/") ? fleet.dataDir + $0.dropFirst("devid-data".count) : $0 }
             let result = try await fleet.devid(command)
             #expect(result.succeeded, "devid \(line): \(result)")
             outputs[line] = result.stdout
-            if line == "ca issuing taint 1" || line == "ca issuing emergency" {
+            if line == "ca root prepare" {
+                // Restarted, the server lists both roots; each agent learns root 2 through the cross-certificate.
+                try await restart()
+                for log in try await checkIns() { #expect(log.contains("trust bundle updated"), "\(log)") }
+                for index in 1...3 { #expect(try trustCount(index) == 2) }
+            }
+            if line == "ca issuing revoke 3 --reason superseded" {
+                try await restart()
+                let audit = try await fleet.devid(["audit", "list", "--action", "tls.server_certificate"])
+                #expect(audit.stdout.contains("re-issued the listeners' certificate from the active issuing CA 4"), "\(audit)")
+            }
+            if line == "ca root retire 1" {
+                for log in try await checkIns() { #expect(log.contains("trust bundle updated"), "\(log)") }
+                for index in 1...3 { #expect(try trustCount(index) == 1, "only root 2 is left") }
+                // Trusting only root 2 now, the agents still reach the server and keep their identity.
+                for log in try await checkIns() { #expect(!log.contains("change="), "\(log)") }
+            }
+            if line == "ca issuing taint 1" || line == "ca issuing emergency" || line == "ca issuing taint 3" {
                 // Each agent is told "rotate now" and renews onto the active CA.
                 for log in try await checkIns() { #expect(log.contains("change=renewal"), "\(log)") }
-                let active = line == "ca issuing taint 1" ? "DevID Issuing CA 2" : "DevID Issuing CA 3"
+                let active =
+                    line == "ca issuing taint 1"
+                    ? "DevID Issuing CA 2" : line == "ca issuing taint 3" ? "DevID Issuing CA 4" : "DevID Issuing CA 3"
                 for index in 1...3 {
                     let name = try issuer(index)
                     #expect(name.contains(active), "\(name)")
@@ -328,25 +365,55 @@ struct RunbookTests {
             stdout("ca issuing emergency").contains("issuing CA 3: prepared -> active; issuing CA 2: active -> tainted"),
             "\(outputs)")
         #expect(stdout("rotate status --issuing-ca 2").contains("3    3        0        0"), "\(outputs)")
+        #expect(stdout("rotate status --issuing-ca 3").contains("3    3        0        0"), "\(outputs)")
+        #expect(stdout("ca root prepare").contains("prepared root 2; restart devid serve, then: devid ca root activate 2"))
+        #expect(stdout("ca root retire 1").contains("1   retired"), "\(outputs)")
+
+        // A relying party that trusts only the old root accepts the new chain through the cross-certificate, and
+        // pkilint accepts both cross-certificates and the new root.
+        let roots = fleet.dataDir + "/ca/roots"
+        let leaf = fleet.stateDirectory(1) + "/cert.pem"
+        let onlyOld = try await ExternalTool.runAsync([
+            "openssl", "verify", "-CAfile", fleet.dataDir + "/ca/root.crt", "-untrusted", roots + "/2-by-1.crt",
+            "-untrusted", fleet.dataDir + "/ca/issuing/4.crt", leaf,
+        ])
+        #expect(onlyOld.succeeded, "\(onlyOld)")
+        // The server's TLS chain (now of issuing CA 4, under root 2) validates with either root alone: a device that
+        // was away through the rollover still trusts only root 1.
+        for anchor in [fleet.dataDir + "/ca/root.crt", roots + "/2.crt"] {
+            let curl = try await ExternalTool.runAsync([
+                "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", anchor,
+                fleet.endpoints.estURL + "/.well-known/est/cacerts",
+            ])
+            #expect(curl.succeeded && curl.stdout == "200", "\(anchor): \(curl)")
+        }
+        for file in ["2-by-1.crt", "1-by-2.crt", "2.crt"] {
+            let lint = try await ExternalTool.runAsync(["lint_pkix_cert", "lint", "-s", "WARNING", roots + "/" + file])
+            #expect(lint.succeeded && lint.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "\(file): \(lint)")
+        }
         #expect(stdout("ca issuing revoke 2 --reason keyCompromise --force").contains("issuing CA 2: tainted -> revoked"))
         let list = stdout("ca issuing list")
-        #expect(list.contains("3   active"), "\(list)")
+        #expect(list.contains("3   active"), "the list of section 3: \(list)")
         #expect(stdout("audit list --action ca.issuing.emergency").contains("CA 3 prepared → active, CA 2 active → tainted"))
         #expect(stdout("audit verify").contains("audit chain intact"))
 
-        // The root's CRL lists both revoked CAs, and the devices (all on CA 3) still check in.
+        // The old root's CRL lists the three revoked CAs under it, and the devices (all on CA 4) still check in.
         let rootCRL = try await ServeCLITests.devid(
             ["crl", "fetch", "--name", "root", "--data-dir", fleet.dataDir], in: fleet.work.path)
-        #expect(rootCRL.stdout.contains(": 2 revoked"), "\(rootCRL)")
+        #expect(rootCRL.stdout.contains(": 3 revoked"), "\(rootCRL)")
         for log in try await checkIns() { #expect(!log.contains("change="), "nothing to change: \(log)") }
 
         // The refusals the runbook names: each changes nothing.
-        let before = stdout("ca issuing list")
-        let activeRevoke = try await fleet.devid(["ca", "issuing", "revoke", "3"])
+        let before = try await fleet.devid(["ca", "issuing", "list"]).stdout
+        let activeRevoke = try await fleet.devid(["ca", "issuing", "revoke", "4"])
         #expect(
             activeRevoke.stderr.contains(
-                "Error: server answered 409: issuing CA 3 is the active CA: activate another one and taint this one first"),
+                "Error: server answered 409: issuing CA 4 is the active CA: activate another one and taint this one first"),
             "\(activeRevoke)")
+        let retireActive = try await fleet.devid(["ca", "root", "retire", "2"])
+        #expect(
+            retireActive.stderr.contains("Error: server answered 409: root 2 is the active root: activate another one first"),
+            "\(retireActive)")
         let reactivate = try await fleet.devid(["ca", "issuing", "activate", "1"])
         #expect(
             reactivate.stderr.contains("issuing CA 1 is revoked: it never signs again; prepare a new one"), "\(reactivate)")
@@ -354,7 +421,7 @@ struct RunbookTests {
         #expect(twice.stderr.contains("issuing CA 2 is already revoked"), "\(twice)")
         #expect(try await fleet.devid(["ca", "issuing", "list"]).stdout == before)
         let denied = try await fleet.devid(["audit", "list", "--action", "ca.issuing.revoke", "--outcome", "denied"])
-        #expect(denied.stdout.contains("issuing CA 3 is the active CA"), "\(denied)")
-        _ = try await fleet.server.interrupt(timeout: 10)
+        #expect(denied.stdout.contains("issuing CA 4 is the active CA"), "\(denied)")
+        _ = try await server.interrupt(timeout: 10)
     }
 }

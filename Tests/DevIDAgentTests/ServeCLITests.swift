@@ -329,7 +329,8 @@ final class ServeProcess: @unchecked Sendable {
     ///   (the fault tests' size-limited filesystem in a mount namespace); it must `exec`, so that the pid stays the
     ///   server's. `dataDir` is then read back through `/proc/PID/root`, the server's view of the filesystem.
     static func start(
-        dataDir: String, workingDirectory: String, environment: [String: String] = [:], launcher: [String] = []
+        dataDir: String, workingDirectory: String, environment: [String: String] = [:], launcher: [String] = [],
+        estPort: Int = 0, opsPort: Int = 0
     ) throws -> ServeProcess {
         let stamp = UUID().uuidString.prefix(8)
         let stdoutPath = "\(workingDirectory)/serve-\(stamp).out"
@@ -340,7 +341,7 @@ final class ServeProcess: @unchecked Sendable {
             }
         }
         let process = Process()
-        let serve = ["serve", "--data-dir", dataDir, "--est-port", "0", "--ops-port", "0"]
+        let serve = ["serve", "--data-dir", dataDir, "--est-port", "\(estPort)", "--ops-port", "\(opsPort)"]
         if launcher.isEmpty {
             process.executableURL = URL(fileURLWithPath: try ServeCLITests.executable())
             process.arguments = serve

@@ -56,7 +56,8 @@ struct ProfileTests {
         #expect(text.contains("X509v3 Key Usage: critical"))
         switch role {
         case .root:
-            #expect(text.contains("CA:TRUE, pathlen:1"))
+            // pathlen 2: room for a cross-certified root below it (root rollover, docs/runbooks/break-glass.md).
+            #expect(text.contains("CA:TRUE, pathlen:2"))
             #expect(text.contains("Certificate Sign, CRL Sign"))
             #expect(text.contains("ASN1 OID: secp384r1"))
             #expect(cert.notValidAfter.timeIntervalSince(cert.notValidBefore) > 19.9 * 365 * 86_400)

@@ -31,6 +31,9 @@ enum AdminAccessTable {
         "POST /v1/admin/ca/issuing/{id}/taint": adminOnly,
         "POST /v1/admin/ca/issuing/{id}/revoke": adminOnly,
         "POST /v1/admin/ca/issuing/{id}/emergency": adminOnly,
+        "GET /v1/admin/ca/roots": readers,
+        "POST /v1/admin/ca/roots/{id}/activate": adminOnly,
+        "POST /v1/admin/ca/roots/{id}/retire": adminOnly,
         // Devices.
         "GET /v1/admin/devices": readers,
         "GET /v1/admin/devices/{id}": readers,

@@ -17,7 +17,7 @@ public final class BrokerHooks: Sendable {
         mosquitto = configuration.mosquitto.map { sync in
             MosquittoSync(
                 configuration: sync, hierarchy: hierarchy, clock: clock, logger: logger,
-                trust: { issuers.snapshot.caCertificates(root: hierarchy.root) },
+                trust: { issuers.snapshot.caCertificates() },
                 recorder: ServiceCertificateRecorder(
                     store: store, auditor: Auditor(store: store, clock: clock, logger: logger), clock: clock),
                 endpoints: { await revocation.endpoints(caName: "services") },

@@ -61,7 +61,7 @@ enum BrokerRoutes {
             do throws(DevIDPKIError) {
                 // Refuses a value that would not stay on its line (a device id or filter that slipped past validation).
                 files = try export.files(
-                    directory: body.directory, trust: state.issuers.snapshot.caCertificates(root: state.hierarchy.root),
+                    directory: body.directory, trust: state.issuers.snapshot.caCertificates(),
                     crls: snapshot.crls, grants: snapshot.grants)
             } catch {
                 await state.auditor.record(

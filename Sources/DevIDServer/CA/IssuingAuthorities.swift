@@ -25,6 +25,8 @@ public final class IssuingAuthorities: Sendable {
         public let active: IssuingAuthority
         /// Every CA that is not revoked, by id: what devices may chain to, and what `/cacerts` lists.
         public let trusted: [IssuingAuthority]
+        /// The roots, their cross-certificates and which are trusted (`DATA/ca/roots`).
+        public let roots: Roots
         /// LDevIDs chain to a trusted issuing CA (each an anchor of its own, see ``CAHierarchy/deviceTrust``),
         /// IDevIDs to a trusted manufacturer CA.
         public let deviceTrust: TrustVerifier
@@ -42,9 +44,12 @@ public final class IssuingAuthorities: Sendable {
             }
         }
 
-        /// The CA certificates `/cacerts` returns: every trusted issuing CA, the active one first, then the root.
-        public func caCertificates(root: Certificate) -> [Certificate] {
-            [active.certificate] + trusted.filter { $0.id != active.id }.map(\.certificate) + [root]
+        /// The CA certificates `/cacerts` returns: every trusted issuing CA, the active one first, then every
+        /// trusted root (the active one first) and the cross-certificates between them, with which a device that
+        /// trusts one root validates the other (and learns it).
+        public func caCertificates() -> [Certificate] {
+            [active.certificate] + trusted.filter { $0.id != active.id }.map(\.certificate) + roots.trusted
+                + roots.trustedCross
         }
     }
 
@@ -53,21 +58,23 @@ public final class IssuingAuthorities: Sendable {
 
     /// Builds the snapshot from the CAs on disk and their records. Fails when the records name no active CA on
     /// disk.
-    public init(authorities: [IssuingAuthority], records: [IssuingCA], manufacturers: [Certificate]) throws {
+    public init(
+        authorities: [IssuingAuthority], records: [IssuingCA], roots: Roots, manufacturers: [Certificate]
+    ) throws {
         self.manufacturers = manufacturers
-        self.current = Mutex(try Self.snapshot(authorities, records, manufacturers))
+        self.current = Mutex(try Self.snapshot(authorities, records, roots, manufacturers))
     }
 
     public var snapshot: Snapshot { current.withLock { $0 } }
 
-    /// Replaces the snapshot (after the registry changed, or a CA was prepared on disk).
-    public func update(authorities: [IssuingAuthority], records: [IssuingCA]) throws {
-        let next = try Self.snapshot(authorities, records, manufacturers)
+    /// Replaces the snapshot (after the registry changed, or a CA or root was prepared on disk).
+    public func update(authorities: [IssuingAuthority], records: [IssuingCA], roots: Roots) throws {
+        let next = try Self.snapshot(authorities, records, roots, manufacturers)
         current.withLock { $0 = next }
     }
 
     private static func snapshot(
-        _ authorities: [IssuingAuthority], _ records: [IssuingCA], _ manufacturers: [Certificate]
+        _ authorities: [IssuingAuthority], _ records: [IssuingCA], _ roots: Roots, _ manufacturers: [Certificate]
     ) throws -> Snapshot {
         var entries: [Entry] = []
         for authority in authorities.sorted(by: { $0.id < $1.id }) {
@@ -84,7 +91,7 @@ public final class IssuingAuthorities: Sendable {
         }
         let trusted = entries.filter { $0.record.isTrusted }.map(\.authority)
         return Snapshot(
-            loaded: authorities, entries: entries, active: active, trusted: trusted,
+            loaded: authorities, entries: entries, active: active, trusted: trusted, roots: roots,
             deviceTrust: TrustVerifier(anchors: trusted.map(\.certificate) + manufacturers, intermediates: []))
     }
 

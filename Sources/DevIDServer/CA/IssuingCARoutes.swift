@@ -60,14 +60,16 @@ enum IssuingCARoutes {
         // served from the next request.
         admin.post("/ca/issuing/register") { _, context -> ListResponse<IssuingCAView> in
             state.rootCRLs.reloadNow()
+            state.otherRootCRLs.reloadNow()
             let layout = CALayout(dataDirectory: state.configuration.dataDirectory)
             let (passphrase, _) = try DataDirectory.resolvePassphrase(state.configuration, creating: false)
+            let roots = try CAStore.loadRoots(layout: layout)
             let loaded = try CAStore.loadIssuingAuthorities(
-                layout: layout, passphrase: passphrase, root: state.hierarchy.root,
+                layout: layout, passphrase: passphrase, roots: roots,
                 first: state.issuers.snapshot.loaded.first { $0.id == 1 }?.ca)
             _ = try await IssuingAuthorities.register(
                 loaded, store: state.store, auditor: state.auditor, now: state.clock.now(), actor: context.actor)
-            try await refresh(state, authorities: loaded)
+            try await refresh(state, authorities: loaded, roots: roots)
             return ListResponse(items: try await views(state))
         }
 
@@ -229,10 +231,11 @@ enum IssuingCARoutes {
     /// Rebuilds the server's view of the issuing CAs from the registry (and `authorities`, when the data
     /// directory was read again), then brings every consumer in step: CRL publication, verified-chain cache,
     /// broker trust files.
-    static func refresh(_ state: ServerState, authorities: [IssuingAuthority]? = nil) async throws {
+    static func refresh(_ state: ServerState, authorities: [IssuingAuthority]? = nil, roots: Roots? = nil) async throws {
         let before = state.issuers.snapshot
         let records = try await state.store.issuingCAs()
-        try state.issuers.update(authorities: authorities ?? before.loaded, records: records)
+        try state.issuers.update(
+            authorities: authorities ?? before.loaded, records: records, roots: roots ?? before.roots)
         let after = state.issuers.snapshot
         if Set(before.trusted.map(\.id)) != Set(after.trusted.map(\.id)) {
             state.verifiedLeaves.removeAll()

@@ -23,7 +23,7 @@ enum ESTRoutes {
                     return text(.notFound, "unknown EST label")
                 }
                 return try base64Response(
-                    CertsOnlyCMS(certificates: state.issuers.snapshot.caCertificates(root: state.hierarchy.root)).derBytes(), contentType: certsOnly)
+                    CertsOnlyCMS(certificates: state.issuers.snapshot.caCertificates()).derBytes(), contentType: certsOnly)
             }
             router.get("\(prefix)/csrattrs") { _, context in
                 if let label = context.parameters.get("label"), !(await knownLabel(label, state)) {

@@ -28,10 +28,14 @@ enum PublicationRoutes {
             let name = String(file.dropLast(4))
             let lookup: CRLLookup
             var untilRebuild = maximumCRLCacheSeconds
-            if name == "root" {
-                // The root's CRL is signed ahead at root ceremonies (RootCRLs), never by the server.
-                if let crl = state.rootCRLs.crls.current(at: state.clock.now()) {
-                    lookup = .found(PublishedCRL(name: "root", caName: "root", crl: crl, url: ""))
+            let otherRoot = name.hasPrefix("root") ? Int(name.dropFirst(4)) : nil
+            if name == "root" || otherRoot != nil {
+                // The roots' CRLs are signed ahead at root ceremonies (RootCRLs), never by the server.
+                let cache =
+                    otherRoot.map { state.otherRootCRLs.cache(id: $0, roots: state.issuers.snapshot.roots) }
+                    ?? state.rootCRLs
+                if let crl = cache?.crls.current(at: state.clock.now()) {
+                    lookup = .found(PublishedCRL(name: name, caName: name, crl: crl, url: ""))
                 } else {
                     lookup = .missing(
                         status: 404, reason: "no root CRL: sign them with devid ca root-crl --root-key FILE")

@@ -8,6 +8,33 @@ import X509
 /// `DATA/ca/root-crl/` at most once a minute, so CRLs a root ceremony signs while the server runs
 /// (`devid ca root-crl`) are served without a restart. A directory that cannot be read keeps what was loaded.
 final class RootCRLCache: Sendable {
+    /// The caches of the roots after the first (`/crl/root<id>.crl`), made when first asked for.
+    final class Others: Sendable {
+        private let caches = Mutex<[Int: RootCRLCache]>([:])
+        private let layout: CALayout
+        private let logger: Logger
+
+        init(layout: CALayout, logger: Logger) {
+            self.layout = layout
+            self.logger = logger
+        }
+
+        /// The cache of root `id` of `roots`; nil for an unknown root.
+        func cache(id: Int, roots: Roots) -> RootCRLCache? {
+            guard id > 1, let root = roots.certificates[id] else { return nil }
+            return caches.withLock { caches in
+                if let cache = caches[id] { return cache }
+                let cache = RootCRLCache(directory: layout.rootCRLDirectory(id: id), root: root, logger: logger)
+                caches[id] = cache
+                return cache
+            }
+        }
+
+        func reloadNow() {
+            caches.withLock { for cache in $0.values { cache.reloadNow() } }
+        }
+    }
+
     static let reloadInterval: Duration = .seconds(60)
 
     private let directory: String
