@@ -201,9 +201,7 @@ public enum CAStore {
         let (issuingKey, issuingPKCS8) = try KeyMaterial.generateWithDER(.p256)
         var caExtensions: [Certificate.Extension] = []
         if let base = options.revocationBaseURL {
-            caExtensions.append(
-                try RevocationExtensions.crlDistributionPoint(
-                    uri: RevocationEndpoints(baseURL: base, caName: "root").crlURL(name: "root")))
+            caExtensions = try RevocationExtensions.caExtensions(baseURL: base, rootName: "root")
         }
         let issuingCert = try root.issue(
             subject: try name("DevID Issuing CA"), publicKey: issuingKey.publicKey, profile: .issuing, now: now,

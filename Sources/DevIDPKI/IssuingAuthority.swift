@@ -99,12 +99,12 @@ extension CAStore {
         let id = (existing.map(\.id).max() ?? 1) + 1
         let first = try readCertificate(layout.issuingCertificate)
         let name = try renamed(first.subject, commonName: "DevID Issuing CA \(id)")
-        var copied = first.extensions.filter { $0.oid == RevocationExtensions.crlDistributionPointsOID }
-        if rootID != 1, let uri = RevocationExtensions.crlDistributionPointURI(of: first), uri.hasSuffix("/root.crl") {
-            copied = [
-                try RevocationExtensions.crlDistributionPoint(
-                    uri: String(uri.dropLast("root.crl".count)) + Roots.crlName(id: rootID) + ".crl")
-            ]
+        // The base URL the first CA's CRL Distribution Point names (`<base>/crl/root.crl`): the new CA names its own
+        // root's CRL and certificate under it.
+        var copied: [Certificate.Extension] = []
+        if let uri = RevocationExtensions.crlDistributionPointURI(of: first), uri.hasSuffix("/crl/root.crl") {
+            copied = try RevocationExtensions.caExtensions(
+                baseURL: String(uri.dropLast("/crl/root.crl".count)), rootName: Roots.crlName(id: rootID))
         }
         let (key, pkcs8) = try KeyMaterial.generateWithDER(.p256)
         let certificate = try root.issue(

@@ -66,6 +66,69 @@ struct RootCRLTests {
         try await server.stop()
     }
 
+    @Test("issuing CA certificates name their root's certificate (AIA caIssuers), which the operations listener serves")
+    func authorityInformationAccess() async throws {
+        let server = try await Self.server()
+        let layout = CALayout(dataDirectory: server.configuration.dataDirectory)
+        let issuing = server.state.hierarchy.issuing.certificate
+        #expect(Self.caIssuers(of: issuing) == Self.base + "/ca/root.crt")
+        #expect(Self.caIssuers(of: try #require(server.state.hierarchy.services).certificate) == Self.base + "/ca/root.crt")
+        // A CA prepared later names the same; one under a later root names that root's CRL and certificate.
+        let prepared = try CAStore.prepareIssuing(
+            layout: layout, rootKeyPath: layout.rootKey, passphrase: Array((server.configuration.caPassphrase ?? "").utf8),
+            now: server.clock.now(), keyEncryptionRounds: server.configuration.keyEncryptionRounds)
+        #expect(Self.caIssuers(of: prepared.certificate) == Self.base + "/ca/root.crt")
+        #expect(RevocationExtensions.crlDistributionPointURI(of: prepared.certificate) == Self.base + "/crl/root.crl")
+        let (rootID, _) = try CAStore.prepareRoot(
+            layout: layout, rootKeyPath: layout.rootKey, passphrase: Array((server.configuration.caPassphrase ?? "").utf8),
+            now: server.clock.now(), keyEncryptionRounds: server.configuration.keyEncryptionRounds)
+        _ = try CAStore.activateRoot(layout: layout, id: rootID)
+        let underNew = try CAStore.prepareIssuing(
+            layout: layout, rootKeyPath: layout.rootKey(id: rootID),
+            passphrase: Array((server.configuration.caPassphrase ?? "").utf8), now: server.clock.now(),
+            keyEncryptionRounds: server.configuration.keyEncryptionRounds)
+        #expect(Self.caIssuers(of: underNew.certificate) == Self.base + "/ca/root2.crt")
+        #expect(RevocationExtensions.crlDistributionPointURI(of: underNew.certificate) == Self.base + "/crl/root2.crl")
+        // pkilint accepts issuing CA certificates with both extensions.
+        for (name, certificate) in [("prepared", prepared.certificate), ("under-root-2", underNew.certificate)] {
+            let file = try server.directory.write("\(name).pem", certificate.pemString)
+            let lint = try await ExternalTool.runAsync(["lint_pkix_cert", "lint", "-s", "WARNING", file])
+            #expect(lint.succeeded && lint.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "\(lint)")
+        }
+
+        let registered = try await withClient(try server.client()) {
+            try await $0.send(
+                "POST", server.opsURL + "/v1/admin/ca/issuing/register",
+                headers: [("Authorization", "Bearer \(server.adminToken)"), ("Content-Type", "application/json")],
+                body: "{}")
+        }
+        #expect(registered.status == 200, "\(registered.body)")
+        let dir = server.directory
+        for (name, expected) in [("root", server.state.hierarchy.root), ("root2", try CAStore.loadRoots(layout: layout).certificates[2])] {
+            let file = dir.file("\(name).der")
+            let fetched = try await ExternalTool.runAsync([
+                "curl", "-s", "-o", file, "-w", "%{http_code} %{content_type}", server.opsURL + "/ca/\(name).crt",
+            ])
+            #expect(fetched.stdout == "200 application/pkix-cert", "\(fetched)")
+            let der = try #require(FileManager.default.contents(atPath: file))
+            #expect(try Certificate(derEncoded: Array(der)) == expected)
+            #expect(try await Self.fetch(server, name, into: dir.file("\(name).crl")) == 200)
+        }
+        let unknown = try await ExternalTool.runAsync([
+            "curl", "-s", "-w", " %{http_code}", server.opsURL + "/ca/root9.crt",
+        ])
+        #expect(unknown.stdout == "unknown CA certificate root9.crt\n 404", "\(unknown)")
+        try await server.stop()
+    }
+
+    static func caIssuers(of certificate: Certificate) -> String? {
+        guard let access = try? certificate.extensions.authorityInformationAccess else { return nil }
+        for description in access where description.method == .issuingCA {
+            if case .uniformResourceIdentifier(let uri) = description.location { return uri }
+        }
+        return nil
+    }
+
     @Test("13 CRLs signed ahead: a new one every 30 days; a warning 60 days before they run out; critical after")
     func schedule() async throws {
         let server = try await Self.server()

@@ -42,6 +42,29 @@ public enum RevocationExtensions {
         }
     }
 
+    /// Authority Information Access naming only where to fetch the issuer's certificate (caIssuers): what a CA
+    /// certificate carries (its issuer, a root, runs no OCSP responder), non-critical.
+    public static func authorityInformationAccess(caIssuers: String) throws(DevIDPKIError) -> Certificate.Extension {
+        do {
+            return try Certificate.Extension(
+                AuthorityInformationAccess([
+                    .init(method: .issuingCA, location: .uniformResourceIdentifier(caIssuers))
+                ]), critical: false)
+        } catch {
+            throw DevIDPKIError(.malformed, "the authority information access extension could not be encoded")
+        }
+    }
+
+    /// The revocation extensions of a CA certificate signed by root `rootName` (`root`, `root2`, ...): its CRL
+    /// Distribution Point `<base>/crl/<rootName>.crl` and its Authority Information Access `<base>/ca/<rootName>.crt`.
+    public static func caExtensions(baseURL: String, rootName: String) throws(DevIDPKIError) -> [Certificate.Extension] {
+        let endpoints = RevocationEndpoints(baseURL: baseURL, caName: rootName)
+        return [
+            try crlDistributionPoint(uri: endpoints.crlURL(name: rootName)),
+            try authorityInformationAccess(caIssuers: "\(endpoints.baseURL)/ca/\(rootName).crt"),
+        ]
+    }
+
     /// The first CRL Distribution Point URI of `certificate`, if it has one.
     public static func crlDistributionPointURI(of certificate: Certificate) -> String? {
         guard let ext = certificate.extensions[oid: crlDistributionPointsOID],

@@ -68,6 +68,20 @@ enum PublicationRoutes {
             }
         }
 
+        // The roots' certificates, DER: what the Authority Information Access (caIssuers) of the issuing and
+        // services CA certificates names.
+        router.get("/ca/:file") { _, context -> Response in
+            let file = try context.parameters.require("file")
+            let roots = state.issuers.snapshot.roots
+            guard file.hasSuffix(".crt"), let id = roots.ids.first(where: { Roots.crlName(id: $0) + ".crt" == file }),
+                let root = roots.certificates[id]
+            else { return text(.notFound, "unknown CA certificate \(file)") }
+            var headers = HTTPFields()
+            headers[.contentType] = "application/pkix-cert"
+            headers[.cacheControl] = "public, max-age=3600"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: root.derBytes)))
+        }
+
         router.post("/ocsp") { request, _ -> Response in
             let body: ByteBuffer
             do {
