@@ -107,7 +107,7 @@ public struct CAHierarchy: Sendable {
     public let metadata: CAMetadata
     public let root: Certificate
     public let issuing: CertificateAuthority
-    /// DevID's own manufacturer CA, when it has one (the factory tooling uses it).
+    /// DevID's own active manufacturer CA, when it has one (the factory tooling mints new lots with it).
     public let manufacturer: CertificateAuthority?
     /// Every manufacturer CA whose IDevIDs may enroll (DevID's own included).
     public let trustedManufacturers: [Certificate]
@@ -123,6 +123,8 @@ public struct CAHierarchy: Sendable {
     public let issuingAuthorities: [IssuingAuthority]
     /// Every root (``root`` is root 1), their cross-certificates and which one is active.
     public let roots: Roots
+    /// Every manufacturer CA of DevID's own, by id (``manufacturer`` is the active one, which mints new lots).
+    public let ownManufacturers: [Int: CertificateAuthority]
 
     public var trustDomain: String { metadata.trustDomain }
 
@@ -293,12 +295,8 @@ public enum CAStore {
         else {
             throw DevIDPKIError(.malformed, "\(layout.issuingCertificate) is not signed by the root in \(layout.rootCertificate)")
         }
-        var manufacturer: CertificateAuthority?
-        if FileManager.default.fileExists(atPath: layout.manufacturerKey) {
-            manufacturer = try CertificateAuthority(
-                certificate: try readCertificate(layout.manufacturerCertificate),
-                signingKey: try readKey(layout.manufacturerKey, passphrase: passphrase))
-        }
+        let own = try loadOwnManufacturers(layout: layout, passphrase: passphrase)
+        let manufacturer = own.cas[own.state.active] ?? own.cas[1]
         var trusted: [Certificate] = []
         let files = (try? FileManager.default.contentsOfDirectory(atPath: layout.trustedManufacturers)) ?? []
         for file in files.sorted() where file.hasSuffix(".pem") || file.hasSuffix(".crt") {
@@ -339,7 +337,7 @@ public enum CAStore {
         return CAHierarchy(
             metadata: metadata, root: root, issuing: issuing, manufacturer: manufacturer,
             trustedManufacturers: trusted, serverChain: serverChain, serverKeyPKCS8: serverPKCS8, services: services,
-            issuingAuthorities: authorities, roots: roots)
+            issuingAuthorities: authorities, roots: roots, ownManufacturers: own.cas)
     }
 
     /// The listeners' certificate re-issued by `issuing` (same key, subject and names, a new lifetime), written to

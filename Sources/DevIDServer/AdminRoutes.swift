@@ -240,8 +240,9 @@ enum AdminRoutes {
             let now = state.clock.now()
             // IDevIDs of DevID's own manufacturer CA are registered by serial: its CRL and OCSP responder list them
             // once revoked, and only the listed certificate enrolls.
-            let ownManufacturer = state.hierarchy.manufacturer?.certificate.sha256Fingerprint
-                == manifest.manufacturerCASHA256
+            let ownManufacturer = state.hierarchy.ownManufacturers.values.contains {
+                $0.certificate.sha256Fingerprint == manifest.manufacturerCASHA256
+            }
             let devices = manifest.devices.map {
                 Device(
                     id: $0.deviceID, tenant: manifest.tenant, hardwareSerial: $0.hardwareSerial, lot: manifest.lot,

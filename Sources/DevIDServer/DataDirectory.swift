@@ -4,6 +4,7 @@ public import DevIDPKI
 public import DevIDStore
 import Foundation
 public import Logging
+public import X509
 
 /// What the first start (or `devid ca init`) created, for the operator to read once.
 public struct FirstStartReport: Sendable, Hashable {
@@ -172,6 +173,34 @@ public enum DataDirectory {
             layout: layout, rootKeyPath: rootKeyPath ?? layout.rootKey, passphrase: passphrase, now: clock.now(),
             newRootKeyOut: newRootKeyOut, keyEncryptionRounds: configuration.keyEncryptionRounds
         ).id
+    }
+
+    /// `devid ca manufacturer prepare|activate|distrust`, and the list: DevID's own manufacturer CAs.
+    public enum ManufacturerAction: Sendable { case list, prepare, activate(Int), distrust(Int) }
+
+    /// Runs `action` on the data directory; returns each own manufacturer CA with its state (`active`, `trusted`
+    /// or `distrusted`), by id.
+    public static func manufacturers(
+        configuration: ServerConfiguration, _ action: ManufacturerAction, clock: any WallClock
+    ) throws -> [(id: Int, state: String, certificate: X509.Certificate)] {
+        let layout = CALayout(dataDirectory: configuration.dataDirectory)
+        let (passphrase, _) = try resolvePassphrase(configuration, creating: false)
+        switch action {
+        case .list: break
+        case .prepare:
+            _ = try CAStore.prepareManufacturer(
+                layout: layout, passphrase: passphrase, now: clock.now(),
+                keyEncryptionRounds: configuration.keyEncryptionRounds)
+        case .activate(let id): try CAStore.activateManufacturer(layout: layout, id: id, passphrase: passphrase)
+        case .distrust(let id): try CAStore.distrustManufacturer(layout: layout, id: id, passphrase: passphrase)
+        }
+        let own = try CAStore.loadOwnManufacturers(layout: layout, passphrase: passphrase)
+        return own.cas.keys.sorted().compactMap { id in
+            guard let ca = own.cas[id] else { return nil }
+            let trusted = FileManager.default.fileExists(atPath: layout.trustedOwnManufacturer(id: id))
+            let state = own.state.active == id ? "active" : trusted ? "trusted" : "distrusted"
+            return (id, state, ca.certificate)
+        }
     }
 
     /// `devid ca issuing prepare`: a new issuing CA signed with the root key (default `DATA/ca/root.key`), written

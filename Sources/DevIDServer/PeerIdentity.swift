@@ -35,7 +35,7 @@ public enum PeerIdentity: Sendable, Hashable {
         {
             return .idevid(
                 hardwareSerial: hardwareSerial, serial: serial,
-                ownManufacturer: hierarchy.manufacturer.map { anchor == $0.certificate } ?? false,
+                ownManufacturer: hierarchy.ownManufacturers.values.contains { anchor == $0.certificate },
                 manufacturerSHA256: anchor.sha256Fingerprint, certificateSHA256: leaf.sha256Fingerprint)
         }
         return .unrecognized(serial: serial)

@@ -10,7 +10,7 @@ struct CA: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ca",
         abstract: "Create and inspect the CA hierarchy.",
-        subcommands: [Init.self, InitServices.self, RootCRL.self, Show.self, CAIssuing.self, CARoot.self])
+        subcommands: [Init.self, InitServices.self, RootCRL.self, Show.self, CAIssuing.self, CARoot.self, CAManufacturer.self])
 
     struct RootCRL: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

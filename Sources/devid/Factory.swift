@@ -50,7 +50,10 @@ struct Factory: AsyncParsableCommand {
                 guard RevocationEndpoints.isValidBaseURL(revocationBaseURL) else {
                     throw CLIError("--revocation-base-url must be http(s)://host[:port][/path]")
                 }
-                revocation = RevocationEndpoints(baseURL: revocationBaseURL, caName: "manufacturer")
+                // The active manufacturer CA's CRL: `manufacturer`, `manufacturer2`, ... (devid ca manufacturer).
+                let id = hierarchy.ownManufacturers.first { $0.value.certificate == ca.certificate }?.key ?? 1
+                revocation = RevocationEndpoints(
+                    baseURL: revocationBaseURL, caName: id == 1 ? "manufacturer" : "manufacturer\(id)")
             }
             let minter = LotMinter(manufacturer: ca, manufacturerName: manufacturer, revocation: revocation)
             let progress = ProgressBar(total: count ?? 0)

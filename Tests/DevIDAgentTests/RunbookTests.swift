@@ -266,6 +266,19 @@ struct RunbookTests {
         _ = try await fleet.server.interrupt(timeout: 10)
     }
 
+    /// `devid agent enroll` of device `<lot>-00000<index>` with its IDevID, trusting the active root.
+    static func enrollWithIDevID(
+        _ fleet: Fleet, lot: String, index: Int, state: String
+    ) async throws -> ServeCLITests.CommandResult {
+        let device = "\(lot)-00000\(index)"
+        return try await ServeCLITests.devid(
+            [
+                "agent", "enroll", "--server", fleet.endpoints.estURL, "--trust-bundle", "\(fleet.dataDir)/ca/roots/2.crt",
+                "--state-dir", fleet.work.file(state), "--idevid-cert", fleet.work.file("lot-\(lot)/\(device)/chain.pem"),
+                "--idevid-key", fleet.work.file("lot-\(lot)/\(device)/idevid.key"),
+            ], in: fleet.work.path)
+    }
+
     @Test("docs/runbooks/break-glass.md", .timeLimit(.minutes(5)))
     func breakGlassRunbook() async throws {
         let commands = try Self.commands(in: "docs/runbooks/break-glass.md")
@@ -319,6 +332,20 @@ struct RunbookTests {
                 for log in try await checkIns() { #expect(log.contains("trust bundle updated"), "\(log)") }
                 for index in 1...3 { #expect(try trustCount(index) == 2) }
             }
+            if line == "ca manufacturer prepare" { try await restart() }
+            if line == "device import lot-L2/manifest.json" {
+                // A device of the new lot bootstraps with an IDevID of manufacturer CA 2.
+                let enroll = try await Self.enrollWithIDevID(fleet, lot: "L2", index: 1, state: "state-L2")
+                #expect(enroll.succeeded, "\(enroll)")
+            }
+            if line == "ca manufacturer distrust 1" {
+                try await restart()
+                let refused = try await Self.enrollWithIDevID(fleet, lot: "L1", index: 1, state: "state-L1-again")
+                #expect(!refused.succeeded, "an IDevID of a distrusted manufacturer CA still enrolls: \(refused)")
+                #expect(refused.stderr.contains("TLS"), "refused in the handshake: \(refused)")
+                // Its devices keep their LDevIDs.
+                for log in try await checkIns() { #expect(!log.contains("change="), "\(log)") }
+            }
             if line == "ca issuing revoke 3 --reason superseded" {
                 try await restart()
                 let audit = try await fleet.devid(["audit", "list", "--action", "tls.server_certificate"])
@@ -368,6 +395,11 @@ struct RunbookTests {
         #expect(stdout("rotate status --issuing-ca 3").contains("3    3        0        0"), "\(outputs)")
         #expect(stdout("ca root prepare").contains("prepared root 2; restart devid serve, then: devid ca root activate 2"))
         #expect(stdout("ca root retire 1").contains("1   retired"), "\(outputs)")
+        #expect(stdout("ca manufacturer prepare").contains("2   trusted"), "\(outputs)")
+        #expect(stdout("ca manufacturer list").contains("1   distrusted"), "\(outputs)")
+        #expect(stdout("ca manufacturer list").contains("2   active"), "\(outputs)")
+        let l2 = try String(contentsOfFile: fleet.work.file("lot-L2/L2-000001/chain.pem"), encoding: .utf8)
+        #expect(try PEM.certificates(l2).first?.issuer.description.contains("DevID Manufacturer CA 2") == true)
 
         // A relying party that trusts only the old root accepts the new chain through the cross-certificate, and
         // pkilint accepts both cross-certificates and the new root.

@@ -160,8 +160,12 @@ struct MetricsExposition {
         // Every issuing CA that is not revoked, by its CRL name (`issuing`, `issuing2`, ...).
         for authority in state.issuers.snapshot.trusted { result.append((authority.crlName, authority.certificate)) }
         if let services = hierarchy.services { result.append(("services", services.certificate)) }
-        if let manufacturer = hierarchy.manufacturer { result.append(("manufacturer", manufacturer.certificate)) }
-        for external in hierarchy.trustedManufacturers where external != hierarchy.manufacturer?.certificate {
+        for (id, own) in hierarchy.ownManufacturers.sorted(by: { $0.key < $1.key })
+        where hierarchy.trustedManufacturers.contains(own.certificate) {
+            result.append((id == 1 ? "manufacturer" : "manufacturer\(id)", own.certificate))
+        }
+        let own = Set(hierarchy.ownManufacturers.values.map(\.certificate))
+        for external in hierarchy.trustedManufacturers where !own.contains(external) {
             result.append(("manufacturer-" + String(external.sha256Fingerprint.prefix(16)), external))
         }
         return result

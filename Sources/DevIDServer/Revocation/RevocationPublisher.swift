@@ -119,13 +119,15 @@ public actor RevocationPublisher: Service {
                     partitions: 1, issuesIDevIDs: false, issuesServiceCertificates: true, builder: builder,
                     matcher: matcher))
         }
-        // DevID's own manufacturer CA only: an external manufacturer publishes its own revocation status.
-        if let manufacturer = hierarchy.manufacturer, let builder = try? CRLBuilder(authority: manufacturer),
-            let matcher = try? OCSPResponder(authority: manufacturer)
-        {
+        // DevID's own manufacturer CAs only (`manufacturer`, `manufacturer2`, ...): an external manufacturer publishes
+        // its own revocation status.
+        for (id, manufacturer) in hierarchy.ownManufacturers.sorted(by: { $0.key < $1.key }) {
+            guard let builder = try? CRLBuilder(authority: manufacturer),
+                let matcher = try? OCSPResponder(authority: manufacturer)
+            else { continue }
             authorities.append(
                 Authority(
-                    name: "manufacturer", ca: manufacturer,
+                    name: id == 1 ? "manufacturer" : "manufacturer\(id)", ca: manufacturer,
                     registryIssuer: String(describing: manufacturer.certificate.subject), partitions: 1,
                     issuesIDevIDs: true, builder: builder, matcher: matcher))
         }
@@ -409,7 +411,9 @@ public actor RevocationPublisher: Service {
     private func revokedEntries(of authority: Authority, now: Date) async throws -> [RevokedEntry] {
         var entries: [RevokedEntry] = []
         if authority.issuesIDevIDs {
-            entries = try await revokedIDevIDEntries(now: now)
+            entries = try await revokedIDevIDEntries(
+                now: now, issuerSHA256: authority.ca.certificate.sha256Fingerprint,
+                orUnknown: authority.name == "manufacturer")
         }
         if authority.issuesServiceCertificates {
             return try await revokedServiceEntries(now: now)
@@ -450,7 +454,9 @@ public actor RevocationPublisher: Service {
         return entries
     }
 
-    private func revokedIDevIDEntries(now: Date) async throws -> [RevokedEntry] {
+    /// The revoked IDevIDs of the manufacturer CA with fingerprint `issuerSHA256` (and, with `orUnknown`, those whose
+    /// device records no issuer: registered before DevID had several manufacturer CAs, so of the first).
+    private func revokedIDevIDEntries(now: Date, issuerSHA256: String, orUnknown: Bool) async throws -> [RevokedEntry] {
         var entries: [RevokedEntry] = []
         var after: DevIDCore.SerialNumber?
         let page = 10_000
@@ -458,6 +464,11 @@ public actor RevocationPublisher: Service {
             let devices = try await store.revokedIDevIDs(afterSerial: after, limit: page)
             for device in devices {
                 guard let serial = device.idevidSerial else { continue }
+                if let issuer = device.idevidIssuerSHA256 {
+                    guard issuer == issuerSHA256 else { continue }
+                } else if !orUnknown {
+                    continue
+                }
                 var reason = device.idevidRevocationReason ?? .unspecified
                 if reason == .removeFromCRL { reason = .unspecified }
                 entries.append(RevokedEntry(serial: serial, revokedAt: device.idevidRevokedAt ?? now, reason: reason))
