@@ -71,8 +71,13 @@ public struct ServerState: Sendable {
         self.otherRootCRLs = RootCRLCache.Others(
             layout: CALayout(dataDirectory: configuration.dataDirectory), logger: logger)
         self.adminTokens = AdminTokenCache(store: store, clock: ContinuousClock())
+        let rootCRLs = self.rootCRLs
+        let otherRootCRLs = self.otherRootCRLs
         self.brokers = BrokerHooks(
-            configuration: configuration, hierarchy: hierarchy, issuers: issuers, store: store, revocation: revocation, clock: clock,
-            logger: logger)
+            configuration: configuration, hierarchy: hierarchy, issuers: issuers, store: store, revocation: revocation,
+            rootCRLs: {
+                ServerState.currentRootCRLs(
+                    roots: issuers.snapshot.roots, first: rootCRLs, others: otherRootCRLs, now: clock.now())
+            }, clock: clock, logger: logger)
     }
 }

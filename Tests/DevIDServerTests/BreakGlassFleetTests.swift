@@ -156,6 +156,17 @@ struct BreakGlassFleetTests {
             return attempt.map { !$0.connected } ?? false
         }
         #expect(cutOff != nil, "Mosquitto still accepts an LDevID of the revoked CA")
+        // The broker's CRL file carries the root's CRL, which lists the revoked issuing CA.
+        let listsCA = await eventually(timeout: 5) {
+            let text = (try? String(contentsOfFile: "\(exportDirectory)/\(MosquittoExport.crlFile)", encoding: .utf8)) ?? ""
+            return text.components(separatedBy: "-----BEGIN X509 CRL-----").dropFirst().contains { block in
+                let body = block.components(separatedBy: "-----END X509 CRL-----")[0].filter { !$0.isWhitespace }
+                guard let der = Data(base64Encoded: body), let crl = try? CertificateRevocationList(derEncoded: Array(der))
+                else { return false }
+                return crl.issuer == root.subject && crl.entry(for: oldCA.serialNumber) != nil
+            }
+        }
+        #expect(listsCA != nil, "the Mosquitto CRL file has no root CRL listing issuing CA 1")
         let after = try await Self.publish(online, port: port, caFile: caFile, work: work, tag: "after")
         #expect(after.isEmpty, "refused after the revocation: \(after)")
 

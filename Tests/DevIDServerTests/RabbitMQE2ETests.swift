@@ -195,6 +195,34 @@ struct RabbitMQE2ETests {
             denials.contains { $0.reason == "publish tenants/initech/eu/devices/eta/telemetry/t: dotted_id" },
             "\(denials.map(\.reason))")
 
+        // 6. Break glass: the issuing CA is replaced and revoked; the open session of a device still on it is closed,
+        // and its LDevID no longer connects (docs/runbooks/break-glass.md).
+        let theta = try await device("theta")
+        let thetaSession = try await MQTTSubscription(
+            port: port, credentials: theta.files, topic: "tenants/acme/broadcast", clientID: "theta",
+            version: "mqttv311", directory: directory)
+        try #require(
+            await eventually(timeout: 5) { ((try? await broker.connectedUsers()) ?? []).contains("theta") } != nil)
+        let layout = CALayout(dataDirectory: fixture.server.configuration.dataDirectory)
+        _ = try CAStore.prepareIssuing(
+            layout: layout, rootKeyPath: layout.rootKey,
+            passphrase: Array((fixture.server.configuration.caPassphrase ?? "").utf8), now: fixture.server.clock.now(),
+            keyEncryptionRounds: fixture.server.configuration.keyEncryptionRounds)
+        for (path, body) in [
+            ("/v1/admin/ca/issuing/register", "{}"), ("/v1/admin/ca/issuing/2/emergency", "{}"),
+            ("/v1/admin/ca/issuing/1/revoke", #"{"force":true}"#),
+        ] {
+            let reply = try await fixture.admin("POST", path, body: body)
+            #expect(reply.status == 200, "\(path): \(reply.body)")
+        }
+        #expect(
+            await eventually(timeout: Self.revocationBound) {
+                !((try? await broker.connectedUsers()) ?? ["theta"]).contains("theta")
+            } != nil, "the session of a device of the revoked issuing CA is still open")
+        let afterCA = try await publish(theta, "tenants/acme/devices/theta/telemetry/t", "after")
+        #expect(!afterCA.connected, "an LDevID of a revoked issuing CA must not connect: \(afterCA.output)")
+        await thetaSession.stop()
+
         await broker.stop()
         try await fixture.server.stop()
     }

@@ -12,7 +12,8 @@ public final class BrokerHooks: Sendable {
 
     init(
         configuration: ServerConfiguration, hierarchy: CAHierarchy, issuers: IssuingAuthorities, store: any Store,
-        revocation: RevocationPublisher, clock: any WallClock, logger: Logger
+        revocation: RevocationPublisher, rootCRLs: @escaping @Sendable () -> [[UInt8]], clock: any WallClock,
+        logger: Logger
     ) {
         mosquitto = configuration.mosquitto.map { sync in
             MosquittoSync(
@@ -23,7 +24,7 @@ public final class BrokerHooks: Sendable {
                 endpoints: { await revocation.endpoints(caName: "services") },
                 snapshot: {
                     let grants = try await BrokerGrants.all(store: store)
-                    let crls = await revocation.brokerCRLs()
+                    let crls = await revocation.brokerCRLs() + rootCRLs()
                     return (crls, grants)
                 })
         }
@@ -55,8 +56,23 @@ extension RevocationPublisher {
 }
 
 extension ServerState {
+    /// The issuing CAs' CRLs and the current CRL of every trusted root (which lists revoked issuing CAs).
     func brokerCRLs() async -> [[UInt8]] {
-        await revocation.brokerCRLs()
+        await revocation.brokerCRLs() + currentRootCRLs()
+    }
+
+    func currentRootCRLs() -> [[UInt8]] {
+        Self.currentRootCRLs(roots: issuers.snapshot.roots, first: rootCRLs, others: otherRootCRLs, now: clock.now())
+    }
+
+    /// The current pre-signed CRL of every root that is not retired (DER).
+    static func currentRootCRLs(
+        roots: Roots, first: RootCRLCache, others: RootCRLCache.Others, now: Date
+    ) -> [[UInt8]] {
+        roots.ids.filter { !roots.state.retired.contains($0) }.compactMap { id in
+            let cache = id == 1 ? first : others.cache(id: id, roots: roots)
+            return cache?.crls.current(at: now)?.derBytes
+        }
     }
 }
 

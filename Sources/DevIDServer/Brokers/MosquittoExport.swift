@@ -21,9 +21,10 @@ public struct BrokerGrant: Sendable, Hashable {
 /// The files that make a Mosquitto 2.0 broker enforce DevID's identities: `devid export mosquitto --dir D` and
 /// `devid serve --mosquitto-dir D` write them.
 ///
-/// - `ca.pem`: the CAs a device's LDevID chains to (issuing CA, root), for `cafile`;
-/// - `crl.pem`: the issuing CA's current CRLs (every partition), for `crlfile`: a revoked LDevID fails the TLS
-///   handshake of every new connection once Mosquitto has re-read it (on SIGHUP);
+/// - `ca.pem`: the CAs a device's LDevID chains to (every issuing CA that is not revoked, the trusted roots and their
+///   cross-certificates), for `cafile`;
+/// - `crl.pem`: the issuing CAs' current CRLs (every partition) and the roots' CRLs, for `crlfile`: a revoked
+///   LDevID fails the TLS handshake of every new connection once Mosquitto has re-read it (on SIGHUP);
 /// - `acl`: one `user <device-id>` block per device that may connect today, with `topic write` (publish) and
 ///   `topic read` (subscribe and receive) lines generated from the topic policies. A device that is revoked,
 ///   suspended or has no valid credential has no block, so Mosquitto denies it every topic, including on
