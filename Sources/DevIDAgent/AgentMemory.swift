@@ -25,6 +25,20 @@ public struct AgentMemory: Codable, Sendable, Hashable {
         }
     }
 
+    /// When the server asked this certificate to rotate now (a campaign, a tainted issuing CA): the moment drawn
+    /// within the agent's rotate-now jitter, so a fleet told at once does not renew in the same second.
+    public struct RotateNow: Codable, Sendable, Hashable {
+        public var certificateSHA256: String
+        /// Server time.
+        public var at: Date
+
+        public init(certificateSHA256: String, at: Date) {
+            self.certificateSHA256 = certificateSHA256
+            self.at = at
+        }
+    }
+
+    public var rotateNow: RotateNow?
     /// The last clock-skew measurement.
     public var clockSkew: ServerClock.Sample?
     /// The rotation policy the server last announced.

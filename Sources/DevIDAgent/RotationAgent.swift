@@ -44,6 +44,10 @@ public actor RotationAgent {
     public struct Options: Sendable {
         /// Seconds between check-ins while nothing is due, unless `agent.json` says otherwise.
         public var checkInInterval: TimeInterval = RotationAgent.defaultCheckInInterval
+        /// When the server says "rotate now", the agent waits a moment drawn from 0 to this many seconds first (once
+        /// per certificate, persisted), so that a fleet told at the same time (a tainted issuing CA, a campaign, a
+        /// reconnect storm) does not renew in the same second. 0 renews at once.
+        public var rotateNowJitter: TimeInterval = RotationAgent.defaultRotateNowJitter
         public var backoff: Backoff = Backoff()
         /// Real time the reload hook may take.
         public var hookTimeout: Duration = .seconds(120)
@@ -56,8 +60,10 @@ public actor RotationAgent {
 
         public init(
             checkInInterval: TimeInterval = RotationAgent.defaultCheckInInterval, backoff: Backoff = Backoff(),
-            hookTimeout: Duration = .seconds(120), crashAfter: RotationStep? = nil
+            hookTimeout: Duration = .seconds(120), crashAfter: RotationStep? = nil,
+            rotateNowJitter: TimeInterval = RotationAgent.defaultRotateNowJitter
         ) {
+            self.rotateNowJitter = rotateNowJitter
             self.checkInInterval = checkInInterval
             self.backoff = backoff
             self.hookTimeout = hookTimeout
@@ -67,6 +73,8 @@ public actor RotationAgent {
 
     /// One hour: how fast a rotation campaign reaches an idle device.
     public static let defaultCheckInInterval: TimeInterval = 3_600
+    /// At most a minute: long enough to spread a fleet told at once, short enough for a leaked CA.
+    public static let defaultRotateNowJitter: TimeInterval = 60
 
     public nonisolated let stateDirectory: AgentStateDirectory
     /// The device's estimate of the server's time.
@@ -321,6 +329,20 @@ public actor RotationAgent {
 
         let policy = memory.policy ?? RotationPolicy()
         let now = serverClock.now()
+        if let rotateNow = progress.status?.rotateNow, rotateNow, beyondRepair == nil, options.rotateNowJitter > 0,
+            progress.status?.credentialStatus != .superseded
+        {
+            let fingerprint = current.certificate.sha256Fingerprint
+            if memory.rotateNow?.certificateSHA256 != fingerprint {
+                let delay = Double.random(in: 0...options.rotateNowJitter, using: &random)
+                memory.rotateNow = AgentMemory.RotateNow(certificateSHA256: fingerprint, at: now.addingTimeInterval(delay))
+                try saveMemory()
+            }
+            if let at = memory.rotateNow?.at, at > now {
+                logger.debug("rotating after the rotate-now jitter", metadata: ["at": "\(at)"])
+                return Wake(reason: .scheduled, delay: at.timeIntervalSince(now), at: at)
+            }
+        }
         let renewalAt = try scheduledRenewal(for: current.certificate, policy: policy)
         if let beyondRepair {
             try await bootstrap(reason: beyondRepair, configuration: configuration, &progress)

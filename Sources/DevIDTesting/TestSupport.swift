@@ -39,6 +39,13 @@ public enum ExternalTool {
     public static func run(_ arguments: [String], stdin: [UInt8]? = nil, environment: [String: String]? = nil) throws
         -> Result
     {
+        try run(arguments, stdin: stdin, environment: environment, waitForFewerDescriptors: false)
+    }
+
+    /// `waitForFewerDescriptors` only on a thread of its own (``ProcessLaunch``).
+    static func run(
+        _ arguments: [String], stdin: [UInt8]?, environment: [String: String]?, waitForFewerDescriptors: Bool
+    ) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments
@@ -51,7 +58,11 @@ public enum ExternalTool {
         process.standardOutput = out
         process.standardError = err
         process.standardInput = input
-        try process.run()
+        if waitForFewerDescriptors {
+            try ProcessLaunch.run(process)
+        } else {
+            try process.run()
+        }
         if let stdin { input.fileHandleForWriting.write(Data(stdin)) }
         try? input.fileHandleForWriting.close()
         // Read before waiting so a full pipe cannot deadlock the child.
@@ -70,7 +81,9 @@ public enum ExternalTool {
         try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
                 continuation.resume(
-                    with: Result_.init(catching: { try run(arguments, stdin: stdin, environment: environment) }))
+                    with: Result_.init(catching: {
+                        try run(arguments, stdin: stdin, environment: environment, waitForFewerDescriptors: true)
+                    }))
             }
         }
     }
@@ -149,5 +162,29 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+}
+
+/// Starts child processes around a bug of swift-corelibs-foundation 6.3.1 on Linux: `Process.run()` reads every
+/// `/proc/self/fd` entry with a 256-byte copy that runs past glibc's 32 KiB `readdir` buffer once the process has
+/// more than about 1,360 open descriptors, and the test process crashes with SIGSEGV
+/// (swiftlang/swift-corelibs-foundation#5472, fixed after 6.3). The test suite runs hundreds of tests in parallel
+/// and passes 1,500 open descriptors at its peak (many registries open at once), so the launchers that run on
+/// threads of their own (``ExternalTool/runAsync(_:stdin:environment:)``, the CLI tests' `devid` runner) start their
+/// children through here: it waits, a bounded time, until fewer than ``limit`` descriptors are open. Never from a
+/// thread of the cooperative pool: blocking one of its two threads on CI stalls every in-process server.
+public enum ProcessLaunch {
+    /// Well under the ~1,360 entries that fill the buffer.
+    public static let limit = 1_100
+
+    public static func openDescriptors() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
+    }
+
+    /// `process.run()` once fewer than ``limit`` descriptors are open, or after `timeout` seconds regardless.
+    public static func run(_ process: Process, timeout: TimeInterval = 10) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while openDescriptors() >= limit, Date() < deadline { usleep(10_000) }
+        try process.run()
     }
 }

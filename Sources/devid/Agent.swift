@@ -204,6 +204,10 @@ struct Agent: AsyncParsableCommand {
             String?
         @Option(name: .long, help: "Seconds between check-ins while nothing is due (default 3600).")
         var checkInInterval: Double?
+        @Option(
+            name: .long,
+            help: "When told to rotate now, wait up to this many seconds first, drawn at random (default 60; 0: at once).")
+        var rotateNowJitter: Double = RotationAgent.defaultRotateNowJitter
         @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel =
             "info"
 
@@ -213,6 +217,9 @@ struct Agent: AsyncParsableCommand {
             }
             if let checkInInterval, checkInInterval <= 0 {
                 throw ValidationError("--check-in-interval must be positive")
+            }
+            if !(0...3_600).contains(rotateNowJitter) {
+                throw ValidationError("--rotate-now-jitter must be 0 to 3600 seconds")
             }
             guard Logger.Level(rawValue: logLevel) != nil else {
                 throw ValidationError("unknown log level \(logLevel)")
@@ -248,7 +255,9 @@ struct Agent: AsyncParsableCommand {
             let agent: RotationAgent
             do {
                 agent = try RotationAgent(
-                    stateDirectory: stateDir, configuration: configuration, clock: SystemWallClock(), logger: logger)
+                    stateDirectory: stateDir, configuration: configuration,
+                    options: RotationAgent.Options(rotateNowJitter: rotateNowJitter), clock: SystemWallClock(),
+                    logger: logger)
             } catch {
                 throw CLIError("cannot start the agent: \(error)")
             }

@@ -64,15 +64,16 @@ final class TestDevice: Sendable {
     }
 
     /// A fresh agent over the state directory (a restart). Deterministic jitter from `seed`.
+    /// `rotateNowJitter` is 0 here: a campaign renews at the step that learns it (the jitter has its own tests).
     func agent(
         crashAfter: RotationStep? = nil, checkInInterval: TimeInterval = 86_400, seed: UInt64 = 1,
-        configuration: AgentConfiguration? = nil
+        configuration: AgentConfiguration? = nil, rotateNowJitter: TimeInterval = 0
     ) throws -> RotationAgent {
         try RotationAgent(
             stateDirectory: stateDir, configuration: configuration,
             options: RotationAgent.Options(
                 checkInInterval: checkInInterval, backoff: Backoff(base: 30, cap: 3_600), hookTimeout: .seconds(30),
-                crashAfter: crashAfter),
+                crashAfter: crashAfter, rotateNowJitter: rotateNowJitter),
             clock: localClock, random: SplitMix64(seed: seed))
     }
 

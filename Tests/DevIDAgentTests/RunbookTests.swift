@@ -291,7 +291,8 @@ struct RunbookTests {
             var logs: [String] = []
             for index in 1...3 {
                 let run = try await ServeCLITests.devid(
-                    ["agent", "run", "--state-dir", fleet.stateDirectory(index), "--once"], in: fleet.work.path)
+                    ["agent", "run", "--state-dir", fleet.stateDirectory(index), "--once", "--rotate-now-jitter", "0"],
+                    in: fleet.work.path)
                 #expect(run.succeeded, "agent run --once: \(run)")
                 logs.append(run.stdout + run.stderr)
             }

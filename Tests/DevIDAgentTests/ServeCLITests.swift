@@ -262,7 +262,7 @@ struct ServeCLITests {
         let err = Pipe.closeOnExec()
         process.standardOutput = out
         process.standardError = err
-        try process.run()
+        try ProcessLaunch.run(process)
 
         let pid = process.processIdentifier
         let killed = Flag()

@@ -34,7 +34,10 @@ struct BreakGlassFleetTests {
         let exportDirectory = work.file("export")
         let pidFile = work.file("mosquitto.pid")
         let port = try Loopback.freePort()
-        let fixture = try await ESTFixture { configuration in
+        // The server's (virtual) time starts two minutes behind the machine's: the test moves it on by the agents'
+        // rotate-now jitter, and Mosquitto and openssl, which check CRLs against the machine's clock, must never
+        // see a CRL from the future.
+        let fixture = try await ESTFixture(clock: ManualWallClock(Date().addingTimeInterval(-120))) { configuration in
             configuration.mosquitto = MosquittoSyncConfiguration(
                 directory: exportDirectory, pidFile: pidFile, port: port, bindAddress: "127.0.0.1",
                 brokerNames: ["127.0.0.1", "localhost"])
@@ -103,11 +106,21 @@ struct BreakGlassFleetTests {
             "the Mosquitto CA file never listed the new issuing CA")
         let dryTaint = try await fixture.admin("POST", "/v1/admin/ca/issuing/1/taint", body: #"{"dryRun":true}"#)
         #expect(dryTaint.body.contains(#""rotationDue":50"#), "\(dryTaint.body)")
-        let taintStart = ContinuousClock.now
         let tainted = try await fixture.admin("POST", "/v1/admin/ca/issuing/1/taint", body: "{}")
         #expect(tainted.status == 200 && tainted.body.contains(#""rotationDue":50"#), "\(tainted.body)")
 
-        // Every online agent checks in, is told to rotate, and moves to the new CA.
+        // Every online agent checks in and is told to rotate; each draws a moment within its rotate-now jitter
+        // (60 s), so the fleet does not renew in the same second.
+        let told = try await Self.stepAll(online)
+        #expect(told.values.allSatisfy { $0.error == nil && $0.change == nil }, "\(told.mapValues(\.description))")
+        let delays = told.values.map(\.delay)
+        #expect(delays.allSatisfy { (0...RotationAgent.defaultRotateNowJitter).contains($0) }, "\(delays)")
+        #expect((delays.max() ?? 0) - (delays.min() ?? 0) > 30, "the fleet's renewals spread over the minute: \(delays.sorted())")
+        #expect(Set(delays.map { Int($0) }).count > 25, "\(delays.sorted())")
+        clock.advance(by: RotationAgent.defaultRotateNowJitter + 1)
+
+        // A minute on, every online agent renews onto the new CA.
+        let taintStart = ContinuousClock.now
         let wakes = try await Self.stepAll(online)
         let rolloverSeconds = Self.seconds(ContinuousClock.now - taintStart)
         let failed = wakes.filter { $0.value.error != nil }

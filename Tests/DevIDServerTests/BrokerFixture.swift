@@ -11,8 +11,11 @@ import X509
 
 extension ESTFixture {
     /// A fixture whose server is configured by `configure` (for broker sync, short rotation periods...).
-    init(policy: TenantPolicy = TenantPolicy(), configure: (inout ServerConfiguration) -> Void) async throws {
-        server = try await LiveServer(configure: configure)
+    init(
+        policy: TenantPolicy = TenantPolicy(), clock: ManualWallClock = ManualWallClock(Date()),
+        configure: (inout ServerConfiguration) -> Void
+    ) async throws {
+        server = try await LiveServer(clock: clock, configure: configure)
         try await server.state.store.createTenant(
             Tenant(id: tenant, displayName: "Acme", createdAt: server.clock.now(), policy: policy), audit: nil)
     }
