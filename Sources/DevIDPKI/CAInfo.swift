@@ -63,22 +63,40 @@ public struct HierarchySummary: Codable, Sendable, Hashable {
         }
         var entries: [CertificateSummary] = []
         entries.append(CertificateSummary(role: "root", certificate: try CAStore.readCertificate(layout.rootCertificate)))
+        // After a root rollover: the later roots and the cross-certificates between them (break-glass runbook).
+        let roots = try CAStore.loadRoots(layout: layout)
+        for id in roots.ids where id > 1 {
+            if let root = roots.certificates[id] { entries.append(CertificateSummary(role: "root\(id)", certificate: root)) }
+        }
+        for cross in roots.cross.sorted(by: { ($0.subjectID, $0.issuerID) < ($1.subjectID, $1.issuerID) }) {
+            entries.append(
+                CertificateSummary(role: "root\(cross.subjectID)-by-root\(cross.issuerID)", certificate: cross.certificate))
+        }
         entries.append(
             CertificateSummary(role: "issuing", certificate: try CAStore.readCertificate(layout.issuingCertificate)))
+        for id in Self.laterIDs(in: layout.issuingDirectory) {
+            entries.append(
+                CertificateSummary(role: "issuing\(id)", certificate: try CAStore.readCertificate(layout.issuingCertificate(id: id))))
+        }
         if FileManager.default.fileExists(atPath: layout.servicesCertificate) {
             entries.append(
                 CertificateSummary(role: "services", certificate: try CAStore.readCertificate(layout.servicesCertificate)))
         }
-        var ownManufacturer: String?
+        var ownManufacturers: Set<String> = []
         if FileManager.default.fileExists(atPath: layout.manufacturerCertificate) {
             let cert = try CAStore.readCertificate(layout.manufacturerCertificate)
-            ownManufacturer = cert.sha256Fingerprint
+            ownManufacturers.insert(cert.sha256Fingerprint)
             entries.append(CertificateSummary(role: "manufacturer", certificate: cert))
+        }
+        for id in Self.laterIDs(in: layout.manufacturersDirectory) {
+            let cert = try CAStore.readCertificate(layout.manufacturerCertificate(id: id))
+            ownManufacturers.insert(cert.sha256Fingerprint)
+            entries.append(CertificateSummary(role: "manufacturer\(id)", certificate: cert))
         }
         let files = (try? FileManager.default.contentsOfDirectory(atPath: layout.trustedManufacturers)) ?? []
         for file in files.sorted() where file.hasSuffix(".pem") {
             let text = String(decoding: try SecureFile.read(layout.trustedManufacturers + "/" + file), as: UTF8.self)
-            for cert in try PEM.certificates(text) where cert.sha256Fingerprint != ownManufacturer {
+            for cert in try PEM.certificates(text) where !ownManufacturers.contains(cert.sha256Fingerprint) {
                 entries.append(CertificateSummary(role: "trusted-manufacturer", certificate: cert))
             }
         }
@@ -86,22 +104,42 @@ public struct HierarchySummary: Codable, Sendable, Hashable {
             CertificateSummary(role: "server-tls", certificate: try CAStore.readCertificate(layout.serverCertificate)))
         return HierarchySummary(trustDomain: metadata.trustDomain, certificates: entries)
     }
+
+    /// The ids 2, 3, ... of the `<id>.crt` files in `directory`, in order.
+    static func laterIDs(in directory: String) -> [Int] {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return files.compactMap { file in
+            guard file.hasSuffix(".crt"), let id = Int(file.dropLast(4)), id > 1 else { return nil }
+            return id
+        }.sorted()
+    }
 }
 
 extension HierarchySummary {
     /// The summary of a loaded hierarchy.
     public init(hierarchy: CAHierarchy) {
-        var entries = [
-            CertificateSummary(role: "root", certificate: hierarchy.root),
-            CertificateSummary(role: "issuing", certificate: hierarchy.issuing.certificate),
-        ]
+        var entries = [CertificateSummary(role: "root", certificate: hierarchy.root)]
+        for id in hierarchy.roots.ids where id > 1 {
+            if let root = hierarchy.roots.certificates[id] {
+                entries.append(CertificateSummary(role: "root\(id)", certificate: root))
+            }
+        }
+        for cross in hierarchy.roots.cross.sorted(by: { ($0.subjectID, $0.issuerID) < ($1.subjectID, $1.issuerID) }) {
+            entries.append(
+                CertificateSummary(role: "root\(cross.subjectID)-by-root\(cross.issuerID)", certificate: cross.certificate))
+        }
+        for authority in hierarchy.issuingAuthorities {
+            entries.append(CertificateSummary(role: authority.crlName, certificate: authority.certificate))
+        }
         if let services = hierarchy.services {
             entries.append(CertificateSummary(role: "services", certificate: services.certificate))
         }
-        if let manufacturer = hierarchy.manufacturer {
-            entries.append(CertificateSummary(role: "manufacturer", certificate: manufacturer.certificate))
+        for (id, own) in hierarchy.ownManufacturers.sorted(by: { $0.key < $1.key }) {
+            entries.append(
+                CertificateSummary(role: id == 1 ? "manufacturer" : "manufacturer\(id)", certificate: own.certificate))
         }
-        for cert in hierarchy.trustedManufacturers where cert != hierarchy.manufacturer?.certificate {
+        let own = Set(hierarchy.ownManufacturers.values.map(\.certificate))
+        for cert in hierarchy.trustedManufacturers where !own.contains(cert) {
             entries.append(CertificateSummary(role: "trusted-manufacturer", certificate: cert))
         }
         if let server = hierarchy.serverChain.first {

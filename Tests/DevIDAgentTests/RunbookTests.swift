@@ -429,6 +429,10 @@ struct RunbookTests {
         #expect(list.contains("3   active"), "the list of section 3: \(list)")
         #expect(stdout("audit list --action ca.issuing.emergency").contains("CA 3 prepared → active, CA 2 active → tainted"))
         #expect(stdout("audit verify").contains("audit chain intact"))
+        let show = stdout("ca show")
+        for role in ["root", "root2", "root2-by-root1", "root1-by-root2", "issuing", "issuing4", "manufacturer2", "server-tls"] {
+            #expect(show.contains("\n\(role)\n"), "devid ca show lists \(role): \(show)")
+        }
 
         // The old root's CRL lists the three revoked CAs under it, and the devices (all on CA 4) still check in.
         let rootCRL = try await ServeCLITests.devid(
