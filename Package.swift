@@ -41,10 +41,22 @@ let package = Package(
     ],
     targets: [
         .target(name: "DevIDCore", swiftSettings: swiftSettings),
+        // The PKCS#11 header (libp11-kit-dev); modules are loaded at run time by DevIDPKCS11, never linked.
+        .systemLibrary(name: "CPKCS11", path: "Sources/CPKCS11", providers: [.apt(["libp11-kit-dev"])]),
+        .target(
+            name: "DevIDPKCS11",
+            dependencies: [
+                "CPKCS11",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "DevIDPKI",
             dependencies: [
-                "DevIDCore",
+                "DevIDCore", "DevIDPKCS11",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -174,6 +186,16 @@ let package = Package(
         .testTarget(
             name: "DevIDFuzzTests",
             dependencies: ["DevIDFuzzTargets", "DevIDCore", "DevIDPKI", "DevIDAgent", "DevIDServer"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "DevIDPKCS11Tests",
+            dependencies: [
+                "DevIDPKCS11", "DevIDPKI", "DevIDTesting",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "DevIDCoreTests", dependencies: ["DevIDCore", "DevIDTesting"], swiftSettings: swiftSettings),

@@ -64,6 +64,13 @@ elif mode == "hold":            # N connections from one source address, held fo
                 closed += 1
         return open_, closed
     o, c = state()
+    # The server closes connections over its cap at accept; on a loaded machine that can take
+    # longer than the half second above: wait (at most 15 s) for the closures the caller expects.
+    settle = int(sys.argv[7]) if len(sys.argv) > 7 else 0
+    deadline = time.monotonic() + 15
+    while c < settle and time.monotonic() < deadline:
+        time.sleep(0.1)
+        o, c = state()
     open(ready, "w").write(json.dumps({"open": o, "closed": c}))
     time.sleep(seconds)
     o2, c2 = state()

@@ -1,0 +1,56 @@
+public import Foundation
+
+/// A SoftHSM2 token store in a temporary directory (its own `softhsm2.conf`), with tokens made by
+/// `softhsm2-util --init-token`: a real PKCS#11 module for tests.
+///
+/// A process loads SoftHSM2 once and reads `SOFTHSM2_CONF` then, so in-process tests share ``shared`` (which sets
+/// the variable before any test loads the module); tests that run `devid` as a child process make their own and pass
+/// ``environment`` to it.
+public struct SoftHSM: Sendable {
+    public static let module = "/usr/lib/softhsm/libsofthsm2.so"
+    public static let userPIN = "1234"
+    public static let soPIN = "5678"
+
+    public let directory: TemporaryDirectory
+    public let configuration: String
+    /// A file holding ``userPIN``, for `pin-source=file:...`.
+    public let pinFile: String
+    public var environment: [String: String] { ["SOFTHSM2_CONF": configuration] }
+
+    public init() throws {
+        directory = try TemporaryDirectory(prefix: "devid-softhsm")
+        let tokens = directory.file("tokens")
+        try FileManager.default.createDirectory(atPath: tokens, withIntermediateDirectories: true)
+        configuration = try directory.write(
+            "softhsm2.conf", "directories.tokendir = \(tokens)\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n")
+        pinFile = try directory.write("pin", SoftHSM.userPIN + "\n")
+    }
+
+    /// The process-wide store for in-process tests, with `SOFTHSM2_CONF` set to it and one token, ``sharedToken``,
+    /// made before anything loads the module: SoftHSM2 sees only the tokens that exist when a process initialises
+    /// it, so in-process tests share that token and tell their keys apart by label.
+    public static let shared: SoftHSM = {
+        let store = try! SoftHSM()
+        try! store.initToken(sharedToken)
+        setenv("SOFTHSM2_CONF", store.configuration, 1)
+        return store
+    }()
+    public static let sharedToken = "devid-unit"
+
+    /// A new token labelled `label` with ``userPIN`` and ``soPIN``.
+    public func initToken(_ label: String) throws {
+        let result = try ExternalTool.run(
+            ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", SoftHSM.userPIN, "--so-pin", SoftHSM.soPIN],
+            environment: environment)
+        guard result.succeeded else {
+            throw NSError(domain: "SoftHSM", code: Int(result.status), userInfo: [NSLocalizedDescriptionKey: result.stderr])
+        }
+    }
+
+    /// A `pkcs11:` URI for `token` (and `object`), module SoftHSM2, PIN from ``pinFile`` (or `pinSource`).
+    public func uri(token: String, object: String? = nil, pinSource: String? = nil) -> String {
+        var path = "token=\(token)"
+        if let object { path += ";object=\(object)" }
+        return "pkcs11:\(path)?module-path=\(SoftHSM.module)&pin-source=\(pinSource ?? "file:" + pinFile)"
+    }
+}
