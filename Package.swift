@@ -47,6 +47,8 @@ let package = Package(
             name: "DevIDPKCS11",
             dependencies: [
                 "CPKCS11",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -76,7 +78,7 @@ let package = Package(
         .target(
             name: "DevIDServer",
             dependencies: [
-                "DevIDCore", "DevIDPKI", "DevIDStore",
+                "DevIDCore", "DevIDPKCS11", "DevIDPKI", "DevIDStore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -101,7 +103,7 @@ let package = Package(
         .target(
             name: "DevIDAgent",
             dependencies: [
-                "DevIDCore", "DevIDPKI",
+                "DevIDCore", "DevIDPKCS11", "DevIDPKI",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -129,7 +131,7 @@ let package = Package(
         .executableTarget(
             name: "devid",
             dependencies: [
-                "DevIDCore", "DevIDPKI", "DevIDStore", "DevIDServer", "DevIDAgent",
+                "DevIDCore", "DevIDPKCS11", "DevIDPKI", "DevIDStore", "DevIDServer", "DevIDAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

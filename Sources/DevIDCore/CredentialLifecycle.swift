@@ -61,6 +61,9 @@ public enum RefusalCode: String, Sendable, Codable, Hashable, CaseIterable {
     case overloaded
     /// The registry's disk is full: nothing was issued or changed; `503`, retry after `Retry-After`.
     case storageFull = "storage_full"
+    /// The CA key's hardware token is unavailable (removed, failing, PIN refused): nothing was issued; `503`, retry
+    /// after `Retry-After`.
+    case caKeyUnavailable = "ca_key_unavailable"
 }
 
 /// A refusal as a value: a stable code and a one-line, secret-free message.

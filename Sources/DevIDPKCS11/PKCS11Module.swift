@@ -12,12 +12,48 @@ import Synchronization
 public final class PKCS11Module: Sendable {
     public let path: String
     nonisolated(unsafe) let functions: UnsafeMutablePointer<CK_FUNCTION_LIST>
+    /// Every call into the module holds it shared; ``reinitialize()`` holds it exclusively, since PKCS#11 forbids
+    /// C_Finalize while other threads are inside the library.
+    nonisolated(unsafe) private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+    /// Bumped by every ``reinitialize()``: sessions and object handles from before are void.
+    private let state = Mutex<(generation: Int, lastReinitialized: ContinuousClock.Instant?)>((0, nil))
 
     private static let loaded = Mutex<[String: PKCS11Module]>([:])
 
     private init(path: String, functions: UnsafeMutablePointer<CK_FUNCTION_LIST>) {
         self.path = path
         self.functions = functions
+        lock = .allocate(capacity: 1)
+        pthread_rwlock_init(lock, nil)
+    }
+
+    var generation: Int { state.withLock { $0.generation } }
+
+    /// Runs `body` while no ``reinitialize()`` can run.
+    func shared<T>(_ body: () throws(PKCS11Error) -> T) throws(PKCS11Error) -> T {
+        pthread_rwlock_rdlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+
+    /// C_Finalize and C_Initialize again, at most once every two seconds: a token that was removed and came back
+    /// may only be seen after it (SoftHSM2, for one, lists the tokens it found at C_Initialize). Every token of the
+    /// module then opens new sessions and finds its keys again.
+    func reinitialize() {
+        let now = ContinuousClock.now
+        let due = state.withLock { state -> Bool in
+            if let last = state.lastReinitialized, now - last < .seconds(2) { return false }
+            state.lastReinitialized = now
+            return true
+        }
+        guard due else { return }
+        pthread_rwlock_wrlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        _ = functions.pointee.C_Finalize?(nil)
+        var args = CK_C_INITIALIZE_ARGS()
+        args.flags = CK_FLAGS(CKF_OS_LOCKING_OK)
+        _ = withUnsafeMutablePointer(to: &args) { functions.pointee.C_Initialize?(UnsafeMutableRawPointer($0)) }
+        state.withLock { $0.generation += 1 }
     }
 
     /// The module at `path`, loaded and initialised on first use.

@@ -21,8 +21,9 @@ public struct PKCS11PrivateKey: CustomPrivateKey, @unchecked Sendable {
 
     /// The handle of the private key object, found again after the token came back.
     private let handle: Handle
+    /// The handle and the token generation it was found in (a handle of an earlier generation is void).
     final class Handle: Sendable {
-        let value = Mutex<CK_OBJECT_HANDLE?>(nil)
+        let value = Mutex<(generation: Int, handle: CK_OBJECT_HANDLE)?>(nil)
     }
 
     init(token: PKCS11Token, label: String, curve: PKCS11Curve, publicKey: Certificate.PublicKey, handle: CK_OBJECT_HANDLE?) {
@@ -32,7 +33,8 @@ public struct PKCS11PrivateKey: CustomPrivateKey, @unchecked Sendable {
         self.curve = curve
         self.publicKey = publicKey
         self.handle = Handle()
-        self.handle.value.withLock { $0 = handle }
+        let generation = token.generation
+        self.handle.value.withLock { $0 = handle.map { (generation, $0) } }
     }
 
     // MARK: Opening and creating
@@ -87,6 +89,10 @@ public struct PKCS11PrivateKey: CustomPrivateKey, @unchecked Sendable {
                 (CK_ATTRIBUTE_TYPE(CKA_SENSITIVE), PKCS11Token.yes),
                 (CK_ATTRIBUTE_TYPE(CKA_EXTRACTABLE), PKCS11Token.no),
                 (CK_ATTRIBUTE_TYPE(CKA_SIGN), PKCS11Token.yes),
+                // Least privilege: no unwrapping, no key derivation. (CKA_DECRYPT false is refused by tpm2-pkcs11, whose
+                // TPM keys always allow it; an EC key has no plain decryption anyway.)
+                (CK_ATTRIBUTE_TYPE(CKA_UNWRAP), PKCS11Token.no),
+                (CK_ATTRIBUTE_TYPE(CKA_DERIVE), PKCS11Token.no),
                 (CK_ATTRIBUTE_TYPE(CKA_LABEL), Array(label.utf8)),
                 (CK_ATTRIBUTE_TYPE(CKA_ID), id),
             ]
@@ -153,11 +159,12 @@ public struct PKCS11PrivateKey: CustomPrivateKey, @unchecked Sendable {
     }
 
     private func privateHandle(_ session: CK_SESSION_HANDLE) throws(PKCS11Error) -> CK_OBJECT_HANDLE {
-        if let value = handle.value.withLock({ $0 }) { return value }
+        let generation = token.generation
+        if let value = handle.value.withLock({ $0 }), value.generation == generation { return value.handle }
         guard let found = try token.find(session, objectClass: UInt(CKO_PRIVATE_KEY), label: label, id: nil).first else {
             throw PKCS11Error(.keyNotFound, "token \(token.label) no longer holds private key \(label)")
         }
-        handle.value.withLock { $0 = found }
+        handle.value.withLock { $0 = (generation, found) }
         return found
     }
 
@@ -169,10 +176,16 @@ public struct PKCS11PrivateKey: CustomPrivateKey, @unchecked Sendable {
             do throws(PKCS11Error) {
                 return try rawSignature(session, digest, try privateHandle(session))
             } catch {
-                // A handle from before the token went away: find the key again, once.
+                // A handle from before the token went away: find the key again, once. A key that was there and is
+                // not now means the token is not the one it was (removed, replaced): unavailable, not "no such key".
                 guard error.code == .keyNotFound else { throw error }
                 handle.value.withLock { $0 = nil }
-                return try rawSignature(session, digest, try privateHandle(session))
+                do throws(PKCS11Error) {
+                    return try rawSignature(session, digest, try privateHandle(session))
+                } catch {
+                    guard error.code == .keyNotFound else { throw error }
+                    throw PKCS11Error(.tokenUnavailable, "token \(token.label) no longer holds key \(label): \(error.reason)")
+                }
             }
         }
         do {
@@ -243,5 +256,58 @@ public struct PKCS11PrivateKey: CustomPrivateKey, @unchecked Sendable {
     }
     public func serialize(into coder: inout DER.Serializer) throws {
         throw PKCS11Error(.failed, "key \(label) lives in token \(token.label) and is never exported")
+    }
+}
+
+extension PKCS11PrivateKey {
+    /// Moves an existing key into the token (`devid ca import-key`): the private scalar `value` becomes a sensitive,
+    /// non-extractable token object labelled `label`, beside its public key. The caller destroys the old copy.
+    public static func importKey(
+        in uri: PKCS11URI, label: String, curve: PKCS11Curve, value: [UInt8], publicKey: Certificate.PublicKey,
+        x963 point: [UInt8]
+    ) throws(PKCS11Error) -> PKCS11PrivateKey {
+        let token = try PKCS11Token.open(uri)
+        return try token.withSession { session throws(PKCS11Error) in
+            guard try token.find(session, objectClass: UInt(CKO_PRIVATE_KEY), label: label, id: nil).isEmpty else {
+                throw PKCS11Error(.alreadyExists, "token \(token.label) already holds a key \(label); DevID never replaces a key")
+            }
+            let id = Array(label.utf8)
+            let keyType = PKCS11Token.ulong(UInt(CKK_EC))
+            let privateTemplate: [(CK_ATTRIBUTE_TYPE, [UInt8])] = [
+                (CK_ATTRIBUTE_TYPE(CKA_CLASS), PKCS11Token.ulong(UInt(CKO_PRIVATE_KEY))),
+                (CK_ATTRIBUTE_TYPE(CKA_KEY_TYPE), keyType),
+                (CK_ATTRIBUTE_TYPE(CKA_TOKEN), PKCS11Token.yes),
+                (CK_ATTRIBUTE_TYPE(CKA_PRIVATE), PKCS11Token.yes),
+                (CK_ATTRIBUTE_TYPE(CKA_SENSITIVE), PKCS11Token.yes),
+                (CK_ATTRIBUTE_TYPE(CKA_EXTRACTABLE), PKCS11Token.no),
+                (CK_ATTRIBUTE_TYPE(CKA_SIGN), PKCS11Token.yes),
+                (CK_ATTRIBUTE_TYPE(CKA_EC_PARAMS), curve.parameters),
+                (CK_ATTRIBUTE_TYPE(CKA_VALUE), value),
+                (CK_ATTRIBUTE_TYPE(CKA_LABEL), Array(label.utf8)),
+                (CK_ATTRIBUTE_TYPE(CKA_ID), id),
+            ]
+            let publicTemplate: [(CK_ATTRIBUTE_TYPE, [UInt8])] = [
+                (CK_ATTRIBUTE_TYPE(CKA_CLASS), PKCS11Token.ulong(UInt(CKO_PUBLIC_KEY))),
+                (CK_ATTRIBUTE_TYPE(CKA_KEY_TYPE), keyType),
+                (CK_ATTRIBUTE_TYPE(CKA_TOKEN), PKCS11Token.yes),
+                (CK_ATTRIBUTE_TYPE(CKA_VERIFY), PKCS11Token.yes),
+                (CK_ATTRIBUTE_TYPE(CKA_EC_PARAMS), curve.parameters),
+                // CKA_EC_POINT: DER OCTET STRING of the uncompressed point.
+                (CK_ATTRIBUTE_TYPE(CKA_EC_POINT), [0x04, UInt8(point.count)] + point),
+                (CK_ATTRIBUTE_TYPE(CKA_LABEL), Array(label.utf8)),
+                (CK_ATTRIBUTE_TYPE(CKA_ID), id),
+            ]
+            let f = token.functions
+            var privateHandle = CK_OBJECT_HANDLE(0)
+            var publicHandle = CK_OBJECT_HANDLE(0)
+            var rv = PKCS11Token.withTemplate(publicTemplate) { f.C_CreateObject!(session, $0, $1, &publicHandle) }
+            guard rv == CKR_OK else { throw PKCS11Module.error(rv, "importing public key \(label) into token \(token.label)") }
+            rv = PKCS11Token.withTemplate(privateTemplate) { f.C_CreateObject!(session, $0, $1, &privateHandle) }
+            guard rv == CKR_OK else {
+                _ = f.C_DestroyObject!(session, publicHandle)
+                throw PKCS11Module.error(rv, "importing private key \(label) into token \(token.label)")
+            }
+            return PKCS11PrivateKey(token: token, label: label, curve: curve, publicKey: publicKey, handle: privateHandle)
+        }
     }
 }

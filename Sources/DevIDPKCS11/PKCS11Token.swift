@@ -21,6 +21,11 @@ public final class PKCS11Token: Sendable {
         var slot: CK_SLOT_ID?
         var idle: [CK_SESSION_HANDLE] = []
         var loggedIn = false
+        /// The module's generation the sessions belong to.
+        var moduleGeneration = 0
+        /// Bumped at every reset: object handles found before are void (a handle may name another object once the
+        /// token is back).
+        var generation = 0
     }
     private let state = Mutex(State())
 
@@ -54,18 +59,42 @@ public final class PKCS11Token: Sendable {
 
     // MARK: Sessions
 
-    /// Runs `body` with a logged-in session; retries once on fresh sessions when the token was gone.
+    /// The current generation of object handles (see ``State/generation``).
+    var generation: Int { state.withLock { $0.generation } }
+
+    /// Runs `body` with a logged-in session. When the token was gone, retries on fresh sessions; when the token is
+    /// then not found, re-initializes the module once and looks again; a token still missing is
+    /// ``PKCS11Error/Code/tokenUnavailable`` (it was there before: removed, not misnamed).
     public func withSession<T>(_ body: (CK_SESSION_HANDLE) throws(PKCS11Error) -> T) throws(PKCS11Error) -> T {
         do {
             return try attempt(body)
         } catch {
-            guard error.code == .tokenUnavailable else { throw error }
-            reset()
+            guard error.code == .tokenUnavailable || error.code == .tokenNotFound else { throw error }
+        }
+        reset()
+        do {
             return try attempt(body)
+        } catch {
+            guard error.code == .tokenUnavailable || error.code == .tokenNotFound else { throw error }
+        }
+        module.reinitialize()
+        reset()
+        do {
+            return try attempt(body)
+        } catch {
+            guard error.code == .tokenNotFound, found.withLock({ $0 }) else { throw error }
+            throw PKCS11Error(.tokenUnavailable, "token \(label) is not present in \(module.path) (removed?)")
         }
     }
 
+    /// Whether the token was ever found: one that is missing later was removed, not misnamed.
+    private let found = Mutex(false)
+
     private func attempt<T>(_ body: (CK_SESSION_HANDLE) throws(PKCS11Error) -> T) throws(PKCS11Error) -> T {
+        try module.shared { () throws(PKCS11Error) -> T in try attemptShared(body) }
+    }
+
+    private func attemptShared<T>(_ body: (CK_SESSION_HANDLE) throws(PKCS11Error) -> T) throws(PKCS11Error) -> T {
         let session = try checkOut()
         do {
             let result = try body(session)
@@ -83,15 +112,23 @@ public final class PKCS11Token: Sendable {
 
     /// Drops every session (after the token went away); the next call looks for the slot again.
     func reset() {
+        let moduleGeneration = module.generation
         let slot = state.withLock { state -> CK_SLOT_ID? in
-            let slot = state.slot
-            state = State()
+            let slot = state.moduleGeneration == moduleGeneration ? state.slot : nil
+            state = State(moduleGeneration: moduleGeneration, generation: state.generation + 1)
             return slot
         }
-        if let slot { _ = functions.C_CloseAllSessions?(slot) }
+        if let slot { _ = try? module.shared { () throws(PKCS11Error) in _ = functions.C_CloseAllSessions?(slot) } }
     }
 
     private func checkOut() throws(PKCS11Error) -> CK_SESSION_HANDLE {
+        // After the module was re-initialized, every session and handle of before is void.
+        let moduleGeneration = module.generation
+        state.withLock { state in
+            if state.moduleGeneration != moduleGeneration {
+                state = State(moduleGeneration: moduleGeneration, generation: state.generation + 1)
+            }
+        }
         if let session = state.withLock({ $0.idle.popLast() }) { return session }
         let slot = try resolveSlot()
         var session = CK_SESSION_HANDLE(0)
@@ -141,6 +178,7 @@ public final class PKCS11Token: Sendable {
             if let manufacturer = uri.manufacturer, Self.padded(info.manufacturerID) != manufacturer { continue }
             if let model = uri.model, Self.padded(info.model) != model { continue }
             state.withLock { $0.slot = slot }
+            found.withLock { $0 = true }
             return slot
         }
         throw PKCS11Error(.tokenNotFound, "no token \(label) in PKCS#11 module \(module.path)")

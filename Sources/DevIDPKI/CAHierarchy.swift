@@ -1,4 +1,5 @@
 import DevIDCore
+public import DevIDPKCS11
 public import Foundation
 import SwiftASN1
 public import X509
@@ -58,6 +59,10 @@ public struct CAMetadata: Codable, Sendable, Hashable {
     /// Where the root key was written, when not in the data directory.
     public var rootKeyLocation: String?
     public var serverNames: [String]
+    /// True when the CA keys live in a token: the listeners' key is then never written anywhere: a new one is made in
+    /// memory at every start and certified by the issuing CA (``CAStore/load(layout:passphrase:)``), so the data
+    /// directory holds no private key at all and a TLS handshake never waits for the token.
+    public var listenerKeyInMemory: Bool?
 }
 
 /// Options for creating a hierarchy.
@@ -77,6 +82,12 @@ public struct CAInitOptions: Sendable {
     /// Where relying parties fetch the root's CRL (`<base>/crl/root.crl`), named in the CRL Distribution Points of
     /// the issuing and services CA certificates; nil names none.
     public var revocationBaseURL: String?
+    /// A `pkcs11:` token URI: the CA keys are generated inside that token (objects `root`, `issuing`, `services`,
+    /// `manufacturer`), never written to the data directory. Nil keeps them in encrypted files.
+    public var keyURI: String?
+    /// A `pkcs11:` token URI for the root key alone (an offline token); default: ``keyURI``'s token, or the file
+    /// ``rootKeyOut``.
+    public var rootKeyURI: String?
 
     public init(
         trustDomain: String, rootKeyOut: String? = nil, externalManufacturerCAs: [Certificate] = [],
@@ -113,7 +124,7 @@ public struct CAHierarchy: Sendable {
     public let trustedManufacturers: [Certificate]
     /// Server certificate followed by the issuing CA.
     public let serverChain: [Certificate]
-    /// The server's PKCS#8 key DER, for the TLS stack.
+    /// The server's PKCS#8 key DER, for the TLS stack (made at load when ``CAMetadata/listenerKeyInMemory``).
     public let serverKeyPKCS8: [UInt8]
     /// The services CA, which issues brokers' TLS certificates; nil in a data directory made before it existed whose
     /// root key is not at hand (`devid ca init-services` creates it).
@@ -196,11 +207,30 @@ public enum CAStore {
             } catch { throw DevIDPKIError(.malformed, "CA name could not be encoded") }
         }
 
-        let (rootKey, rootPKCS8) = try KeyMaterial.generateWithDER(.p384)
+        func tokenURI(_ text: String?) throws(DevIDPKIError) -> PKCS11URI? {
+            guard let text else { return nil }
+            do { return try PKCS11URI(text).tokenURI } catch { throw DevIDPKIError(error) }
+        }
+        let token = try tokenURI(options.keyURI)
+        let rootToken = try tokenURI(options.rootKeyURI) ?? (options.rootKeyOut == nil ? token : nil)
+        let rounds = options.keyEncryptionRounds
+        let rootKeyPath = options.rootKeyOut ?? layout.rootKey
+        // Directories first: a key made in a token is recorded by a reference file beside where its file would be.
+        try SecureFile.createDirectory(layout.dataDirectory)
+        try SecureFile.createDirectory(layout.caDirectory)
+        try SecureFile.createDirectory(layout.tlsDirectory)
+        try SecureFile.createDirectory(layout.trustedManufacturers)
+        func makeKey(_ path: String, _ algorithm: KeyAlgorithm, _ token: PKCS11URI?, _ label: String)
+            throws(DevIDPKIError) -> Certificate.PrivateKey
+        {
+            try CAKeys.create(path, algorithm: algorithm, token: token, label: label, passphrase: passphrase, rounds: rounds)
+        }
+
+        let rootKey = try makeKey(rootKeyPath, .p384, rootToken, "root")
         let root = try CertificateAuthority.makeRoot(
             subject: try name("DevID Root CA"), key: rootKey, profile: .root, now: now)
 
-        let (issuingKey, issuingPKCS8) = try KeyMaterial.generateWithDER(.p256)
+        let issuingKey = try makeKey(layout.issuingKey, .p256, token, "issuing")
         var caExtensions: [Certificate.Extension] = []
         if let base = options.revocationBaseURL {
             caExtensions = try RevocationExtensions.caExtensions(baseURL: base, rootName: "root")
@@ -209,33 +239,33 @@ public enum CAStore {
             subject: try name("DevID Issuing CA"), publicKey: issuingKey.publicKey, profile: .issuing, now: now,
             additionalExtensions: caExtensions)
         let issuing = try CertificateAuthority(certificate: issuingCert, signingKey: issuingKey)
-        let (services, servicesPKCS8) = try makeServicesCA(
-            root: root, name: try name("DevID Services CA"), now: now, extensions: caExtensions)
+        let services = try makeServicesCA(
+            root: root, name: try name("DevID Services CA"), now: now, extensions: caExtensions,
+            key: try makeKey(layout.servicesKey, .p256, token, "services"))
 
-        var manufacturer: (CertificateAuthority, [UInt8])?
+        var manufacturer: CertificateAuthority?
         if options.createManufacturerCA {
-            let (key, pkcs8) = try KeyMaterial.generateWithDER(.p256)
-            let ca = try CertificateAuthority.makeRoot(
-                subject: try name("DevID Manufacturer CA"), key: key, profile: .manufacturer, now: now)
-            manufacturer = (ca, pkcs8)
+            let key = try makeKey(layout.manufacturerKey, .p256, token, "manufacturer")
+            manufacturer = try CertificateAuthority.makeRoot(
+                subject: try name("DevID Manufacturer CA"), key: key, profile: .manufacturer, now: now,
+                additionalExtensions: try ownManufacturerExtensions(baseURL: options.revocationBaseURL, id: 1))
         }
 
         let serverNames = ["localhost", "127.0.0.1"] + options.serverNames.filter { $0 != "localhost" && $0 != "127.0.0.1" }
-        let (serverKey, serverPKCS8) = try KeyMaterial.generateWithDER(.p256)
+        // The listeners' key: an encrypted file, or, with the CA keys in a token, only in memory (a new one at every
+        // start, see ``CAMetadata/listenerKeyInMemory``).
+        let (serverKey, generatedServerPKCS8) = try KeyMaterial.generateWithDER(.p256)
+        let serverPKCS8 = token == nil ? generatedServerPKCS8 : nil
         let serverCert = try issuing.issue(
             subject: try name("DevID Server"), publicKey: serverKey.publicKey, profile: .serverTLS,
             subjectAlternativeNames: serverNames.map(generalName(forHost:)), now: now)
 
         let metadata = CAMetadata(
-            trustDomain: options.trustDomain, createdAt: now, rootKeyLocation: options.rootKeyOut,
-            serverNames: serverNames)
+            trustDomain: options.trustDomain, createdAt: now,
+            rootKeyLocation: rootToken.map { $0.naming(object: "root").description } ?? options.rootKeyOut,
+            serverNames: serverNames, listenerKeyInMemory: token == nil ? nil : true)
 
         // Write everything; the metadata file last, so a crash midway leaves no "initialized" hierarchy.
-        try SecureFile.createDirectory(layout.dataDirectory)
-        try SecureFile.createDirectory(layout.caDirectory)
-        try SecureFile.createDirectory(layout.tlsDirectory)
-        try SecureFile.createDirectory(layout.trustedManufacturers)
-        let rounds = options.keyEncryptionRounds
         func writeKey(_ der: [UInt8], _ path: String) throws(DevIDPKIError) {
             let pem = try EncryptedPrivateKey.encryptPEM(privateKeyInfoDER: der, passphrase: passphrase, iterations: rounds)
             try SecureFile.write(Array(pem.utf8), to: path, mode: 0o600)
@@ -243,24 +273,19 @@ public enum CAStore {
         func writeCert(_ certs: [Certificate], _ path: String) throws(DevIDPKIError) {
             try SecureFile.write(Array(PEM.bundle(certs).utf8), to: path, mode: 0o644)
         }
-        let rootKeyPath = options.rootKeyOut ?? layout.rootKey
-        try writeKey(rootPKCS8, rootKeyPath)
         try writeCert([root.certificate], layout.rootCertificate)
-        try writeKey(issuingPKCS8, layout.issuingKey)
         try writeCert([issuing.certificate], layout.issuingCertificate)
         try writeCert([issuing.certificate, root.certificate], layout.issuingChain)
-        try writeKey(servicesPKCS8, layout.servicesKey)
         try writeCert([services.certificate], layout.servicesCertificate)
         try writeCert([services.certificate, root.certificate], layout.servicesChain)
-        if let (ca, pkcs8) = manufacturer {
-            try writeKey(pkcs8, layout.manufacturerKey)
+        if let ca = manufacturer {
             try writeCert([ca.certificate], layout.manufacturerCertificate)
             try writeCert([ca.certificate], layout.trustedManufacturers + "/devid-manufacturer.pem")
         }
         for external in options.externalManufacturerCAs {
             try writeCert([external], layout.trustedManufacturers + "/\(external.sha256Fingerprint.prefix(16)).pem")
         }
-        try writeKey(serverPKCS8, layout.serverKey)
+        if let serverPKCS8 { try writeKey(serverPKCS8, layout.serverKey) }
         try writeCert([serverCert, issuing.certificate], layout.serverCertificate)
         try RootCRLs.sign(root: root, count: RootCRLs.defaultCount, now: now, directory: layout.rootCRLDirectory)
         let encoder = JSONEncoder()
@@ -272,7 +297,7 @@ public enum CAStore {
         try SecureFile.write(Array(json), to: layout.metadata, mode: 0o644)
 
         let hierarchy = try load(layout: layout, passphrase: passphrase)
-        return Created(hierarchy: hierarchy, rootKeyPath: rootKeyPath)
+        return Created(hierarchy: hierarchy, rootKeyPath: metadata.rootKeyLocation ?? rootKeyPath)
     }
 
     /// Loads the hierarchy the server needs (never the root key).
@@ -319,6 +344,12 @@ public enum CAStore {
         }
         let serverChain = try PEM.certificates(
             String(decoding: try SecureFile.read(layout.serverCertificate), as: UTF8.self))
+        var serverPKCS8: [UInt8] = []
+        if metadata.listenerKeyInMemory == true, !FileManager.default.fileExists(atPath: layout.serverKey) {
+            // A new listener key for this process; `devid serve` certifies it at start
+            // (``reissueServerCertificate(layout:current:issuing:now:publicKey:)``) before it listens.
+            serverPKCS8 = try KeyMaterial.generateWithDER(.p256).pkcs8
+        }
         let roots = try loadRoots(layout: layout)
         let authorities = try loadIssuingAuthorities(layout: layout, passphrase: passphrase, roots: roots, first: issuing)
         // The EST listener presents only a certificate of an issuing CA: never a services-CA (broker) certificate,
@@ -332,11 +363,14 @@ public enum CAStore {
             throw DevIDPKIError(
                 .untrusted, "\(layout.serverCertificate) is not a certificate of the issuing CA in \(layout.issuingCertificate)")
         }
-        let serverPEM = String(decoding: try SecureFile.read(layout.serverKey), as: UTF8.self)
-        let serverPKCS8 = try EncryptedPrivateKey.decrypt(pem: serverPEM, passphrase: passphrase)
+        if serverPKCS8.isEmpty {
+            let serverPEM = String(decoding: try SecureFile.read(layout.serverKey), as: UTF8.self)
+            serverPKCS8 = try EncryptedPrivateKey.decrypt(pem: serverPEM, passphrase: passphrase)
+        }
         return CAHierarchy(
             metadata: metadata, root: root, issuing: issuing, manufacturer: manufacturer,
-            trustedManufacturers: trusted, serverChain: serverChain, serverKeyPKCS8: serverPKCS8, services: services,
+            trustedManufacturers: trusted, serverChain: serverChain, serverKeyPKCS8: serverPKCS8,
+            services: services,
             issuingAuthorities: authorities, roots: roots, ownManufacturers: own.cas)
     }
 
@@ -345,11 +379,12 @@ public enum CAStore {
     /// certificate is not the active issuing CA's (after `devid ca issuing activate`), so that it never keeps
     /// presenting a certificate of a CA that may be revoked next.
     public static func reissueServerCertificate(
-        layout: CALayout, current: Certificate, issuing: CertificateAuthority, now: Date
+        layout: CALayout, current: Certificate, issuing: CertificateAuthority, now: Date,
+        publicKey: Certificate.PublicKey? = nil
     ) throws(DevIDPKIError) -> [Certificate] {
         let names = (try? current.extensions.subjectAlternativeNames).flatMap { $0 }.map(Array.init) ?? []
         let renewed = try issuing.issue(
-            subject: current.subject, publicKey: current.publicKey, profile: .serverTLS,
+            subject: current.subject, publicKey: publicKey ?? current.publicKey, profile: .serverTLS,
             subjectAlternativeNames: names, now: now)
         let chain = [renewed, issuing.certificate]
         try SecureFile.write(Array(PEM.bundle(chain).utf8), to: layout.serverCertificate, mode: 0o644)
@@ -358,12 +393,12 @@ public enum CAStore {
 
     /// A new services CA signed by `root`, and its PKCS#8 key.
     static func makeServicesCA(
-        root: CertificateAuthority, name: DistinguishedName, now: Date, extensions: [Certificate.Extension] = []
-    ) throws(DevIDPKIError) -> (CertificateAuthority, [UInt8]) {
-        let (key, pkcs8) = try KeyMaterial.generateWithDER(.p256)
+        root: CertificateAuthority, name: DistinguishedName, now: Date, extensions: [Certificate.Extension] = [],
+        key: Certificate.PrivateKey
+    ) throws(DevIDPKIError) -> CertificateAuthority {
         let certificate = try root.issue(
             subject: name, publicKey: key.publicKey, profile: .servicesCA, now: now, additionalExtensions: extensions)
-        return (try CertificateAuthority(certificate: certificate, signingKey: key), pkcs8)
+        return try CertificateAuthority(certificate: certificate, signingKey: key)
     }
 
     /// What ``upgrade(layout:passphrase:now:)`` changed in a data directory made by an earlier DevID.
@@ -439,10 +474,7 @@ public enum CAStore {
     static func openRoot(
         layout: CALayout, rootKeyPath: String, passphrase: [UInt8]
     ) throws(DevIDPKIError) -> CertificateAuthority {
-        guard FileManager.default.fileExists(atPath: rootKeyPath) else {
-            throw DevIDPKIError(.notFound, "root key \(rootKeyPath) not found")
-        }
-        let rootKey = try readKey(rootKeyPath, passphrase: passphrase)
+        let rootKey = try CAKeys.openCeremonyKey(rootKeyPath, passphrase: passphrase)
         let roots = try loadRoots(layout: layout)
         guard let rootCertificate = roots.ids.compactMap({ roots.certificates[$0] }).first(where: { $0.publicKey == rootKey.publicKey })
         else {
@@ -469,11 +501,11 @@ public enum CAStore {
         // The issuing CA's subject with the services CA's common name.
         let issuing = try readCertificate(layout.issuingCertificate)
         let name = try renamed(issuing.subject, commonName: "DevID Services CA")
-        let (services, pkcs8) = try makeServicesCA(root: root, name: name, now: now)
-        let pem = try EncryptedPrivateKey.encryptPEM(
-            privateKeyInfoDER: pkcs8, passphrase: passphrase, iterations: keyEncryptionRounds)
-        // Key first, so a services certificate on disk always has its key.
-        try SecureFile.write(Array(pem.utf8), to: layout.servicesKey, mode: 0o600)
+        // Key first (in the first issuing CA's token, if it has one), so a services certificate on disk has its key.
+        let key = try CAKeys.create(
+            layout.servicesKey, algorithm: .p256, token: CAKeys.token(layout: layout), label: "services",
+            passphrase: passphrase, rounds: keyEncryptionRounds)
+        let services = try makeServicesCA(root: root, name: name, now: now, key: key)
         try SecureFile.write(
             Array(PEM.bundle([services.certificate, root.certificate]).utf8), to: layout.servicesChain, mode: 0o644)
         try SecureFile.write(Array(PEM.bundle([services.certificate]).utf8), to: layout.servicesCertificate, mode: 0o644)
@@ -511,9 +543,9 @@ public enum CAStore {
         return first
     }
 
+    /// A CA key: in its token when `DATA/ca/<name>.key.uri` names one (``CAKeys``), else the encrypted file.
     static func readKey(_ path: String, passphrase: [UInt8]) throws(DevIDPKIError) -> Certificate.PrivateKey {
-        let pem = String(decoding: try SecureFile.read(path), as: UTF8.self)
-        return try KeyMaterial.privateKey(pkcs8: EncryptedPrivateKey.decrypt(pem: pem, passphrase: passphrase))
+        try CAKeys.read(path, passphrase: passphrase)
     }
 
     public static func generalName(forHost host: String) -> GeneralName {

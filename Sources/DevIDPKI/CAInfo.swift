@@ -1,4 +1,5 @@
 import DevIDCore
+import DevIDPKCS11
 public import Foundation
 public import X509
 
@@ -13,8 +14,12 @@ public struct CertificateSummary: Codable, Sendable, Hashable {
     public var notAfter: Date
     public var sha256: String
     public var isCA: Bool
+    /// The `pkcs11:` URI of the CA's key when it lives in a token (`devid ca init --key-uri`, `devid ca
+    /// import-key`); absent for a key in an encrypted file.
+    public var keyURI: String?
 
-    public init(role: String, certificate: Certificate) {
+    public init(role: String, certificate: Certificate, keyURI: String? = nil) {
+        self.keyURI = keyURI
         self.role = role
         self.subject = String(describing: certificate.subject)
         self.issuer = String(describing: certificate.issuer)
@@ -62,36 +67,48 @@ public struct HierarchySummary: Codable, Sendable, Hashable {
             throw DevIDPKIError(.malformed, "\(layout.metadata) is not valid CA metadata")
         }
         var entries: [CertificateSummary] = []
-        entries.append(CertificateSummary(role: "root", certificate: try CAStore.readCertificate(layout.rootCertificate)))
+        func token(_ keyPath: String) -> String? { (try? CAKeys.uri(keyPath))?.description }
+        let rootURI = metadata.rootKeyLocation.flatMap { PKCS11URI.isURI($0) ? $0 : nil } ?? token(layout.rootKey)
+        entries.append(
+            CertificateSummary(role: "root", certificate: try CAStore.readCertificate(layout.rootCertificate), keyURI: rootURI))
         // After a root rollover: the later roots and the cross-certificates between them (break-glass runbook).
         let roots = try CAStore.loadRoots(layout: layout)
         for id in roots.ids where id > 1 {
-            if let root = roots.certificates[id] { entries.append(CertificateSummary(role: "root\(id)", certificate: root)) }
+            if let root = roots.certificates[id] {
+                entries.append(CertificateSummary(role: "root\(id)", certificate: root, keyURI: token(layout.rootKey(id: id))))
+            }
         }
         for cross in roots.cross.sorted(by: { ($0.subjectID, $0.issuerID) < ($1.subjectID, $1.issuerID) }) {
             entries.append(
                 CertificateSummary(role: "root\(cross.subjectID)-by-root\(cross.issuerID)", certificate: cross.certificate))
         }
         entries.append(
-            CertificateSummary(role: "issuing", certificate: try CAStore.readCertificate(layout.issuingCertificate)))
+            CertificateSummary(
+                role: "issuing", certificate: try CAStore.readCertificate(layout.issuingCertificate),
+                keyURI: token(layout.issuingKey)))
         for id in Self.laterIDs(in: layout.issuingDirectory) {
             entries.append(
-                CertificateSummary(role: "issuing\(id)", certificate: try CAStore.readCertificate(layout.issuingCertificate(id: id))))
+                CertificateSummary(
+                    role: "issuing\(id)", certificate: try CAStore.readCertificate(layout.issuingCertificate(id: id)),
+                    keyURI: token(layout.issuingKey(id: id))))
         }
         if FileManager.default.fileExists(atPath: layout.servicesCertificate) {
             entries.append(
-                CertificateSummary(role: "services", certificate: try CAStore.readCertificate(layout.servicesCertificate)))
+                CertificateSummary(
+                    role: "services", certificate: try CAStore.readCertificate(layout.servicesCertificate),
+                    keyURI: token(layout.servicesKey)))
         }
         var ownManufacturers: Set<String> = []
         if FileManager.default.fileExists(atPath: layout.manufacturerCertificate) {
             let cert = try CAStore.readCertificate(layout.manufacturerCertificate)
             ownManufacturers.insert(cert.sha256Fingerprint)
-            entries.append(CertificateSummary(role: "manufacturer", certificate: cert))
+            entries.append(CertificateSummary(role: "manufacturer", certificate: cert, keyURI: token(layout.manufacturerKey)))
         }
         for id in Self.laterIDs(in: layout.manufacturersDirectory) {
             let cert = try CAStore.readCertificate(layout.manufacturerCertificate(id: id))
             ownManufacturers.insert(cert.sha256Fingerprint)
-            entries.append(CertificateSummary(role: "manufacturer\(id)", certificate: cert))
+            entries.append(
+                CertificateSummary(role: "manufacturer\(id)", certificate: cert, keyURI: token(layout.manufacturerKey(id: id))))
         }
         let files = (try? FileManager.default.contentsOfDirectory(atPath: layout.trustedManufacturers)) ?? []
         for file in files.sorted() where file.hasSuffix(".pem") {
@@ -101,7 +118,9 @@ public struct HierarchySummary: Codable, Sendable, Hashable {
             }
         }
         entries.append(
-            CertificateSummary(role: "server-tls", certificate: try CAStore.readCertificate(layout.serverCertificate)))
+            CertificateSummary(
+                role: "server-tls", certificate: try CAStore.readCertificate(layout.serverCertificate),
+                keyURI: token(layout.serverKey)))
         return HierarchySummary(trustDomain: metadata.trustDomain, certificates: entries)
     }
 

@@ -1,4 +1,5 @@
 import DevIDCore
+import DevIDPKCS11
 public import Foundation
 import SwiftASN1
 public import X509
@@ -21,11 +22,13 @@ public struct CertificateAuthority: Sendable {
 
     /// A new self-signed root (or a self-signed manufacturer trust anchor).
     public static func makeRoot(
-        subject: DistinguishedName, key: Certificate.PrivateKey, profile: CertificateProfile, now: Date
+        subject: DistinguishedName, key: Certificate.PrivateKey, profile: CertificateProfile, now: Date,
+        additionalExtensions: [Certificate.Extension] = []
     ) throws(DevIDPKIError) -> CertificateAuthority {
         let certificate = try CertificateIssuer.sign(
             subject: subject, subjectKey: key.publicKey, issuerName: subject, issuerKey: key,
-            issuerKeyIdentifier: nil, profile: profile, subjectAlternativeNames: [], now: now)
+            issuerKeyIdentifier: nil, profile: profile, subjectAlternativeNames: [], now: now,
+            additionalExtensions: additionalExtensions)
         return try CertificateAuthority(certificate: certificate, signingKey: key)
     }
 
@@ -149,6 +152,8 @@ public enum CertificateIssuer {
                 issuerPrivateKey: issuerKey)
         } catch let error as DevIDPKIError {
             throw error
+        } catch let error as PKCS11Error {
+            throw DevIDPKIError(error)
         } catch {
             throw DevIDPKIError(.malformed, "certificate could not be built: \(error)")
         }

@@ -11,6 +11,7 @@ public struct DevIDPKIError: Error, Hashable, Sendable, CustomStringConvertible 
             case io
             case notFound
             case alreadyExists
+            case keyUnavailable
         }
         private let backing: Backing
         private init(_ backing: Backing) { self.backing = backing }
@@ -33,6 +34,9 @@ public struct DevIDPKIError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let notFound = Code(.notFound)
         /// Something that must be created once already exists.
         public static let alreadyExists = Code(.alreadyExists)
+        /// A CA key in a PKCS#11 token cannot be used now (token removed, device error, PIN refused): nothing was
+        /// signed; retry when the token is back.
+        public static let keyUnavailable = Code(.keyUnavailable)
 
         public var description: String { String(describing: backing) }
     }

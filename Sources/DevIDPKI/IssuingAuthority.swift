@@ -106,13 +106,13 @@ extension CAStore {
             copied = try RevocationExtensions.caExtensions(
                 baseURL: String(uri.dropLast("/crl/root.crl".count)), rootName: Roots.crlName(id: rootID))
         }
-        let (key, pkcs8) = try KeyMaterial.generateWithDER(.p256)
+        try SecureFile.createDirectory(layout.issuingDirectory)
+        // In the first issuing CA's token when it has one, else an encrypted file; written before the certificate.
+        let key = try CAKeys.create(
+            layout.issuingKey(id: id), algorithm: .p256, token: CAKeys.token(layout: layout), label: "issuing\(id)",
+            passphrase: passphrase, rounds: keyEncryptionRounds)
         let certificate = try root.issue(
             subject: name, publicKey: key.publicKey, profile: .issuing, now: now, additionalExtensions: copied)
-        let pem = try EncryptedPrivateKey.encryptPEM(
-            privateKeyInfoDER: pkcs8, passphrase: passphrase, iterations: keyEncryptionRounds)
-        try SecureFile.createDirectory(layout.issuingDirectory)
-        try SecureFile.write(Array(pem.utf8), to: layout.issuingKey(id: id), mode: 0o600)
         try SecureFile.write(Array(PEM.bundle([certificate]).utf8), to: layout.issuingCertificate(id: id), mode: 0o644)
         return IssuingAuthority(id: id, ca: try CertificateAuthority(certificate: certificate, signingKey: key))
     }

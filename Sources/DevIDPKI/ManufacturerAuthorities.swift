@@ -55,6 +55,20 @@ extension CAStore {
         return (cas, state)
     }
 
+    /// The revocation extensions of DevID's own manufacturer CA `id`: a CRL Distribution Point at the CRL it signs
+    /// for its IDevIDs (`<base>/crl/manufacturer.crl`, `manufacturer<id>.crl`) and an Authority Information Access
+    /// (caIssuers) where its certificate is served (`<base>/ca/manufacturer<id>.crt`). It is a self-signed trust
+    /// anchor, so no relying party checks its own revocation through them; they tell a relying party that holds the
+    /// anchor where the CRL of its IDevIDs and the anchor itself are published. None without a base URL.
+    static func ownManufacturerExtensions(baseURL: String?, id: Int) throws(DevIDPKIError) -> [Certificate.Extension] {
+        guard let baseURL else { return [] }
+        let name = id == 1 ? "manufacturer" : "manufacturer\(id)"
+        return [
+            try RevocationExtensions.crlDistributionPoint(uri: RevocationEndpoints(baseURL: baseURL, caName: name).crlURL(name: name)),
+            try RevocationExtensions.authorityInformationAccess(caIssuers: "\(baseURL)/ca/\(name).crt"),
+        ]
+    }
+
     /// `devid ca manufacturer prepare`: a new manufacturer CA of DevID's own (P-256, self-signed, `DevID
     /// Manufacturer CA <id>`), trusted from the next start of `devid serve` (a copy in `trusted-manufacturers/`),
     /// minting nothing until ``activateManufacturer(layout:id:)``.
@@ -68,12 +82,16 @@ extension CAStore {
         let existing = try loadOwnManufacturers(layout: layout, passphrase: passphrase)
         let id = max(1, existing.cas.keys.max() ?? 1) + 1
         let name = try renamed(try readCertificate(layout.issuingCertificate).subject, commonName: "DevID Manufacturer CA \(id)")
-        let (key, pkcs8) = try KeyMaterial.generateWithDER(.p256)
-        let ca = try CertificateAuthority.makeRoot(subject: name, key: key, profile: .manufacturer, now: now)
-        let pem = try EncryptedPrivateKey.encryptPEM(
-            privateKeyInfoDER: pkcs8, passphrase: passphrase, iterations: keyEncryptionRounds)
         try SecureFile.createDirectory(layout.manufacturersDirectory)
-        try SecureFile.write(Array(pem.utf8), to: layout.manufacturerKey(id: id), mode: 0o600)
+        // In the first issuing CA's token when it has one, else an encrypted file.
+        let key = try CAKeys.create(
+            layout.manufacturerKey(id: id), algorithm: .p256, token: CAKeys.token(layout: layout),
+            label: "manufacturer\(id)", passphrase: passphrase, rounds: keyEncryptionRounds)
+        let base = RevocationExtensions.crlDistributionPointURI(of: try readCertificate(layout.issuingCertificate))
+            .flatMap { $0.hasSuffix("/crl/root.crl") ? String($0.dropLast("/crl/root.crl".count)) : nil }
+        let ca = try CertificateAuthority.makeRoot(
+            subject: name, key: key, profile: .manufacturer, now: now,
+            additionalExtensions: try ownManufacturerExtensions(baseURL: base, id: id))
         try SecureFile.write(Array(PEM.bundle([ca.certificate]).utf8), to: layout.trustedOwnManufacturer(id: id), mode: 0o644)
         try SecureFile.write(Array(PEM.bundle([ca.certificate]).utf8), to: layout.manufacturerCertificate(id: id), mode: 0o644)
         return id

@@ -1,4 +1,5 @@
 import DevIDCore
+import DevIDPKCS11
 public import Foundation
 import SwiftASN1
 public import X509
@@ -138,15 +139,18 @@ extension CAStore {
             throw DevIDPKIError(.alreadyExists, "root key output \(keyPath) already exists")
         }
         let name = try renamed(old.certificate.subject, commonName: "DevID Root CA \(id)")
-        let (key, pkcs8) = try KeyMaterial.generateWithDER(.p384)
+        // A root whose key is in a token (`--root-key pkcs11:...`) gets its successor in the same token.
+        var token: PKCS11URI?
+        if PKCS11URI.isURI(rootKeyPath), newRootKeyOut == nil {
+            do { token = try PKCS11URI(rootKeyPath).tokenURI } catch { throw DevIDPKIError(error) }
+        }
+        try SecureFile.createDirectory(layout.rootsDirectory)
+        let key = try CAKeys.create(
+            keyPath, algorithm: .p384, token: token, label: "root\(id)", passphrase: passphrase, rounds: keyEncryptionRounds)
         let root = try CertificateAuthority.makeRoot(subject: name, key: key, profile: .root, now: now)
         let newByOld = try old.issue(subject: name, publicKey: key.publicKey, profile: .root, now: now)
         let oldByNew = try root.issue(
             subject: old.certificate.subject, publicKey: old.certificate.publicKey, profile: .root, now: now)
-        let pem = try EncryptedPrivateKey.encryptPEM(
-            privateKeyInfoDER: pkcs8, passphrase: passphrase, iterations: keyEncryptionRounds)
-        try SecureFile.createDirectory(layout.rootsDirectory)
-        try SecureFile.write(Array(pem.utf8), to: keyPath, mode: 0o600)
         try RootCRLs.sign(
             root: root, count: RootCRLs.defaultCount, now: now, directory: layout.rootCRLDirectory(id: id))
         try SecureFile.write(Array(PEM.bundle([newByOld]).utf8), to: layout.crossCertificate(subject: id, issuer: oldID), mode: 0o644)

@@ -1,5 +1,6 @@
 import Crypto
 public import DevIDCore
+import DevIDPKCS11
 public import DevIDPKI
 public import DevIDStore
 import Foundation
@@ -139,6 +140,43 @@ public enum DataDirectory {
         return try CAStore.createServicesCA(
             layout: layout, rootKeyPath: rootKeyPath ?? layout.rootKey, passphrase: passphrase, now: clock.now(),
             keyEncryptionRounds: configuration.keyEncryptionRounds)
+    }
+
+    /// The key file of a CA role (`root`, `issuing`, `services`, `manufacturer`, `server-tls`, and `root<id>`,
+    /// `issuing<id>`, `manufacturer<id>` for later CAs) in the data directory; nil for an unknown role.
+    public static func keyPath(role: String, layout: CALayout) -> String? {
+        switch role {
+        case "root": return layout.rootKey
+        case "issuing": return layout.issuingKey
+        case "services": return layout.servicesKey
+        case "manufacturer": return layout.manufacturerKey
+        case "server-tls": return layout.serverKey
+        default:
+            for (prefix, path) in [
+                ("root", layout.rootKey(id:)), ("issuing", layout.issuingKey(id:)), ("manufacturer", layout.manufacturerKey(id:)),
+            ] as [(String, (Int) -> String)] {
+                if role.hasPrefix(prefix), let id = Int(role.dropFirst(prefix.count)), id > 1 { return path(id) }
+            }
+            return nil
+        }
+    }
+
+    /// `devid ca import-key ROLE --to TOKEN-URI`: moves the role's encrypted key file into the token (object named
+    /// after the role), checks it there and removes the file from the data directory. Returns the key's URI and the
+    /// removed file. The server uses the token from its next start.
+    public static func importKey(
+        configuration: ServerConfiguration, role: String, token: String
+    ) throws -> (uri: String, removed: String) {
+        let layout = CALayout(dataDirectory: configuration.dataDirectory)
+        guard let path = keyPath(role: role, layout: layout) else {
+            throw DevIDPKIError(
+                .notFound, "unknown key role \(role): root, issuing, services, manufacturer, server-tls, issuing<id>, ...")
+        }
+        let uri: PKCS11URI
+        do { uri = try PKCS11URI(token).tokenURI } catch { throw DevIDPKIError(error) }
+        let (passphrase, _) = try resolvePassphrase(configuration, creating: false)
+        let imported = try CAKeys.importKey(path, token: uri, label: role, passphrase: passphrase)
+        return (imported.description, path)
     }
 
     /// `devid ca root-crl`: signs `count` more root CRLs with the root key (default `DATA/ca/root.key`).

@@ -152,10 +152,13 @@ public struct DevIDServerApp: Service {
         let hierarchy = state.hierarchy
         var chain = hierarchy.serverChain
         let active = state.issuers.snapshot.active
-        if let leaf = chain.first, chain.dropFirst().first != active.certificate {
+        // With the listener key in memory (CA keys in a token), its certificate is made at every start.
+        let inMemory = hierarchy.metadata.listenerKeyInMemory == true
+        if let leaf = chain.first, chain.dropFirst().first != active.certificate || inMemory {
             chain = try CAStore.reissueServerCertificate(
                 layout: CALayout(dataDirectory: state.configuration.dataDirectory), current: leaf, issuing: active.ca,
-                now: state.clock.now())
+                now: state.clock.now(),
+                publicKey: inMemory ? try KeyMaterial.privateKey(pkcs8: hierarchy.serverKeyPKCS8).publicKey : nil)
             await state.auditor.record(
                 actor: "system", action: "tls.server_certificate", outcome: .success,
                 reason: "re-issued the listeners' certificate from the active issuing CA \(active.id)",

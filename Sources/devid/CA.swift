@@ -1,5 +1,6 @@
 import ArgumentParser
 import DevIDCore
+import DevIDPKCS11
 import DevIDPKI
 import DevIDServer
 import Foundation
@@ -10,7 +11,43 @@ struct CA: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ca",
         abstract: "Create and inspect the CA hierarchy.",
-        subcommands: [Init.self, InitServices.self, RootCRL.self, Show.self, CAIssuing.self, CARoot.self, CAManufacturer.self])
+        subcommands: [
+            Init.self, InitServices.self, RootCRL.self, Show.self, ImportKey.self, CAIssuing.self, CARoot.self,
+            CAManufacturer.self,
+        ])
+
+    struct ImportKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "import-key",
+            abstract: "Move a CA key from its encrypted file into a PKCS#11 token.",
+            discussion: """
+                Decrypts the key of ROLE (root, issuing, services, manufacturer, server-tls, or issuing<id>, \
+                root<id>, manufacturer<id>) with the CA passphrase, creates it in the token named by --to (object \
+                ROLE, sensitive and not extractable), checks that the token's key signs for the certificate's public \
+                key, records the key's URI beside the file (DATA/ca/<role>.key.uri) and removes the file. Restart \
+                `devid serve` to sign through the token. The file existed before: destroy every copy and backup of it.
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The key's role: root, issuing, services, manufacturer, server-tls, issuing<id>, ...")
+        var role: String
+        @Option(name: .long, help: "The token: a pkcs11: URI with module-path and pin-source.") var to: String
+
+        func run() async throws {
+            LoggingSetup.bootstrap(level: .warning)
+            var configuration = try await ServerConfiguration.load(configFile: nil)
+            configuration.dataDirectory = global.dataDir
+            let result: (uri: String, removed: String)
+            do {
+                result = try DataDirectory.importKey(configuration: configuration, role: role, token: to)
+            } catch {
+                throw CLIError("\(error)")
+            }
+            if global.json { return try Output.json(["role": role, "keyURI": result.uri, "removed": result.removed]) }
+            print("imported the \(role) key into the token: \(result.uri)")
+            print("removed \(result.removed) from the data directory; destroy every other copy and backup of it")
+            print("restart `devid serve` to sign with the token")
+        }
+    }
 
     struct RootCRL: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -100,6 +137,14 @@ struct CA: AsyncParsableCommand {
         var createManufacturerCa: Bool = false
         @Option(name: .long, help: "Extra DNS name or IP for the server certificate; repeatable.")
         var serverName: [String] = []
+        @Option(
+            name: .long,
+            help: ArgumentHelp(
+                "Generate the CA keys inside this PKCS#11 token (a pkcs11: token URI with module-path and pin-source).",
+                discussion: "Objects root, issuing, services and manufacturer are created, sensitive and not extractable."))
+        var keyUri: String?
+        @Option(name: .long, help: "Generate the root key in this PKCS#11 token instead (an offline token).")
+        var rootKeyUri: String?
 
         func run() async throws {
             LoggingSetup.bootstrap(level: .warning)
@@ -115,10 +160,12 @@ struct CA: AsyncParsableCommand {
                 }
                 external.append(contentsOf: try PEM.certificates(String(decoding: data, as: UTF8.self)))
             }
-            let options = CAInitOptions(
+            var options = CAInitOptions(
                 trustDomain: trustDomain, rootKeyOut: rootKeyOut, externalManufacturerCAs: external,
                 createManufacturerCA: external.isEmpty || createManufacturerCa, serverNames: serverName,
                 keyEncryptionRounds: configuration.keyEncryptionRounds)
+            options.keyURI = keyUri
+            options.rootKeyURI = rootKeyUri
             let prepared: DataDirectory.Prepared
             do {
                 prepared = try await DataDirectory.prepare(
@@ -127,7 +174,11 @@ struct CA: AsyncParsableCommand {
             } catch {
                 throw CLIError("\(error)")
             }
-            let summary = HierarchySummary(hierarchy: prepared.hierarchy)
+            // With keys in a token, the summary read back from the data directory names where each key lives.
+            let summary =
+                (keyUri ?? rootKeyUri) != nil
+                ? (try? HierarchySummary.read(layout: layout)) ?? HierarchySummary(hierarchy: prepared.hierarchy)
+                : HierarchySummary(hierarchy: prepared.hierarchy)
             if global.json {
                 try Output.json(summary)
                 return
@@ -135,7 +186,9 @@ struct CA: AsyncParsableCommand {
             print("Created CA hierarchy in \(global.dataDir) for trust domain \(trustDomain)")
             Show.printSummary(summary)
             let report = prepared.report
-            if let rootKey = report.rootKeyPath { print("root key: \(rootKey) (encrypted, 0600)") }
+            if let rootKey = report.rootKeyPath {
+                print(PKCS11URI.isURI(rootKey) ? "root key: \(rootKey) (in the token)" : "root key: \(rootKey) (encrypted, 0600)")
+            }
             if let token = report.adminToken, let path = report.adminTokenPath {
                 print("admin token (shown once, stored hashed): \(token)")
                 print("  local CLI copy: \(path) (0600)")
@@ -177,6 +230,7 @@ struct CA: AsyncParsableCommand {
                 print("  serial:     \(entry.serial)")
                 print("  valid:      \(Output.date(entry.notBefore)) .. \(Output.date(entry.notAfter))")
                 print("  sha256:     \(entry.sha256)")
+                if let uri = entry.keyURI { print("  key in:     \(uri)") }
             }
         }
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DevIDCore
+import DevIDPKCS11
 import DevIDPKI
 import DevIDServer
 import Foundation
@@ -106,7 +107,8 @@ struct CAIssuing: AsyncParsableCommand {
                 the machine that holds the data directory, with the root key brought from its offline store.
                 """)
         @OptionGroup var global: GlobalOptions
-        @Option(name: .long, help: "The root CA key (default DATA/ca/root.key).") var rootKey: String?
+        @Option(name: .long, help: "The root CA key: a file, or a pkcs11: URI (default DATA/ca/root.key).")
+        var rootKey: String?
 
         func run() async throws {
             let id = try await Self.prepare(global: global, rootKey: rootKey)
@@ -178,13 +180,17 @@ struct CAIssuing: AsyncParsableCommand {
         var rootKey: String?
 
         func run() async throws {
-            if let rootKey, !FileManager.default.fileExists(atPath: rootKey) {
+            if let rootKey, !PKCS11URI.isURI(rootKey), !FileManager.default.fileExists(atPath: rootKey) {
                 throw CLIError("root key \(rootKey) not found")
             }
             var result = try await change(
                 "revoke", id: id, body: Body(dryRun: dryRun, force: force, reason: reason), global: global)
             let defaultRootKey = "\(global.dataDir)/ca/root.key"
-            let rootKey = rootKey ?? (FileManager.default.fileExists(atPath: defaultRootKey) ? defaultRootKey : nil)
+            // The default root key: DATA/ca/root.key, or the token key its reference file names.
+            let defaultAtHand = [defaultRootKey, CAKeys.referencePath(defaultRootKey)].contains {
+                FileManager.default.fileExists(atPath: $0)
+            }
+            let rootKey = rootKey ?? (defaultAtHand ? defaultRootKey : nil)
             if !dryRun, let rootKey {
                 let list = try await AdminClient(options: global).get("/v1/admin/ca/issuing", as: Items.self)
                 LoggingSetup.bootstrap(level: .warning)
@@ -222,7 +228,8 @@ struct CAIssuing: AsyncParsableCommand {
                 --issuing-ca ID` shows nothing pending. With --id, uses a CA prepared earlier instead.
                 """)
         @OptionGroup var global: GlobalOptions
-        @Option(name: .long, help: "The root CA key (default DATA/ca/root.key).") var rootKey: String?
+        @Option(name: .long, help: "The root CA key: a file, or a pkcs11: URI (default DATA/ca/root.key).")
+        var rootKey: String?
         @Option(name: .long, help: "A CA prepared earlier, instead of preparing one now.") var id: Int?
         @Flag(name: .long, help: "Only show what would change (needs --id: nothing is prepared).") var dryRun: Bool = false
 

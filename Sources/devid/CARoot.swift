@@ -63,7 +63,8 @@ struct CARoot: AsyncParsableCommand {
                 chain carries the cross-certificate.
                 """)
         @OptionGroup var global: GlobalOptions
-        @Option(name: .long, help: "The active root's key (default DATA/ca/root.key).") var rootKey: String?
+        @Option(name: .long, help: "The active root's key: a file, or a pkcs11: URI (default DATA/ca/root.key).")
+        var rootKey: String?
         @Option(name: .long, help: "Where to write the new root's key (default DATA/ca/roots/<id>.key).")
         var newRootKeyOut: String?
 

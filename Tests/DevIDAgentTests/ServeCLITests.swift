@@ -237,26 +237,28 @@ struct ServeCLITests {
 
     /// Runs `devid arguments` to completion, killed after `timeout` seconds, on a thread of its own so the
     /// cooperative pool is not blocked.
-    static func devid(_ arguments: [String], in directory: String, timeout: TimeInterval = commandTimeout)
-        async throws -> CommandResult
-    {
+    static func devid(
+        _ arguments: [String], in directory: String, timeout: TimeInterval = commandTimeout,
+        environment extra: [String: String] = [:]
+    ) async throws -> CommandResult {
         let path = try executable()
         return try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
                 continuation.resume(
-                    with: Result { try runBlocking(path, arguments, in: directory, timeout: timeout) })
+                    with: Result { try runBlocking(path, arguments, in: directory, timeout: timeout, environment: extra) })
             }
         }
     }
 
     private static func runBlocking(
-        _ path: String, _ arguments: [String], in directory: String, timeout: TimeInterval
+        _ path: String, _ arguments: [String], in directory: String, timeout: TimeInterval,
+        environment extra: [String: String] = [:]
     ) throws -> CommandResult {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        process.environment = environment()
+        process.environment = environment(extra)
         process.standardInput = FileHandle.nullDevice
         let out = Pipe.closeOnExec()
         let err = Pipe.closeOnExec()

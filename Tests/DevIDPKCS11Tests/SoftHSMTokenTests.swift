@@ -7,7 +7,7 @@ import Testing
 import X509
 
 /// The PKCS#11 layer against a real module: SoftHSM2, in a temporary token directory.
-@Suite("PKCS#11 keys in SoftHSM2")
+@Suite("PKCS#11 keys in SoftHSM2", .serialized)
 struct SoftHSMTokenTests {
     let hsm = SoftHSM.shared
 
@@ -116,5 +116,31 @@ struct SoftHSMTokenTests {
             }
             for try await ok in group { #expect(ok) }
         }
+    }
+
+    @Test("a token that goes away fails signing cleanly (tokenUnavailable) and is used again when it returns")
+    func tokenRemoved() throws {
+        let key = try PKCS11PrivateKey.generate(
+            in: try PKCS11URI(hsm.uri(token: try token())), label: "gone-\(unique)", curve: .p256)
+        let digest = Array(SHA256.hash(data: Array("x".utf8)))
+        _ = try key.signDigest(digest)
+        let tokens = hsm.directory.file("tokens")
+        let away = hsm.directory.file("away-\(unique)")
+        try FileManager.default.createDirectory(atPath: away, withIntermediateDirectories: true)
+        let entries = try FileManager.default.contentsOfDirectory(atPath: tokens)
+        for entry in entries { try FileManager.default.moveItem(atPath: tokens + "/" + entry, toPath: away + "/" + entry) }
+        var failure: PKCS11Error?
+        do { _ = try key.signDigest(digest) } catch { failure = error }
+        for entry in entries { try FileManager.default.moveItem(atPath: away + "/" + entry, toPath: tokens + "/" + entry) }
+        #expect(failure?.code == .tokenUnavailable, "\(String(describing: failure))")
+        #expect(failure?.reason == "token devid-unit is not present in \(SoftHSM.module) (removed?)")
+        // The module is re-initialized at most every two seconds (SoftHSM2 sees a returned token only then).
+        Thread.sleep(forTimeInterval: 2.1)
+        var recovered: (any Error)?
+        do { _ = try key.signDigest(digest) } catch { recovered = error }
+        #expect(recovered == nil, "\(String(describing: recovered))")
+        // Other keys of the token work again too (their handles were found again, not reused).
+        let other = try PKCS11PrivateKey.open(try PKCS11URI(hsm.uri(token: try token(), object: "gone-\(unique)")))
+        _ = try other.signDigest(digest)
     }
 }

@@ -1,4 +1,5 @@
 import DevIDCore
+import DevIDPKCS11
 import SwiftASN1
 import X509
 
@@ -38,6 +39,8 @@ struct CASigner: Sendable {
     func signature(over bytes: [UInt8]) throws(DevIDPKIError) -> [UInt8] {
         do {
             return try key.sign(bytes: bytes, signatureAlgorithm: algorithm).rawRepresentation
+        } catch let error as PKCS11Error {
+            throw DevIDPKIError(error)
         } catch {
             throw DevIDPKIError(.invalidSignature, "the signing key could not sign")
         }

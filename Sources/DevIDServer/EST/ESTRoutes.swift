@@ -104,6 +104,9 @@ enum ESTRoutes {
             if code == .storageFull {
                 response.headers[.retryAfter] = String(StorageAlarm.retryAfterSeconds)
             }
+            if code == .caKeyUnavailable {
+                response.headers[.retryAfter] = "30"
+            }
             return response
         }
     }

@@ -93,6 +93,13 @@ struct EnrollmentService: Sendable {
             state.metrics.enrollment(tenant: nil, kind: request.kind.metricKind, result: .refused)
             return .refused(
                 status: .serviceUnavailable, code: .storageFull, reason: StorageAlarm.reason, challenge: false)
+        } catch let error as DevIDPKIError where error.code == .keyUnavailable {
+            // The token holding the CA key failed before anything was signed or recorded: the device retries.
+            state.logger.error("enrollment refused: the CA key is unavailable", metadata: ["error": "\(error.reason)"])
+            await audit(request, nil, outcome: .failure, reason: "CA key unavailable")
+            state.metrics.enrollment(tenant: nil, kind: request.kind.metricKind, result: .refused)
+            return .refused(
+                status: .serviceUnavailable, code: .caKeyUnavailable, reason: Self.caKeyUnavailable, challenge: false)
         } catch {
             state.logger.error("enrollment failed", metadata: ["error": "\(error)"])
             await audit(request, nil, outcome: .failure, reason: "internal error")
@@ -100,6 +107,8 @@ struct EnrollmentService: Sendable {
             return .refused(status: .internalServerError, code: .internalError, reason: "internal error", challenge: false)
         }
     }
+
+    static let caKeyUnavailable = "the CA key is unavailable (its hardware token failed); nothing was issued; retry later"
 
     /// An IDevID with a weak key or signature is noted for the `weak_key` check, whatever the outcome.
     private func watchPresented(_ request: Request) {

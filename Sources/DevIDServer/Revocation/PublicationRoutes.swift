@@ -73,8 +73,13 @@ enum PublicationRoutes {
         router.get("/ca/:file") { _, context -> Response in
             let file = try context.parameters.require("file")
             let roots = state.issuers.snapshot.roots
-            guard file.hasSuffix(".crt"), let id = roots.ids.first(where: { Roots.crlName(id: $0) + ".crt" == file }),
-                let root = roots.certificates[id]
+            // DevID's own manufacturer CAs too (`manufacturer.crt`, `manufacturer<id>.crt`): their AIA names them.
+            let manufacturer = state.hierarchy.ownManufacturers.first {
+                ($0.key == 1 ? "manufacturer" : "manufacturer\($0.key)") + ".crt" == file
+            }?.value.certificate
+            guard file.hasSuffix(".crt"),
+                let root = manufacturer
+                    ?? roots.ids.first(where: { Roots.crlName(id: $0) + ".crt" == file }).flatMap({ roots.certificates[$0] })
             else { return text(.notFound, "unknown CA certificate \(file)") }
             var headers = HTTPFields()
             headers[.contentType] = "application/pkix-cert"
