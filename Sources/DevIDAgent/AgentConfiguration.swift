@@ -39,6 +39,8 @@ public struct AgentConfiguration: Codable, Sendable, Hashable {
     public var onRotate: String?
     /// Seconds between check-ins while nothing is due (default ``RotationAgent/Configuration/defaultCheckInInterval``).
     public var checkInInterval: TimeInterval?
+    /// A PKCS#11 token URI (module-path, pin-source): new LDevID keys are generated inside that token.
+    public var keyURI: String?
 
     public init(
         serverURL: String, label: String? = nil, idevidCertificate: String? = nil, idevidKey: String? = nil,

@@ -141,7 +141,10 @@ public struct AgentStateDirectory: Sendable {
         } catch {
             throw AgentError(.invalidState, "identity could not be encoded")
         }
-        let keyPEM = PEMDocument(type: "PRIVATE KEY", derBytes: installation.keyPKCS8).pemString + "\n"
+        let keyPEM = AgentKeys.document(installation.keyPKCS8)
+        // A token key this install replaces (enrollment over an identity, bootstrap) is deleted once nothing names it.
+        let replaced = AgentKeys.tokenMaterial(at: path(.key))
+        defer { if let replaced { AgentKeys.destroyIfUnreferenced(replaced, in: self) } }
 
         do {
             try write(Array(PEM.bundle(installation.trustBundle).utf8), to: pendingPath(.trust), mode: File.trust.mode)
@@ -190,9 +193,9 @@ public struct AgentStateDirectory: Sendable {
         let keyPath = effectivePath(.key)
         guard let text = try readText(keyPath) else { return nil }
         do {
-            return try KeyMaterial.privateKey(pem: text, passphrase: nil)
+            return try AgentKeys.parse(text).key
         } catch {
-            throw AgentError(.invalidState, "\(keyPath): \(error.reason)")
+            throw AgentError(error.code, "\(keyPath): \(error.reason)")
         }
     }
 
@@ -237,7 +240,7 @@ public struct AgentStateDirectory: Sendable {
         guard let certificateBytes = try? SecureFile.read(path(.certificate)),
             let keyBytes = try? SecureFile.read(pendingPath(.key)),
             let certificate = try? PEM.certificates(String(decoding: certificateBytes, as: UTF8.self)).first,
-            let key = try? KeyMaterial.privateKey(pem: String(decoding: keyBytes, as: UTF8.self), passphrase: nil)
+            let key = try? AgentKeys.parse(String(decoding: keyBytes, as: UTF8.self)).key
         else { return false }
         return key.publicKey == certificate.publicKey
     }

@@ -1,4 +1,5 @@
 import DevIDCore
+import DevIDPKCS11
 import DevIDPKI
 public import Foundation
 public import Logging
@@ -136,8 +137,13 @@ public final class ESTClient: Sendable {
                 throw AgentError(.invalidArgument, "the client certificate cannot be loaded for TLS")
             }
             do {
-                let pem = try clientIdentity.privateKey.serializeAsPEM().pemString
-                tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(pem.utf8), format: .pem))
+                if let tokenKey = PKCS11PrivateKey.opened(publicKey: clientIdentity.privateKey.publicKey) {
+                    // A key in a token: the handshake's signature is made there.
+                    tls.privateKey = .privateKey(PKCS11TLSKey(tokenKey).sslKey)
+                } else {
+                    let pem = try clientIdentity.privateKey.serializeAsPEM().pemString
+                    tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(pem.utf8), format: .pem))
+                }
             } catch {
                 throw AgentError(.invalidArgument, "the client private key cannot be loaded for TLS")
             }

@@ -30,9 +30,12 @@ public struct Enroller: Sendable {
     }
 
     public let logger: Logger
+    /// A PKCS#11 token URI: the LDevID key is generated inside it (`--key-uri`); nil keeps it in `key.pem`.
+    public let keyURI: String?
 
-    public init(logger: Logger = Logger(label: "devid.agent")) {
+    public init(logger: Logger = Logger(label: "devid.agent"), keyURI: String? = nil) {
         self.logger = logger
+        self.keyURI = keyURI
     }
 
     /// Enrolls and installs the new identity in `stateDirectory`.
@@ -92,7 +95,7 @@ public struct Enroller: Sendable {
         let generated: (key: Certificate.PrivateKey, pkcs8: [UInt8])
         do {
             caCertificates = try await client.cacerts()
-            generated = try Self.newKey()
+            generated = try Self.newKey(in: keyURI)
             let csr = try Self.csr(deviceID: deviceID, key: generated.key)
             logger.debug(
                 "enrolling",
@@ -156,12 +159,10 @@ public struct Enroller: Sendable {
     }
 
     /// A fresh P-256 key and its PKCS#8 DER.
-    static func newKey() throws(AgentError) -> (key: Certificate.PrivateKey, pkcs8: [UInt8]) {
-        do {
-            return try KeyMaterial.generateWithDER(.p256)
-        } catch {
-            throw AgentError(.invalidState, "could not generate a key: \(error.reason)")
-        }
+    /// A fresh P-256 key: in the token `keyURI` names, else in memory; and its material (``AgentKeys``).
+    static func newKey(in keyURI: String? = nil) throws(AgentError) -> (key: Certificate.PrivateKey, pkcs8: [UInt8]) {
+        let generated = try AgentKeys.generate(in: keyURI)
+        return (generated.key, generated.material)
     }
 
     /// The DER of a PKCS#10 CSR for `key`: subject CN = device id if known, else an empty subject; no attributes.

@@ -27,10 +27,12 @@ public struct IdentitySlot: Sendable {
 
     public let name: Name
     public let path: String
+    let stateDirectoryPath: String
 
     public init(_ name: Name, in stateDirectory: AgentStateDirectory) {
         self.name = name
         self.path = stateDirectory.path + "/" + name.rawValue
+        self.stateDirectoryPath = stateDirectory.path
     }
 
     public func path(_ file: AgentStateDirectory.File) -> String { "\(path)/\(file.rawValue)" }
@@ -54,10 +56,10 @@ public struct IdentitySlot: Sendable {
     public func stagedKey() throws(AgentError) -> (key: Certificate.PrivateKey, pkcs8: [UInt8])? {
         guard let text = try readText(.key) else { return nil }
         do {
-            let document = try PEMDocument(pemString: text)
-            return (try KeyMaterial.privateKey(pkcs8: document.derBytes), document.derBytes)
+            let parsed = try AgentKeys.parse(text)
+            return (parsed.key, parsed.material)
         } catch {
-            throw AgentError(.invalidState, "\(path(.key)) is not a PKCS#8 private key")
+            throw AgentError(error.code, "\(path(.key)): \(error.reason)")
         }
     }
 
@@ -90,8 +92,7 @@ public struct IdentitySlot: Sendable {
     /// Rotation step (a): persists a new key as the slot's only content.
     func stageKey(pkcs8: [UInt8]) throws(AgentError) {
         try createDirectory()
-        let pem = PEMDocument(type: "PRIVATE KEY", derBytes: pkcs8).pemString + "\n"
-        try AgentFileIO.write(Array(pem.utf8), to: path(.key), mode: 0o600)
+        try AgentFileIO.write(Array(AgentKeys.document(pkcs8).utf8), to: path(.key), mode: 0o600)
     }
 
     /// Rotation step (b): the certificate issued for the staged key; `cert.pem` last (the commit point).
@@ -119,6 +120,9 @@ public struct IdentitySlot: Sendable {
     /// Deletes the slot: `cert.pem` first (from then on the slot holds no identity), then everything else.
     func remove() throws(AgentError) {
         guard exists else { return }
+        // A key in a token is deleted once no file of the state directory names it (after the slot is gone).
+        let tokenKey = AgentKeys.tokenMaterial(at: path(.key))
+        defer { if let tokenKey { AgentKeys.destroyIfUnreferenced(tokenKey, in: AgentStateDirectory(path: stateDirectoryPath)) } }
         guard unlink(path(.certificate)) == 0 || errno == ENOENT else {
             throw AgentError(.io, "cannot remove \(path(.certificate)): \(String(cString: strerror(errno)))")
         }

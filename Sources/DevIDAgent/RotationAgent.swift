@@ -1,4 +1,5 @@
 public import DevIDCore
+import DevIDPKCS11
 import DevIDPKI
 public import Foundation
 public import Logging
@@ -446,7 +447,7 @@ public actor RotationAgent {
 
     /// (a) A new key, staged in `next/`.
     private func stageNewKey(_ progress: inout Progress) throws {
-        let generated = try Enroller.newKey()
+        let generated = try Enroller.newKey(in: try resolvedConfiguration().keyURI)
         try slot(.next).stageKey(pkcs8: generated.pkcs8)
         try crashPoint(.stageKey, &progress)
     }
@@ -605,13 +606,20 @@ public actor RotationAgent {
         let chain: [Certificate]
         let key: Certificate.PrivateKey
         do {
+            // The IDevID key may be in a token too (a TPM's factory key): `--idevid-key pkcs11:...`.
+            let isURI = PKCS11URI.isURI(keyPath)
             guard let chainBytes = try AgentFileIO.readIfPresent(certificatePath),
-                let keyBytes = try AgentFileIO.readIfPresent(keyPath)
+                isURI || FileManager.default.fileExists(atPath: keyPath)
             else {
                 throw AgentError(.invalidArgument, "the IDevID files \(certificatePath), \(keyPath) are not there")
             }
             chain = try PEM.certificates(String(decoding: chainBytes, as: UTF8.self))
-            key = try KeyMaterial.privateKey(pem: String(decoding: keyBytes, as: UTF8.self), passphrase: nil)
+            if isURI {
+                key = try AgentKeys.open(keyPath)
+            } else {
+                let keyBytes = try AgentFileIO.readIfPresent(keyPath) ?? []
+                key = try KeyMaterial.privateKey(pem: String(decoding: keyBytes, as: UTF8.self), passphrase: nil)
+            }
         } catch let error as DevIDPKIError {
             throw AgentError(.invalidArgument, "IDevID: \(error.reason)")
         }
@@ -620,7 +628,7 @@ public actor RotationAgent {
         try slot(.previous).remove()
         memory.reloadPending = true
         try saveMemory()
-        _ = try await Enroller(logger: logger).enroll(
+        _ = try await Enroller(logger: logger, keyURI: configuration.keyURI).enroll(
             server: configuration.serverURL, trustBundle: try trustBundle(), stateDirectory: stateDirectory.path,
             bootstrap: .idevid(certificateChain: chain, key: key), label: configuration.label, clock: serverClock,
             serverClock: serverClock)

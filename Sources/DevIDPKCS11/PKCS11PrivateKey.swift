@@ -35,6 +35,16 @@ public struct PKCS11PrivateKey: CustomPrivateKey, @unchecked Sendable {
         self.handle = Handle()
         let generation = token.generation
         self.handle.value.withLock { $0 = handle.map { (generation, $0) } }
+        Self.registry.withLock { $0[publicKey] = self }
+    }
+
+    /// Every token key this process opened or generated, by public key: `Certificate.PrivateKey` does not hand its
+    /// custom key back, and the TLS stack needs it (``PKCS11TLSKey``).
+    private static let registry = Mutex<[Certificate.PublicKey: PKCS11PrivateKey]>([:])
+
+    /// The token key with this public key, if this process opened or generated one.
+    public static func opened(publicKey: Certificate.PublicKey) -> PKCS11PrivateKey? {
+        registry.withLock { $0[publicKey] }
     }
 
     // MARK: Opening and creating

@@ -426,7 +426,7 @@ public enum CAStore {
         var result = Upgrade()
         guard layout.isInitialized else { return result }
         if !FileManager.default.fileExists(atPath: layout.servicesCertificate) {
-            if FileManager.default.fileExists(atPath: layout.rootKey) {
+            if CAKeys.exists(layout.rootKey) {
                 try createServicesCA(
                     layout: layout, rootKeyPath: layout.rootKey, passphrase: passphrase, now: now,
                     keyEncryptionRounds: keyEncryptionRounds)

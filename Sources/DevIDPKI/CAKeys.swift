@@ -27,6 +27,11 @@ public enum CAKeys {
         }
     }
 
+    /// Whether there is a key for `keyPath`: the file, or a reference to a token key.
+    public static func exists(_ keyPath: String) -> Bool {
+        FileManager.default.fileExists(atPath: keyPath) || FileManager.default.fileExists(atPath: referencePath(keyPath))
+    }
+
     /// Where the key at `keyPath` lives, for `devid ca show`: its URI, or the file.
     public static func location(_ keyPath: String) -> String? {
         if let uri = try? uri(keyPath) { return uri.description }

@@ -33,7 +33,7 @@ extension CAStore {
     public static func loadOwnManufacturers(
         layout: CALayout, passphrase: [UInt8]
     ) throws(DevIDPKIError) -> (cas: [Int: CertificateAuthority], state: ManufacturerState) {
-        var ids: [Int] = FileManager.default.fileExists(atPath: layout.manufacturerKey) ? [1] : []
+        var ids: [Int] = CAKeys.exists(layout.manufacturerKey) ? [1] : []
         let files = (try? FileManager.default.contentsOfDirectory(atPath: layout.manufacturersDirectory)) ?? []
         for file in files where file.hasSuffix(".crt") {
             if let id = Int(file.dropLast(4)), id > 1 { ids.append(id) }

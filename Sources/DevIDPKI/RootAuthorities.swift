@@ -135,7 +135,7 @@ extension CAStore {
         }
         let id = (roots.ids.max() ?? 1) + 1
         let keyPath = newRootKeyOut ?? layout.rootKey(id: id)
-        guard !FileManager.default.fileExists(atPath: keyPath) else {
+        guard !CAKeys.exists(keyPath) else {
             throw DevIDPKIError(.alreadyExists, "root key output \(keyPath) already exists")
         }
         let name = try renamed(old.certificate.subject, commonName: "DevID Root CA \(id)")

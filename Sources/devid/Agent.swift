@@ -1,8 +1,10 @@
 import ArgumentParser
 import DevIDAgent
 import DevIDCore
+import DevIDPKCS11
 import DevIDPKI
 import Foundation
+import SwiftASN1
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -11,7 +13,7 @@ import X509
 struct Agent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "The device agent: enroll this device, keep its identity rotated, and inspect it.",
-        subcommands: [Enroll.self, Run.self, Status.self])
+        subcommands: [Enroll.self, Run.self, Status.self, CSR.self])
 
     struct Enroll: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -31,7 +33,12 @@ struct Agent: AsyncParsableCommand {
             String
         @Option(name: .long, help: "State directory for the key, certificates and identity.json.") var stateDir: String
         @Option(name: .long, help: "IDevID certificate PEM (may hold the chain, leaf first).") var idevidCert: String?
-        @Option(name: .long, help: "IDevID private key PEM (unencrypted PKCS#8 or SEC1).") var idevidKey: String?
+        @Option(name: .long, help: "IDevID private key PEM (unencrypted PKCS#8 or SEC1), or its pkcs11: URI.")
+        var idevidKey: String?
+        @Option(
+            name: .long,
+            help: "Generate the LDevID key inside this PKCS#11 token (a pkcs11: token URI with module-path and pin-source).")
+        var keyUri: String?
         @Option(
             name: .long, help: "Claim token (visible to other local users in the process list; prefer --token-file).")
         var token: String?
@@ -67,10 +74,16 @@ struct Agent: AsyncParsableCommand {
                 let chain = try AgentFiles.certificates(idevidCert, what: "IDevID certificate")
                 let key: Certificate.PrivateKey
                 do {
-                    key = try KeyMaterial.privateKey(
-                        pem: try AgentFiles.text(idevidKey, what: "IDevID key"), passphrase: nil)
+                    if PKCS11URI.isURI(idevidKey) {
+                        key = try AgentKeys.open(idevidKey)
+                    } else {
+                        key = try KeyMaterial.privateKey(
+                            pem: try AgentFiles.text(idevidKey, what: "IDevID key"), passphrase: nil)
+                    }
                 } catch let error as DevIDPKIError {
                     throw CLIError("IDevID key \(idevidKey): \(error.reason)")
+                } catch let error as AgentError {
+                    throw CLIError("IDevID key: \(error.reason)")
                 }
                 bootstrap = .idevid(certificateChain: chain, key: key)
             } else {
@@ -85,16 +98,20 @@ struct Agent: AsyncParsableCommand {
             let identity: EnrolledIdentity
             let serverClock = ServerClock(local: SystemWallClock())
             do {
-                identity = try await Enroller().enroll(
+                if let keyUri { _ = try PKCS11URI(keyUri) }
+                identity = try await Enroller(keyURI: keyUri).enroll(
                     server: server, trustBundle: trust, stateDirectory: stateDir, bootstrap: bootstrap,
                     label: label, clock: serverClock, serverClock: serverClock)
             } catch let error as AgentError {
                 throw CLIError("enrollment failed: \(error)")
+            } catch let error as PKCS11Error {
+                throw CLIError("--key-uri: \(error.reason)")
             }
             let directory = AgentStateDirectory(path: stateDir)
-            let configuration = AgentConfiguration(
+            var configuration = AgentConfiguration(
                 serverURL: identity.serverURL, label: label, idevidCertificate: idevidCert.map(AgentFiles.absolute),
-                idevidKey: idevidKey.map(AgentFiles.absolute), onRotate: onRotate)
+                idevidKey: idevidKey.map { PKCS11URI.isURI($0) ? $0 : AgentFiles.absolute($0) }, onRotate: onRotate)
+            configuration.keyURI = keyUri
             do {
                 try configuration.save(stateDirectory: stateDir)
             } catch {
@@ -200,8 +217,9 @@ struct Agent: AsyncParsableCommand {
         @Option(name: .long, help: "EST label (default: from agent.json).") var label: String?
         @Option(name: .long, help: "IDevID certificate PEM for bootstrap (default: from agent.json).") var idevidCert:
             String?
-        @Option(name: .long, help: "IDevID private key PEM for bootstrap (default: from agent.json).") var idevidKey:
-            String?
+        @Option(name: .long, help: "IDevID private key PEM or pkcs11: URI for bootstrap (default: from agent.json).")
+        var idevidKey: String?
+        @Option(name: .long, help: "PKCS#11 token URI for new LDevID keys (default: from agent.json).") var keyUri: String?
         @Option(name: .long, help: "Seconds between check-ins while nothing is due (default 3600).")
         var checkInInterval: Double?
         @Option(
@@ -248,8 +266,9 @@ struct Agent: AsyncParsableCommand {
             if let onRotate { configuration.onRotate = onRotate }
             if let idevidCert, let idevidKey {
                 configuration.idevidCertificate = AgentFiles.absolute(idevidCert)
-                configuration.idevidKey = AgentFiles.absolute(idevidKey)
+                configuration.idevidKey = PKCS11URI.isURI(idevidKey) ? idevidKey : AgentFiles.absolute(idevidKey)
             }
+            if let keyUri { configuration.keyURI = keyUri }
             if let checkInInterval { configuration.checkInInterval = checkInInterval }
 
             let agent: RotationAgent
@@ -381,3 +400,42 @@ enum AgentFiles {
         }
     }
 }
+
+extension Agent {
+    struct CSR: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "csr",
+            abstract: "On the production line: a factory key inside the device's token, and a CSR for its IDevID.",
+            discussion: """
+                Generates a P-256 key inside the PKCS#11 token --key-uri names (object --label, sensitive, not \
+                extractable), writes a PKCS#10 CSR signed with it whose subject serialNumber is --serial, and prints \
+                the key's URI. Collect the CSRs of a lot in one directory for `devid factory mint --csr-dir`; the \
+                device then enrolls with `devid agent enroll --idevid-cert chain.pem --idevid-key <the URI>`.
+                """)
+        @Option(name: .long, help: "The device's token: a pkcs11: URI with module-path and pin-source.") var keyUri: String
+        @Option(name: .long, help: "The key's object label in the token.") var label: String = "idevid"
+        @Option(name: .long, help: "The hardware serial (the CSR subject's serialNumber).") var serial: String
+        @Option(name: .long, help: "Where to write the CSR (PEM).") var out: String
+
+        func run() async throws {
+            let key: PKCS11PrivateKey
+            do {
+                key = try PKCS11PrivateKey.generate(in: try PKCS11URI(keyUri).tokenURI, label: label, curve: .p256)
+            } catch {
+                throw CLIError("\(error.reason)")
+            }
+            do {
+                let subject = try DeviceNames.idevidSubject(hardwareSerial: serial, manufacturer: "DevID")
+                let request = try CertificateSigningRequest(
+                    version: .v1, subject: subject, privateKey: Certificate.PrivateKey(key), attributes: .init(),
+                    signatureAlgorithm: .ecdsaWithSHA256)
+                try SecureFile.write(Array(try request.serializeAsPEM().pemString.utf8) + [0x0A], to: out, mode: 0o644)
+            } catch {
+                try? key.destroy()
+                throw CLIError("the CSR could not be written: \(error)")
+            }
+            print(key.uri.description)
+        }
+    }
+}
+
