@@ -149,7 +149,7 @@ let package = Package(
         .executableTarget(
             name: "devid-bench",
             dependencies: [
-                "DevIDCore", "DevIDPKI", "DevIDStore", "DevIDServer", "DevIDAgent",
+                "DevIDCore", "DevIDPKCS11", "DevIDPKI", "DevIDStore", "DevIDServer", "DevIDAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -12,7 +12,7 @@ struct DevIDBench: AsyncParsableCommand {
         subcommands: [
             EnrollBenchmark.self, MintBenchmark.self, RotateBenchmark.self, CRLBenchmark.self, OCSPBenchmark.self,
             AuthzBenchmark.self, ServerCPUEnrollBenchmark.self,
-            StormBenchmark.self,
+            StormBenchmark.self, SignBenchmark.self,
         ]
     )
 }
