@@ -121,6 +121,36 @@ struct RootCRLTests {
         try await server.stop()
     }
 
+    @Test("DevID's own manufacturer CA certificates name their CRL (CDP) and their certificate (AIA), which is served")
+    func manufacturerExtensions() async throws {
+        let server = try await Self.server()
+        let layout = CALayout(dataDirectory: server.configuration.dataDirectory)
+        let first = try #require(server.state.hierarchy.manufacturer).certificate
+        #expect(RevocationExtensions.crlDistributionPointURI(of: first) == Self.base + "/crl/manufacturer.crl")
+        #expect(Self.caIssuers(of: first) == Self.base + "/ca/manufacturer.crt")
+        let id = try CAStore.prepareManufacturer(
+            layout: layout, passphrase: Array((server.configuration.caPassphrase ?? "").utf8), now: server.clock.now(),
+            keyEncryptionRounds: server.configuration.keyEncryptionRounds)
+        let second = try #require(
+            try PEM.certificates(String(contentsOfFile: layout.manufacturerCertificate(id: id), encoding: .utf8)).first)
+        #expect(RevocationExtensions.crlDistributionPointURI(of: second) == Self.base + "/crl/manufacturer2.crl")
+        #expect(Self.caIssuers(of: second) == Self.base + "/ca/manufacturer2.crt")
+        for (name, certificate) in [("manufacturer1", first), ("manufacturer2", second)] {
+            let file = try server.directory.write("\(name).pem", certificate.pemString)
+            let lint = try await ExternalTool.runAsync(["lint_pkix_cert", "lint", "-s", "WARNING", file])
+            #expect(lint.succeeded && lint.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "\(lint)")
+        }
+        // The running server serves the manufacturer CA it loaded, and the CRL its CDP names.
+        let file = server.directory.file("manufacturer.der")
+        let fetched = try await ExternalTool.runAsync([
+            "curl", "-s", "-o", file, "-w", "%{http_code} %{content_type}", server.opsURL + "/ca/manufacturer.crt",
+        ])
+        #expect(fetched.stdout == "200 application/pkix-cert", "\(fetched)")
+        #expect(try Certificate(derEncoded: Array(try #require(FileManager.default.contents(atPath: file)))) == first)
+        #expect(try await Self.fetch(server, "manufacturer", into: server.directory.file("manufacturer.crl")) == 200)
+        try await server.stop()
+    }
+
     static func caIssuers(of certificate: Certificate) -> String? {
         guard let access = try? certificate.extensions.authorityInformationAccess else { return nil }
         for description in access where description.method == .issuingCA {
