@@ -345,7 +345,7 @@ public enum CAStore {
         let serverChain = try PEM.certificates(
             String(decoding: try SecureFile.read(layout.serverCertificate), as: UTF8.self))
         var serverPKCS8: [UInt8] = []
-        if metadata.listenerKeyInMemory == true, !FileManager.default.fileExists(atPath: layout.serverKey) {
+        if metadata.listenerKeyInMemory == true {
             // A new listener key for this process; `devid serve` certifies it at start
             // (``reissueServerCertificate(layout:current:issuing:now:publicKey:)``) before it listens.
             serverPKCS8 = try KeyMaterial.generateWithDER(.p256).pkcs8
@@ -372,6 +372,30 @@ public enum CAStore {
             trustedManufacturers: trusted, serverChain: serverChain, serverKeyPKCS8: serverPKCS8,
             services: services,
             issuingAuthorities: authorities, roots: roots, ownManufacturers: own.cas)
+    }
+
+    /// `devid ca import-key server-tls`: the listeners' key file is removed and ``CAMetadata/listenerKeyInMemory`` set,
+    /// so `devid serve` makes a new key in memory at every start (what `devid ca init --key-uri` does from the start).
+    public static func moveListenerKeyToMemory(layout: CALayout) throws(DevIDPKIError) {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        guard var metadata = try? decoder.decode(CAMetadata.self, from: Data(SecureFile.read(layout.metadata))) else {
+            throw DevIDPKIError(.malformed, "\(layout.metadata) is not valid CA metadata")
+        }
+        metadata.listenerKeyInMemory = true
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        guard let json = try? encoder.encode(metadata) else {
+            throw DevIDPKIError(.malformed, "CA metadata could not be encoded")
+        }
+        // Metadata first: a listener key file that is still there is simply not used.
+        try SecureFile.write(Array(json), to: layout.metadata, mode: 0o644)
+        if FileManager.default.fileExists(atPath: layout.serverKey) {
+            do { try FileManager.default.removeItem(atPath: layout.serverKey) } catch {
+                throw DevIDPKIError(.io, "\(layout.serverKey) could not be removed; remove it by hand")
+            }
+        }
     }
 
     /// The listeners' certificate re-issued by `issuing` (same key, subject and names, a new lifetime), written to

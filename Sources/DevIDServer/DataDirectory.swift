@@ -142,7 +142,7 @@ public enum DataDirectory {
             keyEncryptionRounds: configuration.keyEncryptionRounds)
     }
 
-    /// The key file of a CA role (`root`, `issuing`, `services`, `manufacturer`, `server-tls`, and `root<id>`,
+    /// The key file of a CA role (`root`, `issuing`, `services`, `manufacturer`, and `root<id>`,
     /// `issuing<id>`, `manufacturer<id>` for later CAs) in the data directory; nil for an unknown role.
     public static func keyPath(role: String, layout: CALayout) -> String? {
         switch role {
@@ -150,7 +150,6 @@ public enum DataDirectory {
         case "issuing": return layout.issuingKey
         case "services": return layout.servicesKey
         case "manufacturer": return layout.manufacturerKey
-        case "server-tls": return layout.serverKey
         default:
             for (prefix, path) in [
                 ("root", layout.rootKey(id:)), ("issuing", layout.issuingKey(id:)), ("manufacturer", layout.manufacturerKey(id:)),
@@ -168,13 +167,19 @@ public enum DataDirectory {
         configuration: ServerConfiguration, role: String, token: String
     ) throws -> (uri: String, removed: String) {
         let layout = CALayout(dataDirectory: configuration.dataDirectory)
-        guard let path = keyPath(role: role, layout: layout) else {
+        guard let path = keyPath(role: role, layout: layout) ?? (role == "server-tls" ? layout.serverKey : nil) else {
             throw DevIDPKIError(
                 .notFound, "unknown key role \(role): root, issuing, services, manufacturer, server-tls, issuing<id>, ...")
+        }
+        guard role != "server-tls" else {
+            // The listeners' key is no CA key: it moves to memory (a new one at every start), not into the token.
+            try CAStore.moveListenerKeyToMemory(layout: layout)
+            return ("memory (a new key at every start of devid serve)", layout.serverKey)
         }
         let uri: PKCS11URI
         do { uri = try PKCS11URI(token).tokenURI } catch { throw DevIDPKIError(error) }
         let (passphrase, _) = try resolvePassphrase(configuration, creating: false)
+        guard CAKeys.exists(path) else { throw DevIDPKIError(.notFound, "no \(role) key in \(layout.dataDirectory)") }
         let imported = try CAKeys.importKey(path, token: uri, label: role, passphrase: passphrase)
         return (imported.description, path)
     }

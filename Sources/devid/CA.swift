@@ -21,16 +21,23 @@ struct CA: AsyncParsableCommand {
             commandName: "import-key",
             abstract: "Move a CA key from its encrypted file into a PKCS#11 token.",
             discussion: """
-                Decrypts the key of ROLE (root, issuing, services, manufacturer, server-tls, or issuing<id>, \
-                root<id>, manufacturer<id>) with the CA passphrase, creates it in the token named by --to (object \
-                ROLE, sensitive and not extractable), checks that the token's key signs for the certificate's public \
-                key, records the key's URI beside the file (DATA/ca/<role>.key.uri) and removes the file. Restart \
-                `devid serve` to sign through the token. The file existed before: destroy every copy and backup of it.
+                Decrypts the key of ROLE (root, issuing, services, manufacturer, or issuing<id>, root<id>, \
+                manufacturer<id>) with the CA passphrase, creates it in the token named by --to (object ROLE, \
+                sensitive and not extractable), checks that the token's key signs for the certificate's public key, \
+                records the key's URI beside the file (DATA/ca/<role>.key.uri) and removes the file. Restart \
+                `devid serve` to sign through the token. The file existed before: destroy every copy and backup of \
+                it. ROLE server-tls (the listeners' key, no CA key) is not moved into the token: its file is removed \
+                and `devid serve` makes a new one in memory at every start.
                 """)
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The key's role: root, issuing, services, manufacturer, server-tls, issuing<id>, ...")
         var role: String
-        @Option(name: .long, help: "The token: a pkcs11: URI with module-path and pin-source.") var to: String
+        @Option(name: .long, help: "The token: a pkcs11: URI with module-path and pin-source (not for server-tls).")
+        var to: String?
+
+        func validate() throws {
+            if to == nil && role != "server-tls" { throw ValidationError("--to TOKEN-URI names the token") }
+        }
 
         func run() async throws {
             LoggingSetup.bootstrap(level: .warning)
@@ -38,11 +45,16 @@ struct CA: AsyncParsableCommand {
             configuration.dataDirectory = global.dataDir
             let result: (uri: String, removed: String)
             do {
-                result = try DataDirectory.importKey(configuration: configuration, role: role, token: to)
+                result = try DataDirectory.importKey(configuration: configuration, role: role, token: to ?? "")
             } catch {
                 throw CLIError("\(error)")
             }
             if global.json { return try Output.json(["role": role, "keyURI": result.uri, "removed": result.removed]) }
+            if role == "server-tls" {
+                print("the listeners' key now lives in memory only: devid serve makes a new one at every start")
+                print("removed \(result.removed) from the data directory; restart `devid serve`")
+                return
+            }
             print("imported the \(role) key into the token: \(result.uri)")
             print("removed \(result.removed) from the data directory; destroy every other copy and backup of it")
             print("restart `devid serve` to sign with the token")

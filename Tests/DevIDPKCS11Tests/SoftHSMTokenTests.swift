@@ -55,6 +55,19 @@ struct SoftHSMTokenTests {
         #expect(key.publicKey.isValidSignature(certificate.signature, for: certificate))
     }
 
+    @Test("a signature algorithm the key cannot make is refused as mechanismUnsupported, and nothing is signed")
+    func mechanismUnsupported() throws {
+        let key = try PKCS11PrivateKey.generate(
+            in: try PKCS11URI(hsm.uri(token: try token())), label: "m-\(unique)", curve: .p384)
+        #expect {
+            _ = try key.signSynchronously(bytes: Array("x".utf8), signatureAlgorithm: .ecdsaWithSHA256)
+        } throws: { error in
+            (error as? PKCS11Error)?.code == .mechanismUnsupported
+                && (error as? PKCS11Error)?.reason == "key m-\(unique) signs with \(Certificate.SignatureAlgorithm.ecdsaWithSHA384) only"
+        }
+        try key.destroy()
+    }
+
     @Test("the same label twice is refused; destroy removes both objects")
     func labelsAreUnique() throws {
         let label = try token()
