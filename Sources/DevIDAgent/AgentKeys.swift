@@ -71,8 +71,25 @@ public enum AgentKeys {
         do {
             return Certificate.PrivateKey(try PKCS11PrivateKey.open(try PKCS11URI(uri)))
         } catch {
-            let code: AgentError.Code = error.code == .tokenUnavailable ? .io : .invalidArgument
-            throw AgentError(code, "the key in the token is unavailable: \(error.reason)")
+            // A key that is not there (or not usable) is invalid state; a token that cannot be used now (away, PIN
+            // refused, module missing) is `.io`: callers wait and retry, and never discard the key's files for it.
+            switch error.code {
+            case .keyNotFound, .invalidURI, .mechanismUnsupported, .alreadyExists:
+                throw AgentError(.invalidState, "the key in the token: \(error.reason)")
+            default:
+                throw AgentError(.io, "the key in the token is unavailable: \(error.reason)")
+            }
+        }
+    }
+
+    /// `body`'s key, nil when it is not a usable key; `.io` (a token unavailable now) is thrown, not taken for
+    /// absence, so that a slot is never removed because its token was not ready.
+    static func unlessUnavailable<T>(_ body: () throws(AgentError) -> T?) throws(AgentError) -> T? {
+        do {
+            return try body()
+        } catch {
+            if error.code == .io { throw error }
+            return nil
         }
     }
 

@@ -166,7 +166,7 @@ public struct AgentStateDirectory: Sendable {
     public func recover() throws(AgentError) {
         guard exists(path) else { return }
         removeOrphanedTemporaries()
-        if installIsCommitted() {
+        if try committedInstall() {
             try finishCommittedInstall()
         } else {
             for file in File.allCases where exists(pendingPath(file)) {
@@ -237,12 +237,23 @@ public struct AgentStateDirectory: Sendable {
     /// True when `cert.pem` exists and `key.pem.next` exists and holds its public key: an install passed its commit
     /// point and has not finished.
     private func installIsCommitted() -> Bool {
+        (try? committedInstall()) ?? false
+    }
+
+    /// ``installIsCommitted()`` for recovery: a key that cannot be read now because its token is unavailable (a TPM
+    /// daemon not up yet after a power cut) throws `.io` instead of counting as "not committed", which would roll
+    /// the install back and lose the new key.
+    private func committedInstall() throws(AgentError) -> Bool {
         guard let certificateBytes = try? SecureFile.read(path(.certificate)),
             let keyBytes = try? SecureFile.read(pendingPath(.key)),
-            let certificate = try? PEM.certificates(String(decoding: certificateBytes, as: UTF8.self)).first,
-            let key = try? AgentKeys.parse(String(decoding: keyBytes, as: UTF8.self)).key
+            let certificate = try? PEM.certificates(String(decoding: certificateBytes, as: UTF8.self)).first
         else { return false }
-        return key.publicKey == certificate.publicKey
+        do {
+            return try AgentKeys.parse(String(decoding: keyBytes, as: UTF8.self)).key.publicKey == certificate.publicKey
+        } catch {
+            if error.code == .io { throw error }
+            return false
+        }
     }
 
     /// Step 4 of an install: rename the staged files into place, the key last.

@@ -92,11 +92,16 @@ public struct Enroller: Sendable {
             logger: logger)
         let caCertificates: [Certificate]
         let certificate: Certificate
-        let generated: (key: Certificate.PrivateKey, pkcs8: [UInt8])
+        var generated: (key: Certificate.PrivateKey, pkcs8: [UInt8])?
+        // A key made in a token for an enrollment that fails is deleted again (a secure element's memory is small).
+        func discardKey() {
+            if let material = generated?.pkcs8 { AgentKeys.destroyIfUnreferenced(material, in: directory) }
+        }
         do {
             caCertificates = try await client.cacerts()
-            generated = try Self.newKey(in: keyURI)
-            let csr = try Self.csr(deviceID: deviceID, key: generated.key)
+            let key = try Self.newKey(in: keyURI)
+            generated = key
+            let csr = try Self.csr(deviceID: deviceID, key: key.key)
             logger.debug(
                 "enrolling",
                 metadata: [
@@ -106,24 +111,31 @@ public struct Enroller: Sendable {
             certificate = try await client.simpleEnroll(csrDER: csr, authorization: authorization)
         } catch {
             try? await client.shutdown()
+            discardKey()
             throw error
         }
         let serverDate = client.lastServerTime ?? client.lastServerDate
         try? await client.shutdown()
+        guard let key = generated else { throw AgentError(.invalidState, "no key was generated") }
 
         // Checks: nothing is written before they pass.
         let now = clock.now()
-        let chain = try await Self.checkIssued(
-            certificate, publicKey: generated.key.publicKey, device: deviceID, trustBundle: trustBundle,
-            intermediates: caCertificates, at: now)
-
-        let enrolled = try EnrolledIdentity(
-            certificate: certificate, serverURL: client.baseURL, bootstrap: bootstrap.name, enrolledAt: now,
-            serverDate: serverDate)
-        try directory.install(
-            AgentStateDirectory.Installation(
-                keyPKCS8: generated.pkcs8, certificate: certificate, chain: chain, trustBundle: trustBundle,
-                identity: enrolled))
+        let enrolled: EnrolledIdentity
+        do {
+            let chain = try await Self.checkIssued(
+                certificate, publicKey: key.key.publicKey, device: deviceID, trustBundle: trustBundle,
+                intermediates: caCertificates, at: now)
+            enrolled = try EnrolledIdentity(
+                certificate: certificate, serverURL: client.baseURL, bootstrap: bootstrap.name, enrolledAt: now,
+                serverDate: serverDate)
+            try directory.install(
+                AgentStateDirectory.Installation(
+                    keyPKCS8: key.pkcs8, certificate: certificate, chain: chain, trustBundle: trustBundle,
+                    identity: enrolled))
+        } catch {
+            discardKey()
+            throw error
+        }
         logger.debug(
             "enrolled",
             metadata: [

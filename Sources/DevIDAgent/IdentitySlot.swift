@@ -83,7 +83,7 @@ public struct IdentitySlot: Sendable {
 
     /// The complete identity in the slot: a certificate with its matching key, or nil.
     public func pair() throws(AgentError) -> (certificate: Certificate, key: Certificate.PrivateKey, pkcs8: [UInt8])? {
-        guard let certificate = try certificate(), let staged = try? stagedKey(),
+        guard let certificate = try certificate(), let staged = try AgentKeys.unlessUnavailable({ () throws(AgentError) in try stagedKey() }),
             staged.key.publicKey == certificate.publicKey
         else { return nil }
         return (certificate, staged.key, staged.pkcs8)

@@ -274,7 +274,7 @@ public actor RotationAgent {
             if let staged = try next.pair() {
                 return staged.certificate == current.certificate ? .promotionLeftover : .stagedCertificate
             }
-            if try next.certificate() == nil, let staged = try? next.stagedKey() {
+            if try next.certificate() == nil, let staged = try AgentKeys.unlessUnavailable({ () throws(AgentError) in try next.stagedKey() }) {
                 return .stagedKey(key: staged.key, pkcs8: staged.pkcs8)
             }
             logger.debug("removing an unusable next/ slot", metadata: ["path": "\(next.path)"])

@@ -16,6 +16,8 @@ public struct PKCS11PrivateKey: CustomPrivateKey, @unchecked Sendable {
     /// The key's own URI: the token's, with `object=` its label.
     public let uri: PKCS11URI
     public let label: String
+    /// CKA_ID, with the label what finds the key again after a reconnect (two keys may share a label).
+    public let id: [UInt8]?
     public let curve: PKCS11Curve
     public let publicKey: Certificate.PublicKey
 
@@ -26,10 +28,16 @@ public struct PKCS11PrivateKey: CustomPrivateKey, @unchecked Sendable {
         let value = Mutex<(generation: Int, handle: CK_OBJECT_HANDLE)?>(nil)
     }
 
-    init(token: PKCS11Token, label: String, curve: PKCS11Curve, publicKey: Certificate.PublicKey, handle: CK_OBJECT_HANDLE?) {
+    init(
+        token: PKCS11Token, label: String, id: [UInt8]?, curve: PKCS11Curve, publicKey: Certificate.PublicKey,
+        handle: CK_OBJECT_HANDLE?
+    ) {
         self.token = token
-        self.uri = token.uri.naming(object: label)
+        var uri = token.uri.naming(object: label)
+        uri.id = id.flatMap { $0 == Array(label.utf8) || $0.isEmpty ? nil : $0 }
+        self.uri = uri
         self.label = label
+        self.id = id.flatMap { $0.isEmpty ? nil : $0 }
         self.curve = curve
         self.publicKey = publicKey
         self.handle = Handle()
@@ -61,7 +69,8 @@ public struct PKCS11PrivateKey: CustomPrivateKey, @unchecked Sendable {
         return try token.withSession { session throws(PKCS11Error) in
             let privates = try token.find(session, objectClass: UInt(CKO_PRIVATE_KEY), label: uri.object, id: uri.id)
             guard let handle = privates.first else {
-                throw PKCS11Error(.keyNotFound, "token \(token.label) holds no private key \(uri.object ?? "with that id")")
+                let hint = token.hasPIN ? "" : " (the URI has no pin-source: private keys are visible only after login)"
+                throw PKCS11Error(.keyNotFound, "token \(token.label) holds no private key \(uri.object ?? "with that id")\(hint)")
             }
             guard privates.count == 1 else {
                 throw PKCS11Error(.keyNotFound, "token \(token.label) holds \(privates.count) private keys \(uri.object ?? "with that id"): name one by id")
@@ -73,7 +82,7 @@ public struct PKCS11PrivateKey: CustomPrivateKey, @unchecked Sendable {
                 throw PKCS11Error(.keyNotFound, "token \(token.label) holds no public key beside private key \(label)")
             }
             let (curve, publicKey) = try readPublicKey(token: token, session: session, object: publicHandle)
-            return PKCS11PrivateKey(token: token, label: label, curve: curve, publicKey: publicKey, handle: handle)
+            return PKCS11PrivateKey(token: token, label: label, id: id, curve: curve, publicKey: publicKey, handle: handle)
         }
     }
 
@@ -81,7 +90,8 @@ public struct PKCS11PrivateKey: CustomPrivateKey, @unchecked Sendable {
     /// sensitive, never extractable, a token object. `.alreadyExists` if the token holds a key with that label.
     public static func generate(in uri: PKCS11URI, label: String, curve: PKCS11Curve) throws(PKCS11Error) -> PKCS11PrivateKey {
         let token = try PKCS11Token.open(uri)
-        return try token.withSession { session throws(PKCS11Error) in
+        // Not retried: a key pair the token wrote before an error must not be made twice.
+        return try token.withSession(retry: false) { session throws(PKCS11Error) in
             guard try token.find(session, objectClass: UInt(CKO_PRIVATE_KEY), label: label, id: nil).isEmpty else {
                 throw PKCS11Error(.alreadyExists, "token \(token.label) already holds a key \(label); DevID never replaces a key")
             }
@@ -117,17 +127,16 @@ public struct PKCS11PrivateKey: CustomPrivateKey, @unchecked Sendable {
             }
             guard rv == CKR_OK else { throw PKCS11Module.error(rv, "generating key \(label) in token \(token.label)") }
             let (_, publicKey) = try readPublicKey(token: token, session: session, object: publicHandle)
-            return PKCS11PrivateKey(token: token, label: label, curve: curve, publicKey: publicKey, handle: privateHandle)
+            return PKCS11PrivateKey(
+                token: token, label: label, id: id, curve: curve, publicKey: publicKey, handle: privateHandle)
         }
     }
 
     /// Deletes the key pair (private and public objects) from the token.
     public func destroy() throws(PKCS11Error) {
         try token.withSession { session throws(PKCS11Error) in
-            let id = Array(label.utf8)
-            var handles = try token.find(session, objectClass: UInt(CKO_PRIVATE_KEY), label: label, id: nil)
-            handles += try token.find(session, objectClass: UInt(CKO_PUBLIC_KEY), label: label, id: nil)
-            _ = id
+            var handles = try token.find(session, objectClass: UInt(CKO_PRIVATE_KEY), label: label, id: id)
+            handles += try token.find(session, objectClass: UInt(CKO_PUBLIC_KEY), label: label, id: id)
             for object in handles {
                 let rv = token.functions.C_DestroyObject!(session, object)
                 guard rv == CKR_OK else { throw PKCS11Module.error(rv, "deleting key \(label) from token \(token.label)") }
@@ -171,7 +180,7 @@ public struct PKCS11PrivateKey: CustomPrivateKey, @unchecked Sendable {
     private func privateHandle(_ session: CK_SESSION_HANDLE) throws(PKCS11Error) -> CK_OBJECT_HANDLE {
         let generation = token.generation
         if let value = handle.value.withLock({ $0 }), value.generation == generation { return value.handle }
-        guard let found = try token.find(session, objectClass: UInt(CKO_PRIVATE_KEY), label: label, id: nil).first else {
+        guard let found = try token.find(session, objectClass: UInt(CKO_PRIVATE_KEY), label: label, id: id).first else {
             throw PKCS11Error(.keyNotFound, "token \(token.label) no longer holds private key \(label)")
         }
         handle.value.withLock { $0 = (generation, found) }
@@ -277,8 +286,10 @@ extension PKCS11PrivateKey {
         x963 point: [UInt8]
     ) throws(PKCS11Error) -> PKCS11PrivateKey {
         let token = try PKCS11Token.open(uri)
-        return try token.withSession { session throws(PKCS11Error) in
-            guard try token.find(session, objectClass: UInt(CKO_PRIVATE_KEY), label: label, id: nil).isEmpty else {
+        return try token.withSession(retry: false) { session throws(PKCS11Error) in
+            guard try token.find(session, objectClass: UInt(CKO_PRIVATE_KEY), label: label, id: nil).isEmpty,
+                try token.find(session, objectClass: UInt(CKO_PUBLIC_KEY), label: label, id: nil).isEmpty
+            else {
                 throw PKCS11Error(.alreadyExists, "token \(token.label) already holds a key \(label); DevID never replaces a key")
             }
             let id = Array(label.utf8)
@@ -317,7 +328,8 @@ extension PKCS11PrivateKey {
                 _ = f.C_DestroyObject!(session, publicHandle)
                 throw PKCS11Module.error(rv, "importing private key \(label) into token \(token.label)")
             }
-            return PKCS11PrivateKey(token: token, label: label, curve: curve, publicKey: publicKey, handle: privateHandle)
+            return PKCS11PrivateKey(
+                token: token, label: label, id: id, curve: curve, publicKey: publicKey, handle: privateHandle)
         }
     }
 }

@@ -64,21 +64,22 @@ public final class PKCS11Token: Sendable {
 
     /// Runs `body` with a logged-in session. When the token was gone, retries on fresh sessions; when the token is
     /// then not found, re-initializes the module once and looks again; a token still missing is
-    /// ``PKCS11Error/Code/tokenUnavailable`` (it was there before: removed, not misnamed).
-    public func withSession<T>(_ body: (CK_SESSION_HANDLE) throws(PKCS11Error) -> T) throws(PKCS11Error) -> T {
+    /// ``PKCS11Error/Code/tokenUnavailable`` (it was there before: removed, not misnamed). With `retry` false (an
+    /// operation that creates an object, which may have been written before the error), it runs once.
+    public func withSession<T>(
+        retry: Bool = true, _ body: (CK_SESSION_HANDLE) throws(PKCS11Error) -> T
+    ) throws(PKCS11Error) -> T {
         do {
             return try attempt(body)
         } catch {
-            guard error.code == .tokenUnavailable || error.code == .tokenNotFound else { throw error }
+            guard retry, error.code == .tokenUnavailable || error.code == .tokenNotFound else { throw error }
         }
-        reset()
         do {
             return try attempt(body)
         } catch {
             guard error.code == .tokenUnavailable || error.code == .tokenNotFound else { throw error }
         }
         module.reinitialize()
-        reset()
         do {
             return try attempt(body)
         } catch {
@@ -90,46 +91,66 @@ public final class PKCS11Token: Sendable {
     /// Whether the token was ever found: one that is missing later was removed, not misnamed.
     private let found = Mutex(false)
 
+    /// Whether a pin-source was given (without one, private keys are invisible: no login).
+    var hasPIN: Bool { pin != nil }
+
     private func attempt<T>(_ body: (CK_SESSION_HANDLE) throws(PKCS11Error) -> T) throws(PKCS11Error) -> T {
         try module.shared { () throws(PKCS11Error) -> T in try attemptShared(body) }
     }
 
+    /// Inside the module's shared lock: the module cannot be re-initialized meanwhile, so every session handle of
+    /// this generation stays valid until it is closed here.
     private func attemptShared<T>(_ body: (CK_SESSION_HANDLE) throws(PKCS11Error) -> T) throws(PKCS11Error) -> T {
-        let session = try checkOut()
+        let (session, generation) = try checkOut()
         do {
             let result = try body(session)
-            state.withLock { $0.idle.append(session) }
+            checkIn(session, generation)
             return result
         } catch {
             if error.code == .tokenUnavailable {
-                reset()
+                reset(generation, failed: session)
             } else {
-                state.withLock { $0.idle.append(session) }
+                checkIn(session, generation)
             }
             throw error
         }
     }
 
-    /// Drops every session (after the token went away); the next call looks for the slot again.
-    func reset() {
-        let moduleGeneration = module.generation
-        let slot = state.withLock { state -> CK_SLOT_ID? in
-            let slot = state.moduleGeneration == moduleGeneration ? state.slot : nil
-            state = State(moduleGeneration: moduleGeneration, generation: state.generation + 1)
-            return slot
+    /// Returns a session to the pool, or closes it when the pool was reset since it was checked out (a session is
+    /// only ever closed by the one caller holding it, so a handle number is never shared by two callers).
+    private func checkIn(_ session: CK_SESSION_HANDLE, _ generation: Int) {
+        let kept = state.withLock { state -> Bool in
+            guard state.generation == generation else { return false }
+            state.idle.append(session)
+            return true
         }
-        if let slot { _ = try? module.shared { () throws(PKCS11Error) in _ = functions.C_CloseAllSessions?(slot) } }
+        if !kept { _ = functions.C_CloseSession?(session) }
     }
 
-    private func checkOut() throws(PKCS11Error) -> CK_SESSION_HANDLE {
-        // After the module was re-initialized, every session and handle of before is void.
+    /// After the token went away: a new generation (slot looked up again, login again, object handles found again);
+    /// the idle sessions and the failed one are closed, sessions in use are closed by their callers at check-in.
+    /// Nothing happens when another caller already reset after this generation.
+    private func reset(_ generation: Int, failed: CK_SESSION_HANDLE) {
+        let idle = state.withLock { state -> [CK_SESSION_HANDLE]? in
+            guard state.generation == generation else { return nil }
+            let idle = state.idle
+            state = State(moduleGeneration: state.moduleGeneration, generation: generation + 1)
+            return idle
+        }
+        for session in (idle ?? []) + [failed] { _ = functions.C_CloseSession?(session) }
+    }
+
+    private func checkOut() throws(PKCS11Error) -> (CK_SESSION_HANDLE, Int) {
+        // After the module was re-initialized, every session and handle of before is void (never closed: the
+        // numbers may name new sessions now).
         let moduleGeneration = module.generation
-        state.withLock { state in
+        let current = state.withLock { state -> (CK_SESSION_HANDLE?, Int) in
             if state.moduleGeneration != moduleGeneration {
                 state = State(moduleGeneration: moduleGeneration, generation: state.generation + 1)
             }
+            return (state.idle.popLast(), state.generation)
         }
-        if let session = state.withLock({ $0.idle.popLast() }) { return session }
+        if let session = current.0 { return (session, current.1) }
         let slot = try resolveSlot()
         var session = CK_SESSION_HANDLE(0)
         let rv = functions.C_OpenSession!(slot, CK_FLAGS(CKF_SERIAL_SESSION | CKF_RW_SESSION), nil, nil, &session)
@@ -137,13 +158,24 @@ public final class PKCS11Token: Sendable {
         if !state.withLock({ $0.loggedIn }) {
             try login(session)
         }
-        return session
+        return (session, current.1)
     }
+
+    /// PINs a token refused, by token and SHA-256 of the PIN: never offered again until the pin-source changes, so
+    /// that retries (an agent's backoff) cannot lock the PIN or trip a TPM's dictionary-attack lockout.
+    private static let refusedPINs = Mutex<[String: [UInt8]]>([:])
 
     private func login(_ session: CK_SESSION_HANDLE) throws(PKCS11Error) {
         guard var pin else {
             state.withLock { $0.loggedIn = true }
             return
+        }
+        let key = uri.description
+        let digest = Array(SHA256.hash(data: pin))
+        if Self.refusedPINs.withLock({ $0[key] }) == digest {
+            _ = functions.C_CloseSession?(session)
+            throw PKCS11Error(
+                .wrongPIN, "token \(label) refused this PIN before (CKR_PIN_INCORRECT); not trying it again until the pin-source changes")
         }
         let rv = pin.withUnsafeMutableBufferPointer { buffer in
             functions.C_Login!(session, CK_USER_TYPE(CKU_USER), buffer.baseAddress, CK_ULONG(buffer.count))
@@ -151,10 +183,12 @@ public final class PKCS11Token: Sendable {
         guard rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN else {
             _ = functions.C_CloseSession?(session)
             if rv == CKR_PIN_INCORRECT {
+                Self.refusedPINs.withLock { $0[key] = digest }
                 throw PKCS11Error(.wrongPIN, "token \(label) refused the PIN (CKR_PIN_INCORRECT)", returnValue: rv)
             }
             throw PKCS11Module.error(rv, "logging in to token \(label)")
         }
+        Self.refusedPINs.withLock { _ = $0.removeValue(forKey: key) }
         state.withLock { $0.loggedIn = true }
     }
 

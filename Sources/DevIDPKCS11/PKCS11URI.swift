@@ -108,7 +108,7 @@ public struct PKCS11URI: Sendable, Hashable, CustomStringConvertible {
     /// `name=value` with the value percent-decoded (bytes, for `id`).
     static func attribute(_ pair: Substring) throws(PKCS11Error) -> (String, [UInt8]) {
         guard let equals = pair.firstIndex(of: "=") else {
-            throw PKCS11Error(.invalidURI, "pkcs11: URI attribute '\(pair.prefix(40))' has no value")
+            throw PKCS11Error(.invalidURI, "a pkcs11: URI attribute has no '=' (name=value)")
         }
         let name = String(pair[..<equals]).lowercased()
         let raw = pair[pair.index(after: equals)...]
@@ -220,8 +220,9 @@ public struct PKCS11URI: Sendable, Hashable, CustomStringConvertible {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw PKCS11Error(.pinUnavailable, "pin-source \(source): the file cannot be read")
         }
-        var bytes = Array(data)
-        while let last = bytes.last, last == 0x0A || last == 0x0D { bytes.removeLast() }
+        // The first line.
+        var bytes = Array(Array(data).prefix { $0 != 0x0A })
+        while let last = bytes.last, last == 0x0D { bytes.removeLast() }
         guard !bytes.isEmpty else { throw PKCS11Error(.pinUnavailable, "pin-source \(source): the file is empty") }
         return bytes
     }
