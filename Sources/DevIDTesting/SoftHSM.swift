@@ -18,23 +18,46 @@ public struct SoftHSM: Sendable {
     public var environment: [String: String] { ["SOFTHSM2_CONF": configuration] }
 
     public init() throws {
-        directory = try TemporaryDirectory(prefix: "devid-softhsm")
+        try self.init(directory: try TemporaryDirectory(prefix: "devid-softhsm"))
+    }
+
+    /// A store in `directory` (its `tokens/` and `softhsm2.conf`, made if missing).
+    init(directory: TemporaryDirectory) throws {
+        self.directory = directory
         let tokens = directory.file("tokens")
         try FileManager.default.createDirectory(atPath: tokens, withIntermediateDirectories: true)
-        configuration = try directory.write(
-            "softhsm2.conf", "directories.tokendir = \(tokens)\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n")
+        configuration = directory.file("softhsm2.conf")
+        if !FileManager.default.fileExists(atPath: configuration) {
+            _ = try directory.write(
+                "softhsm2.conf", "directories.tokendir = \(tokens)\nobjectstore.backend = file\nlog.level = ERROR\n")
+        }
         pinFile = try directory.write("pin", SoftHSM.userPIN + "\n")
     }
 
     /// The process-wide store for in-process tests, with `SOFTHSM2_CONF` set to it and one token, ``sharedToken``,
     /// made before anything loads the module: SoftHSM2 sees only the tokens that exist when a process initialises
     /// it, so in-process tests share that token and tell their keys apart by label.
-    public static let shared: SoftHSM = {
-        let store = try! SoftHSM()
-        try! store.initToken(sharedToken)
+    ///
+    /// `scripts/test` makes that store before `swift test` starts (`DEVID_TEST_SOFTHSM_DIR`, with `SOFTHSM2_CONF`
+    /// pointing into it), so that no test changes the process environment while other tests run; a plain `swift
+    /// test` makes one here and sets `SOFTHSM2_CONF` on first use.
+    public static func shared() throws -> SoftHSM { try sharedStore.get() }
+    private static let sharedStore = Result<SoftHSM, any Error> {
+        let environment = ProcessInfo.processInfo.environment
+        if let path = environment["DEVID_TEST_SOFTHSM_DIR"], !path.isEmpty,
+            environment["SOFTHSM2_CONF"] == path + "/softhsm2.conf"
+        {
+            let store = try SoftHSM(directory: TemporaryDirectory(existing: path))
+            // Once per store (a second `swift test` of the same run finds it made).
+            let slots = try ExternalTool.run(["softhsm2-util", "--show-slots"], environment: store.environment)
+            if !slots.stdout.contains("Label:            \(sharedToken)") { try store.initToken(sharedToken) }
+            return store
+        }
+        let store = try SoftHSM()
+        try store.initToken(sharedToken)
         setenv("SOFTHSM2_CONF", store.configuration, 1)
         return store
-    }()
+    }
     public static let sharedToken = "devid-unit"
 
     /// A new token labelled `label` with ``userPIN`` and ``soPIN``.

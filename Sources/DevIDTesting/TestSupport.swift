@@ -13,6 +13,11 @@ public struct TemporaryDirectory: Sendable {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
 
+    /// A directory made elsewhere (by the test command); `remove()` removes it too.
+    public init(existing path: String) {
+        self.path = path
+    }
+
     public func file(_ name: String) -> String { "\(path)/\(name)" }
 
     public func write(_ name: String, _ text: String) throws -> String {

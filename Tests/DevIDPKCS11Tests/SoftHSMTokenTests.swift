@@ -9,7 +9,11 @@ import X509
 /// The PKCS#11 layer against a real module: SoftHSM2, in a temporary token directory.
 @Suite("PKCS#11 keys in SoftHSM2", .serialized)
 struct SoftHSMTokenTests {
-    let hsm = SoftHSM.shared
+    let hsm: SoftHSM
+
+    init() throws {
+        hsm = try SoftHSM.shared()
+    }
 
     /// The shared token (SoftHSM2 sees no token made after it is loaded); each test uses labels of its own.
     func token() throws -> String { SoftHSM.sharedToken }
