@@ -136,6 +136,32 @@ struct AgentStateDirectoryTests {
         chain.directory.remove()
     }
 
+    @Test("a committed install whose new key is in a token that is not ready: recovery waits (.io), and keeps the key")
+    func tokenNotReadyAfterCommit() throws {
+        let temporary = try TemporaryDirectory(prefix: "devid-agent-dir")
+        defer { temporary.remove() }
+        let directory = AgentStateDirectory(path: temporary.file("state"))
+        try directory.install(try installation("dev-1"))
+        try partialInstall(try installation("dev-1"), in: directory, step: 3)
+        // The new key lives in a token whose module cannot be loaded now (a TPM stack still starting).
+        let uri = "pkcs11:token=devid-tpm;object=devid-ldevid-1?module-path=/nonexistent/libtpm2_pkcs11.so"
+        try SecureFile.write(Array((uri + "\n").utf8), to: directory.pendingPath(.key), mode: 0o600)
+        #expect {
+            try directory.recover()
+        } throws: { ($0 as? AgentError)?.code == .io }
+        // Nothing rolled back: the staged key reference and the new certificate are both still there.
+        #expect(String(decoding: try SecureFile.read(directory.pendingPath(.key)), as: UTF8.self) == uri + "\n")
+        #expect(FileManager.default.fileExists(atPath: directory.path(.certificate)))
+        // A rotation slot whose key is in that token is not taken for unusable either.
+        let slot = IdentitySlot(.next, in: directory)
+        try FileManager.default.createDirectory(atPath: slot.path, withIntermediateDirectories: true)
+        try SecureFile.write(Array((uri + "\n").utf8), to: slot.path(.key), mode: 0o600)
+        #expect {
+            _ = try slot.stagedKey()
+        } throws: { ($0 as? AgentError)?.code == .io }
+        chain.directory.remove()
+    }
+
     @Test("a first enrollment that crashed before committing leaves nothing after recovery")
     func firstInstallCrash() throws {
         let temporary = try TemporaryDirectory(prefix: "devid-agent-dir")
