@@ -156,11 +156,8 @@ public struct PKCS11URI: Sendable, Hashable, CustomStringConvertible {
 
     /// The same URI naming `object` in the same token (for the keys DevID creates under a token URI).
     public func naming(object: String) -> PKCS11URI {
-        var copy = self
+        var copy = tokenURI
         copy.object = object
-        copy.id = nil
-        copy.type = nil
-        copy.original = nil
         return copy
     }
 

@@ -63,6 +63,27 @@ public struct CAMetadata: Codable, Sendable, Hashable {
     /// memory at every start and certified by the issuing CA (``CAStore/load(layout:passphrase:)``), so the data
     /// directory holds no private key at all and a TLS handshake never waits for the token.
     public var listenerKeyInMemory: Bool?
+
+    /// `DATA/ca/hierarchy.json`.
+    static func read(_ layout: CALayout) throws(DevIDPKIError) -> CAMetadata {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        guard let metadata = try? decoder.decode(CAMetadata.self, from: Data(SecureFile.read(layout.metadata))) else {
+            throw DevIDPKIError(.malformed, "\(layout.metadata) is not valid CA metadata")
+        }
+        return metadata
+    }
+
+    /// Writes `DATA/ca/hierarchy.json` (0644, atomically).
+    func write(_ layout: CALayout) throws(DevIDPKIError) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        guard let json = try? encoder.encode(self) else {
+            throw DevIDPKIError(.malformed, "CA metadata could not be encoded")
+        }
+        try SecureFile.write(Array(json), to: layout.metadata, mode: 0o644)
+    }
 }
 
 /// Options for creating a hierarchy.
@@ -288,13 +309,7 @@ public enum CAStore {
         if let serverPKCS8 { try writeKey(serverPKCS8, layout.serverKey) }
         try writeCert([serverCert, issuing.certificate], layout.serverCertificate)
         try RootCRLs.sign(root: root, count: RootCRLs.defaultCount, now: now, directory: layout.rootCRLDirectory)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        encoder.dateEncodingStrategy = .iso8601
-        guard let json = try? encoder.encode(metadata) else {
-            throw DevIDPKIError(.malformed, "CA metadata could not be encoded")
-        }
-        try SecureFile.write(Array(json), to: layout.metadata, mode: 0o644)
+        try metadata.write(layout)
 
         let hierarchy = try load(layout: layout, passphrase: passphrase)
         return Created(hierarchy: hierarchy, rootKeyPath: metadata.rootKeyLocation ?? rootKeyPath)
@@ -305,11 +320,7 @@ public enum CAStore {
         guard layout.isInitialized else {
             throw DevIDPKIError(.notFound, "no CA hierarchy in \(layout.dataDirectory); run `devid ca init`")
         }
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        guard let metadata = try? decoder.decode(CAMetadata.self, from: Data(SecureFile.read(layout.metadata))) else {
-            throw DevIDPKIError(.malformed, "\(layout.metadata) is not valid CA metadata")
-        }
+        let metadata = try CAMetadata.read(layout)
         let root = try readCertificate(layout.rootCertificate)
         let issuing = try CertificateAuthority(
             certificate: try readCertificate(layout.issuingCertificate),
@@ -377,20 +388,10 @@ public enum CAStore {
     /// `devid ca import-key server-tls`: the listeners' key file is removed and ``CAMetadata/listenerKeyInMemory`` set,
     /// so `devid serve` makes a new key in memory at every start (what `devid ca init --key-uri` does from the start).
     public static func moveListenerKeyToMemory(layout: CALayout) throws(DevIDPKIError) {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        guard var metadata = try? decoder.decode(CAMetadata.self, from: Data(SecureFile.read(layout.metadata))) else {
-            throw DevIDPKIError(.malformed, "\(layout.metadata) is not valid CA metadata")
-        }
+        var metadata = try CAMetadata.read(layout)
         metadata.listenerKeyInMemory = true
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        encoder.dateEncodingStrategy = .iso8601
-        guard let json = try? encoder.encode(metadata) else {
-            throw DevIDPKIError(.malformed, "CA metadata could not be encoded")
-        }
         // Metadata first: a listener key file that is still there is simply not used.
-        try SecureFile.write(Array(json), to: layout.metadata, mode: 0o644)
+        try metadata.write(layout)
         if FileManager.default.fileExists(atPath: layout.serverKey) {
             do { try FileManager.default.removeItem(atPath: layout.serverKey) } catch {
                 throw DevIDPKIError(.io, "\(layout.serverKey) could not be removed; remove it by hand")

@@ -61,11 +61,7 @@ public struct HierarchySummary: Codable, Sendable, Hashable {
         guard layout.isInitialized else {
             throw DevIDPKIError(.notFound, "no CA hierarchy in \(layout.dataDirectory); run `devid ca init`")
         }
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        guard let metadata = try? decoder.decode(CAMetadata.self, from: Data(SecureFile.read(layout.metadata))) else {
-            throw DevIDPKIError(.malformed, "\(layout.metadata) is not valid CA metadata")
-        }
+        let metadata = try CAMetadata.read(layout)
         var entries: [CertificateSummary] = []
         func token(_ keyPath: String) -> String? { (try? CAKeys.uri(keyPath))?.description }
         let rootURI = metadata.rootKeyLocation.flatMap { PKCS11URI.isURI($0) ? $0 : nil } ?? token(layout.rootKey)
