@@ -1,4 +1,5 @@
 import Foundation
+import DevIDCore
 
 #if canImport(Glibc)
     import Glibc
@@ -49,7 +50,7 @@ enum ProcessMetrics {
             guard let sample = parse(stat: stat, systemStat: systemStat, ticksPerSecond: ticks, pageSize: pageSize)
             else { return nil }
             var result = sample
-            result.openFDs = Double((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0)
+            result.openFDs = Double(OpenDescriptors.count())
             var limit = rlimit()
             if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max {
                 result.maxFDs = Double(limit.rlim_cur)
