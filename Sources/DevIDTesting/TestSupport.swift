@@ -63,7 +63,11 @@ public enum ExternalTool {
         process.standardOutput = out
         process.standardError = err
         process.standardInput = input
-        try ProcessLaunch.run(process, timeout: waitForFewerDescriptors ? 10 : 2)
+        if waitForFewerDescriptors {
+            try ProcessLaunch.run(process)
+        } else {
+            try process.run()
+        }
         if let stdin { input.fileHandleForWriting.write(Data(stdin)) }
         try? input.fileHandleForWriting.close()
         // Read before waiting so a full pipe cannot deadlock the child.
@@ -182,28 +186,10 @@ public enum ProcessLaunch {
     /// as `Process.run()` and crashed the test process with SIGSEGV while counting 1,356 entries (CI run on 35569e4).
     public static func openDescriptors() -> Int { OpenDescriptors.count() }
 
-    /// Above this many, `Process.run()` may read past the buffer: refused with an error that fails one test
-    /// instead of a crash that ends the whole test process.
-    public static let hardLimit = 1_300
-
-    public struct TooManyDescriptors: Error, CustomStringConvertible {
-        public let open: Int
-        public var description: String {
-            "\(open) descriptors open: starting a process now could crash the test process (swift-corelibs-foundation#5472)"
-        }
-    }
-
-    /// `process.run()` once fewer than ``limit`` descriptors are open, or after `timeout` seconds if fewer than
-    /// ``hardLimit`` are; otherwise ``TooManyDescriptors``. Called from the cooperative pool it blocks one of its
-    /// threads only while the process is over ``limit``, which is rare and bounded.
+    /// `process.run()` once fewer than ``limit`` descriptors are open, or after `timeout` seconds regardless.
     public static func run(_ process: Process, timeout: TimeInterval = 10) throws {
         let deadline = Date().addingTimeInterval(timeout)
-        var open = openDescriptors()
-        while open >= limit, Date() < deadline {
-            usleep(10_000)
-            open = openDescriptors()
-        }
-        guard open < hardLimit else { throw TooManyDescriptors(open: open) }
+        while openDescriptors() >= limit, Date() < deadline { usleep(10_000) }
         try process.run()
     }
 }
