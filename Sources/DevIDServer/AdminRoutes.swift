@@ -256,14 +256,13 @@ enum AdminRoutes {
                         actor: context.actor, action: "device.import", outcome: .success,
                         reason: "imported lot \(manifest.lot): \(devices.count) devices", tenant: manifest.tenant))
                 // Serials registered to devices imported before they were kept: a revoked device's IDevID is now
-                // revoked, and OCSP may have cached `unknown` for the others.
+                // revoked (the change stream drops OCSP's cached `unknown` answers for them).
                 if result.idevidsRegistered > 0 {
                     await auditor.record(
                         actor: context.actor, action: "device.import", outcome: .success,
                         reason: "lot \(manifest.lot): registered \(result.idevidsRegistered) IDevID serials of devices "
                             + "imported before they were kept; those of revoked devices are revoked",
                         tenant: manifest.tenant)
-                    await state.revocation.invalidate()
                 }
                 return JSONBody(result)
             } catch let error as StoreError where error.code == .duplicate || error.code == .conflict {

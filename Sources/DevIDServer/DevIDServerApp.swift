@@ -51,6 +51,9 @@ public struct DevIDServerApp: Service {
     public func run() async throws {
         let state = self.state
         let configuration = state.configuration
+        // Every cache follows the registry's change stream while the server runs.
+        let subscription = RegistryChangeRouter.subscribe(state)
+        defer { state.store.changeFeed.unsubscribe(subscription) }
 
         let deviceRouter = Router(context: DeviceRequestContext.self)
         Routes.device(deviceRouter, state: state)
@@ -133,6 +136,7 @@ public struct DevIDServerApp: Service {
                     .init(service: est), .init(service: ops),
                     .init(service: endpointsWriter, successTerminationBehavior: .ignore),
                     .init(service: RotationSweeper(state: state)),
+                    .init(service: RegistryChangePoller(store: state.store, logger: state.logger)),
                     .init(service: AuthzWarmup(state: state), successTerminationBehavior: .ignore),
                     .init(service: state.revocation),
                 ] + (state.brokers.mosquitto.map { [.init(service: $0)] } ?? []),

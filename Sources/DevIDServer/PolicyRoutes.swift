@@ -78,8 +78,6 @@ enum PolicyRoutes {
             audit: state.auditor.event(
                 actor: context.actor, action: "tenant.topic_policy", outcome: .success, reason: summary,
                 tenant: tenant.id))
-        state.authz.invalidate(tenant: tenant.id)
-        await state.brokers.identityChanged(devices: [], endSessions: false, reason: "topic policy changed")
     }
 
     static func refuse(_ state: ServerState, _ context: OpsRequestContext, _ tenant: TenantID, _ reason: String) async {

@@ -116,9 +116,6 @@ enum RevocationRoutes {
             var tenant: TenantID?
             if case .tenant(let id) = scope { tenant = id }
             state.metrics.revoked(scope: .init(scope), reason: reason, credentials: radius.credentials, tenant: tenant)
-            await state.revocation.invalidate()
-            state.authz.invalidate(scope)
-            await state.brokers.revoked(scope, store: state.store)
             state.logger.notice(
                 "revoked", metadata: ["scope": "\(scope)", "reason": "\(reason.rawValue)",
                     "credentials": "\(radius.credentials)", "devices": "\(radius.devices)"])
@@ -142,9 +139,6 @@ enum RevocationRoutes {
                     audit: state.auditor.event(
                         actor: context.actor, action: "device.\(verb)", outcome: .success,
                         reason: "\(done) device \(device.id)", tenant: device.tenant, device: device.id))
-                state.authz.invalidate(device: device.id)
-                await state.brokers.identityChanged(
-                    devices: [device.id], endSessions: event == .suspend, reason: "device \(done) by DevID")
                 return JSONBody(try await AdminRoutes.requireDevice(context, state.store))
             }
         }
@@ -166,15 +160,12 @@ enum RevocationRoutes {
                     device: device.id))
             state.metrics.revoked(
                 scope: .reprovision, reason: .keyCompromise, credentials: radius.credentials, tenant: device.tenant)
-            await state.revocation.invalidate()
-            await state.brokers.revoked(.device(device.id), store: state.store)
             try await state.store.updateDeviceState(
                 device.id, from: .revoked, to: next,
                 audit: state.auditor.event(
                     actor: context.actor, action: "device.reprovision", outcome: .success,
                     reason: "re-provisioned device \(device.id) for a new enrollment", tenant: device.tenant,
                     device: device.id))
-            state.authz.invalidate(device: device.id)
             let generated = ClaimTokens.generate()
             let token = ClaimToken(
                 id: generated.id, secretHash: generated.hash, tenant: device.tenant, device: device.id,

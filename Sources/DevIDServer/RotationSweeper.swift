@@ -57,11 +57,9 @@ public struct RotationSweeper: Service {
                         device: credential.deviceID, serial: credential.serial))
                 total += changed
                 state.metrics.revoked(scope: .rotation, reason: .superseded, credentials: changed)
-                state.authz.invalidate(device: credential.deviceID)
             }
             if due.count < 500 { break }
         }
-        if total > 0 { await state.revocation.invalidate() }
         return total
     }
 }

@@ -15,15 +15,15 @@ public struct ServerState: Sendable {
     public let clock: any WallClock
     public let logger: Logger
     public let auditor: Auditor
-    /// The CRLs and OCSP answers; call `invalidate()` after any revocation.
+    /// The CRLs and OCSP answers; the registry's change stream invalidates them (``RegistryChangeRouter``).
     public let revocation: RevocationPublisher
-    /// The policy-decision index (`/v1/authz/*`); changes to devices, credentials and tenants invalidate it.
+    /// The policy-decision index (`/v1/authz/*`); the change stream invalidates what changed in the registry.
     public let authz: DecisionEngine
     /// Grants ``AuthzFastPathHandler`` answered before the router.
     let authzFastPathAnswered = FastPathCount()
     /// Brokers kept in step with identity changes (Mosquitto files, RabbitMQ sessions); see ``BrokerHooks``.
     public let brokers: BrokerHooks
-    /// The admin API tokens, cached in memory; call `invalidate()` after creating or revoking one.
+    /// The admin API tokens, cached in memory; the change stream invalidates them.
     public let adminTokens: AdminTokenCache<ContinuousClock>
     /// Failures with no authenticated identity, audited in aggregate (``AnonymousFailures``).
     public let anonymousFailures: AnonymousFailures

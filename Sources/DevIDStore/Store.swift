@@ -224,6 +224,16 @@ public protocol Store: Sendable {
     /// Re-computes the whole chain from the stored strings, against `anchor` (a signed checkpoint) if given, and
     /// reports the first entry that does not fit (see ``AuditChainReport``).
     func auditChainReport(anchor: AuditAnchor?) async throws(StoreError) -> AuditChainReport
+
+    // MARK: Change stream
+
+    /// This store's change stream (``ChangeFeed``), starting after the changes committed before it was opened.
+    var changeFeed: ChangeFeed { get }
+    /// The recorded changes after `sequence`, oldest first, at most `limit`.
+    func changes(after sequence: Int64, limit: Int) async throws(StoreError) -> [RegistryChange]
+    /// Drops recorded changes older than the newest `keepingLatest`; returns how many it dropped. A reader whose
+    /// cursor falls behind what is kept has missed changes and must reload everything it caches.
+    func pruneChanges(keepingLatest: Int) async throws(StoreError) -> Int
 }
 
 extension Store {

@@ -15,6 +15,23 @@ struct SQLiteTests {
         try queue.close()
     }
 
+    /// Like ``tamper(_:_:)``, for a file turned back into an older schema: first removes the change stream (its
+    /// triggers name columns the older schemas lack; reopening adds it again, the newest migration).
+    static func tamperBeforeChangeStream(_ path: String, _ sql: String) throws {
+        let queue = try DatabaseQueue(path: path)
+        try queue.write { db in
+            for trigger in try String.fetchAll(
+                db, sql: "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'registry_changes_%'")
+            {
+                try db.execute(sql: "DROP TRIGGER \(trigger)")
+            }
+            try db.execute(
+                sql: "DROP TABLE registry_changes; DELETE FROM grdb_migrations WHERE identifier = 'v14-registry-changes'")
+            try db.execute(sql: sql)
+        }
+        try queue.close()
+    }
+
     static func seedTrail(_ store: SQLiteStore) async throws {
         for index in 1...4 {
             try await store.appendAudit(Fixture.event("est.enroll", at: TimeInterval(index), reason: "entry \(index)"))
@@ -124,7 +141,7 @@ struct SQLiteTests {
             try store.close()
         }
         // Turn the file back into what a registry written before tenant policies looks like.
-        try Self.tamper(
+        try Self.tamperBeforeChangeStream(
             path,
             """
             ALTER TABLE tenants DROP COLUMN auto_register;
@@ -169,7 +186,7 @@ struct SQLiteTests {
             try store.close()
         }
         // Turn the file back into what a registry written before staged rotation looks like.
-        try Self.tamper(
+        try Self.tamperBeforeChangeStream(
             path,
             """
             DROP INDEX credentials_status_overlap_deadline;
@@ -227,7 +244,7 @@ struct SQLiteTests {
             try store.close()
         }
         // What a registry written before IDevID serials were registered looks like.
-        try Self.tamper(
+        try Self.tamperBeforeChangeStream(
             path,
             """
             DROP INDEX devices_idevid_serial;
@@ -625,6 +642,7 @@ struct SQLiteKeyedAuditTests {
 /// Every migration the schema registers, in the order `grdb_migrations` lists them by identifier (text order:
 /// `v10-...` sorts after `v1`).
 let allMigrations = [
-    "v1", "v10-fleet-health", "v11-fleet-expiry", "v12-health-history", "v13-issuing-cas", "v2", "v3", "v4", "v5", "v6",
+    "v1", "v10-fleet-health", "v11-fleet-expiry", "v12-health-history", "v13-issuing-cas", "v14-registry-changes", "v2",
+    "v3", "v4", "v5", "v6",
     "v7-enrollment-bindings", "v8-admin-token-roles", "v9-service-certificates",
 ]

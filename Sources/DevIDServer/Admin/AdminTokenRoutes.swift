@@ -117,7 +117,6 @@ enum AdminTokenRoutes {
                 await auditor.record(actor: context.actor, action: "admin.token.create", outcome: .denied, reason: reason)
                 throw HTTPError(.conflict, message: reason)
             }
-            await state.adminTokens.invalidate()
             return EditedResponse(
                 status: .created,
                 response: JSONBody(
@@ -153,7 +152,6 @@ enum AdminTokenRoutes {
                     actor: context.actor, action: "admin.token.revoke", outcome: .denied, reason: error.reason)
                 throw HTTPError(.conflict, message: error.reason)
             }
-            await state.adminTokens.invalidate()
             return JSONBody(AdminTokenView(revoked, now: now))
         }
     }

@@ -64,7 +64,6 @@ enum ServiceCertificateRoutes {
                     reason: "revoked broker certificate \(certificate.serial) (\(reason.rawValue))",
                     serial: certificate.serial))
             state.metrics.revoked(scope: .service, reason: reason, credentials: changed ? 1 : 0)
-            await state.revocation.invalidate()
             state.logger.notice(
                 "revoked", metadata: ["serial": "\(certificate.serial)", "reason": "\(reason.rawValue)", "kind": "service"])
         }

@@ -196,7 +196,6 @@ enum IssuingCARoutes {
                     audit: state.auditor.event(
                         actor: actor, action: "rotation.campaign", outcome: .success,
                         reason: "marked rotation-due: LDevIDs of tainted issuing CA \(ca.id)")))
-            state.authz.invalidateAll()
         }
         if action == "revoke" {
             // The CA's LDevIDs: cACompromise when its key leaked, else the reason given.
@@ -210,9 +209,6 @@ enum IssuingCARoutes {
             result.blastRadius = radius
             result.onlineHolders = held.online
             state.metrics.revoked(scope: .init(scope), reason: credentialReason, credentials: radius.credentials)
-            await state.revocation.invalidate()
-            state.authz.invalidateAll()
-            await state.brokers.revoked(scope, store: state.store)
             result.notes.append(
                 "the root's CRL lists issuing CA \(id) once re-signed with the root key: "
                     + "devid ca root-crl --root-key FILE (devid ca issuing revoke --root-key does it)")

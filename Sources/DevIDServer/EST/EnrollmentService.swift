@@ -605,11 +605,7 @@ struct EnrollmentService: Sendable {
         let kind = subject.kind ?? request.kind.metricKind
         state.metrics.enrollment(tenant: device.tenant, kind: kind, result: .issued)
         if kind == .enroll { state.metrics.onboarded(tenant: device.tenant, seconds: now.timeIntervalSince(device.createdAt)) }
-        state.authz.invalidate(device: device.id)  // superseded credentials and the device state changed
-        // A device that just became active gets its broker ACL block (and a re-enrolled one keeps it).
-        if registration != nil || device.state != next {
-            await state.brokers.identityChanged(devices: [device.id], endSessions: false, reason: "enrolled")
-        }
+        // The decision index and the brokers follow the registry's change stream (RegistryChangeRouter).
         return .issued(certificate)
     }
 

@@ -16,6 +16,7 @@ extension MemoryStore {
         stored.createdAt = StoreTime.normalized(ca.createdAt)
         stored.stateChangedAt = StoreTime.normalized(ca.stateChangedAt)
         issuingCARows[ca.id] = stored
+        note(.issuingCA, String(ca.id), stored.state.rawValue)
         if let audit { _ = appendAudit(audit) }
     }
 
@@ -34,6 +35,7 @@ extension MemoryStore {
             }
         }
         for change in changes {
+            if issuingCARows[change.id]?.state != change.to { note(.issuingCA, String(change.id), change.to.rawValue) }
             issuingCARows[change.id]?.state = change.to
             issuingCARows[change.id]?.stateChangedAt = StoreTime.normalized(at)
             if change.to == .revoked { issuingCARows[change.id]?.revocationReason = revocationReason }

@@ -20,6 +20,7 @@ extension MemoryStore {
         certificate.revokedAt = StoreTime.normalized(certificate.revokedAt)
         certificate.createdAt = StoreTime.normalized(certificate.createdAt)
         serviceCertificateRows[certificate.serial] = certificate
+        note(.serviceCertificate, certificate.serial.rawValue, certificate.status.rawValue)
         appendAudit(audit)
     }
 
@@ -38,6 +39,7 @@ extension MemoryStore {
             throw StoreError(.notFound, "revoke service certificate: no service certificate with serial \(serial)")
         }
         guard row.status != .revoked else { return false }
+        if serviceCertificateRows[serial]?.status != .revoked { note(.serviceCertificate, serial.rawValue, "revoked") }
         serviceCertificateRows[serial]?.status = .revoked
         serviceCertificateRows[serial]?.revokedAt = StoreTime.normalized(at)
         serviceCertificateRows[serial]?.revocationReason = reason

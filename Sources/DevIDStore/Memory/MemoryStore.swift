@@ -23,6 +23,10 @@ public actor MemoryStore: Store {
     /// Hourly health counts, keyed by the count with `count` zero (``MemoryStore+HealthHistory.swift``).
     var healthCountRows: [HealthCount: Int] = [:]
     var issuingCARows: [Int: IssuingCA] = [:]
+    /// The change stream (``MemoryStore+Changes.swift``), oldest first.
+    var changeRows: [RegistryChange] = []
+    var changeSequence: Int64 = 0
+    public nonisolated let changeFeed = ChangeFeed()
     private let auditKey: AuditKey?
 
     /// With `auditKey`, audit entries are keyed as in ``SQLiteStore/init(path:auditKey:)``.
@@ -43,6 +47,7 @@ public actor MemoryStore: Store {
         var tenant = tenant
         tenant.createdAt = StoreTime.normalized(tenant.createdAt)
         tenantRows[tenant.id] = tenant
+        note(.tenant, tenant.id.rawValue, tenant: tenant.id, "created")
         append(audit)
     }
 
@@ -53,6 +58,7 @@ public actor MemoryStore: Store {
     public func updateTenantPolicy(_ id: TenantID, policy: TenantPolicy, audit: AuditEvent?) throws(StoreError) {
         guard tenantRows[id] != nil else { throw StoreError(.notFound, "update tenant policy: no such tenant") }
         tenantRows[id]?.policy = policy
+        note(.tenant, id.rawValue, tenant: id, "updated")
         append(audit)
     }
 
@@ -62,6 +68,7 @@ public actor MemoryStore: Store {
         var lot = lot
         lot.createdAt = StoreTime.normalized(lot.createdAt)
         lotRows[lot.id] = lot
+        note(.lot, lot.id.rawValue, tenant: lot.tenant, "created")
     }
 
     public func lot(_ id: LotID) -> Lot? { lotRows[id] }
@@ -87,7 +94,10 @@ public actor MemoryStore: Store {
                     hardwareSerialTaken: deviceByHardwareSerial[device.hardwareSerial] != nil,
                     idevidSerialTaken: device.idevidSerial.map { deviceByIDevIDSerial[$0] != nil } ?? false))
         }
-        for lot in plan.lots { lotRows[lot.id] = lot }
+        for lot in plan.lots {
+            lotRows[lot.id] = lot
+            note(.lot, lot.id.rawValue, tenant: lot.tenant, "created")
+        }
         for device in plan.devices { store(device) }
         for imported in devices where imported.idevidIssuerSHA256 != nil {
             guard var device = deviceRows[imported.id], device.hardwareSerial == imported.hardwareSerial,
@@ -143,7 +153,7 @@ public actor MemoryStore: Store {
             throw StoreError(.conflict, "update device state: device is no longer \(expected.rawValue)")
         }
         device.state = next
-        deviceRows[id] = device
+        store(device)
         append(audit)
     }
 
@@ -233,7 +243,7 @@ public actor MemoryStore: Store {
         store(device)
         store(credential)
         if let token { claimTokenRows[token.id] = token }
-        for (serial, existing) in superseded { credentialRows[serial] = existing }
+        for (_, existing) in superseded { store(existing) }
         append(issuance.audit)
     }
 
@@ -267,7 +277,7 @@ public actor MemoryStore: Store {
         credential.status = status
         credential.revokedAt = StoreTime.normalized(revokedAt)
         credential.revocationReason = reason
-        credentialRows[serial] = credential
+        store(credential)
         append(audit)
     }
 
@@ -316,7 +326,9 @@ public actor MemoryStore: Store {
             throw StoreError(.notFound, "confirm credential: no such credential")
         }
         guard credential.status == .active, credential.confirmedAt == nil else { return false }
-        credentialRows[serial]?.confirmedAt = StoreTime.normalized(at)
+        var confirmed = credential
+        confirmed.confirmedAt = at
+        store(confirmed)
         append(audit)
         return true
     }
@@ -369,13 +381,15 @@ public actor MemoryStore: Store {
             revoke(credential.serial, reason: reason, at: at)
         }
         for device in devices(in: scope) ?? [] {
+            var revoked = device
             if !RotationRules.finalDeviceStates.contains(device.state) {
-                deviceRows[device.id]?.state = .revoked
+                revoked.state = .revoked
             }
             if device.idevidSerial != nil, device.idevidRevokedAt == nil {
-                deviceRows[device.id]?.idevidRevokedAt = StoreTime.normalized(at)
-                deviceRows[device.id]?.idevidRevocationReason = reason
+                revoked.idevidRevokedAt = at
+                revoked.idevidRevocationReason = reason
             }
+            if revoked != device { store(revoked) }
         }
         append(audit)
         return radius
@@ -385,7 +399,9 @@ public actor MemoryStore: Store {
         try requireExists(scope, "mark rotation due")
         var changed = 0
         for credential in credentials(in: scope) where RotationRules.isFlaggable(credential, now: at) {
-            credentialRows[credential.serial]?.rotationDue = true
+            var flagged = credential
+            flagged.rotationDue = true
+            store(flagged)
             changed += 1
         }
         append(audit)
@@ -460,6 +476,7 @@ public actor MemoryStore: Store {
         token.expiresAt = StoreTime.normalized(token.expiresAt)
         token.createdAt = StoreTime.normalized(token.createdAt)
         claimTokenRows[token.id] = token
+        note(.claimToken, token.id, device: token.device, tenant: token.tenant, "created")
         claimTokenBySecretHash[token.secretHash] = token.id
         append(audit)
     }
@@ -489,6 +506,9 @@ public actor MemoryStore: Store {
 
     public func revokeClaimToken(id: String, audit: AuditEvent?) throws(StoreError) {
         guard claimTokenRows[id] != nil else { throw StoreError(.notFound, "revoke claim token: no such token") }
+        if claimTokenRows[id]?.revoked == false, let token = claimTokenRows[id] {
+            note(.claimToken, id, device: token.device, tenant: token.tenant, "revoked")
+        }
         claimTokenRows[id]?.revoked = true
         append(audit)
     }
@@ -510,6 +530,7 @@ public actor MemoryStore: Store {
         token.expiresAt = StoreTime.normalized(token.expiresAt)
         token.lastUsedAt = StoreTime.normalized(token.lastUsedAt)
         adminTokenRows[token.id] = token
+        note(.adminToken, token.id, "created")
         adminTokenSecretHashes.insert(token.secretHash)
         append(audit)
     }
@@ -525,6 +546,7 @@ public actor MemoryStore: Store {
             throw StoreError(
                 .conflict, "admin token \(token.id) (\(token.name)) is the last usable admin token; create another first")
         }
+        if adminTokenRows[id]?.revoked == false { note(.adminToken, id, "revoked") }
         adminTokenRows[id]?.revoked = true
         append(audit)
         return adminTokenRows[id] ?? token
@@ -575,9 +597,11 @@ public actor MemoryStore: Store {
     }
 
     private func revoke(_ serial: SerialNumber, reason: RevocationReason, at: Date) {
-        credentialRows[serial]?.status = .revoked
-        credentialRows[serial]?.revokedAt = StoreTime.normalized(at)
-        credentialRows[serial]?.revocationReason = reason
+        guard var credential = credentialRows[serial] else { return }
+        credential.status = .revoked
+        credential.revokedAt = at
+        credential.revocationReason = reason
+        store(credential)
     }
 
     private func requireExists(_ scope: CredentialScope, _ operation: String) throws(StoreError) {
@@ -683,6 +707,7 @@ public actor MemoryStore: Store {
         device.createdAt = StoreTime.normalized(device.createdAt)
         device.lastSeen = StoreTime.normalized(device.lastSeen)
         device.idevidRevokedAt = StoreTime.normalized(device.idevidRevokedAt)
+        note(device: deviceRows[device.id], device)
         deviceRows[device.id] = device
         deviceByHardwareSerial[device.hardwareSerial] = device.id
         if let serial = device.idevidSerial { deviceByIDevIDSerial[serial] = device.id }
@@ -697,6 +722,7 @@ public actor MemoryStore: Store {
         credential.createdAt = StoreTime.normalized(credential.createdAt)
         credential.overlapDeadline = StoreTime.normalized(credential.overlapDeadline)
         credential.confirmedAt = StoreTime.normalized(credential.confirmedAt)
+        note(credential: credentialRows[credential.serial], credential)
         credentialRows[credential.serial] = credential
         credentialByFingerprint[credential.certificateSHA256] = credential.serial
     }

@@ -47,6 +47,9 @@ enum SQLiteSchema {
         migrator.registerMigration("v13-issuing-cas") { db in
             try db.execute(sql: v13IssuingCAs)
         }
+        migrator.registerMigration("v14-registry-changes") { db in
+            try db.execute(sql: v14RegistryChanges)
+        }
         return migrator
     }
 

@@ -10,6 +10,8 @@ import GRDB
 /// chain, token consumption) cannot interleave with another writer.
 public final class SQLiteStore: Store {
     private let writer: any DatabaseWriter
+    /// The change stream: what each write transaction changed is delivered before the write returns.
+    public let changeFeed: ChangeFeed
     /// Keys the audit chain (see ``AuditChain``); nil writes plain SHA-256 entries, as before keyed chains.
     let auditKey: AuditKey?
 
@@ -42,12 +44,15 @@ public final class SQLiteStore: Store {
     }
 
     private init(writer: any DatabaseWriter, auditKey: AuditKey?) throws(StoreError) {
+        let latest: Int64
         do {
             try SQLiteSchema.migrator.migrate(writer)
+            latest = try writer.read { db in try Self.latestChange(db) }
         } catch {
             throw .sqlite(error, "migrate database")
         }
         self.writer = writer
+        self.changeFeed = ChangeFeed(after: latest)
         self.auditKey = auditKey
     }
 
@@ -84,11 +89,19 @@ public final class SQLiteStore: Store {
     func write<T: Sendable>(
         _ operation: String, _ updates: @Sendable (Database) throws -> T
     ) async throws(StoreError) -> T {
+        let feed = changeFeed
+        let (value, changes): (T, [RegistryChange])
         do {
-            return try await writer.write(updates)
+            // The changes the triggers recorded, read in the same transaction (and any another writer committed
+            // since the cursor: the feed drops what it already delivered).
+            (value, changes) = try await writer.write { db in
+                (try updates(db), try Self.changes(db, after: feed.cursor, limit: .max))
+            }
         } catch {
             throw .sqlite(error, operation)
         }
+        await feed.deliver(changes)
+        return value
     }
 
     func read<T: Sendable>(

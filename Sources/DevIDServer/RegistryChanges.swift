@@ -1,0 +1,148 @@
+import DevIDCore
+import DevIDStore
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// Brings every cache and publisher of a server in step with the registry's change stream (``ChangeFeed``), so a
+/// route handler only changes the registry:
+/// - the decision index (`/v1/authz/*`): the devices of device and credential changes, the tenants of tenant
+///   changes, everything after an issuing CA changed;
+/// - the CRLs and OCSP answers: a credential, service certificate or IDevID revoked, an issuing CA changed;
+/// - the admin token cache: any admin token change;
+/// - the brokers (Mosquitto files, RabbitMQ sessions): devices created or changing state, tenants' topic policies,
+///   revocations (whose devices' sessions end), issuing CAs;
+/// - the issuing CAs' signing and trust: an issuing CA's state changed.
+///
+/// On SQLite a change made by this server reaches every subscriber before the write returns (the store delivers
+/// it); one made by another process on the same file, within about a quarter second (``RegistryChangePoller``).
+enum RegistryChangeRouter {
+    /// More devices than this in one batch invalidate the whole decision index instead of each entry.
+    static let invalidateAllAbove = 5_000
+
+    struct Plan: Equatable {
+        var devices: Set<DeviceID> = []
+        var tenants: Set<TenantID> = []
+        var everyDecision = false
+        var revocation = false
+        var adminTokens = false
+        var issuingCAs = false
+        var brokers = false
+        /// Devices whose broker sessions end (revoked, suspended).
+        var endSessions: Set<DeviceID> = []
+
+        init() {}
+
+        init(_ changes: [RegistryChange]) {
+            for change in changes { add(change) }
+        }
+
+        mutating func add(_ change: RegistryChange) {
+            switch change.kind {
+            case .device:
+                if let device = change.device { devices.insert(device) }
+                switch change.detail {
+                case "idevid":
+                    revocation = true
+                case DeviceState.revoked.rawValue, DeviceState.suspended.rawValue:
+                    brokers = true
+                    if let device = change.device { endSessions.insert(device) }
+                default:
+                    brokers = true
+                }
+            case .credential:
+                if let device = change.device { devices.insert(device) }
+                if change.detail == CredentialStatus.revoked.rawValue || change.detail == "deleted" {
+                    revocation = true
+                    brokers = true
+                    if let device = change.device { endSessions.insert(device) }
+                }
+            case .tenant:
+                if let tenant = change.tenant { tenants.insert(tenant) }
+                brokers = true
+            case .issuingCA:
+                issuingCAs = true
+                everyDecision = true
+                revocation = true
+            case .serviceCertificate:
+                if change.detail != "active" { revocation = true }
+            case .adminToken:
+                adminTokens = true
+            case .missed:
+                everyDecision = true
+                revocation = true
+                adminTokens = true
+                issuingCAs = true
+                brokers = true
+            case .lot, .claimToken:
+                break
+            }
+        }
+    }
+
+    /// Subscribes `state`'s caches to its store's feed; ``DevIDServerApp`` does it when it starts serving and
+    /// unsubscribes when it stops (the subscriber holds the state, and with it the store).
+    static func subscribe(_ state: ServerState) -> Int {
+        state.store.changeFeed.subscribe { changes in
+            await apply(Plan(changes), state: state)
+        }
+    }
+
+    static func apply(_ plan: Plan, state: ServerState) async {
+        if plan.issuingCAs {
+            do {
+                try await IssuingCARoutes.refresh(state)
+            } catch {
+                state.logger.error(
+                    "issuing CAs changed in the registry, but this server cannot follow",
+                    metadata: ["error": "\(error)"])
+            }
+        }
+        if plan.everyDecision || plan.devices.count > invalidateAllAbove {
+            state.authz.invalidateAll()
+        } else {
+            for device in plan.devices { state.authz.invalidate(device: device) }
+            for tenant in plan.tenants { state.authz.invalidate(tenant: tenant) }
+        }
+        if plan.revocation { await state.revocation.invalidate() }
+        if plan.adminTokens { await state.adminTokens.invalidate() }
+        if plan.brokers {
+            await state.brokers.identityChanged(
+                devices: plan.endSessions, endSessions: !plan.endSessions.isEmpty, reason: "identity changed in DevID")
+        }
+    }
+}
+
+/// Reads the changes other writers committed (another process on the same SQLite file) every `interval` (a
+/// quarter second: one indexed read that finds nothing, most of the time), and prunes the recorded changes to the
+/// newest `keep` every `pruneInterval`.
+struct RegistryChangePoller: Service {
+    let store: any Store
+    let logger: Logger
+    var interval: Duration = .milliseconds(250)
+    var keep = 100_000
+    var pruneInterval: Duration = .seconds(600)
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await loop()
+        }
+    }
+
+    private func loop() async {
+        let clock = ContinuousClock()
+        var nextPrune = clock.now.advanced(by: pruneInterval)
+        while !Task.isCancelled {
+            do {
+                try await store.changeFeed.catchUp(from: store)
+                if clock.now >= nextPrune {
+                    nextPrune = clock.now.advanced(by: pruneInterval)
+                    _ = try await store.pruneChanges(keepingLatest: keep)
+                }
+            } catch {
+                logger.warning("reading the registry's changes failed", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+}

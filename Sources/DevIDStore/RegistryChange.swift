@@ -1,0 +1,131 @@
+public import DevIDCore
+import Synchronization
+
+/// One change to the registry's identity state, recorded in the same transaction as the change itself (SQLite:
+/// by triggers on the tables, so no write path can forget one). Caches and publishers (the decision index, the
+/// OCSP cache and CRLs, the admin tokens, the broker files) follow these instead of being told by each route.
+///
+/// Not recorded: `last_seen`, a token's `last_used_at` and a claim token's remaining uses changing on every
+/// check-in, request or enrollment (nothing caches them), and a credential's first use (`confirmed_at`), which the
+/// decision index notes itself.
+public struct RegistryChange: Sendable, Hashable, CustomStringConvertible {
+    public enum Kind: String, Sendable, Hashable, CaseIterable {
+        case tenant, lot, device, credential
+        case claimToken = "claim_token"
+        case adminToken = "admin_token"
+        case issuingCA = "issuing_ca"
+        case serviceCertificate = "service_certificate"
+        /// Not recorded: delivered when the changes after the cursor were pruned before this feed read them
+        /// (sequence numbers skipped). A subscriber reloads everything it caches.
+        case missed
+    }
+
+    /// Increasing, without gaps on SQLite (one writer); the stream's cursor.
+    public let sequence: Int64
+    public let kind: Kind
+    /// The row's key: a tenant, lot or device id, a serial, a token id, an issuing CA's number.
+    public let subject: String
+    /// The device a device or credential row belongs to.
+    public let device: DeviceID?
+    /// The tenant of a tenant, device, lot or claim token row.
+    public let tenant: TenantID?
+    /// What happened: `created`, `deleted`, `updated`, `idevid` (a device's IDevID serial or revocation), the new
+    /// state of a device, credential, issuing CA or service certificate (`active`, `revoked`, `superseded`, ...),
+    /// `revoked` for a token.
+    public let detail: String
+
+    public init(
+        sequence: Int64, kind: Kind, subject: String, device: DeviceID? = nil, tenant: TenantID? = nil, detail: String
+    ) {
+        self.sequence = sequence
+        self.kind = kind
+        self.subject = subject
+        self.device = device
+        self.tenant = tenant
+        self.detail = detail
+    }
+
+    public var description: String { "#\(sequence) \(kind.rawValue) \(subject) \(detail)" }
+}
+
+/// Delivers the registry's changes to subscribers, each change once, in batches.
+///
+/// A store hands it every batch it reads (``deliver(_:)``): SQLite reads the changes a write transaction made
+/// inside that transaction and delivers them after the commit, before the write returns, so a route handler's
+/// next request already sees every cache in step. ``catchUp(from:)`` reads what other writers (another process
+/// on the same file; on PostgreSQL, other servers) committed; a server runs it every second. A batch may repeat
+/// changes another batch already delivered (two writers racing); the cursor drops those.
+public final class ChangeFeed: Sendable {
+    public typealias Subscriber = @Sendable ([RegistryChange]) async -> Void
+
+    private struct State {
+        var cursor: Int64
+        var subscribers: [(id: Int, deliver: Subscriber)] = []
+        var nextID = 0
+        var delivered = 0
+    }
+    private let state: Mutex<State>
+
+    /// Starts after `sequence`: changes made before the feed existed are not delivered.
+    public init(after sequence: Int64 = 0) {
+        state = Mutex(State(cursor: sequence))
+    }
+
+    /// The last sequence delivered.
+    public var cursor: Int64 { state.withLock { $0.cursor } }
+
+    /// Changes delivered since the feed started.
+    public var delivered: Int { state.withLock { $0.delivered } }
+
+    /// Adds a subscriber; returns what ``unsubscribe(_:)`` takes. A subscriber that captures the store keeps it
+    /// (and its database connections) alive until it is removed.
+    @discardableResult
+    public func subscribe(_ subscriber: @escaping Subscriber) -> Int {
+        state.withLock { state in
+            state.nextID += 1
+            state.subscribers.append((state.nextID, subscriber))
+            return state.nextID
+        }
+    }
+
+    public func unsubscribe(_ id: Int) {
+        state.withLock { $0.subscribers.removeAll { $0.id == id } }
+    }
+
+    /// Delivers the changes of `batch` after the cursor (it may hold ones already delivered) to every subscriber,
+    /// and returns once each has handled them.
+    public func deliver(_ batch: [RegistryChange]) async {
+        guard !batch.isEmpty else { return }
+        let (fresh, subscribers) = state.withLock { state -> ([RegistryChange], [Subscriber]) in
+            var fresh = batch.filter { $0.sequence > state.cursor }.sorted { $0.sequence < $1.sequence }
+            guard let first = fresh.first, let last = fresh.last else { return ([], []) }
+            // One writer numbers changes without gaps: a gap is changes pruned before this feed read them.
+            if first.sequence > state.cursor + 1 {
+                fresh.insert(
+                    RegistryChange(
+                        sequence: first.sequence - 1, kind: .missed, subject: "\(state.cursor + 1)...\(first.sequence - 1)",
+                        detail: "pruned before read"), at: 0)
+            }
+            state.cursor = last.sequence
+            state.delivered += fresh.count
+            return (fresh, state.subscribers.map(\.deliver))
+        }
+        guard !fresh.isEmpty else { return }
+        for subscriber in subscribers { await subscriber(fresh) }
+    }
+
+    /// Reads and delivers what was committed after the cursor, `limit` at a time, until none is left; returns
+    /// how many changes it delivered.
+    @discardableResult
+    public func catchUp(from store: any Store, limit: Int = 10_000) async throws(StoreError) -> Int {
+        var total = 0
+        while true {
+            let after = cursor
+            let batch = try await store.changes(after: after, limit: limit)
+            let before = delivered
+            await deliver(batch)
+            total += delivered - before
+            if batch.count < limit { return total }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+import DevIDCore
+import GRDB
+
+extension SQLiteSchema {
+    /// The change stream (``RegistryChange``): one row per change to identity state, written by triggers in the
+    /// transaction that makes the change, so that no write path can forget one. `AUTOINCREMENT` keeps sequence
+    /// numbers from being reused after the newest rows are pruned. The update triggers fire only when a column a
+    /// cache depends on changed: never for `last_seen`, `last_used_at` or a claim token's remaining uses, which
+    /// change on every check-in, request and enrollment, nor for a credential's `confirmed_at` (its first use),
+    /// which the decision index records itself when it sees that use.
+    static let v14RegistryChanges = """
+        CREATE TABLE registry_changes (
+            sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            device_id TEXT,
+            tenant_id TEXT,
+            detail TEXT NOT NULL
+        );
+
+        CREATE TRIGGER registry_changes_tenant_insert AFTER INSERT ON tenants BEGIN
+            INSERT INTO registry_changes (kind, subject, tenant_id, detail) VALUES ('tenant', NEW.id, NEW.id, 'created');
+        END;
+        CREATE TRIGGER registry_changes_tenant_update AFTER UPDATE ON tenants BEGIN
+            INSERT INTO registry_changes (kind, subject, tenant_id, detail) VALUES ('tenant', NEW.id, NEW.id, 'updated');
+        END;
+        CREATE TRIGGER registry_changes_tenant_delete AFTER DELETE ON tenants BEGIN
+            INSERT INTO registry_changes (kind, subject, tenant_id, detail) VALUES ('tenant', OLD.id, OLD.id, 'deleted');
+        END;
+
+        CREATE TRIGGER registry_changes_lot_insert AFTER INSERT ON lots BEGIN
+            INSERT INTO registry_changes (kind, subject, tenant_id, detail)
+                VALUES ('lot', NEW.id, NEW.tenant_id, 'created');
+        END;
+
+        CREATE TRIGGER registry_changes_device_insert AFTER INSERT ON devices BEGIN
+            INSERT INTO registry_changes (kind, subject, device_id, tenant_id, detail)
+                VALUES ('device', NEW.id, NEW.id, NEW.tenant_id, 'created');
+        END;
+        CREATE TRIGGER registry_changes_device_update AFTER UPDATE ON devices
+            WHEN OLD.state IS NOT NEW.state OR OLD.tenant_id IS NOT NEW.tenant_id OR OLD.lot_id IS NOT NEW.lot_id
+                OR OLD.hardware_serial IS NOT NEW.hardware_serial
+                OR OLD.idevid_issuer_sha256 IS NOT NEW.idevid_issuer_sha256 OR OLD.idevid_sha256 IS NOT NEW.idevid_sha256
+                OR OLD.enrolled_with_token IS NOT NEW.enrolled_with_token
+        BEGIN
+            INSERT INTO registry_changes (kind, subject, device_id, tenant_id, detail)
+                VALUES ('device', NEW.id, NEW.id, NEW.tenant_id,
+                    CASE WHEN OLD.state IS NOT NEW.state THEN NEW.state ELSE 'updated' END);
+        END;
+        CREATE TRIGGER registry_changes_device_idevid AFTER UPDATE ON devices
+            WHEN OLD.idevid_serial IS NOT NEW.idevid_serial OR OLD.idevid_revoked_at IS NOT NEW.idevid_revoked_at
+        BEGIN
+            INSERT INTO registry_changes (kind, subject, device_id, tenant_id, detail)
+                VALUES ('device', NEW.id, NEW.id, NEW.tenant_id, 'idevid');
+        END;
+        CREATE TRIGGER registry_changes_device_delete AFTER DELETE ON devices BEGIN
+            INSERT INTO registry_changes (kind, subject, device_id, tenant_id, detail)
+                VALUES ('device', OLD.id, OLD.id, OLD.tenant_id, 'deleted');
+        END;
+
+        CREATE TRIGGER registry_changes_credential_insert AFTER INSERT ON credentials BEGIN
+            INSERT INTO registry_changes (kind, subject, device_id, detail)
+                VALUES ('credential', NEW.serial, NEW.device_id, NEW.status);
+        END;
+        CREATE TRIGGER registry_changes_credential_update AFTER UPDATE ON credentials
+            WHEN OLD.status IS NOT NEW.status OR OLD.rotation_due IS NOT NEW.rotation_due
+                OR OLD.overlap_deadline IS NOT NEW.overlap_deadline
+                OR OLD.replaced_by IS NOT NEW.replaced_by OR OLD.device_id IS NOT NEW.device_id
+        BEGIN
+            INSERT INTO registry_changes (kind, subject, device_id, detail)
+                VALUES ('credential', NEW.serial, NEW.device_id,
+                    CASE WHEN OLD.status IS NOT NEW.status THEN NEW.status ELSE 'updated' END);
+        END;
+        CREATE TRIGGER registry_changes_credential_delete AFTER DELETE ON credentials BEGIN
+            INSERT INTO registry_changes (kind, subject, device_id, detail)
+                VALUES ('credential', OLD.serial, OLD.device_id, 'deleted');
+        END;
+
+        CREATE TRIGGER registry_changes_claim_token_insert AFTER INSERT ON claim_tokens BEGIN
+            INSERT INTO registry_changes (kind, subject, device_id, tenant_id, detail)
+                VALUES ('claim_token', NEW.id, NEW.device_id, NEW.tenant_id, 'created');
+        END;
+        CREATE TRIGGER registry_changes_claim_token_update AFTER UPDATE ON claim_tokens
+            WHEN OLD.revoked IS NOT NEW.revoked OR OLD.expires_at IS NOT NEW.expires_at
+                OR OLD.device_id IS NOT NEW.device_id OR OLD.tenant_id IS NOT NEW.tenant_id
+        BEGIN
+            INSERT INTO registry_changes (kind, subject, device_id, tenant_id, detail)
+                VALUES ('claim_token', NEW.id, NEW.device_id, NEW.tenant_id,
+                    CASE WHEN NEW.revoked = 1 AND OLD.revoked = 0 THEN 'revoked' ELSE 'updated' END);
+        END;
+        CREATE TRIGGER registry_changes_claim_token_delete AFTER DELETE ON claim_tokens BEGIN
+            INSERT INTO registry_changes (kind, subject, device_id, tenant_id, detail)
+                VALUES ('claim_token', OLD.id, OLD.device_id, OLD.tenant_id, 'deleted');
+        END;
+
+        CREATE TRIGGER registry_changes_admin_token_insert AFTER INSERT ON admin_tokens BEGIN
+            INSERT INTO registry_changes (kind, subject, detail) VALUES ('admin_token', NEW.id, 'created');
+        END;
+        CREATE TRIGGER registry_changes_admin_token_update AFTER UPDATE ON admin_tokens
+            WHEN OLD.revoked IS NOT NEW.revoked OR OLD.role IS NOT NEW.role OR OLD.tenants IS NOT NEW.tenants
+                OR OLD.expires_at IS NOT NEW.expires_at OR OLD.name IS NOT NEW.name
+                OR OLD.secret_hash IS NOT NEW.secret_hash
+        BEGIN
+            INSERT INTO registry_changes (kind, subject, detail)
+                VALUES ('admin_token', NEW.id,
+                    CASE WHEN NEW.revoked = 1 AND OLD.revoked = 0 THEN 'revoked' ELSE 'updated' END);
+        END;
+        CREATE TRIGGER registry_changes_admin_token_delete AFTER DELETE ON admin_tokens BEGIN
+            INSERT INTO registry_changes (kind, subject, detail) VALUES ('admin_token', OLD.id, 'deleted');
+        END;
+
+        CREATE TRIGGER registry_changes_issuing_ca_insert AFTER INSERT ON issuing_cas BEGIN
+            INSERT INTO registry_changes (kind, subject, detail) VALUES ('issuing_ca', CAST(NEW.id AS TEXT), NEW.state);
+        END;
+        CREATE TRIGGER registry_changes_issuing_ca_update AFTER UPDATE ON issuing_cas
+            WHEN OLD.state IS NOT NEW.state OR OLD.sha256 IS NOT NEW.sha256
+        BEGIN
+            INSERT INTO registry_changes (kind, subject, detail) VALUES ('issuing_ca', CAST(NEW.id AS TEXT), NEW.state);
+        END;
+
+        CREATE TRIGGER registry_changes_service_certificate_insert AFTER INSERT ON service_certificates BEGIN
+            INSERT INTO registry_changes (kind, subject, detail)
+                VALUES ('service_certificate', NEW.serial, NEW.status);
+        END;
+        CREATE TRIGGER registry_changes_service_certificate_update AFTER UPDATE ON service_certificates
+            WHEN OLD.status IS NOT NEW.status
+        BEGIN
+            INSERT INTO registry_changes (kind, subject, detail)
+                VALUES ('service_certificate', NEW.serial, NEW.status);
+        END;
+        """
+}
+
+extension SQLiteStore {
+    /// The changes after `sequence`, inside the caller's transaction or read.
+    static func changes(_ db: Database, after sequence: Int64, limit: Int) throws -> [RegistryChange] {
+        let rows = try Row.fetchAll(
+            db.cachedStatement(
+                sql: """
+                    SELECT sequence, kind, subject, device_id, tenant_id, detail FROM registry_changes
+                    WHERE sequence > ? ORDER BY sequence LIMIT ?
+                    """),
+            arguments: [sequence, limit])
+        return try rows.map { row in
+            let kindText: String = row["kind"]
+            guard let kind = RegistryChange.Kind(rawValue: kindText), kind != .missed else {
+                throw DatabaseError(message: "registry_changes: unknown kind \(kindText)")
+            }
+            let device: String? = row["device_id"]
+            let tenant: String? = row["tenant_id"]
+            return RegistryChange(
+                sequence: row["sequence"], kind: kind, subject: row["subject"], device: device.flatMap(DeviceID.init(rawValue:)),
+                tenant: tenant.flatMap(TenantID.init(rawValue:)), detail: row["detail"])
+        }
+    }
+
+    static func latestChange(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM registry_changes") ?? 0
+    }
+
+    public func changes(after sequence: Int64, limit: Int) async throws(StoreError) -> [RegistryChange] {
+        try await read("read registry changes") { db in try Self.changes(db, after: sequence, limit: max(0, limit)) }
+    }
+
+    public func pruneChanges(keepingLatest: Int) async throws(StoreError) -> Int {
+        try await write("prune registry changes") { db in
+            let latest = try Self.latestChange(db)
+            try db.execute(
+                sql: "DELETE FROM registry_changes WHERE sequence <= ?", arguments: [latest - Int64(max(0, keepingLatest))])
+            return db.changesCount
+        }
+    }
+}

@@ -1,0 +1,78 @@
+import DevIDCore
+import DevIDPKI
+@testable import DevIDServer
+import DevIDStore
+import DevIDTesting
+import Foundation
+import Testing
+import X509
+
+/// The change stream in a running server: a route handler only changes the registry, and every cache follows the
+/// registry. A change written by another writer on the same registry file (another process, as a second server on
+/// PostgreSQL will be) reaches the server's decision API, check-in, CRL and OCSP within about a second, with no
+/// call to the server at all.
+@Suite("Registry change stream")
+struct RegistryChangeStreamTests {
+    @Test("a revocation written by another writer: decisions, check-in, CRL and OCSP follow within 1 s")
+    func revocationFromAnotherWriter() async throws {
+        let f = try await PublicationFixture.start()
+        let (certificate, key) = try await MetricsTests.enroll(f.server, device: "dev-1")
+        let (other, otherKey) = try await MetricsTests.enroll(f.server, device: "dev-2")
+        let connect = #"{"device":"dev-1","action":"connect"}"#
+        #expect(try await IdentityHealthTests.authz(f.server, connect).body.contains(#""result":"allow""#))
+        #expect(try await IdentityHealthTests.checkIn(f.server, certificate, key).status == 200)
+
+        // Another writer: its own connection to the same file, keyed like the server so the audit chain stays one.
+        let secret = try AuditSecret.load(f.server.configuration).0
+        let writer = try SQLiteStore(path: f.server.configuration.databasePath, auditKey: secret.chainKey)
+        let start = ContinuousClock.now
+        _ = try await writer.revoke(
+            .device(DeviceID(rawValue: "dev-1")!), reason: .keyCompromise, at: f.server.clock.now(),
+            audit: AuditEvent(
+                time: f.server.clock.now(), actor: "test:other-writer", action: "revoke", outcome: .success,
+                reason: "revoked dev-1 from another writer", tenant: f.tenant,
+                device: DeviceID(rawValue: "dev-1")!))
+        try writer.close()
+
+        var denied: Duration?
+        while ContinuousClock.now - start < .seconds(5) {
+            let reply = try await IdentityHealthTests.authz(f.server, connect)
+            if reply.body.contains(#""result":"deny""#) {
+                denied = ContinuousClock.now - start
+                break
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let elapsed = try #require(denied, "the decision API still allows dev-1 5 s after another writer revoked it")
+        #expect(elapsed < .seconds(1), "denied after \(elapsed)")
+        #expect(try await IdentityHealthTests.checkIn(f.server, certificate, key).status == 403)
+        #expect(try await f.waitUntilListed(certificate.serialNumber, in: "issuing") != nil)
+        _ = try f.scratch.write("dev-1.pem", certificate.pemString)
+        let ocsp = try await f.sh(
+            "openssl ocsp -issuer issuing.pem -cert dev-1.pem -url \(f.server.opsURL)/ocsp -CAfile chain.pem -no_nonce 2>&1")
+        #expect(ocsp.stdout.contains("dev-1.pem: revoked"), "\(ocsp.stdout)")
+        // Only dev-1: the other device is still served.
+        #expect(try await IdentityHealthTests.checkIn(f.server, other, otherKey).status == 200)
+        #expect(try await f.server.state.store.verifyAuditChain() == nil)
+        try await f.stop()
+    }
+
+    @Test("a route handler only changes the registry: suspend, resume, revoke reach the decision API at once")
+    func routeChangesReachCachesBeforeTheReply() async throws {
+        let f = try await PublicationFixture.start()
+        let (certificate, key) = try await MetricsTests.enroll(f.server, device: "dev-1")
+        let connect = #"{"device":"dev-1","action":"connect"}"#
+        #expect(try await IdentityHealthTests.authz(f.server, connect).body.contains(#""result":"allow""#))
+        // Served from the decision index, now warm.
+        #expect(try await f.admin("POST", "/v1/admin/devices/dev-1/suspend").status == 200)
+        #expect(try await IdentityHealthTests.authz(f.server, connect).body.contains(#""result":"deny""#))
+        #expect(try await f.admin("POST", "/v1/admin/devices/dev-1/resume").status == 200)
+        #expect(try await IdentityHealthTests.authz(f.server, connect).body.contains(#""result":"allow""#))
+        let revoke = try await f.admin(
+            "POST", "/v1/admin/revoke", body: #"{"serial":"\#(certificate.devidSerial.rawValue)","reason":"keyCompromise"}"#)
+        #expect(revoke.status == 200, "\(revoke.body)")
+        #expect(try await IdentityHealthTests.authz(f.server, connect).body.contains(#""result":"deny""#))
+        #expect(try await IdentityHealthTests.checkIn(f.server, certificate, key).status == 403)
+        try await f.stop()
+    }
+}
