@@ -38,6 +38,8 @@ public struct DevIDServerApp: Service {
         self.state = ServerState(
             configuration: configuration, hierarchy: prepared.hierarchy, issuers: issuers, store: prepared.store,
             clock: clock, logger: logger)
+        // The settings kept in the registry apply over the file's from the start.
+        await RegistryChangeRouter.applySettings(state)
         self.serverChain = try await Self.serverChain(state: state)
         self.firstStart = prepared.report
         self.bound = BoundAddresses()

@@ -28,6 +28,7 @@ enum RegistryChangeRouter {
         var adminTokens = false
         var issuingCAs = false
         var brokers = false
+        var settings = false
         /// Devices whose broker sessions end (revoked, suspended).
         var endSessions: Set<DeviceID> = []
 
@@ -68,7 +69,11 @@ enum RegistryChangeRouter {
                 if change.detail != "active" { revocation = true }
             case .adminToken:
                 adminTokens = true
+            case .setting:
+                settings = true
+                everyDecision = true
             case .missed:
+                settings = true
                 everyDecision = true
                 revocation = true
                 adminTokens = true
@@ -89,6 +94,7 @@ enum RegistryChangeRouter {
     }
 
     static func apply(_ plan: Plan, state: ServerState) async {
+        if plan.settings { await applySettings(state) }
         if plan.issuingCAs {
             do {
                 try await IssuingCARoutes.refresh(state)
@@ -109,6 +115,24 @@ enum RegistryChangeRouter {
         if plan.brokers {
             await state.brokers.identityChanged(
                 devices: plan.endSessions, endSessions: !plan.endSessions.isEmpty, reason: "identity changed in DevID")
+        }
+    }
+}
+
+extension RegistryChangeRouter {
+    /// Applies the registry's settings to the live configuration; settings that would make it invalid (the file
+    /// changed under them) are logged and left out, and what was in effect stays.
+    static func applySettings(_ state: ServerState) async {
+        do {
+            let settings = try await state.store.settings()
+            let before = state.live.registrySettings
+            try state.live.apply(registry: settings)
+            guard settings != before else { return }
+            state.logger.notice(
+                "settings from the registry in effect",
+                metadata: ["settings": "\(settings.keys.sorted().map { "\($0)=\(settings[$0] ?? "")" }.joined(separator: " "))"])
+        } catch {
+            state.logger.error("the registry's settings were not applied", metadata: ["error": "\(error)"])
         }
     }
 }

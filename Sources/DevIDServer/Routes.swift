@@ -271,6 +271,7 @@ enum Routes {
         }
         AdminRoutes.register(admin, state: state)
         RotationRoutes.register(admin, state: state)
+        SettingsRoutes.register(admin, state: state)
         IssuingCARoutes.register(admin, state: state)
         RootCARoutes.register(admin, state: state)
         RevocationRoutes.register(admin, state: state)

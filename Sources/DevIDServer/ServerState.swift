@@ -5,7 +5,9 @@ public import Logging
 
 /// What every handler needs, built once at start.
 public struct ServerState: Sendable {
-    public let configuration: ServerConfiguration
+    /// The configuration in effect now: the live settings follow the registry and SIGHUP (``LiveConfiguration``).
+    public var configuration: ServerConfiguration { live.current }
+    public let live: LiveConfiguration
     public let hierarchy: CAHierarchy
     /// The issuing CAs: which signs, which are trusted (the registry's word, ``IssuingAuthorities``).
     public let issuers: IssuingAuthorities
@@ -46,7 +48,7 @@ public struct ServerState: Sendable {
         configuration: ServerConfiguration, hierarchy: CAHierarchy, issuers: IssuingAuthorities, store: any Store,
         clock: any WallClock, logger: Logger
     ) {
-        self.configuration = configuration
+        self.live = LiveConfiguration(configuration)
         self.hierarchy = hierarchy
         self.issuers = issuers
         self.verifiedLeaves = VerifiedLeafCache(clock: clock)

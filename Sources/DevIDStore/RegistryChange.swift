@@ -15,6 +15,8 @@ public struct RegistryChange: Sendable, Hashable, CustomStringConvertible {
         case adminToken = "admin_token"
         case issuingCA = "issuing_ca"
         case serviceCertificate = "service_certificate"
+        /// A server setting (``Store/settings()``): subject is its key.
+        case setting
         /// Not recorded: delivered when the changes after the cursor were pruned before this feed read them
         /// (sequence numbers skipped). A subscriber reloads everything it caches.
         case missed

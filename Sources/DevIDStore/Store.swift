@@ -225,6 +225,13 @@ public protocol Store: Sendable {
     /// reports the first entry that does not fit (see ``AuditChainReport``).
     func auditChainReport(anchor: AuditAnchor?) async throws(StoreError) -> AuditChainReport
 
+    // MARK: Settings
+    /// The server settings kept in the registry (configuration keys such as `ldevid.lifetime.days`, with their
+    /// values as text), which every server applies over its own configuration.
+    func settings() async throws(StoreError) -> [String: String]
+    /// Sets each key to its value, removes each key whose value is nil, and appends `audit`, in one transaction.
+    func updateSettings(_ changes: [String: String?], audit: AuditEvent?) async throws(StoreError)
+
     // MARK: Change stream
 
     /// This store's change stream (``ChangeFeed``), starting after the changes committed before it was opened.

@@ -49,6 +49,50 @@ struct Serve: AsyncParsableCommand {
     var rabbitmqManagementURL: String?
 
     func run() async throws {
+        let configuration = try await loadConfiguration()
+        LoggingSetup.bootstrap(level: configuration.logLevel)
+        let logger = Logger(label: "devid")
+
+        let app: DevIDServerApp
+        do {
+            app = try await DevIDServerApp(configuration: configuration, logger: logger)
+        } catch {
+            throw CLIError("cannot start: \(error)")
+        }
+        Self.printBanner(app: app, configuration: configuration, configFile: config)
+        let group = ServiceGroup(
+            configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        Task {
+            let ports = await app.waitUntilRunning()
+            print("EST (mTLS):  https://\(configuration.estHost):\(ports.est)/.well-known/est")
+            print("Operations:  http://\(configuration.opsHost):\(ports.ops)  (admin API /v1/admin, health /healthz, ready /readyz)")
+            print("Revocation:  CRLs at /crl/issuing.crl, OCSP at /ocsp (see docs/revocation.md)")
+            print("Stop with Ctrl-C (SIGINT) or SIGTERM; DevID finishes open requests and exits.")
+            fflush(nil)
+        }
+        // SIGHUP: the file and the environment are read again; their live settings (rotation policy, rate limits,
+        // anomaly thresholds) take effect at the next decision, the rest at the next start.
+        let command = self
+        let reloads = Task {
+            for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                do {
+                    try app.state.live.reload(base: try await command.loadConfiguration())
+                    logger.notice(
+                        "configuration reloaded (SIGHUP)", metadata: ["file": "\(command.config ?? "none")"])
+                } catch {
+                    logger.error(
+                        "configuration not reloaded (SIGHUP); the previous one stays in effect",
+                        metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        defer { reloads.cancel() }
+        try await group.run()
+        print("DevID stopped.")
+    }
+
+    /// The file, the environment and the flags, as at start.
+    func loadConfiguration() async throws -> ServerConfiguration {
         var configuration = try await ServerConfiguration.load(configFile: config)
         if let dataDir { configuration.dataDirectory = dataDir }
         if let trustDomain { configuration.trustDomain = trustDomain }
@@ -81,28 +125,7 @@ struct Serve: AsyncParsableCommand {
             guard let level = Logger.Level(rawValue: logLevel) else { throw CLIError("unknown log level \(logLevel)") }
             configuration.logLevel = level
         }
-        LoggingSetup.bootstrap(level: configuration.logLevel)
-        let logger = Logger(label: "devid")
-
-        let app: DevIDServerApp
-        do {
-            app = try await DevIDServerApp(configuration: configuration, logger: logger)
-        } catch {
-            throw CLIError("cannot start: \(error)")
-        }
-        Self.printBanner(app: app, configuration: configuration, configFile: config)
-        let group = ServiceGroup(
-            configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        Task {
-            let ports = await app.waitUntilRunning()
-            print("EST (mTLS):  https://\(configuration.estHost):\(ports.est)/.well-known/est")
-            print("Operations:  http://\(configuration.opsHost):\(ports.ops)  (admin API /v1/admin, health /healthz, ready /readyz)")
-            print("Revocation:  CRLs at /crl/issuing.crl, OCSP at /ocsp (see docs/revocation.md)")
-            print("Stop with Ctrl-C (SIGINT) or SIGTERM; DevID finishes open requests and exits.")
-            fflush(nil)
-        }
-        try await group.run()
-        print("DevID stopped.")
+        return configuration
     }
 
     static func printBanner(app: DevIDServerApp, configuration: ServerConfiguration, configFile: String?) {

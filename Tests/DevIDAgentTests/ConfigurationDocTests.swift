@@ -31,6 +31,8 @@ struct ConfigurationDocTests {
         var walk = try DocWalk(directory: work.path, dataDirectory: work.file("data"))
         defer { walk.close() }
         try await walk.run("alias devid=devid")
+        // The server re-reads its file on SIGHUP, a few milliseconds after `kill` returns.
+        walk.pauses.append(("devid settings show", 1))
 
         var ran: [DocWalk.Result] = []
         var seenNotRun: Set<String> = []
@@ -62,6 +64,8 @@ struct ConfigurationDocTests {
         #expect(
             ran.map { String($0.command.split(separator: " ").first ?? "") } == [
                 "DEVID_LDEVID_RENEWAL_FRACTION=1.5", "DEVID_LDEVID_JITTER_FRACTION=0.2", "devid",
+                // Changing settings without a restart: in the registry, then through the file and SIGHUP.
+                "devid", "devid", "devid", "devid", "sed", "kill", "devid",
             ], "the page lost or gained commands: \(ran.map(\.command))")
 
         // The two start-up errors, produced on the data directory the page's server created (stopped first).

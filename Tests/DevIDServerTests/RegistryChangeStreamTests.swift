@@ -57,6 +57,26 @@ struct RegistryChangeStreamTests {
         try await f.stop()
     }
 
+    @Test("a setting written by another writer is in effect within 1 s")
+    func settingFromAnotherWriter() async throws {
+        let f = try await PublicationFixture.start()
+        let secret = try AuditSecret.load(f.server.configuration).0
+        let writer = try SQLiteStore(path: f.server.configuration.databasePath, auditKey: secret.chainKey)
+        let start = ContinuousClock.now
+        try await writer.updateSettings(["ldevid.lifetime.days": "3"], audit: nil)
+        try writer.close()
+        let threeDays = TimeInterval(3 * 86_400)
+        while f.server.state.configuration.ldevidPolicy.lifetime != threeDays, ContinuousClock.now - start < .seconds(5) {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let elapsed = ContinuousClock.now - start
+        #expect(f.server.state.configuration.ldevidPolicy.lifetime == threeDays)
+        #expect(elapsed < .seconds(1), "in effect after \(elapsed)")
+        let (certificate, _) = try await MetricsTests.enroll(f.server, device: "dev-3")
+        #expect(abs(certificate.notValidAfter.timeIntervalSince(f.server.clock.now()) - threeDays) < 1)
+        try await f.stop()
+    }
+
     @Test("a route handler only changes the registry: suspend, resume, revoke reach the decision API at once")
     func routeChangesReachCachesBeforeTheReply() async throws {
         let f = try await PublicationFixture.start()

@@ -192,3 +192,27 @@ struct ChangeStreamTests {
         try store.close()
     }
 }
+
+@Suite("Settings in the registry")
+struct SettingsStoreTests {
+    @Test("set, replace and remove settings in one transaction with the audit event; each change is streamed", arguments: StoreKind.allCases)
+    func roundTrip(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            #expect(try await store.settings() == [:])
+            let mark = try await ChangeStreamTests.latest(store)
+            try await store.updateSettings(
+                ["ldevid.lifetime.days": "7", "limits.device.burst": "40"], audit: Fixture.event("settings.update"))
+            try await store.updateSettings(
+                ["ldevid.lifetime.days": "14", "limits.device.burst": nil, "ldevid.grace.days": nil], audit: nil)
+            // The same value again is no change.
+            try await store.updateSettings(["ldevid.lifetime.days": "14"], audit: nil)
+            #expect(try await store.settings() == ["ldevid.lifetime.days": "14"])
+            #expect(
+                try await ChangeStreamTests.lines(store, after: mark) == [
+                    "setting ldevid.lifetime.days updated", "setting limits.device.burst updated",
+                    "setting ldevid.lifetime.days updated", "setting limits.device.burst deleted",
+                ])
+            #expect(try await store.auditEvents(AuditFilter(action: "settings.update")).count == 1)
+        }
+    }
+}

@@ -15,8 +15,9 @@ struct SQLiteTests {
         try queue.close()
     }
 
-    /// Like ``tamper(_:_:)``, for a file turned back into an older schema: first removes the change stream (its
-    /// triggers name columns the older schemas lack; reopening adds it again, the newest migration).
+    /// Like ``tamper(_:_:)``, for a file turned back into an older schema: first removes the change stream and the
+    /// settings (the stream's triggers name columns the older schemas lack; reopening adds both again, the newest
+    /// migrations).
     static func tamperBeforeChangeStream(_ path: String, _ sql: String) throws {
         let queue = try DatabaseQueue(path: path)
         try queue.write { db in
@@ -26,7 +27,10 @@ struct SQLiteTests {
                 try db.execute(sql: "DROP TRIGGER \(trigger)")
             }
             try db.execute(
-                sql: "DROP TABLE registry_changes; DELETE FROM grdb_migrations WHERE identifier = 'v14-registry-changes'")
+                sql: """
+                    DROP TABLE registry_changes; DROP TABLE settings;
+                    DELETE FROM grdb_migrations WHERE identifier IN ('v14-registry-changes', 'v15-settings')
+                    """)
             try db.execute(sql: sql)
         }
         try queue.close()
@@ -642,7 +646,7 @@ struct SQLiteKeyedAuditTests {
 /// Every migration the schema registers, in the order `grdb_migrations` lists them by identifier (text order:
 /// `v10-...` sorts after `v1`).
 let allMigrations = [
-    "v1", "v10-fleet-health", "v11-fleet-expiry", "v12-health-history", "v13-issuing-cas", "v14-registry-changes", "v2",
+    "v1", "v10-fleet-health", "v11-fleet-expiry", "v12-health-history", "v13-issuing-cas", "v14-registry-changes", "v15-settings", "v2",
     "v3", "v4", "v5", "v6",
     "v7-enrollment-bindings", "v8-admin-token-roles", "v9-service-certificates",
 ]

@@ -48,6 +48,9 @@ enum AdminAccessTable {
         "POST /v1/admin/tokens/{id}/revoke": operators,
         // Rotation and revocation.
         "GET /v1/admin/profile": readers,
+        // The live settings kept in the registry (rotation policy, rate limits, anomaly thresholds).
+        "GET /v1/admin/settings": readers,
+        "PUT /v1/admin/settings": adminOnly,
         "POST /v1/admin/rotate": operators,
         "GET /v1/admin/rotate/status": readers,
         "POST /v1/admin/revoke": operators,

@@ -1,4 +1,4 @@
-import DevIDCore
+public import DevIDCore
 
 /// The change stream of the in-memory store: the same changes the SQL triggers record (see
 /// `SQLiteSchema.v14RegistryChanges`), noted by the mutations themselves. The actor's methods are synchronous, so
@@ -62,5 +62,21 @@ extension MemoryStore {
             note(.credential, new.serial.rawValue, device: new.deviceID,
                 old.status != new.status ? new.status.rawValue : "updated")
         }
+    }
+}
+
+extension MemoryStore {
+    public func settings() -> [String: String] { settingRows }
+
+    public func updateSettings(_ changes: [String: String?], audit: AuditEvent?) {
+        for (key, value) in changes.sorted(by: { $0.key < $1.key }) {
+            if let value {
+                if settingRows[key] != value { note(.setting, key, "updated") }
+                settingRows[key] = value
+            } else if settingRows.removeValue(forKey: key) != nil {
+                note(.setting, key, "deleted")
+            }
+        }
+        if let audit { _ = appendAudit(audit) }
     }
 }

@@ -26,6 +26,7 @@ public actor MemoryStore: Store {
     /// The change stream (``MemoryStore+Changes.swift``), oldest first.
     var changeRows: [RegistryChange] = []
     var changeSequence: Int64 = 0
+    var settingRows: [String: String] = [:]
     public nonisolated let changeFeed = ChangeFeed()
     private let auditKey: AuditKey?
 

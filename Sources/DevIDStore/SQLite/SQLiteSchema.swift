@@ -50,6 +50,9 @@ enum SQLiteSchema {
         migrator.registerMigration("v14-registry-changes") { db in
             try db.execute(sql: v14RegistryChanges)
         }
+        migrator.registerMigration("v15-settings") { db in
+            try db.execute(sql: v15Settings)
+        }
         return migrator
     }
 

@@ -1,4 +1,4 @@
-import DevIDCore
+public import DevIDCore
 import GRDB
 
 extension SQLiteSchema {
@@ -168,6 +168,51 @@ extension SQLiteStore {
             try db.execute(
                 sql: "DELETE FROM registry_changes WHERE sequence <= ?", arguments: [latest - Int64(max(0, keepingLatest))])
             return db.changesCount
+        }
+    }
+}
+
+extension SQLiteSchema {
+    /// Server settings kept in the registry (``Store/settings()``): one row per configuration key, its value as
+    /// text; every change is a change of the stream (kind `setting`), so every server applies it.
+    static let v15Settings = """
+        CREATE TABLE settings (
+            key TEXT NOT NULL PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        CREATE TRIGGER registry_changes_setting_insert AFTER INSERT ON settings BEGIN
+            INSERT INTO registry_changes (kind, subject, detail) VALUES ('setting', NEW.key, 'updated');
+        END;
+        CREATE TRIGGER registry_changes_setting_update AFTER UPDATE ON settings WHEN OLD.value IS NOT NEW.value BEGIN
+            INSERT INTO registry_changes (kind, subject, detail) VALUES ('setting', NEW.key, 'updated');
+        END;
+        CREATE TRIGGER registry_changes_setting_delete AFTER DELETE ON settings BEGIN
+            INSERT INTO registry_changes (kind, subject, detail) VALUES ('setting', OLD.key, 'deleted');
+        END;
+        """
+}
+
+extension SQLiteStore {
+    public func settings() async throws(StoreError) -> [String: String] {
+        try await read("read settings") { db in
+            Dictionary(
+                try Row.fetchAll(db, sql: "SELECT key, value FROM settings").map { ($0["key"], $0["value"]) },
+                uniquingKeysWith: { $1 })
+        }
+    }
+
+    public func updateSettings(_ changes: [String: String?], audit: AuditEvent?) async throws(StoreError) {
+        try await write("update settings") { db in
+            for (key, value) in changes.sorted(by: { $0.key < $1.key }) {
+                if let value {
+                    try db.execute(
+                        sql: "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        arguments: [key, value])
+                } else {
+                    try db.execute(sql: "DELETE FROM settings WHERE key = ?", arguments: [key])
+                }
+            }
+            try Self.append(audit, db)
         }
     }
 }
