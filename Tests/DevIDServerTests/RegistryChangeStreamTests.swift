@@ -44,6 +44,7 @@ struct RegistryChangeStreamTests {
             try await Task.sleep(for: .milliseconds(20))
         }
         let elapsed = try #require(denied, "the decision API still allows dev-1 5 s after another writer revoked it")
+        print("RegistryChangeStreamTests: another writer's revocation denied after \(elapsed)")
         #expect(elapsed < .seconds(1), "denied after \(elapsed)")
         #expect(try await IdentityHealthTests.checkIn(f.server, certificate, key).status == 403)
         #expect(try await f.waitUntilListed(certificate.serialNumber, in: "issuing") != nil)
@@ -70,6 +71,7 @@ struct RegistryChangeStreamTests {
             try await Task.sleep(for: .milliseconds(10))
         }
         let elapsed = ContinuousClock.now - start
+        print("RegistryChangeStreamTests: another writer's setting in effect after \(elapsed)")
         #expect(f.server.state.configuration.ldevidPolicy.lifetime == threeDays)
         #expect(elapsed < .seconds(1), "in effect after \(elapsed)")
         let (certificate, _) = try await MetricsTests.enroll(f.server, device: "dev-3")
