@@ -53,7 +53,11 @@ enum RegistryChangeRouter {
                 }
             case .credential:
                 if let device = change.device { devices.insert(device) }
-                if change.detail == CredentialStatus.revoked.rawValue || change.detail == "deleted" {
+                if change.detail == "revoked:superseded" {
+                    // Retired by the rotation: the CRLs change, but the device is connected with its successor.
+                    revocation = true
+                    brokers = true
+                } else if change.detail == CredentialStatus.revoked.rawValue || change.detail == "deleted" {
                     revocation = true
                     brokers = true
                     if let device = change.device { endSessions.insert(device) }

@@ -32,8 +32,9 @@ public struct RegistryChange: Sendable, Hashable, CustomStringConvertible {
     /// The tenant of a tenant, device, lot or claim token row.
     public let tenant: TenantID?
     /// What happened: `created`, `deleted`, `updated`, `idevid` (a device's IDevID serial or revocation), the new
-    /// state of a device, credential, issuing CA or service certificate (`active`, `revoked`, `superseded`, ...),
-    /// `revoked` for a token.
+    /// state of a device, credential, issuing CA or service certificate (`active`, `revoked`, `superseded`, ...;
+    /// `revoked:superseded` for a credential the rotation retired after its successor took over), `revoked` for a
+    /// token.
     public let detail: String
 
     public init(

@@ -98,3 +98,38 @@ struct RegistryChangeStreamTests {
         try await f.stop()
     }
 }
+
+/// What each change makes the server do (``RegistryChangeRouter/Plan``): pure logic, so an in-memory check.
+@Suite("Registry change router")
+struct RegistryChangeRouterTests {
+    static func change(_ kind: RegistryChange.Kind, _ subject: String, device: String? = nil, _ detail: String)
+        -> RegistryChange
+    {
+        RegistryChange(sequence: 1, kind: kind, subject: subject, device: device.flatMap(DeviceID.init(rawValue:)), detail: detail)
+    }
+
+    @Test("a revocation ends the device's broker sessions; a rotation retiring a superseded credential does not")
+    func sessions() {
+        let revoked = RegistryChangeRouter.Plan([Self.change(.credential, "7e01", device: "dev-1", "revoked")])
+        #expect(revoked.revocation && revoked.brokers && revoked.endSessions == [DeviceID(rawValue: "dev-1")!])
+        let retired = RegistryChangeRouter.Plan([Self.change(.credential, "7e02", device: "dev-2", "revoked:superseded")])
+        #expect(retired.revocation && retired.brokers && retired.endSessions.isEmpty)
+        #expect(retired.devices == [DeviceID(rawValue: "dev-2")!])
+        let issued = RegistryChangeRouter.Plan([Self.change(.credential, "7e03", device: "dev-3", "active")])
+        #expect(!issued.revocation && !issued.brokers && issued.devices == [DeviceID(rawValue: "dev-3")!])
+        let suspended = RegistryChangeRouter.Plan([Self.change(.device, "dev-4", device: "dev-4", "suspended")])
+        #expect(suspended.brokers && suspended.endSessions == [DeviceID(rawValue: "dev-4")!] && !suspended.revocation)
+    }
+
+    @Test("issuing CAs, settings and missed changes reload what depends on them")
+    func reloads() {
+        let ca = RegistryChangeRouter.Plan([Self.change(.issuingCA, "2", "active")])
+        #expect(ca.issuingCAs && ca.everyDecision && ca.revocation && !ca.adminTokens)
+        let setting = RegistryChangeRouter.Plan([Self.change(.setting, "ldevid.lifetime.days", "updated")])
+        #expect(setting.settings && setting.everyDecision && !setting.revocation)
+        let missed = RegistryChangeRouter.Plan([Self.change(.missed, "1...9", "pruned before read")])
+        #expect(missed.settings && missed.issuingCAs && missed.everyDecision && missed.revocation && missed.adminTokens)
+        let token = RegistryChangeRouter.Plan([Self.change(.claimToken, "tok", "created")])
+        #expect(token == RegistryChangeRouter.Plan())
+    }
+}

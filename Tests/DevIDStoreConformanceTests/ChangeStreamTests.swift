@@ -76,6 +76,23 @@ struct ChangeStreamTests {
         }
     }
 
+    @Test("a credential the rotation retires is recorded as revoked:superseded", arguments: StoreKind.allCases)
+    func supersededRevocation(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            try await Fixture.seed(store)
+            try await store.insertCredential(Fixture.credential(1, device: "dev-1"), audit: Fixture.event("enroll"))
+            try await store.insertCredential(Fixture.credential(2, device: "dev-1"), audit: Fixture.event("enroll"))
+            let mark = try await Self.latest(store)
+            _ = try await store.revokeCredentials([Fixture.serial(1)], reason: .superseded, at: Fixture.time(40), audit: Fixture.event("rotation.revoke_superseded"))
+            _ = try await store.revokeCredentials([Fixture.serial(2)], reason: .keyCompromise, at: Fixture.time(41), audit: Fixture.event("revoke"))
+            #expect(
+                try await Self.lines(store, after: mark) == [
+                    "credential \(Fixture.serial(1)) revoked:superseded device=dev-1",
+                    "credential \(Fixture.serial(2)) revoked device=dev-1",
+                ])
+        }
+    }
+
     @Test("no change for last seen, last used or a claim token's remaining uses", arguments: StoreKind.allCases)
     func noChangesForPerRequestWrites(kind: StoreKind) async throws {
         try await withStore(kind) { store in

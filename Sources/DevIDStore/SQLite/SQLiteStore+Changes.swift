@@ -69,7 +69,10 @@ extension SQLiteSchema {
         BEGIN
             INSERT INTO registry_changes (kind, subject, device_id, detail)
                 VALUES ('credential', NEW.serial, NEW.device_id,
-                    CASE WHEN OLD.status IS NOT NEW.status THEN NEW.status ELSE 'updated' END);
+                    CASE WHEN OLD.status IS NOT NEW.status THEN
+                        NEW.status || CASE WHEN NEW.status = 'revoked' AND NEW.revocation_reason = 'superseded'
+                            THEN ':superseded' ELSE '' END
+                    ELSE 'updated' END);
         END;
         CREATE TRIGGER registry_changes_credential_delete AFTER DELETE ON credentials BEGIN
             INSERT INTO registry_changes (kind, subject, device_id, detail)
