@@ -53,7 +53,8 @@ public enum DataDirectory {
         if createdAuditKey {
             logger.notice("created audit key", metadata: ["path": "\(AuditSecret.path(configuration))"])
         }
-        let store = try SQLiteStore(path: configuration.databasePath, auditKey: auditSecret.chainKey)
+        let store = try SQLiteStore(
+            path: configuration.databasePath, auditKey: auditSecret.chainKey, migrate: configuration.registryMigrate)
         let hierarchy: CAHierarchy
         if layout.isInitialized {
             try await upgrade(layout: layout, passphrase: passphrase, configuration: configuration, store: store,

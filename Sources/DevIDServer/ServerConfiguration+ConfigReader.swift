@@ -28,6 +28,7 @@ extension ServerConfiguration {
     /// - `ldevid.backdate.seconds` → `DEVID_LDEVID_BACKDATE_SECONDS` (default 300)
     /// - `ldevid.require.new.key` → `DEVID_LDEVID_REQUIRE_NEW_KEY` (default true)
     /// - `est.approval.retry.after.seconds` → `DEVID_EST_APPROVAL_RETRY_AFTER_SECONDS` (default 60)
+    /// - `registry.migrate` → `DEVID_REGISTRY_MIGRATE` (default true: run pending schema migrations at start)
     /// - `ldevid.renewal.fraction` → `DEVID_LDEVID_RENEWAL_FRACTION` (default 0.6667: renew at 2/3 of the lifetime)
     /// - `ldevid.jitter.fraction` → `DEVID_LDEVID_JITTER_FRACTION` (default 0.1: ±10 % of the renewal window)
     /// - `ldevid.overlap.hours` → `DEVID_LDEVID_OVERLAP_HOURS` (default 168 = 7 days)
@@ -77,6 +78,7 @@ extension ServerConfiguration {
         ldevidPolicy.backdate = Double(reader.int(forKey: "ldevid.backdate.seconds", default: Int(ldevidPolicy.backdate)))
         ldevidPolicy.requireNewKeyOnReenroll = reader.bool(
             forKey: "ldevid.require.new.key", default: ldevidPolicy.requireNewKeyOnReenroll)
+        registryMigrate = reader.bool(forKey: "registry.migrate", default: registryMigrate)
         approvalRetryAfterSeconds = reader.int(
             forKey: "est.approval.retry.after.seconds", default: approvalRetryAfterSeconds)
         var rotation = ldevidPolicy.rotation

@@ -37,6 +37,9 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var ldevidPolicy: ProfilePolicy = .ldevid
     /// Seconds a parked (manual-approval) device is told to wait before retrying.
     public var approvalRetryAfterSeconds: Int = 60
+    /// Run the registry's pending schema migrations at start (`registry.migrate`); when false, a registry that needs
+    /// one refuses to start until `devid registry migrate` ran (several servers on one registry: migrate once).
+    public var registryMigrate = true
     /// How often superseded credentials are checked for revocation.
     public var rotationSweepInterval: Int = 60
     /// A device not seen for this long counts as unreachable in rotation progress.

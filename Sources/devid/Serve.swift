@@ -45,6 +45,8 @@ struct Serve: AsyncParsableCommand {
     var mosquittoPidFile: String?
     @Option(name: .long, help: "The Mosquitto TLS listener port written into the listener block (default 8883).")
     var mosquittoPort: Int?
+    @Flag(name: .long, help: "Do not run the registry's pending schema migrations: refuse to start if it needs one.")
+    var noRegistryMigrate = false
     @Option(name: .long, help: "RabbitMQ management API URL: revoked and suspended devices' connections are closed.")
     var rabbitmqManagementURL: String?
 
@@ -103,6 +105,7 @@ struct Serve: AsyncParsableCommand {
         if !serverName.isEmpty { configuration.serverNames = serverName }
         if let revocationBaseURL { configuration.revocationBaseURL = revocationBaseURL }
         if let crlPartitions { configuration.crlPartitions = crlPartitions }
+        if noRegistryMigrate { configuration.registryMigrate = false }
         if let mosquittoDir {
             var sync = configuration.mosquitto ?? MosquittoSyncConfiguration(directory: mosquittoDir)
             sync.directory = URL(fileURLWithPath: mosquittoDir).standardizedFileURL.path

@@ -19,7 +19,7 @@ public final class SQLiteStore: Store {
     ///
     /// Runs the migrations synchronously: call it at startup, not on an event loop. With `auditKey`, new audit
     /// entries are keyed (HMAC-SHA256) and verification expects every entry after the first keyed one to be keyed.
-    public convenience init(path: String, auditKey: AuditKey? = nil) throws(StoreError) {
+    public convenience init(path: String, auditKey: AuditKey? = nil, migrate: Bool = true) throws(StoreError) {
         let pool: DatabasePool
         do {
             pool = try DatabasePool(path: path, configuration: Self.configuration(auditKey: auditKey))
@@ -29,7 +29,7 @@ public final class SQLiteStore: Store {
         } catch {
             throw .sqlite(error, "open database")
         }
-        try self.init(writer: pool, auditKey: auditKey)
+        try self.init(writer: pool, auditKey: auditKey, migrate: migrate)
     }
 
     /// A private in-memory database with the full schema; gone when the store is released.
@@ -43,8 +43,22 @@ public final class SQLiteStore: Store {
         return try SQLiteStore(writer: queue, auditKey: auditKey)
     }
 
-    private init(writer: any DatabaseWriter, auditKey: AuditKey?) throws(StoreError) {
+    private init(writer: any DatabaseWriter, auditKey: AuditKey?, migrate: Bool = true) throws(StoreError) {
         let latest: Int64
+        let status = try Self.migrationStatus(writer)
+        // A registry a newer DevID migrated holds what this one cannot read or would break: never open it.
+        guard status.unknown.isEmpty else {
+            throw StoreError(
+                .corrupt,
+                "the registry was migrated by a newer DevID (\(status.unknown.joined(separator: ", "))); "
+                    + "run that version or restore a backup")
+        }
+        if !migrate, !status.pending.isEmpty {
+            throw StoreError(
+                .unavailable,
+                "the registry needs \(status.pending.count) migration(s) (\(status.pending.joined(separator: ", "))): "
+                    + "run devid registry migrate, or start without --no-registry-migrate")
+        }
         do {
             try SQLiteSchema.migrator.migrate(writer)
             latest = try writer.read { db in try Self.latestChange(db) }
@@ -54,6 +68,44 @@ public final class SQLiteStore: Store {
         self.writer = writer
         self.changeFeed = ChangeFeed(after: latest)
         self.auditKey = auditKey
+    }
+
+    /// The schema's migrations: applied, pending (this DevID knows and would run) and unknown (applied by a newer
+    /// DevID), each in order.
+    public struct MigrationStatus: Sendable, Equatable {
+        public var applied: [String]
+        public var pending: [String]
+        public var unknown: [String]
+    }
+
+    /// The migration status of the database file at `path`, without changing it.
+    public static func migrationStatus(path: String) throws(StoreError) -> MigrationStatus {
+        let pool: DatabasePool
+        do {
+            pool = try DatabasePool(path: path, configuration: configuration(auditKey: nil))
+        } catch {
+            throw .sqlite(error, "open database")
+        }
+        defer { try? pool.close() }
+        return try migrationStatus(pool)
+    }
+
+    private static func migrationStatus(_ writer: any DatabaseWriter) throws(StoreError) -> MigrationStatus {
+        do {
+            return try writer.read { db in
+                let migrator = SQLiteSchema.migrator
+                let applied = try migrator.appliedIdentifiers(db)
+                let known = migrator.migrations
+                let unknown = try db.tableExists("grdb_migrations")
+                    ? try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations").filter { !known.contains($0) }
+                    : []
+                return MigrationStatus(
+                    applied: known.filter { applied.contains($0) }, pending: known.filter { !applied.contains($0) },
+                    unknown: unknown.sorted())
+            }
+        } catch {
+            throw .sqlite(error, "read the schema's migrations")
+        }
     }
 
     /// Closes the database. Later calls fail with `.unavailable`. Optional: releasing the store closes it too.
