@@ -53,9 +53,11 @@ public struct DevIDServerApp: Service {
     public func run() async throws {
         let state = self.state
         let configuration = state.configuration
-        // Every cache follows the registry's change stream while the server runs.
+        // Every cache follows the registry's change stream while the server runs. What other writers committed
+        // between opening the store and now was read by this server's own writes with nobody listening: apply it.
         let subscription = RegistryChangeRouter.subscribe(state)
         defer { state.store.changeFeed.unsubscribe(subscription) }
+        await RegistryChangeRouter.replay(state, after: state.store.changeFeed.start)
 
         let deviceRouter = Router(context: DeviceRequestContext.self)
         Routes.device(deviceRouter, state: state)

@@ -17,9 +17,6 @@ import ServiceLifecycle
 /// On SQLite a change made by this server reaches every subscriber before the write returns (the store delivers
 /// it); one made by another process on the same file, within about a quarter second (``RegistryChangePoller``).
 enum RegistryChangeRouter {
-    /// More devices than this in one batch invalidate the whole decision index instead of each entry.
-    static let invalidateAllAbove = 5_000
-
     struct Plan: Equatable {
         var devices: Set<DeviceID> = []
         var tenants: Set<TenantID> = []
@@ -54,9 +51,9 @@ enum RegistryChangeRouter {
             case .credential:
                 if let device = change.device { devices.insert(device) }
                 if change.detail == "revoked:superseded" {
-                    // Retired by the rotation: the CRLs change, but the device is connected with its successor.
+                    // Retired by the rotation: the CRLs change (and reach the brokers when re-signed, through
+                    // the publisher), but the grants do not, and the device is connected with its successor.
                     revocation = true
-                    brokers = true
                 } else if change.detail == CredentialStatus.revoked.rawValue || change.detail == "deleted" {
                     revocation = true
                     brokers = true
@@ -108,7 +105,9 @@ enum RegistryChangeRouter {
                     metadata: ["error": "\(error)"])
             }
         }
-        if plan.everyDecision || plan.devices.count > invalidateAllAbove {
+        // Each device's entry, however many (a lot import): emptying the whole index would make every device's
+        // next decision read the registry.
+        if plan.everyDecision {
             state.authz.invalidateAll()
         } else {
             for device in plan.devices { state.authz.invalidate(device: device) }
@@ -117,13 +116,34 @@ enum RegistryChangeRouter {
         if plan.revocation { await state.revocation.invalidate() }
         if plan.adminTokens { await state.adminTokens.invalidate() }
         if plan.brokers {
-            await state.brokers.identityChanged(
-                devices: plan.endSessions, endSessions: !plan.endSessions.isEmpty, reason: "identity changed in DevID")
+            await state.brokers.mosquitto?.changed()
+            // Closing RabbitMQ sessions is HTTP to the broker (seconds when it is slow): never inside the write
+            // that made the change, nor holding up the next batch.
+            if let rabbitMQ = state.brokers.rabbitMQ, !plan.endSessions.isEmpty {
+                let devices = plan.endSessions
+                Task { await rabbitMQ.close(devices: devices, reason: "identity changed in DevID") }
+            }
         }
     }
 }
 
 extension RegistryChangeRouter {
+    /// Applies every change recorded after `sequence` (up to 100,000; beyond, everything is reloaded).
+    static func replay(_ state: ServerState, after sequence: Int64) async {
+        do {
+            let limit = 100_000
+            let changes = try await state.store.changes(after: sequence, limit: limit)
+            guard !changes.isEmpty else { return }
+            var plan = Plan(changes)
+            if changes.count == limit {
+                plan.add(RegistryChange(sequence: 0, kind: .missed, subject: "replay", detail: "more than \(limit)"))
+            }
+            await apply(plan, state: state)
+        } catch {
+            state.logger.error("reading the registry's changes at start failed", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// Applies the registry's settings to the live configuration; settings that would make it invalid (the file
     /// changed under them) are logged and left out, and what was in effect stays.
     static func applySettings(_ state: ServerState) async {

@@ -33,8 +33,8 @@ public struct RegistryChange: Sendable, Hashable, CustomStringConvertible {
     public let tenant: TenantID?
     /// What happened: `created`, `deleted`, `updated`, `idevid` (a device's IDevID serial or revocation), the new
     /// state of a device, credential, issuing CA or service certificate (`active`, `revoked`, `superseded`, ...;
-    /// `revoked:superseded` for a credential the rotation retired after its successor took over), `revoked` for a
-    /// token.
+    /// `revoked:superseded` for a superseded credential revoked (the rotation retired it after its successor took
+    /// over), `revoked` for a token.
     public let detail: String
 
     public init(
@@ -68,10 +68,18 @@ public final class ChangeFeed: Sendable {
         var delivered = 0
     }
     private let state: Mutex<State>
+    /// One batch is applied at a time, in order: a write whose changes another write (or the poller) read first
+    /// waits here until they are applied, so every write returns with its changes in effect.
+    private let gate = DeliveryGate()
+    /// Set while a subscriber runs: a write it makes delivers without waiting for the gate it holds.
+    @TaskLocal static var delivering = false
+    /// The sequence the feed started after (the newest change when the store was opened).
+    public let start: Int64
 
     /// Starts after `sequence`: changes made before the feed existed are not delivered.
     public init(after sequence: Int64 = 0) {
         state = Mutex(State(cursor: sequence))
+        start = sequence
     }
 
     /// The last sequence delivered.
@@ -96,9 +104,19 @@ public final class ChangeFeed: Sendable {
     }
 
     /// Delivers the changes of `batch` after the cursor (it may hold ones already delivered) to every subscriber,
-    /// and returns once each has handled them.
+    /// and returns once each has handled them, and every batch delivered before them too.
     public func deliver(_ batch: [RegistryChange]) async {
         guard !batch.isEmpty else { return }
+        if Self.delivering {
+            await deliverNow(batch)
+            return
+        }
+        await gate.enter()
+        await Self.$delivering.withValue(true) { await deliverNow(batch) }
+        await gate.leave()
+    }
+
+    private func deliverNow(_ batch: [RegistryChange]) async {
         let (fresh, subscribers) = state.withLock { state -> ([RegistryChange], [Subscriber]) in
             var fresh = batch.filter { $0.sequence > state.cursor }.sorted { $0.sequence < $1.sequence }
             guard let first = fresh.first, let last = fresh.last else { return ([], []) }
@@ -129,6 +147,29 @@ public final class ChangeFeed: Sendable {
             await deliver(batch)
             total += delivered - before
             if batch.count < limit { return total }
+        }
+    }
+}
+
+/// A first-come, first-served async lock: ``ChangeFeed`` applies one batch at a time.
+private actor DeliveryGate {
+    private var busy = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func enter() async {
+        guard busy else {
+            busy = true
+            return
+        }
+        // Handed over by `leave()` with `busy` still set.
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func leave() {
+        if waiters.isEmpty {
+            busy = false
+        } else {
+            waiters.removeFirst().resume()
         }
     }
 }

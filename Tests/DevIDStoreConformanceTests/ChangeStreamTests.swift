@@ -76,21 +76,44 @@ struct ChangeStreamTests {
         }
     }
 
-    @Test("a credential the rotation retires is recorded as revoked:superseded", arguments: StoreKind.allCases)
+    /// Only a superseded credential's revocation is `revoked:superseded` (its device is connected with the
+    /// successor); an active one revoked with the reason `superseded` by an operator is a plain `revoked`.
+    @Test("a superseded credential revoked is recorded as revoked:superseded", arguments: StoreKind.allCases)
     func supersededRevocation(kind: StoreKind) async throws {
         try await withStore(kind) { store in
             try await Fixture.seed(store)
-            try await store.insertCredential(Fixture.credential(1, device: "dev-1"), audit: Fixture.event("enroll"))
-            try await store.insertCredential(Fixture.credential(2, device: "dev-1"), audit: Fixture.event("enroll"))
+            for index in 1...3 {
+                try await store.insertCredential(Fixture.credential(index, device: "dev-1"), audit: Fixture.event("enroll"))
+            }
+            try await store.updateCredentialStatus(
+                serial: Fixture.serial(1), status: .superseded, revokedAt: nil, reason: nil, audit: nil)
             let mark = try await Self.latest(store)
             _ = try await store.revokeCredentials([Fixture.serial(1)], reason: .superseded, at: Fixture.time(40), audit: Fixture.event("rotation.revoke_superseded"))
-            _ = try await store.revokeCredentials([Fixture.serial(2)], reason: .keyCompromise, at: Fixture.time(41), audit: Fixture.event("revoke"))
+            _ = try await store.revokeCredentials([Fixture.serial(2)], reason: .superseded, at: Fixture.time(41), audit: Fixture.event("revoke"))
+            _ = try await store.revokeCredentials([Fixture.serial(3)], reason: .keyCompromise, at: Fixture.time(42), audit: Fixture.event("revoke"))
             #expect(
                 try await Self.lines(store, after: mark) == [
                     "credential \(Fixture.serial(1)) revoked:superseded device=dev-1",
                     "credential \(Fixture.serial(2)) revoked device=dev-1",
+                    "credential \(Fixture.serial(3)) revoked device=dev-1",
                 ])
         }
+    }
+
+    @Test("a change of a kind this DevID does not know is delivered as missed, and the write still succeeds")
+    func unknownKind() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("registry.sqlite")
+        let store = try SQLiteStore(path: path)
+        try await Fixture.seed(store)
+        let kinds = Mutex<[RegistryChange.Kind]>([])
+        store.changeFeed.subscribe { changes in kinds.withLock { $0 += changes.map(\.kind) } }
+        // What a newer DevID sharing the file would record.
+        try SQLiteTests.tamper(path, "INSERT INTO registry_changes (kind, subject, detail) VALUES ('future', 'x', 'y')")
+        try await store.insertDevice(Fixture.device("dev-2"), audit: nil)
+        #expect(kinds.withLock { $0 } == [.missed, .device])
+        try store.close()
     }
 
     @Test("no change for last seen, last used or a claim token's remaining uses", arguments: StoreKind.allCases)
@@ -186,6 +209,67 @@ struct ChangeStreamTests {
         #expect(seen.withLock { Set($0).count } == 7)
         try other.close()
         try store.close()
+    }
+
+    /// A write whose changes another write read first still returns only once they are applied: batches are
+    /// applied one at a time, and a slow subscriber holds every write that changed something.
+    @Test("every write returns with its own changes applied, even when another write delivered them")
+    func writesReturnApplied() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let store = try SQLiteStore(path: directory.file("registry.sqlite"))
+        final class Names: Sendable {
+            let applied = Mutex<Set<String>>([])
+            let late = Mutex<[String]>([])
+        }
+        let names = Names()
+        store.changeFeed.subscribe { changes in
+            try? await Task.sleep(for: .milliseconds(5))
+            names.applied.withLock { $0.formUnion(changes.map(\.subject)) }
+        }
+        try await store.createTenant(Fixture.tenant(), audit: nil)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<60 {
+                group.addTask {
+                    let name = "dev-\(index)"
+                    try await store.insertDevice(Fixture.device(name), audit: nil)
+                    if !names.applied.withLock({ $0.contains(name) }) { names.late.withLock { $0.append(name) } }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(names.late.withLock { $0 } == [], "returned before their changes were applied")
+        try store.close()
+    }
+
+    /// The race the gate closes, made deterministic: write B (or the poller) read A's change and is still applying
+    /// it when A delivers the same change; A must not return before B's application finishes.
+    @Test("a write whose change another delivery took waits until that delivery is applied")
+    func deliveryWaitsForTheOneInProgress() async throws {
+        final class Probe: Sendable {
+            let release = Mutex<CheckedContinuation<Void, Never>?>(nil)
+            let applied = Mutex<[Int64]>([])
+            let secondReturned = Mutex(false)
+        }
+        let probe = Probe()
+        let feed = ChangeFeed()
+        feed.subscribe { changes in
+            await withCheckedContinuation { continuation in probe.release.withLock { $0 = continuation } }
+            probe.applied.withLock { $0 += changes.map(\.sequence) }
+        }
+        let change = RegistryChange(sequence: 1, kind: .device, subject: "dev-1", detail: "created")
+        let first = Task { await feed.deliver([change]) }
+        while probe.release.withLock({ $0 == nil }) { try await Task.sleep(for: .milliseconds(5)) }
+        let second = Task {
+            await feed.deliver([change])
+            probe.secondReturned.withLock { $0 = true }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!probe.secondReturned.withLock { $0 }, "returned while its change was still being applied")
+        probe.release.withLock { $0?.resume() }
+        await first.value
+        await second.value
+        #expect(probe.applied.withLock { $0 } == [1])
     }
 
     /// Two writers racing: each batch may carry the other's changes; each is delivered once.

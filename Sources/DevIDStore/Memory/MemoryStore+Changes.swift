@@ -59,7 +59,7 @@ extension MemoryStore {
         if old.status != new.status || old.rotationDue != new.rotationDue || old.overlapDeadline != new.overlapDeadline
             || old.replacedBy != new.replacedBy || old.deviceID != new.deviceID
         {
-            let retired = new.status == .revoked && new.revocationReason == .superseded
+            let retired = new.status == .revoked && old.status == .superseded
             note(.credential, new.serial.rawValue, device: new.deviceID,
                 old.status != new.status ? new.status.rawValue + (retired ? ":superseded" : "") : "updated")
         }

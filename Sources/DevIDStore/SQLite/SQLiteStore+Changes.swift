@@ -70,7 +70,7 @@ extension SQLiteSchema {
             INSERT INTO registry_changes (kind, subject, device_id, detail)
                 VALUES ('credential', NEW.serial, NEW.device_id,
                     CASE WHEN OLD.status IS NOT NEW.status THEN
-                        NEW.status || CASE WHEN NEW.status = 'revoked' AND NEW.revocation_reason = 'superseded'
+                        NEW.status || CASE WHEN NEW.status = 'revoked' AND OLD.status = 'superseded'
                             THEN ':superseded' ELSE '' END
                     ELSE 'updated' END);
         END;
@@ -144,10 +144,12 @@ extension SQLiteStore {
                     WHERE sequence > ? ORDER BY sequence LIMIT ?
                     """),
             arguments: [sequence, limit])
-        return try rows.map { row in
+        return rows.map { row in
             let kindText: String = row["kind"]
+            // A kind a newer DevID records (it migrated the file while this one runs): never fail the write that
+            // reads it; reload everything, as for changes missed.
             guard let kind = RegistryChange.Kind(rawValue: kindText), kind != .missed else {
-                throw DatabaseError(message: "registry_changes: unknown kind \(kindText)")
+                return RegistryChange(sequence: row["sequence"], kind: .missed, subject: kindText, detail: "unknown kind")
             }
             let device: String? = row["device_id"]
             let tenant: String? = row["tenant_id"]
@@ -157,8 +159,9 @@ extension SQLiteStore {
         }
     }
 
+    /// The last sequence number given out (AUTOINCREMENT's counter: right even when pruning emptied the table).
     static func latestChange(_ db: Database) throws -> Int64 {
-        try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM registry_changes") ?? 0
+        try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'registry_changes'") ?? 0
     }
 
     public func changes(after sequence: Int64, limit: Int) async throws(StoreError) -> [RegistryChange] {
