@@ -50,22 +50,19 @@ public final class LiveConfiguration: Sendable {
     /// Applies the registry's settings; throws (and keeps what was in effect) when they make the configuration
     /// invalid.
     public func apply(registry settings: [String: String]) throws {
-        let base = state.withLock { $0.base }
-        let next = try Self.effective(started: started, base: base, registry: settings)
-        state.withLock {
-            $0.registry = settings
-            $0.current = next
+        // Computed under the lock: a SIGHUP reload racing with a registry change cannot install a mix of stale parts.
+        try state.withLock { (state: inout State) throws -> Void in
+            state.current = try Self.effective(started: started, base: state.base, registry: settings)
+            state.registry = settings
         }
     }
 
     /// Applies a configuration read again from the file and the environment (SIGHUP); throws (and keeps what was in
     /// effect) when it is invalid. Only the live settings of `base` take effect.
     public func reload(base: ServerConfiguration) throws {
-        let registry = state.withLock { $0.registry }
-        let next = try Self.effective(started: started, base: base, registry: registry)
-        state.withLock {
-            $0.base = base
-            $0.current = next
+        try state.withLock { (state: inout State) throws -> Void in
+            state.current = try Self.effective(started: started, base: base, registry: state.registry)
+            state.base = base
         }
     }
 
