@@ -124,6 +124,9 @@ public final class SQLiteStore: Store {
         // Never let SQL arguments (token hashes, certificate bytes) into error descriptions.
         configuration.publicStatementArguments = false
         configuration.busyMode = .timeout(5)
+        // Reads are CPU-bound page-cache work: more concurrent readers than cores only add connections, each two
+        // descriptors (database and WAL). GRDB's default is 5.
+        configuration.maximumReaderCount = max(2, ProcessInfo.processInfo.activeProcessorCount)
         // A certificate is recorded before its bytes leave the server, so a commit must survive power loss:
         // WAL's default (NORMAL) may lose the last commits; FULL syncs the WAL on every commit (~0.3 ms here).
         // Every connection gets the audit chain's keyed hash as an SQL function, so `append(_:_:)` (called inside
