@@ -88,6 +88,16 @@ public final class ChangeFeed: Sendable {
     /// Changes delivered since the feed started.
     public var delivered: Int { state.withLock { $0.delivered } }
 
+    /// Whether anything listens. A store with no subscriber (a CLI command, a bulk import in a test) does not read
+    /// its changes back: it only moves the cursor past them (``skip(through:)``).
+    public var hasSubscribers: Bool { state.withLock { !$0.subscribers.isEmpty } }
+
+    /// Moves the cursor to `sequence` (never back) without delivering: changes committed while nobody listened.
+    /// A server that subscribes later replays them from ``start``.
+    public func skip(through sequence: Int64) {
+        state.withLock { $0.cursor = max($0.cursor, sequence) }
+    }
+
     /// Adds a subscriber; returns what ``unsubscribe(_:)`` takes. A subscriber that captures the store keeps it
     /// (and its database connections) alive until it is removed.
     @discardableResult

@@ -145,17 +145,24 @@ public final class SQLiteStore: Store {
         _ operation: String, _ updates: @Sendable (Database) throws -> T
     ) async throws(StoreError) -> T {
         let feed = changeFeed
-        let (value, changes): (T, [RegistryChange])
+        let (value, changes, latest): (T, [RegistryChange], Int64)
         do {
             // The changes the triggers recorded, read in the same transaction (and any another writer committed
-            // since the cursor: the feed drops what it already delivered).
-            (value, changes) = try await writer.write { db in
-                (try updates(db), try Self.changes(db, after: feed.cursor, limit: .max))
+            // since the cursor: the feed drops what it already delivered). With nobody listening, only where they
+            // end: a 10,000-device import then does not read 10,000 changes back.
+            (value, changes, latest) = try await writer.write { db in
+                let value = try updates(db)
+                guard feed.hasSubscribers else { return (value, [], try Self.latestChange(db)) }
+                return (value, try Self.changes(db, after: feed.cursor, limit: .max), 0)
             }
         } catch {
             throw .sqlite(error, operation)
         }
-        await feed.deliver(changes)
+        if changes.isEmpty {
+            feed.skip(through: latest)
+        } else {
+            await feed.deliver(changes)
+        }
         return value
     }
 
