@@ -1,5 +1,6 @@
 public import Foundation
 public import PostgresNIO
+public import DevIDStore
 
 /// The PostgreSQL server that Postgres tests run against: the throw-away cluster `scripts/test` starts with
 /// `scripts/pg-sandbox`, found through two environment variables:
@@ -85,12 +86,18 @@ public struct PostgresSandbox: Sendable, CustomStringConvertible {
             tls: .disable)
     }
 
+    /// Where a ``PostgresStore`` finds `database` (by default the sandbox's own), as the sandbox's role.
+    public func location(database: String? = nil) -> PostgresStore.Location {
+        PostgresStore.Location(
+            host: host, port: port, username: username, password: password, database: database ?? self.database)
+    }
+
     /// A new, empty database owned by the sandbox's role, named `devid_test_` and 16 random hex digits.
     public func createDatabase() async throws(PostgresSandboxError) -> Database {
         let name = Self.databasePrefix + (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
         try await execute("CREATE DATABASE \(name)", doing: "creating database \(name)")
         return Database(
-            name: name, configuration: configuration(database: name),
+            name: name, configuration: configuration(database: name), location: location(database: name),
             url: Self.url(username: username, host: host, port: port, database: name))
     }
 
@@ -196,6 +203,8 @@ public struct PostgresSandbox: Sendable, CustomStringConvertible {
         public let name: String
         /// How to reach it as the sandbox's role.
         public let configuration: PostgresClient.Configuration
+        /// Where a ``PostgresStore`` finds it.
+        public let location: PostgresStore.Location
         /// `postgres://USER@HOST:PORT/NAME`, without the password.
         public let url: String
         public var description: String { url }
@@ -242,4 +251,37 @@ public struct PostgresSandboxError: Error, Hashable, Sendable, CustomStringConve
 
     public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }
     public func hash(into hasher: inout Hasher) { hasher.combine(code) }
+}
+
+/// At most `limit` bodies at once; the others wait their turn in order. The Postgres tests hold a database and a
+/// pool each, and a test run starts hundreds of them together: without a cap they exhaust the server's
+/// connections (SQLSTATE 53300) long before they exhaust anything else.
+public actor ConcurrencyLimit {
+    private let limit: Int
+    private var running = 0
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    public init(_ limit: Int) { self.limit = max(1, limit) }
+
+    /// Waits for a turn; every `acquire()` must be followed by one ``release()``.
+    public func acquire() async {
+        if running >= limit {
+            await withCheckedContinuation { waiting.append($0) }
+        } else {
+            running += 1
+        }
+    }
+
+    public func release() {
+        if waiting.isEmpty {
+            running -= 1
+        } else {
+            waiting.removeFirst().resume()
+        }
+    }
+}
+
+extension PostgresSandbox {
+    /// Shared by every Postgres test of a process: 12 databases at a time, each with a small pool.
+    public static let limit = ConcurrencyLimit(12)
 }

@@ -142,18 +142,7 @@ struct AuditTamperEvidenceTests {
 
     /// Runs `body` against a fresh keyed store of `kind`.
     static func withKeyedStore(_ kind: StoreKind, _ body: (any Store) async throws -> Void) async throws {
-        switch kind {
-        case .sqliteFile:
-            let directory = try TemporaryDirectory()
-            defer { directory.remove() }
-            let store = try SQLiteStore(path: directory.file("registry.sqlite"), auditKey: key)
-            try await body(store)
-            try store.close()
-        case .sqliteMemory:
-            try await body(try SQLiteStore.inMemory(auditKey: key))
-        case .memory:
-            try await body(MemoryStore(auditKey: key))
-        }
+        try await withStore(kind, auditKey: key, body)
     }
 
     /// Serials of every length a certificate can carry, including longer than RFC 5280's 20 octets.

@@ -1,4 +1,5 @@
 import DevIDStore
+import DevIDTesting
 import Foundation
 import Testing
 
@@ -11,23 +12,44 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case sqliteMemory
     /// The `MemoryStore` actor.
     case memory
+    /// PostgreSQL: a fresh database of the sandbox `scripts/test` starts (``PostgresSandbox``), dropped afterwards.
+    case postgres
 
     var testDescription: String { rawValue }
 }
 
-/// Runs `body` against a fresh, empty store of `kind`, and removes whatever it left on disk.
-func withStore(_ kind: StoreKind, _ body: (any Store) async throws -> Void) async throws {
+/// Runs `body` against a fresh, empty store of `kind` (keyed with `auditKey` if given), and removes whatever it
+/// left on disk or in PostgreSQL.
+func withStore(
+    _ kind: StoreKind, auditKey: AuditKey? = nil, _ body: (any Store) async throws -> Void
+) async throws {
     switch kind {
     case .sqliteFile:
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let store = try SQLiteStore(path: directory.file("registry.sqlite"))
+        let store = try SQLiteStore(path: directory.file("registry.sqlite"), auditKey: auditKey)
         try await body(store)
         try store.close()
     case .sqliteMemory:
-        try await body(try SQLiteStore.inMemory())
+        try await body(try SQLiteStore.inMemory(auditKey: auditKey))
     case .memory:
-        try await body(MemoryStore())
+        try await body(MemoryStore(auditKey: auditKey))
+    case .postgres:
+        let sandbox = try PostgresSandbox()
+        await PostgresSandbox.limit.acquire()
+        do {
+            try await sandbox.withDatabase { database in
+                var location = database.location
+                location.maximumConnections = 4
+                let store = try await PostgresStore.open(location, auditKey: auditKey)
+                defer { store.close() }
+                try await body(store)
+            }
+        } catch {
+            await PostgresSandbox.limit.release()
+            throw error
+        }
+        await PostgresSandbox.limit.release()
     }
 }
 

@@ -1,0 +1,230 @@
+public import DevIDCore
+public import Foundation
+import GRDB
+public import Logging
+public import PostgresNIO
+public import NIOSSL
+
+/// The registry on PostgreSQL, for several DevID servers sharing one database (postgres-nio, a connection pool).
+///
+/// **Writes are serialized.** Every write transaction first takes one transaction-scoped advisory lock
+/// (``writeLockKey``), so writes from all servers follow each other as SQLite's single writer makes them: the
+/// read-then-write steps of a transaction (the audit chain's last link, a claim token's remaining uses, the last
+/// usable admin token) see no other writer between them, the audit trail stays one chain, and the change stream is
+/// numbered in commit order. Reads take no lock and run concurrently, each on a connection of the pool.
+///
+/// Open it with ``open(_:auditKey:migrate:logger:)``, which checks the login on a connection of its own (a pool
+/// retries a refused login for a minute), runs the migrations under a lock (several servers may start at once),
+/// and starts the pool. ``close()`` stops the pool.
+public final class PostgresStore: Store, @unchecked Sendable {
+    /// The advisory lock every write transaction holds (an arbitrary constant: "DevI" in ASCII).
+    public static let writeLockKey: Int64 = 0x4465_7649
+    /// The advisory lock migrations run under.
+    static let migrationLockKey: Int64 = 0x4465_764D
+
+    public let changeFeed: ChangeFeed
+    let auditKey: AuditKey?
+    let client: PostgresClient
+    let logger: Logger
+    /// The task running the pool (`PostgresClient.run()`); cancelled by ``close()``.
+    private let runner: Task<Void, Never>
+
+    private init(client: PostgresClient, runner: Task<Void, Never>, latest: Int64, auditKey: AuditKey?, logger: Logger) {
+        self.client = client
+        self.runner = runner
+        self.changeFeed = ChangeFeed(after: latest)
+        self.auditKey = auditKey
+        self.logger = logger
+    }
+
+    /// Connects to the registry at `location`, migrates its schema unless `migrate` is false (then a
+    /// registry with pending migrations is refused), and starts the connection pool.
+    public static func open(
+        _ location: Location, auditKey: AuditKey? = nil, migrate: Bool = true,
+        logger: Logger = Logger(label: "devid.registry.postgres")
+    ) async throws(StoreError) -> PostgresStore {
+        let latest: Int64 = try await withConnection(location, logger: logger, "open registry") { session in
+            try await Self.migrate(session, apply: migrate)
+            return try await Self.latestChange(session)
+        }
+        let client = PostgresClient(configuration: location.client, backgroundLogger: logger)
+        let runner = Task { await client.run() }
+        return PostgresStore(client: client, runner: runner, latest: latest, auditKey: auditKey, logger: logger)
+    }
+
+    /// Stops the connection pool. Later calls fail with `.unavailable`.
+    public func close() {
+        runner.cancel()
+    }
+
+    deinit { runner.cancel() }
+
+    /// Runs `body` on a single connection of its own (not the pool), closed afterwards.
+    static func withConnection<T: Sendable>(
+        _ location: Location, logger: Logger, _ operation: String,
+        _ body: (PostgresSession) async throws -> T
+    ) async throws(StoreError) -> T {
+        let connection: PostgresConnection
+        let configuration = try location.connection()
+        do {
+            connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
+        } catch {
+            throw .postgres(error, operation)
+        }
+        do {
+            let value = try await body(PostgresSession(connection: connection, logger: logger))
+            try? await connection.close()
+            return value
+        } catch {
+            try? await connection.close()
+            throw .postgres(error, operation)
+        }
+    }
+
+    // MARK: Migrations
+
+    /// The schema's migrations of the registry at `location`, without changing it.
+    public static func migrationStatus(
+        _ location: Location, logger: Logger = Logger(label: "devid.registry.postgres")
+    ) async throws(StoreError) -> SQLiteStore.MigrationStatus {
+        try await withConnection(location, logger: logger, "read the schema's migrations") { session in
+            try await status(session)
+        }
+    }
+
+    private static func status(_ session: PostgresSession) async throws -> SQLiteStore.MigrationStatus {
+        let exists = try await session.scalar(
+            Bool.self, "SELECT to_regclass('devid_migrations') IS NOT NULL") ?? false
+        let applied: [String] = exists
+            ? try await session.rows("SELECT identifier FROM devid_migrations").map { try $0.decode(String.self) }
+            : []
+        let known = PostgresSchema.migrations.map(\.identifier)
+        return SQLiteStore.MigrationStatus(
+            applied: known.filter { applied.contains($0) }, pending: known.filter { !applied.contains($0) },
+            unknown: applied.filter { !known.contains($0) }.sorted())
+    }
+
+    private static func migrate(_ session: PostgresSession, apply: Bool) async throws {
+        try await session.execute("BEGIN")
+        do {
+            try await session.execute("SELECT pg_advisory_xact_lock(?)", [.integer(migrationLockKey)])
+            try await session.execute(
+                "CREATE TABLE IF NOT EXISTS devid_migrations (identifier TEXT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            let status = try await status(session)
+            // A registry a newer DevID migrated holds what this one cannot read or would break: never open it.
+            guard status.unknown.isEmpty else {
+                throw StoreError(
+                    .corrupt,
+                    "the registry was migrated by a newer DevID (\(status.unknown.joined(separator: ", "))); "
+                        + "run that version or restore a backup")
+            }
+            if !apply, !status.pending.isEmpty {
+                throw StoreError(
+                    .unavailable,
+                    "the registry needs \(status.pending.count) migration(s) (\(status.pending.joined(separator: ", "))): "
+                        + "run devid registry migrate, or start without --no-registry-migrate")
+            }
+            for (identifier, sql) in PostgresSchema.migrations where status.pending.contains(identifier) {
+                // One statement at a time: the extended query protocol takes one per message.
+                for statement in PostgresSchema.statements(sql) {
+                    try await session.execute(statement)
+                }
+                try await session.execute(
+                    "INSERT INTO devid_migrations (identifier, applied_at) VALUES (?, ?)",
+                    [.text(identifier), .integer(StoreTime.milliseconds(Date()))])
+            }
+            try await session.execute("COMMIT")
+        } catch {
+            try? await session.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    // MARK: Plumbing
+
+    /// Runs `updates` in one transaction holding the write lock, and delivers the changes it recorded after the
+    /// commit, before returning (as ``SQLiteStore`` does).
+    func write<T: Sendable>(
+        _ operation: String, _ updates: (PostgresSession) async throws -> T
+    ) async throws(StoreError) -> T {
+        let feed = changeFeed
+        let logger = logger
+        let (value, changes, latest): (T, [RegistryChange], Int64)
+        do {
+            (value, changes, latest) = try await client.withConnection { connection in
+                let session = PostgresSession(connection: connection, logger: logger)
+                try await session.execute("BEGIN")
+                do {
+                    try await session.execute("SELECT pg_advisory_xact_lock(?)", [.integer(Self.writeLockKey)])
+                    let value = try await updates(session)
+                    let result: (T, [RegistryChange], Int64)
+                    if feed.hasSubscribers {
+                        result = (value, try await Self.changes(session, after: feed.cursor, limit: .max), 0)
+                    } else {
+                        result = (value, [], try await Self.latestChange(session))
+                    }
+                    try await session.execute("COMMIT")
+                    return result
+                } catch {
+                    try? await session.execute("ROLLBACK")
+                    throw error
+                }
+            }
+        } catch {
+            throw .postgres(error, operation)
+        }
+        if changes.isEmpty {
+            feed.skip(through: latest)
+        } else {
+            await feed.deliver(changes)
+        }
+        return value
+    }
+
+    /// Runs `body` on a connection of the pool, each statement on its own (no transaction).
+    func read<T: Sendable>(
+        _ operation: String, _ body: (PostgresSession) async throws -> T
+    ) async throws(StoreError) -> T {
+        let logger = logger
+        do {
+            return try await client.withConnection { connection in
+                try await body(PostgresSession(connection: connection, logger: logger))
+            }
+        } catch {
+            throw .postgres(error, operation)
+        }
+    }
+
+    /// Runs `body` in a read-only `REPEATABLE READ` transaction: its statements see one snapshot of the registry.
+    func snapshot<T: Sendable>(
+        _ operation: String, _ body: (PostgresSession) async throws -> T
+    ) async throws(StoreError) -> T {
+        try await read(operation) { session in
+            try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            do {
+                let value = try await body(session)
+                try await session.execute("COMMIT")
+                return value
+            } catch {
+                try? await session.execute("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    /// Appends `event` to the chain inside the caller's write transaction (which holds the write lock).
+    func append(_ event: AuditEvent, _ session: PostgresSession) async throws -> AuditEvent {
+        let last = try await session.fetchOne(
+            AuditEventRecord.self, "SELECT * FROM audit_events ORDER BY sequence DESC LIMIT 1")
+        let key = auditKey
+        let chained = AuditChain.chained(
+            event, afterSequence: last?.sequence, hash: last?.hash, mac: { input in key?.mac(input) })
+        try await session.insert(AuditEventRecord(chained))
+        return chained
+    }
+
+    func append(_ event: AuditEvent?, _ session: PostgresSession) async throws {
+        if let event { _ = try await append(event, session) }
+    }
+}
+
