@@ -26,7 +26,7 @@ public struct FirstStartReport: Sendable, Hashable {
 public enum DataDirectory {
     public struct Prepared: Sendable {
         public let hierarchy: CAHierarchy
-        public let store: SQLiteStore
+        public let store: any Store
         public let report: FirstStartReport
     }
 
@@ -43,18 +43,13 @@ public enum DataDirectory {
         let (passphrase, generatedPath) = try resolvePassphrase(configuration, creating: !layout.isInitialized)
         report.generatedPassphrasePath = generatedPath
 
-        // The registry holds token hashes and audit history: owner-only. SQLite gives its -wal and -shm files
-        // the database file's mode, so creating the (empty) file 0600 first covers all three.
-        if !FileManager.default.fileExists(atPath: configuration.databasePath) {
-            try SecureFile.write([], to: configuration.databasePath, mode: 0o600)
-        }
-        // The audit chain's key lives in secrets/, never in the registry (see AuditSecret).
+        // The audit chain's key lives in secrets/, never in the registry (see AuditSecret). Servers sharing a
+        // PostgreSQL registry share it too: they extend one chain.
         let (auditSecret, createdAuditKey) = try AuditSecret.load(configuration, creating: true)
         if createdAuditKey {
             logger.notice("created audit key", metadata: ["path": "\(AuditSecret.path(configuration))"])
         }
-        let store = try SQLiteStore(
-            path: configuration.databasePath, auditKey: auditSecret.chainKey, migrate: configuration.registryMigrate)
+        let store = try await openRegistry(configuration, auditKey: auditSecret.chainKey, logger: logger)
         let hierarchy: CAHierarchy
         if layout.isInitialized {
             try await upgrade(layout: layout, passphrase: passphrase, configuration: configuration, store: store,
@@ -91,6 +86,24 @@ public enum DataDirectory {
             report.adminTokenPath = configuration.devAdminTokenPath
         }
         return Prepared(hierarchy: hierarchy, store: store, report: report)
+    }
+
+    /// The registry `configuration` names: PostgreSQL at ``ServerConfiguration/registryURL``, else SQLite in the data
+    /// directory (created 0600 first: it holds token hashes and the audit trail, and SQLite gives its -wal and -shm
+    /// files the database file's mode).
+    public static func openRegistry(
+        _ configuration: ServerConfiguration, auditKey: AuditKey?, logger: Logger
+    ) async throws -> any Store {
+        if let location = try configuration.registryLocation() {
+            return try await PostgresStore.open(
+                location, auditKey: auditKey, migrate: configuration.registryMigrate,
+                logger: Logger(label: "devid.registry"))
+        }
+        if !FileManager.default.fileExists(atPath: configuration.databasePath) {
+            try SecureFile.write([], to: configuration.databasePath, mode: 0o600)
+        }
+        return try SQLiteStore(
+            path: configuration.databasePath, auditKey: auditKey, migrate: configuration.registryMigrate)
     }
 
     /// Brings a hierarchy of an earlier DevID up to date (``CAStore/upgrade(layout:passphrase:now:keyEncryptionRounds:)``)

@@ -1,5 +1,6 @@
 public import Configuration
 import DevIDCore
+public import DevIDStore
 import Foundation
 import Logging
 import SystemPackage
@@ -29,6 +30,9 @@ extension ServerConfiguration {
     /// - `ldevid.require.new.key` → `DEVID_LDEVID_REQUIRE_NEW_KEY` (default true)
     /// - `est.approval.retry.after.seconds` → `DEVID_EST_APPROVAL_RETRY_AFTER_SECONDS` (default 60)
     /// - `registry.migrate` → `DEVID_REGISTRY_MIGRATE` (default true: run pending schema migrations at start)
+    /// - `registry.url` (or `registry`) → `DEVID_REGISTRY_URL` or `DEVID_REGISTRY`: a PostgreSQL registry
+    ///   (`postgres://USER@HOST:PORT/DATABASE[?sslmode=disable|require|verify-full&sslrootcert=PATH]`); unset: SQLite
+    /// - `registry.password.file` → `DEVID_REGISTRY_PASSWORD_FILE`; `registry.password` → `DEVID_REGISTRY_PASSWORD` (secret)
     /// - `ldevid.renewal.fraction` → `DEVID_LDEVID_RENEWAL_FRACTION` (default 0.6667: renew at 2/3 of the lifetime)
     /// - `ldevid.jitter.fraction` → `DEVID_LDEVID_JITTER_FRACTION` (default 0.1: ±10 % of the renewal window)
     /// - `ldevid.overlap.hours` → `DEVID_LDEVID_OVERLAP_HOURS` (default 168 = 7 days)
@@ -79,6 +83,9 @@ extension ServerConfiguration {
         ldevidPolicy.requireNewKeyOnReenroll = reader.bool(
             forKey: "ldevid.require.new.key", default: ldevidPolicy.requireNewKeyOnReenroll)
         registryMigrate = reader.bool(forKey: "registry.migrate", default: registryMigrate)
+        registryURL = reader.string(forKey: "registry.url") ?? reader.string(forKey: "registry")
+        registryPasswordFile = reader.string(forKey: "registry.password.file")
+        registryPassword = reader.string(forKey: "registry.password", isSecret: true)
         approvalRetryAfterSeconds = reader.int(
             forKey: "est.approval.retry.after.seconds", default: approvalRetryAfterSeconds)
         var rotation = ldevidPolicy.rotation
@@ -130,12 +137,34 @@ extension ServerConfiguration {
         var providers: [any ConfigProvider] = [
             EnvironmentVariablesProvider(
                 environmentVariables: environment ?? ProcessInfo.processInfo.environment,
-                secretsSpecifier: .specific(["DEVID_CA_PASSPHRASE", "DEVID_ADMIN_TOKEN", "DEVID_RABBITMQ_MANAGEMENT_PASSWORD"])
+                secretsSpecifier: .specific([
+                    "DEVID_CA_PASSPHRASE", "DEVID_ADMIN_TOKEN", "DEVID_RABBITMQ_MANAGEMENT_PASSWORD",
+                    "DEVID_REGISTRY_PASSWORD",
+                ])
             ).prefixKeys(with: "devid")
         ]
         if let configFile {
             providers.append(try await FileProvider<JSONSnapshot>(filePath: FilePath(configFile)))
         }
         return ServerConfiguration(reader: ConfigReader(providers: providers))
+    }
+}
+
+extension ServerConfiguration {
+    /// The PostgreSQL registry ``registryURL`` names, with its password from ``registryPasswordFile`` (first line) or
+    /// ``registryPassword``; nil for the SQLite registry. Each refusal is one line that shows no password.
+    public func registryLocation() throws -> PostgresStore.Location? {
+        guard let url = registryURL, !url.isEmpty else { return nil }
+        var password = registryPassword
+        if let file = registryPasswordFile {
+            guard let contents = FileManager.default.contents(atPath: file) else {
+                throw StoreError(.unavailable, "cannot read the registry password file \(file)")
+            }
+            let first = String(decoding: contents, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+                .first.map(String.init) ?? ""
+            guard !first.isEmpty else { throw StoreError(.unavailable, "the registry password file \(file) is empty") }
+            password = first
+        }
+        return try PostgresStore.Location(url: url, password: password)
     }
 }

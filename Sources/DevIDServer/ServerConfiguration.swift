@@ -1,4 +1,5 @@
 public import DevIDCore
+import DevIDStore
 public import Foundation
 public import Logging
 
@@ -40,6 +41,13 @@ public struct ServerConfiguration: Sendable, Hashable {
     /// Run the registry's pending schema migrations at start (`registry.migrate`); when false, a registry that needs
     /// one refuses to start until `devid registry migrate` ran (several servers on one registry: migrate once).
     public var registryMigrate = true
+    /// The shared registry of several servers: `postgres://USER@HOST:PORT/DATABASE[?sslmode=...]` (`registry.url`,
+    /// `DEVID_REGISTRY`, `--registry`). Nil: the embedded SQLite registry in the data directory.
+    public var registryURL: String?
+    /// The file holding the registry's password, first line (`registry.password.file`, `DEVID_REGISTRY_PASSWORD_FILE`).
+    public var registryPasswordFile: String?
+    /// The registry's password itself (`DEVID_REGISTRY_PASSWORD`, secret); the file wins when both are set.
+    public var registryPassword: String?
     /// How often superseded credentials are checked for revocation.
     public var rotationSweepInterval: Int = 60
     /// A device not seen for this long counts as unreachable in rotation progress.
@@ -135,11 +143,13 @@ public struct ServerConfiguration: Sendable, Hashable {
 }
 
 extension ServerConfiguration: CustomStringConvertible {
-    /// Never shows the passphrase or the RabbitMQ management password.
+    /// Never shows the passphrase, the RabbitMQ management password or the registry's password (nor a registry URL
+    /// that fails to parse: it might hold one).
     public var description: String {
         "ServerConfiguration(dataDirectory: \(dataDirectory), trustDomain: \(trustDomain), est: \(estHost):\(estPort), "
             + "ops: \(opsHost):\(opsPort), passphrase: \(caPassphrase == nil ? "unset" : "<redacted>"), "
-            + "rabbitmq: \(rabbitMQManagement.map { "\($0.url) as \($0.user), password <redacted>" } ?? "none"))"
+            + "rabbitmq: \(rabbitMQManagement.map { "\($0.url) as \($0.user), password <redacted>" } ?? "none"), "
+            + "registry: \(registryURL.flatMap { try? PostgresStore.Location(url: $0, password: nil).description } ?? "sqlite"))"
     }
 }
 

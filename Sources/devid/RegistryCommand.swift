@@ -3,7 +3,8 @@ import DevIDServer
 import DevIDStore
 import Foundation
 
-/// `devid registry status|migrate`: the registry's schema migrations, offline (the data directory's file).
+/// `devid registry status|migrate`: the registry's schema migrations, offline: the data directory's SQLite file, or
+/// the PostgreSQL registry `--registry` (or `DEVID_REGISTRY`) names.
 struct RegistryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "registry",
@@ -38,22 +39,54 @@ struct RegistryCommand: AsyncParsableCommand {
         }
     }
 
-    static func path(_ global: GlobalOptions) async throws -> String {
+    /// Where the registry is: `--registry` or the configuration's PostgreSQL URL, else the data directory's file.
+    struct Target {
+        var configuration: ServerConfiguration
+        var location: PostgresStore.Location?
+        var name: String { location?.description ?? configuration.databasePath }
+    }
+
+    struct RegistryOptions: ParsableArguments {
+        @Option(name: .long, help: "A PostgreSQL registry: postgres://USER@HOST:PORT/DATABASE (env DEVID_REGISTRY).")
+        var registry: String?
+        @Option(name: .long, help: "The file holding its password (env DEVID_REGISTRY_PASSWORD_FILE).")
+        var registryPasswordFile: String?
+    }
+
+    static func target(_ global: GlobalOptions, _ options: RegistryOptions) async throws -> Target {
         var configuration = try await ServerConfiguration.load(configFile: nil)
         configuration.dataDirectory = global.dataDir
-        guard FileManager.default.fileExists(atPath: configuration.databasePath) else {
+        if let registry = options.registry { configuration.registryURL = registry }
+        if let file = options.registryPasswordFile { configuration.registryPasswordFile = file }
+        let location: PostgresStore.Location?
+        do {
+            location = try configuration.registryLocation()
+        } catch {
+            throw CLIError("\(error)")
+        }
+        if location == nil, !FileManager.default.fileExists(atPath: configuration.databasePath) {
             throw CLIError("no registry at \(configuration.databasePath)")
         }
-        return configuration.databasePath
+        return Target(configuration: configuration, location: location)
+    }
+
+    static func status(_ target: Target) async throws -> SQLiteStore.MigrationStatus {
+        do {
+            if let location = target.location { return try await PostgresStore.migrationStatus(location) }
+            return try SQLiteStore.migrationStatus(path: target.configuration.databasePath)
+        } catch {
+            throw CLIError("\(error)")
+        }
     }
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List applied, pending and unknown migrations.")
         @OptionGroup var global: GlobalOptions
+        @OptionGroup var options: RegistryOptions
 
         func run() async throws {
-            let path = try await RegistryCommand.path(global)
-            let view = View(path: path, try SQLiteStore.migrationStatus(path: path))
+            let target = try await RegistryCommand.target(global, options)
+            let view = View(path: target.name, try await RegistryCommand.status(target))
             if global.json { return try Output.json(view) }
             view.print()
         }
@@ -62,16 +95,21 @@ struct RegistryCommand: AsyncParsableCommand {
     struct Migrate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Run the pending migrations (each in its transaction).")
         @OptionGroup var global: GlobalOptions
+        @OptionGroup var options: RegistryOptions
 
         func run() async throws {
-            let path = try await RegistryCommand.path(global)
-            let before = try SQLiteStore.migrationStatus(path: path)
+            let target = try await RegistryCommand.target(global, options)
+            let before = try await RegistryCommand.status(target)
             do {
-                try SQLiteStore(path: path).close()
+                if let location = target.location {
+                    try await PostgresStore.open(location).close()
+                } else {
+                    try SQLiteStore(path: target.configuration.databasePath).close()
+                }
             } catch {
                 throw CLIError("\(error)")
             }
-            let view = View(path: path, try SQLiteStore.migrationStatus(path: path))
+            let view = View(path: target.name, try await RegistryCommand.status(target))
             if global.json { return try Output.json(view) }
             print(before.pending.isEmpty ? "nothing to migrate" : "ran \(before.pending.joined(separator: ", "))")
             view.print()

@@ -47,6 +47,12 @@ struct Serve: AsyncParsableCommand {
     var mosquittoPort: Int?
     @Flag(name: .long, help: "Do not run the registry's pending schema migrations: refuse to start if it needs one.")
     var noRegistryMigrate = false
+    @Option(
+        name: .long,
+        help: "A PostgreSQL registry shared by several servers: postgres://USER@HOST:PORT/DATABASE (env DEVID_REGISTRY).")
+    var registry: String?
+    @Option(name: .long, help: "The file holding the PostgreSQL registry's password (env DEVID_REGISTRY_PASSWORD_FILE).")
+    var registryPasswordFile: String?
     @Option(name: .long, help: "RabbitMQ management API URL: revoked and suspended devices' connections are closed.")
     var rabbitmqManagementURL: String?
 
@@ -106,6 +112,8 @@ struct Serve: AsyncParsableCommand {
         if let revocationBaseURL { configuration.revocationBaseURL = revocationBaseURL }
         if let crlPartitions { configuration.crlPartitions = crlPartitions }
         if noRegistryMigrate { configuration.registryMigrate = false }
+        if let registry { configuration.registryURL = registry }
+        if let registryPasswordFile { configuration.registryPasswordFile = registryPasswordFile }
         if let mosquittoDir {
             var sync = configuration.mosquitto ?? MosquittoSyncConfiguration(directory: mosquittoDir)
             sync.directory = URL(fileURLWithPath: mosquittoDir).standardizedFileURL.path

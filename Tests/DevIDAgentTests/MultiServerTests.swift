@@ -1,0 +1,188 @@
+import DevIDServer
+import DevIDTesting
+import Foundation
+import Testing
+
+/// Three `devid serve` processes on one PostgreSQL registry, as docs/deployment.md describes them: the same CA
+/// hierarchy and secrets (a copy of the first server's data directory), one database. What one server changes,
+/// every other applies within a second, and a claim token spent at one is spent at all.
+@Suite("Several servers on one PostgreSQL registry", .serialized)
+struct MultiServerTests {
+    struct Cluster {
+        let work: TemporaryDirectory
+        let servers: [ServeProcess]
+        let endpoints: [ServerEndpoints]
+        let adminToken: String
+
+        func dataDir(_ index: Int) -> String { work.file("server-\(index)") }
+        var root: String { work.file("server-0/ca/root.crt") }
+
+        func devid(_ arguments: [String], server index: Int) async throws -> ServeCLITests.CommandResult {
+            try await ServeCLITests.devid(arguments + ["--data-dir", dataDir(index)], in: work.path)
+        }
+
+        /// `curl` with the LDevID in `stateDir` to `GET /v1/device/status` (the agent's check-in) of a server.
+        func checkIn(_ stateDir: String, server index: Int) async throws -> Int {
+            let result = try await ExternalTool.runAsync([
+                "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", root, "--cert", "\(stateDir)/cert.pem",
+                "--key", "\(stateDir)/key.pem", endpoints[index].estURL + "/v1/device/status",
+            ])
+            return Int(result.stdout) ?? 0
+        }
+
+        /// An admin API `GET` on a server's operations listener, as JSON.
+        func adminGet(_ path: String, server index: Int) async throws -> [String: Any] {
+            let result = try await ExternalTool.runAsync([
+                "curl", "-s", "-H", "Authorization: Bearer \(adminToken)", endpoints[index].opsURL + path,
+            ])
+            return (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]) ?? [:]
+        }
+
+        /// The decision API of a server for a device's MQTT connect.
+        func decision(device: String, server index: Int) async throws -> String {
+            let result = try await ExternalTool.runAsync([
+                "curl", "-s", "-H", "Authorization: Bearer \(adminToken)", "-H", "Content-Type: application/json",
+                endpoints[index].opsURL + "/v1/authz/mqtt", "-d", #"{"device":"\#(device)","action":"connect"}"#,
+            ])
+            let answer = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+            return answer?["result"] as? String ?? result.stdout
+        }
+    }
+
+    /// Starts `count` servers on a new database of the sandbox; the first creates the CA, the others start from a copy
+    /// of its data directory.
+    static func withCluster(count: Int, _ body: (Cluster) async throws -> Void) async throws {
+        let sandbox = try PostgresSandbox()
+        let passwordFile = try #require(ProcessInfo.processInfo.environment[PostgresSandbox.passwordFileVariable])
+        try await sandbox.withDatabase { database in
+            let work = try TemporaryDirectory(prefix: "devid-multi")
+            defer { work.remove() }
+            let environment = ["DEVID_REGISTRY": database.url, "DEVID_REGISTRY_PASSWORD_FILE": passwordFile]
+            var servers: [ServeProcess] = []
+            defer { for server in servers { server.kill() } }
+            var endpoints: [ServerEndpoints] = []
+            for index in 0..<count {
+                let dataDir = work.file("server-\(index)")
+                if index > 0 {
+                    try FileManager.default.copyItem(atPath: work.file("server-0"), toPath: dataDir)
+                    try? FileManager.default.removeItem(atPath: "\(dataDir)/server.json")
+                }
+                let server = try ServeProcess.start(dataDir: dataDir, workingDirectory: work.path, environment: environment)
+                servers.append(server)
+                endpoints.append(try await server.waitUntilListening(timeout: ServeCLITests.startTimeout))
+            }
+            let adminToken = try String(contentsOfFile: work.file("server-0/secrets/admin-token"), encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            try await body(Cluster(work: work, servers: servers, endpoints: endpoints, adminToken: adminToken))
+        }
+    }
+
+    @Test(
+        "a device revoked through one server is refused by another within a second: check-in, OCSP, CRL, decisions",
+        .timeLimit(.minutes(5)))
+    func revocationReachesEveryServer() async throws {
+        try await Self.withCluster(count: 3) { cluster in
+            let tenant = try await cluster.devid(["tenant", "create", "acme"], server: 0)
+            try #require(tenant.succeeded, "\(tenant)")
+            // The token is created through server 1 and spent through server 2.
+            let token = try await cluster.devid(
+                ["token", "create", "--tenant", "acme", "--device", "sensor-1", "--json"], server: 1)
+            try #require(token.succeeded, "\(token)")
+            let secret = try #require(
+                (try JSONSerialization.jsonObject(with: Data(token.stdout.utf8)) as? [String: Any])?["token"] as? String)
+            let stateDir = cluster.work.file("sensor-1")
+            let enroll = try await ServeCLITests.devid(
+                [
+                    "agent", "enroll", "--server", cluster.endpoints[2].estURL, "--trust-bundle", cluster.root,
+                    "--state-dir", stateDir, "--token", secret, "--device", "sensor-1",
+                ], in: cluster.work.path)
+            try #require(enroll.succeeded, "\(enroll)")
+            let identity = try #require(
+                try JSONSerialization.jsonObject(
+                    with: try Data(contentsOf: URL(fileURLWithPath: "\(stateDir)/identity.json"))) as? [String: Any])
+            let serial = try #require(identity["serial"] as? String)
+
+            // Server 0 never saw the enrollment; it knows the device within a second all the same.
+            #expect(try await cluster.checkIn(stateDir, server: 0) == 200)
+            #expect(try await cluster.decision(device: "sensor-1", server: 0) == "allow")
+
+            let revoke = try await cluster.devid(
+                ["revoke", "--device", "sensor-1", "--reason", "keyCompromise"], server: 1)
+            try #require(revoke.succeeded, "\(revoke)")
+            let revoked = Date()
+
+            // Polled on server 0 until each answer has changed; each must within a second of the revocation.
+            var checkInRefused: TimeInterval?
+            var decisionDenied: TimeInterval?
+            var ocspRevoked: TimeInterval?
+            var crlListed: TimeInterval?
+            while Date().timeIntervalSince(revoked) < 5,
+                checkInRefused == nil || decisionDenied == nil || ocspRevoked == nil || crlListed == nil
+            {
+                let elapsed = { Date().timeIntervalSince(revoked) }
+                if checkInRefused == nil, try await cluster.checkIn(stateDir, server: 0) != 200 {
+                    checkInRefused = elapsed()
+                }
+                if decisionDenied == nil, try await cluster.decision(device: "sensor-1", server: 0) == "deny" {
+                    decisionDenied = elapsed()
+                }
+                if ocspRevoked == nil || crlListed == nil {
+                    let view = try await cluster.adminGet("/v1/admin/certificates/\(serial)", server: 0)
+                    if ocspRevoked == nil, (view["ocsp"] as? [String: Any])?["status"] as? String == "revoked" {
+                        ocspRevoked = elapsed()
+                    }
+                    if crlListed == nil, (view["crl"] as? [String: Any])?["listed"] as? Bool == true {
+                        crlListed = elapsed()
+                    }
+                }
+            }
+            let times = "check-in \(checkInRefused ?? -1) s, decision \(decisionDenied ?? -1) s, OCSP \(ocspRevoked ?? -1) s, CRL \(crlListed ?? -1) s"
+            #expect(checkInRefused.map { $0 < 1 } == true, "\(times)")
+            #expect(decisionDenied.map { $0 < 1 } == true, "\(times)")
+            #expect(ocspRevoked.map { $0 < 1 } == true, "\(times)")
+            #expect(crlListed.map { $0 < 1 } == true, "\(times)")
+            print("revocation through server 1 seen by server 0: \(times)")
+
+            // One chain across the three servers' writes.
+            let verify = try await cluster.devid(["audit", "verify"], server: 2)
+            #expect(verify.succeeded, "\(verify)")
+        }
+    }
+
+    @Test("one single-use claim token sent to three servers at the same instant: exactly one certificate",
+        .timeLimit(.minutes(5)))
+    func claimTokenRace() async throws {
+        try await Self.withCluster(count: 3) { cluster in
+            let tenant = try await cluster.devid(["tenant", "create", "acme"], server: 0)
+            try #require(tenant.succeeded, "\(tenant)")
+            for round in 1...3 {
+                let device = "race-\(round)"
+                let token = try await cluster.devid(
+                    ["token", "create", "--tenant", "acme", "--device", device, "--json"], server: round % 3)
+                try #require(token.succeeded, "\(token)")
+                let secret = try #require(
+                    (try JSONSerialization.jsonObject(with: Data(token.stdout.utf8)) as? [String: Any])?["token"]
+                        as? String)
+                let results = try await withThrowingTaskGroup(of: ServeCLITests.CommandResult.self) { group in
+                    for index in 0..<3 {
+                        group.addTask {
+                            try await ServeCLITests.devid(
+                                [
+                                    "agent", "enroll", "--server", cluster.endpoints[index].estURL, "--trust-bundle",
+                                    cluster.root, "--state-dir", cluster.work.file("\(device)-\(index)"), "--token",
+                                    secret, "--device", device,
+                                ], in: cluster.work.path)
+                        }
+                    }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+                #expect(results.filter(\.succeeded).count == 1, "\(results)")
+                for refused in results where !refused.succeeded {
+                    #expect(refused.stderr.contains("claim token used up"), "\(refused)")
+                }
+                let detail = try await cluster.adminGet("/v1/admin/devices/\(device)", server: round % 3)
+                #expect((detail["credentials"] as? [Any])?.count == 1, "\(detail)")
+            }
+        }
+    }
+}
