@@ -161,8 +161,9 @@ extension RegistryChangeRouter {
     }
 }
 
-/// Reads the changes other writers committed (another process on the same SQLite file) every `interval` (a
-/// quarter second: one indexed read that finds nothing, most of the time), and prunes the recorded changes to the
+/// Reads the changes other writers committed (another process on the same SQLite file, other servers on
+/// PostgreSQL) when the store nudges the feed and at least every `interval` (a quarter second: one indexed read
+/// that finds nothing, most of the time), and prunes the recorded changes to the
 /// newest `keep` every `pruneInterval`.
 struct RegistryChangePoller: Service {
     let store: any Store
@@ -190,7 +191,9 @@ struct RegistryChangePoller: Service {
             } catch {
                 logger.warning("reading the registry's changes failed", metadata: ["error": "\(error)"])
             }
-            try? await Task.sleep(for: interval)
+            // PostgreSQL nudges the feed when another server commits (LISTEN/NOTIFY), so a change arrives in
+            // milliseconds; the interval is the fallback (SQLite, or notifications lost while reconnecting).
+            await store.changeFeed.sleep(upTo: interval)
         }
     }
 }

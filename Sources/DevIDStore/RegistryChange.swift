@@ -85,6 +85,58 @@ public final class ChangeFeed: Sendable {
     /// The last sequence delivered.
     public var cursor: Int64 { state.withLock { $0.cursor } }
 
+    private struct Wake {
+        var pending = false
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+    private let wake = Mutex(Wake())
+
+    /// Tells the reader of other writers' changes (``sleep(upTo:)``) that there are some: PostgreSQL's
+    /// `NOTIFY` on a commit of another server. A nudge while nobody sleeps ends the next sleep at once.
+    public func nudge() {
+        let waiter = wake.withLock { wake -> CheckedContinuation<Void, Never>? in
+            guard let waiter = wake.waiter else {
+                wake.pending = true
+                return nil
+            }
+            wake.waiter = nil
+            return waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Waits `duration`, or less if ``nudge()`` is called (or was, since the last sleep). One sleeper at a time.
+    public func sleep(upTo duration: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(for: duration) }
+            group.addTask { await self.nextNudge() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func nextNudge() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = wake.withLock { wake -> Bool in
+                    if wake.pending || Task.isCancelled {
+                        wake.pending = false
+                        return true
+                    }
+                    wake.waiter = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = wake.withLock { wake -> CheckedContinuation<Void, Never>? in
+                defer { wake.waiter = nil }
+                return wake.waiter
+            }
+            waiter?.resume()
+        }
+    }
+
     /// Changes delivered since the feed started.
     public var delivered: Int { state.withLock { $0.delivered } }
 

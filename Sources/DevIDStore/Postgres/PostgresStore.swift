@@ -28,11 +28,18 @@ public final class PostgresStore: Store, @unchecked Sendable {
     let logger: Logger
     /// The task running the pool (`PostgresClient.run()`); cancelled by ``close()``.
     private let runner: Task<Void, Never>
+    /// The task listening for other servers' commits (``listen(_:feed:logger:)``); cancelled by ``close()``.
+    private let listener: Task<Void, Never>
 
-    private init(client: PostgresClient, runner: Task<Void, Never>, latest: Int64, auditKey: AuditKey?, logger: Logger) {
+    private init(
+        client: PostgresClient, runner: Task<Void, Never>, location: Location, latest: Int64, auditKey: AuditKey?,
+        logger: Logger
+    ) {
         self.client = client
         self.runner = runner
-        self.changeFeed = ChangeFeed(after: latest)
+        let feed = ChangeFeed(after: latest)
+        self.changeFeed = feed
+        self.listener = Task { await Self.listen(location, feed: feed, logger: logger) }
         self.auditKey = auditKey
         self.logger = logger
     }
@@ -49,15 +56,55 @@ public final class PostgresStore: Store, @unchecked Sendable {
         }
         let client = PostgresClient(configuration: location.client, backgroundLogger: logger)
         let runner = Task { await client.run() }
-        return PostgresStore(client: client, runner: runner, latest: latest, auditKey: auditKey, logger: logger)
+        return PostgresStore(
+            client: client, runner: runner, location: location, latest: latest, auditKey: auditKey, logger: logger)
     }
 
     /// Stops the connection pool. Later calls fail with `.unavailable`.
     public func close() {
+        listener.cancel()
         runner.cancel()
     }
 
-    deinit { runner.cancel() }
+    deinit {
+        listener.cancel()
+        runner.cancel()
+    }
+
+    /// The channel every change's trigger notifies (``PostgresSchema``).
+    static let changeChannel = "devid_registry_changes"
+
+    /// Listens on ``changeChannel`` on a connection of its own and nudges `feed` at each notification, so a server
+    /// reads another's changes within milliseconds of their commit. A lost connection is opened again after a
+    /// second, with a nudge, since notifications sent meanwhile are gone; the feed's poll covers the gap.
+    private static func listen(_ location: Location, feed: ChangeFeed, logger: Logger) async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                let connection = try await PostgresConnection.connect(
+                    configuration: try location.connection(), id: 1, logger: logger)
+                do {
+                    let notifications = try await connection.listen(changeChannel)
+                    failures = 0
+                    feed.nudge()
+                    for try await _ in notifications { feed.nudge() }
+                } catch {
+                    try? await connection.close()
+                    throw error
+                }
+                try? await connection.close()
+            } catch {
+                guard !Task.isCancelled else { return }
+                failures += 1
+                if failures == 1 || failures % 60 == 0 {
+                    logger.warning(
+                        "listening for the registry's changes failed; polling until it works again",
+                        metadata: ["error": "\(StoreError.postgres(error, "listen"))"])
+                }
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+    }
 
     /// Runs `body` on a single connection of its own (not the pool), closed afterwards.
     static func withConnection<T: Sendable>(

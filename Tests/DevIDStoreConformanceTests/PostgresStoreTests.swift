@@ -1,0 +1,118 @@
+import DevIDCore
+import DevIDStore
+import DevIDTesting
+import Foundation
+import NIOSSL
+import Synchronization
+import Testing
+
+/// What only the PostgreSQL registry does: two stores (two servers) on one database, where a commit of one reaches
+/// the other by LISTEN/NOTIFY; the registry URL's refusals.
+@Suite("PostgreSQL registry")
+struct PostgresStoreTests {
+    /// Two stores on one new database of the sandbox.
+    static func withTwoStores(_ body: (PostgresStore, PostgresStore) async throws -> Void) async throws {
+        let sandbox = try PostgresSandbox()
+        await PostgresSandbox.limit.acquire()
+        do {
+            try await sandbox.withDatabase { database in
+                var location = database.location
+                location.maximumConnections = 4
+                let first = try await PostgresStore.open(location)
+                defer { first.close() }
+                let second = try await PostgresStore.open(location)
+                defer { second.close() }
+                try await body(first, second)
+            }
+        } catch {
+            await PostgresSandbox.limit.release()
+            throw error
+        }
+        await PostgresSandbox.limit.release()
+    }
+
+    @Test("another store's commit wakes this store's feed at once: the poll interval is only the fallback")
+    func notifyWakesTheFeed() async throws {
+        try await Self.withTwoStores { first, second in
+            let seen = Mutex<[String]>([])
+            first.changeFeed.subscribe { changes in seen.withLock { $0 += changes.map(\.description) } }
+            // What RegistryChangePoller does, with a fallback far longer than the test may take.
+            let poller = Task {
+                while !Task.isCancelled {
+                    _ = try? await first.changeFeed.catchUp(from: first)
+                    await first.changeFeed.sleep(upTo: .seconds(30))
+                }
+            }
+            defer { poller.cancel() }
+            try await Task.sleep(for: .milliseconds(300))  // the listener is connected
+            for round in 1...3 {
+                let started = ContinuousClock.now
+                try await second.createTenant(Fixture.tenant("t\(round)"), audit: nil)
+                while !seen.withLock({ $0.contains { $0.hasSuffix("tenant t\(round) created") } }) {
+                    try #require(ContinuousClock.now - started < .seconds(5), "no notification for round \(round)")
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+                let elapsed = ContinuousClock.now - started
+                #expect(elapsed < .seconds(1), "round \(round): \(elapsed)")
+            }
+        }
+    }
+
+    @Test("writes of two stores extend one audit chain and one gap-free change sequence")
+    func twoWritersOneChain() async throws {
+        try await Self.withTwoStores { first, second in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (index, store) in [first, second].enumerated() {
+                    group.addTask {
+                        for round in 0..<25 {
+                            try await store.createTenant(
+                                Fixture.tenant("s\(index)-\(round)"), audit: Fixture.event("tenant.create"))
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(try await first.verifyAuditChain() == nil)
+            #expect(try await second.auditEvents(AuditFilter(limit: 100)).count == 50)
+            let sequences = try await first.changes(after: 0, limit: 1000).map(\.sequence)
+            #expect(sequences == Array(1...50), "\(sequences)")
+        }
+    }
+
+    @Test(
+        "a registry URL is refused with one line that never shows a password",
+        arguments: [
+            ("mysql://u@h/db", "not postgres://"),
+            ("postgres://u:hunter2@h/db", "carries a password"),
+            ("postgres://h/db", "names no user"),
+            ("postgres://u@h", "names no database"),
+            ("postgres://u@h/db?sslmode=allow", "sslmode must be"),
+            ("postgres://u@h/db?password=hunter2", "unknown parameter"),
+            ("postgres://u@h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem", "cannot be read"),
+        ])
+    func refusedURLs(url: String, reason: String) {
+        do {
+            _ = try PostgresStore.Location(url: url, password: "secret-password")
+            Issue.record("\(url) was accepted")
+        } catch {
+            #expect(error.description.contains(reason), "\(error)")
+            #expect(!error.description.contains("hunter2") && !error.description.contains("secret-password"))
+            #expect(!error.description.contains("\n"))
+        }
+    }
+
+    @Test("TLS by sslmode: loopback defaults to plain TCP, any other host to verified TLS; the password never shows")
+    func tlsDefaults() throws {
+        let local = try PostgresStore.Location(url: "postgres://devid@127.0.0.1:5433/registry", password: "pw-1")
+        if case .disable = local.tls {} else { Issue.record("loopback should default to sslmode=disable") }
+        #expect(local.description == "postgres://devid@127.0.0.1:5433/registry")
+        let remote = try PostgresStore.Location(url: "postgres://devid@db.example.net/registry", password: "pw-2")
+        guard case .require(let configuration) = remote.tls else {
+            Issue.record("a remote host should default to verified TLS")
+            return
+        }
+        #expect(configuration.certificateVerification == .fullVerification)
+        #expect(remote.port == 5432)
+        #expect(!"\(remote)".contains("pw-2"))
+    }
+}
