@@ -64,6 +64,9 @@ public enum RefusalCode: String, Sendable, Codable, Hashable, CaseIterable {
     /// The CA key's hardware token is unavailable (removed, failing, PIN refused): nothing was issued; `503`, retry
     /// after `Retry-After`.
     case caKeyUnavailable = "ca_key_unavailable"
+    /// The registry's database cannot be reached (a PostgreSQL registry down, failing over, or refusing): nothing was
+    /// issued; `503`, retry after `Retry-After`.
+    case registryUnavailable = "registry_unavailable"
 }
 
 /// A refusal as a value: a stable code and a one-line, secret-free message.

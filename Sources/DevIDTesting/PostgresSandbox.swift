@@ -145,6 +145,12 @@ public struct PostgresSandbox: Sendable, CustomStringConvertible {
         }
     }
 
+    /// Runs `sql` (one statement, nothing bound) as the sandbox's role on its own database: what a test does to the
+    /// server around the registry (`ALTER DATABASE ... ALLOW_CONNECTIONS false`, `pg_terminate_backend`).
+    public func run(_ sql: String) async throws(PostgresSandboxError) {
+        try await execute(sql, doing: "running a statement")
+    }
+
     /// Runs one statement on a connection of its own to the sandbox's database. A single connection rather than a
     /// client: it fails at once with the server's reason (a wrong password, say), where a client's pool keeps
     /// retrying.

@@ -1,7 +1,10 @@
+import DevIDAgent
 import DevIDServer
 import DevIDTesting
 import Foundation
 import Testing
+import SwiftASN1
+import X509
 
 /// Three `devid serve` processes on one PostgreSQL registry, as docs/deployment.md describes them: the same CA
 /// hierarchy and secrets (a copy of the first server's data directory), one database. What one server changes,
@@ -13,6 +16,8 @@ struct MultiServerTests {
         let servers: [ServeProcess]
         let endpoints: [ServerEndpoints]
         let adminToken: String
+        /// The database the servers share.
+        let databaseName: String?
 
         func dataDir(_ index: Int) -> String { work.file("server-\(index)") }
         var root: String { work.file("server-0/ca/root.crt") }
@@ -41,11 +46,13 @@ struct MultiServerTests {
         /// The decision API of a server for a device's MQTT connect.
         func decision(device: String, server index: Int) async throws -> String {
             let result = try await ExternalTool.runAsync([
-                "curl", "-s", "-H", "Authorization: Bearer \(adminToken)", "-H", "Content-Type: application/json",
-                endpoints[index].opsURL + "/v1/authz/mqtt", "-d", #"{"device":"\#(device)","action":"connect"}"#,
+                "curl", "-sS", "--max-time", "30", "-H", "Authorization: Bearer \(adminToken)", "-H",
+                "Content-Type: application/json", endpoints[index].opsURL + "/v1/authz/mqtt", "-d",
+                #"{"device":"\#(device)","action":"connect"}"#, "-w", "\n%{http_code}",
             ])
-            let answer = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
-            return answer?["result"] as? String ?? result.stdout
+            let answer = try? JSONSerialization.jsonObject(
+                with: Data((result.stdout.split(separator: "\n").first ?? "").utf8)) as? [String: Any]
+            return answer?["result"] as? String ?? "\(result.stdout) \(result.stderr)"
         }
     }
 
@@ -73,7 +80,10 @@ struct MultiServerTests {
             }
             let adminToken = try String(contentsOfFile: work.file("server-0/secrets/admin-token"), encoding: .utf8)
                 .trimmingCharacters(in: .whitespacesAndNewlines)
-            try await body(Cluster(work: work, servers: servers, endpoints: endpoints, adminToken: adminToken))
+            try await body(
+                Cluster(
+                    work: work, servers: servers, endpoints: endpoints, adminToken: adminToken,
+                    databaseName: database.name))
         }
     }
 
@@ -183,6 +193,93 @@ struct MultiServerTests {
                 let detail = try await cluster.adminGet("/v1/admin/devices/\(device)", server: round % 3)
                 #expect((detail["credentials"] as? [Any])?.count == 1, "\(detail)")
             }
+        }
+    }
+
+    /// What docs/deployment.md promises when the database is unreachable: enrollment refuses with 503 and Retry-After
+    /// (nothing issued), decisions, OCSP and the CRL answer from memory, and the server recovers by itself.
+    @Test("the registry unreachable: enrollment 503 with Retry-After; decisions, OCSP, CRL answer; then recovery",
+        .timeLimit(.minutes(5)))
+    func registryOutage() async throws {
+        let sandbox = try PostgresSandbox()
+        try await Self.withCluster(count: 1) { cluster in
+            let tenant = try await cluster.devid(["tenant", "create", "acme"], server: 0)
+            try #require(tenant.succeeded, "\(tenant)")
+            let endpoints = cluster.endpoints[0]
+            let tokens = try await FaultHarness.makeTokens(
+                count: 3, tenant: "acme", prefix: "outage", opsURL: endpoints.opsURL, adminToken: cluster.adminToken)
+            let root = try FaultHarness.root(cluster.dataDir(0))
+            let dataDir = cluster.dataDir(0)
+            // Two devices enrolled; only the first is asked about (decision, OCSP) before the outage.
+            var pems: [String] = []
+            for index in [0, 2] {
+                let certificate = try await FaultHarness.enroll(
+                    estURL: endpoints.estURL, root: root, token: tokens[index],
+                    csr: try FaultHarness.csr(device: tokens[index].device))
+                let pem = cluster.work.file("device-\(index).pem")
+                try certificate.serializeAsPEM().pemString.write(toFile: pem, atomically: true, encoding: .utf8)
+                pems.append(pem)
+            }
+            func ocsp(_ pem: String) throws -> String {
+                try AuditTamperTests.run(
+                    "openssl",
+                    [
+                        "ocsp", "-issuer", "\(dataDir)/ca/issuing.crt", "-cert", pem, "-url", endpoints.opsURL + "/ocsp",
+                        "-CAfile", "\(dataDir)/ca/root.crt", "-no_nonce", "-timeout", "30",
+                    ], allowFailure: true)
+            }
+            #expect(try await cluster.decision(device: tokens[0].device, server: 0) == "allow")
+            let decidedAt = ContinuousClock.now
+            #expect(try ocsp(pems[0]).contains("\(pems[0]): good"))
+
+            // The database refuses every connection, and the server's are closed.
+            let database = try #require(cluster.databaseName)
+            try await sandbox.run("ALTER DATABASE \(database) ALLOW_CONNECTIONS false")
+            try await sandbox.run(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(database)'")
+
+            do {
+                _ = try await FaultHarness.enroll(
+                    estURL: endpoints.estURL, root: root, token: tokens[1],
+                    csr: try FaultHarness.csr(device: tokens[1].device))
+                Issue.record("an enrollment succeeded without its registry")
+            } catch let error as AgentError {
+                #expect(error.status == 503, "\(error)")
+                #expect(error.retryAfter == 10, "\(error)")
+                #expect(error.serverReason == "the registry is unavailable; nothing was issued; retry later", "\(error)")
+            }
+            // Past the decision index's 5 s reload age: the entry cannot be reloaded, and answers from memory.
+            try await Task.sleep(until: decidedAt + .seconds(6))
+            let during = try await cluster.decision(device: tokens[0].device, server: 0)
+            #expect(during == "allow", "\(during) \(cluster.servers[0].stderr().split(separator: "\n").filter { !$0.contains("PostgresNIO") }.suffix(15).joined(separator: "\n"))")
+            // A device never asked about: no entry in memory, a 503 the broker retries.
+            let unknown = try await cluster.decision(device: tokens[2].device, server: 0)
+            #expect(unknown.contains("503"), "\(unknown)")
+            // OCSP: the first device's answer is cached; the second's comes from the CRL this server publishes.
+            #expect(try ocsp(pems[0]).contains("\(pems[0]): good"))
+            let fromCRL = try ocsp(pems[1])
+            #expect(fromCRL.contains("\(pems[1]): good"), "\(fromCRL)")
+            let crl = try AuditTamperTests.run(
+                "curl", ["-sS", "--max-time", "30", "-o", "/dev/null", "-w", "%{http_code}", endpoints.opsURL + "/crl/issuing.crl"])
+            #expect(crl == "200", "\(crl)")
+            #expect(cluster.servers[0].process.isRunning)
+
+            // The database is back: the refused token enrolls (it was not spent), with no restart.
+            try await sandbox.run("ALTER DATABASE \(database) ALLOW_CONNECTIONS true")
+            let deadline = ContinuousClock.now + .seconds(30)
+            var recovered: Certificate?
+            while recovered == nil, ContinuousClock.now < deadline {
+                do {
+                    recovered = try await FaultHarness.enroll(
+                        estURL: endpoints.estURL, root: root, token: tokens[1],
+                        csr: try FaultHarness.csr(device: tokens[1].device))
+                } catch let error as AgentError where error.status == 503 {
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+            }
+            #expect(recovered != nil, "no enrollment within 30 s of the database's return")
+            let verify = try await cluster.devid(["audit", "verify"], server: 0)
+            #expect(verify.succeeded, "\(verify)")
         }
     }
 }

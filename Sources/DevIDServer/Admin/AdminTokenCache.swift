@@ -35,6 +35,8 @@ public actor AdminTokenCache<C: Clock>: Service where C.Duration == Duration {
 
     private var tokens: [Entry] = []
     private var loadedAt: C.Instant?
+    /// The last load that read the registry (``loadedAt`` also moves when an outage extends the cache).
+    private var readAt: C.Instant?
     private var loading: Task<[Entry], any Error>?
     /// Bumped by ``invalidate()``, so that a load that started before a change cannot install what it read.
     private var generation = 0
@@ -125,9 +127,20 @@ public actor AdminTokenCache<C: Clock>: Service where C.Duration == Duration {
             if generation == started {
                 tokens = loaded
                 loadedAt = startedAt
+                readAt = startedAt
                 loading = nil
             }
             return loaded
+        } catch let error as StoreError where error.code == .unavailable {
+            if generation == started { loading = nil }
+            // The registry cannot be reached: the tokens read last keep authenticating, for
+            // DecisionEngine.outageMaximumAge after that read, and the registry is asked again every 5 s meanwhile
+            // rather than at every request.
+            guard let readAt, clock.now < readAt.advanced(by: .seconds(Int(DecisionEngine.outageMaximumAge))) else {
+                throw error
+            }
+            if generation == started { loadedAt = clock.now.advanced(by: .seconds(5) - refreshInterval) }
+            return tokens
         } catch {
             if generation == started { loading = nil }
             throw error

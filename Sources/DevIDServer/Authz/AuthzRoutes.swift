@@ -172,6 +172,11 @@ enum AuthzRoutes {
             return try await service.decide(presented, action: action, claimedTenant: tenant, peer: peer)
         } catch let error as AuthzService.BadRequest {
             throw HTTPError(.badRequest, message: error.reason)
+        } catch let error as StoreError where error.code == .unavailable {
+            // Nothing in memory to answer from (see DecisionEngine.outageMaximumAge): the broker asks again.
+            throw HTTPError(
+                .serviceUnavailable, headers: [.retryAfter: "10"],
+                message: "the registry is unavailable and this decision is not in memory; retry later")
         }
     }
 

@@ -84,6 +84,19 @@ public struct AuthzService: Sendable {
     /// Asks the engine; on a miss loads the missing entry from the store and installs it, then asks again. When an
     /// invalidation races the load (the entry is not installed), decides directly on freshly loaded state.
     func lookup(_ query: DecisionEngine.Query, now: Date) async throws -> DecisionEngine.Lookup {
+        do {
+            return try await reloadingLookup(query, now: now)
+        } catch let error as StoreError where error.code == .unavailable {
+            // The registry cannot be reached: what the index holds answers, up to DecisionEngine.outageMaximumAge
+            // old. The change stream resumes (and reloads what changed) once the registry is back.
+            if case .decided(let decision, _) = engine.decide(query, now: now, maximumAge: DecisionEngine.outageMaximumAge) {
+                return .decided(decision, confirm: nil)
+            }
+            throw error
+        }
+    }
+
+    private func reloadingLookup(_ query: DecisionEngine.Query, now: Date) async throws -> DecisionEngine.Lookup {
         for _ in 0..<3 {
             let generation = engine.generation
             let installed: Bool

@@ -114,8 +114,18 @@ public final class DecisionEngine: Sendable {
 
     // MARK: - Deciding (no I/O)
 
-    /// Answers from the index alone, or names the entry it is missing.
-    public func decide(_ query: Query, now: Date) -> Lookup {
+    /// How old an entry may be when the registry cannot be reached to reload it (a PostgreSQL registry down or failing
+    /// over): decisions keep being answered from memory for this long after each entry was last read, then they are
+    /// refused with 503 (docs/deployment.md).
+    public static let outageMaximumAge: TimeInterval = 300
+
+    /// Answers from the index alone, or names the entry it is missing. `maximumAge` overrides ``maximumAge`` (see
+    /// ``outageMaximumAge``).
+    public func decide(_ query: Query, now: Date, maximumAge: TimeInterval? = nil) -> Lookup {
+        let maximumAge = maximumAge ?? self.maximumAge
+        func fresh(_ loadedAt: Date, _ now: Date) -> Bool {
+            now.timeIntervalSince(loadedAt) < maximumAge && loadedAt <= now.addingTimeInterval(maximumAge)
+        }
         var dotted = DottedIdentifiers()
         if query.encoding == .amqp, query.action.isTopic {
             guard let known = dottedIdentifiers, let readAt = dottedTenantsReadAt.withLock({ $0 }), fresh(readAt, now)

@@ -107,6 +107,9 @@ enum ESTRoutes {
             if code == .caKeyUnavailable {
                 response.headers[.retryAfter] = "30"
             }
+            if code == .registryUnavailable {
+                response.headers[.retryAfter] = "10"
+            }
             return response
         }
     }

@@ -93,6 +93,14 @@ struct EnrollmentService: Sendable {
             state.metrics.enrollment(tenant: nil, kind: request.kind.metricKind, result: .refused)
             return .refused(
                 status: .serviceUnavailable, code: .storageFull, reason: StorageAlarm.reason, challenge: false)
+        } catch let error as StoreError where error.code == .unavailable {
+            // The registry cannot be reached: whatever was signed was not recorded, so it never leaves. Nothing can be
+            // audited either (the trail is in the registry); the log says it, once per refusal.
+            state.logger.error("enrollment refused: the registry is unavailable", metadata: ["error": "\(error.reason)"])
+            state.metrics.enrollment(tenant: nil, kind: request.kind.metricKind, result: .refused)
+            return .refused(
+                status: .serviceUnavailable, code: .registryUnavailable, reason: Self.registryUnavailable,
+                challenge: false)
         } catch let error as DevIDPKIError where error.code == .keyUnavailable {
             // The token holding the CA key failed before anything was signed or recorded: the device retries.
             state.logger.error("enrollment refused: the CA key is unavailable", metadata: ["error": "\(error.reason)"])
@@ -108,6 +116,7 @@ struct EnrollmentService: Sendable {
         }
     }
 
+    static let registryUnavailable = "the registry is unavailable; nothing was issued; retry later"
     static let caKeyUnavailable = "the CA key is unavailable (its hardware token failed); nothing was issued; retry later"
 
     /// An IDevID with a weak key or signature is noted for the `weak_key` check, whatever the outcome.

@@ -47,7 +47,7 @@ public enum AuthFailureReason: String, Sendable, CaseIterable {
         case .wrongTenant: self = .wrongTenant
         case .nameNotAllowed, .wrongEndpoint: self = .other
         case .devicePendingApproval, .badRequest, .keyReused, .conflict, .internalError, .rateLimited, .overloaded,
-            .storageFull, .caKeyUnavailable:
+            .storageFull, .caKeyUnavailable, .registryUnavailable:
             return nil
         }
     }

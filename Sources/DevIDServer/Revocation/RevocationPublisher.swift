@@ -2,6 +2,7 @@ import DevIDCore
 public import DevIDPKI
 import DevIDStore
 import Foundation
+import Synchronization
 import Logging
 public import ServiceLifecycle
 import X509
@@ -559,16 +560,25 @@ public actor RevocationPublisher: Service {
         let issuer = authority.registryIssuer
         let issuesIDevIDs = authority.issuesIDevIDs
         let issuesServiceCertificates = authority.issuesServiceCertificates
+        // What this server publishes for the CA: the answer when the registry cannot be reached.
+        let served = published.values.filter { $0.caName == authority.name }.map(\.crl)
+        let answeredFromCRL = Mutex(false)
         let response = await signer.responder.respond(
             to: request, producedAt: now, thisUpdate: now, nextUpdate: nextUpdate
         ) { serial in
-            if issuesServiceCertificates {
-                return try await Self.serviceStatus(of: serial, issuer: issuer, store: store)
+            do {
+                if issuesServiceCertificates {
+                    return try await Self.serviceStatus(of: serial, issuer: issuer, store: store)
+                }
+                return try await Self.status(of: serial, issuer: issuer, issuesIDevIDs: issuesIDevIDs, store: store)
+            } catch let error as StoreError where error.code == .unavailable && !served.isEmpty {
+                answeredFromCRL.withLock { $0 = true }
+                return Self.status(of: serial, in: served)
             }
-            return try await Self.status(of: serial, issuer: issuer, issuesIDevIDs: issuesIDevIDs, store: store)
         }
         guard response.status == .successful else { return Answer(response: response, nextUpdate: nil) }
-        guard cacheable else { return Answer(response: response, nextUpdate: nil) }
+        // An answer from the CRL is not kept: the registry's own answer replaces it once it is back.
+        guard cacheable, !answeredFromCRL.withLock({ $0 }) else { return Answer(response: response, nextUpdate: nil) }
         // Re-sign well before nextUpdate so relying parties always get a fresh window.
         let expiresAt = now.addingTimeInterval(nextUpdate.timeIntervalSince(now) / 2)
         guard generation == self.generation else { return Answer(response: response, nextUpdate: nextUpdate) }
@@ -593,6 +603,17 @@ public actor RevocationPublisher: Service {
         guard credential.status == .revoked else { return .good }
         return .revoked(
             at: credential.revokedAt ?? credential.createdAt, reason: credential.revocationReason ?? .unspecified)
+    }
+
+    /// With the registry unreachable (a PostgreSQL registry down or failing over), the CRLs this server publishes
+    /// answer: listed is `revoked`, anything else `good`, which RFC 6960 §2.2 defines as "not revoked" (the responder
+    /// cannot tell an unknown serial then). A revocation made while the registry is down cannot exist: it is a
+    /// registry write. The CRLs stay valid until their nextUpdate (crl.validity.hours, 24 by default).
+    static func status(of serial: Certificate.SerialNumber, in crls: [CertificateRevocationList]) -> OCSPCertificateStatus {
+        for crl in crls {
+            if let entry = crl.entry(for: serial) { return .revoked(at: entry.revokedAt, reason: entry.reason) }
+        }
+        return .good
     }
 
     /// The registry's word on one serial of the services CA: a service certificate, revoked or good; else unknown.

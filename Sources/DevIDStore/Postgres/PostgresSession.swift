@@ -42,7 +42,7 @@ extension PostgresValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral
 /// placeholders, as for SQLite, and numbered (`$1`, `$2`, ...) here, so both backends can share statement text.
 /// A `?` must never appear in the SQL other than as a placeholder (the registry's statements hold no string
 /// literal with one).
-struct PostgresSession {
+struct PostgresSession: Sendable {
     let connection: PostgresConnection
     let logger: Logger
 

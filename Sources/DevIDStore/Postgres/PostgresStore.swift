@@ -3,6 +3,7 @@ public import Foundation
 import GRDB
 public import Logging
 public import PostgresNIO
+import Synchronization
 public import NIOSSL
 
 /// The registry on PostgreSQL, for several DevID servers sharing one database (postgres-nio, a connection pool).
@@ -28,8 +29,11 @@ public final class PostgresStore: Store, @unchecked Sendable {
     let logger: Logger
     /// The task running the pool (`PostgresClient.run()`); cancelled by ``close()``.
     private let runner: Task<Void, Never>
-    /// The task listening for other servers' commits (``listen(_:feed:logger:)``); cancelled by ``close()``.
+    /// The task listening for other servers' commits (``listen(_:feed:reachable:logger:)``); cancelled by ``close()``.
     private let listener: Task<Void, Never>
+    /// Whether the listener's connection is up: while it is not, calls give up after ``unreachableDeadline``
+    /// instead of their usual deadline, so an outage costs a request one second, not five.
+    private let reachable: Reachability
 
     private init(
         client: PostgresClient, runner: Task<Void, Never>, location: Location, latest: Int64, auditKey: AuditKey?,
@@ -39,7 +43,9 @@ public final class PostgresStore: Store, @unchecked Sendable {
         self.runner = runner
         let feed = ChangeFeed(after: latest)
         self.changeFeed = feed
-        self.listener = Task { await Self.listen(location, feed: feed, logger: logger) }
+        let reachable = Reachability()
+        self.reachable = reachable
+        self.listener = Task { await Self.listen(location, feed: feed, reachable: reachable, logger: logger) }
         self.auditKey = auditKey
         self.logger = logger
     }
@@ -54,7 +60,11 @@ public final class PostgresStore: Store, @unchecked Sendable {
             try await Self.migrate(session, apply: migrate)
             return try await Self.latestChange(session)
         }
-        let client = PostgresClient(configuration: location.client, backgroundLogger: logger)
+        // The pool logs each failed connection attempt at info, several a second while the database is down (with
+        // the server's message): the listener's one warning per outage says it instead.
+        var poolLogger = logger
+        poolLogger.logLevel = max(logger.logLevel, .warning)
+        let client = PostgresClient(configuration: location.client, backgroundLogger: poolLogger)
         let runner = Task { await client.run() }
         return PostgresStore(
             client: client, runner: runner, location: location, latest: latest, auditKey: auditKey, logger: logger)
@@ -77,7 +87,7 @@ public final class PostgresStore: Store, @unchecked Sendable {
     /// Listens on ``changeChannel`` on a connection of its own and nudges `feed` at each notification, so a server
     /// reads another's changes within milliseconds of their commit. A lost connection is opened again after a
     /// second, with a nudge, since notifications sent meanwhile are gone; the feed's poll covers the gap.
-    private static func listen(_ location: Location, feed: ChangeFeed, logger: Logger) async {
+    private static func listen(_ location: Location, feed: ChangeFeed, reachable: Reachability, logger: Logger) async {
         var failures = 0
         while !Task.isCancelled {
             do {
@@ -86,6 +96,7 @@ public final class PostgresStore: Store, @unchecked Sendable {
                 do {
                     let notifications = try await connection.listen(changeChannel)
                     failures = 0
+                    reachable.set(true)
                     feed.nudge()
                     for try await _ in notifications { feed.nudge() }
                 } catch {
@@ -95,6 +106,7 @@ public final class PostgresStore: Store, @unchecked Sendable {
                 try? await connection.close()
             } catch {
                 guard !Task.isCancelled else { return }
+                reachable.set(false)
                 failures += 1
                 if failures == 1 || failures % 60 == 0 {
                     logger.warning(
@@ -192,13 +204,16 @@ public final class PostgresStore: Store, @unchecked Sendable {
     /// Runs `updates` in one transaction holding the write lock, and delivers the changes it recorded after the
     /// commit, before returning (as ``SQLiteStore`` does).
     func write<T: Sendable>(
-        _ operation: String, _ updates: (PostgresSession) async throws -> T
+        _ operation: String, _ updates: @Sendable (PostgresSession) async throws -> T
     ) async throws(StoreError) -> T {
         let feed = changeFeed
         let logger = logger
         let (value, changes, latest): (T, [RegistryChange], Int64)
         do {
-            (value, changes, latest) = try await client.withConnection { connection in
+            (value, changes, latest) = try await Self.withDeadline(
+                reachable.value ? Self.writeDeadline : Self.unreachableDeadline, operation
+            ) {
+                try await self.client.withConnection { connection in
                 let session = PostgresSession(connection: connection, logger: logger)
                 try await session.execute("BEGIN")
                 do {
@@ -216,6 +231,7 @@ public final class PostgresStore: Store, @unchecked Sendable {
                     try? await session.execute("ROLLBACK")
                     throw error
                 }
+                }
             }
         } catch {
             throw .postgres(error, operation)
@@ -228,14 +244,50 @@ public final class PostgresStore: Store, @unchecked Sendable {
         return value
     }
 
+    /// The deadline of every call while the listener cannot reach the database.
+    static let unreachableDeadline: Duration = .seconds(1)
+
+    /// How long a read may take, waiting for a connection included, before it fails `.unavailable`.
+    static let readDeadline: Duration = .seconds(5)
+    /// How long a write transaction may take, waiting for a connection and the write lock included. A write cut
+    /// off may still have committed (as when the network fails during COMMIT); its caller hands nothing out.
+    static let writeDeadline: Duration = .seconds(10)
+
+    /// Runs `body`, or throws `.unavailable` once `deadline` has passed, cancelling it: a pool waits for a
+    /// connection as long as the database refuses them (it keeps retrying), and an enrollment must be told 503
+    /// instead of hanging. Waiting for a connection and a query in flight both end when cancelled.
+    static func withDeadline<T: Sendable>(
+        _ deadline: Duration, _ operation: String, _ body: @Sendable () async throws -> T
+    ) async throws -> T {
+        try await withoutActuallyEscaping(body) { body in
+            try await withThrowingTaskGroup(of: T?.self) { group in
+                group.addTask { try await body() }
+                group.addTask {
+                    try await Task.sleep(for: deadline)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let value = first else {
+                    throw StoreError(
+                        .unavailable, "\(operation): the registry did not answer within \(deadline.components.seconds) s")
+                }
+                return value
+            }
+        }
+    }
+
     /// Runs `body` on a connection of the pool, each statement on its own (no transaction).
     func read<T: Sendable>(
-        _ operation: String, _ body: (PostgresSession) async throws -> T
+        _ operation: String, _ body: @Sendable (PostgresSession) async throws -> T
     ) async throws(StoreError) -> T {
         let logger = logger
         do {
-            return try await client.withConnection { connection in
-                try await body(PostgresSession(connection: connection, logger: logger))
+            return try await Self.withDeadline(
+                reachable.value ? Self.readDeadline : Self.unreachableDeadline, operation
+            ) {
+                try await self.client.withConnection { connection in
+                    try await body(PostgresSession(connection: connection, logger: logger))
+                }
             }
         } catch {
             throw .postgres(error, operation)
@@ -244,7 +296,7 @@ public final class PostgresStore: Store, @unchecked Sendable {
 
     /// Runs `body` in a read-only `REPEATABLE READ` transaction: its statements see one snapshot of the registry.
     func snapshot<T: Sendable>(
-        _ operation: String, _ body: (PostgresSession) async throws -> T
+        _ operation: String, _ body: @Sendable (PostgresSession) async throws -> T
     ) async throws(StoreError) -> T {
         try await read(operation) { session in
             try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -275,3 +327,9 @@ public final class PostgresStore: Store, @unchecked Sendable {
     }
 }
 
+/// Whether a store's database answered last time its listener tried.
+final class Reachability: Sendable {
+    private let state = Mutex(true)
+    var value: Bool { state.withLock { $0 } }
+    func set(_ value: Bool) { state.withLock { $0 = value } }
+}
