@@ -14,7 +14,7 @@ struct RegistryCommand: AsyncParsableCommand {
             (registry.migrate=false), which several servers on one registry use so that one migration runs, once. \
             A registry migrated by a newer DevID is never opened.
             """,
-        subcommands: [Status.self, Migrate.self])
+        subcommands: [Status.self, Migrate.self, Copy.self])
 
     struct View: Codable {
         var path: String
@@ -113,6 +113,48 @@ struct RegistryCommand: AsyncParsableCommand {
             if global.json { return try Output.json(view) }
             print(before.pending.isEmpty ? "nothing to migrate" : "ran \(before.pending.joined(separator: ", "))")
             view.print()
+        }
+    }
+
+    struct Copy: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Copy a SQLite registry into a new PostgreSQL one, verified row by row and by the audit chain.",
+            discussion: """
+                Stop the server first: the SQLite file is read as it is. The PostgreSQL database must be empty; it \
+                is migrated, filled in one transaction and then compared with the source, row by row, and its audit \
+                chain verified with the data directory's audit key. Then start the servers with --registry.
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Option(name: .long, help: "The SQLite registry (default: DATA/registry.sqlite).")
+        var from: String?
+        @Option(name: .long, help: "The PostgreSQL registry: postgres://USER@HOST:PORT/DATABASE.")
+        var to: String
+        @Option(name: .long, help: "The file holding its password (env DEVID_REGISTRY_PASSWORD_FILE).")
+        var toPasswordFile: String?
+
+        func run() async throws {
+            var configuration = try await ServerConfiguration.load(configFile: nil)
+            configuration.dataDirectory = global.dataDir
+            configuration.registryURL = to
+            if let toPasswordFile { configuration.registryPasswordFile = toPasswordFile }
+            let source = from ?? configuration.databasePath
+            guard FileManager.default.fileExists(atPath: source) else { throw CLIError("no registry at \(source)") }
+            let report: RegistryCopy.Report
+            do {
+                guard let location = try configuration.registryLocation() else { throw CLIError("--to is empty") }
+                let (secret, _) = try AuditSecret.load(configuration, creating: false)
+                report = try await RegistryCopy.copy(from: source, to: location, auditKey: secret.chainKey)
+                if global.json { return try Output.json(report) }
+                print("copied \(source) to \(location)")
+            } catch let error as CLIError {
+                throw error
+            } catch {
+                throw CLIError("\(error)")
+            }
+            for table in report.tables {
+                print("  \(table.name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(table.rows) rows, identical")
+            }
+            print("audit chain: \(report.auditEntries) entries verified, last hash \(report.auditHeadHash ?? "none")")
         }
     }
 }

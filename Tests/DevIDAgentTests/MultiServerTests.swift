@@ -259,6 +259,13 @@ struct MultiServerTests {
             #expect(try ocsp(pems[0]).contains("\(pems[0]): good"))
             let fromCRL = try ocsp(pems[1])
             #expect(fromCRL.contains("\(pems[1]): good"), "\(fromCRL)")
+            // An admin write: 503 from the route edge, nothing changed.
+            let write = try await FaultHarness.admin(
+                "POST", endpoints.opsURL, "/v1/admin/tenants", token: cluster.adminToken, json: ["id": "during"])
+            #expect(write.status == 503, "\(write.status) \(String(decoding: write.body, as: UTF8.self))")
+            #expect(
+                String(decoding: write.body, as: UTF8.self)
+                    == "the registry is unavailable: nothing was changed; retry later\n")
             let crl = try AuditTamperTests.run(
                 "curl", ["-sS", "--max-time", "30", "-o", "/dev/null", "-w", "%{http_code}", endpoints.opsURL + "/crl/issuing.crl"])
             #expect(crl == "200", "\(crl)")

@@ -374,8 +374,10 @@ struct DocWalk {
     let dataDirectory: String
     private(set) var endpoints: ServerEndpoints?
     /// Text the doc says and the test replaces (ports, paths), in commands and shown output alike.
-    var replacements: [(String, String)] { paths + ports }
+    var replacements: [(String, String)] { extra + paths + ports }
     private let paths: [(String, String)]
+    /// More text a test replaces (docs/deployment.md: the database's port, names and password file), first.
+    var extra: [(String, String)] = []
     private var ports: [(String, String)] = []
 
     init(directory: String, dataDirectory: String) throws {

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import NIOSSL
 import PostgresNIO
 
@@ -114,6 +114,7 @@ extension PostgresStore {
                 host: host, port: port, username: username, password: password, database: database, tls: tls)
             client.options.maximumConnections = max(2, maximumConnections)
             client.options.connectTimeout = .seconds(5)
+            client.options.additionalStartupParameters = [("statement_timeout", PostgresStore.statementTimeout)]
             return client
         }
 

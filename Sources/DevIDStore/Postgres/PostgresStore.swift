@@ -210,10 +210,7 @@ public final class PostgresStore: Store, @unchecked Sendable {
         let logger = logger
         let (value, changes, latest): (T, [RegistryChange], Int64)
         do {
-            (value, changes, latest) = try await Self.withDeadline(
-                reachable.value ? Self.writeDeadline : Self.unreachableDeadline, operation
-            ) {
-                try await self.client.withConnection { connection in
+            (value, changes, latest) = try await withConnection(operation) { connection in
                 let session = PostgresSession(connection: connection, logger: logger)
                 try await session.execute("BEGIN")
                 do {
@@ -231,7 +228,6 @@ public final class PostgresStore: Store, @unchecked Sendable {
                     try? await session.execute("ROLLBACK")
                     throw error
                 }
-                }
             }
         } catch {
             throw .postgres(error, operation)
@@ -244,32 +240,44 @@ public final class PostgresStore: Store, @unchecked Sendable {
         return value
     }
 
-    /// The deadline of every call while the listener cannot reach the database.
+    /// How long a call waits for a connection of the pool before it fails `.unavailable`: the pool keeps trying
+    /// to connect for as long as the database refuses, and an enrollment must be told 503 instead of hanging.
+    static let connectionDeadline: Duration = .seconds(5)
+    /// The same while the listener cannot reach the database: an outage costs a request one second.
     static let unreachableDeadline: Duration = .seconds(1)
+    /// PostgreSQL's `statement_timeout` on every connection of the pool: what bounds a call once it has a
+    /// connection (a statement, or the wait for the write lock behind other servers' writes). A write cut off may
+    /// still have committed (as when the network fails during COMMIT); its caller hands nothing out.
+    static let statementTimeout = "30s"
 
-    /// How long a read may take, waiting for a connection included, before it fails `.unavailable`.
-    static let readDeadline: Duration = .seconds(5)
-    /// How long a write transaction may take, waiting for a connection and the write lock included. A write cut
-    /// off may still have committed (as when the network fails during COMMIT); its caller hands nothing out.
-    static let writeDeadline: Duration = .seconds(10)
-
-    /// Runs `body`, or throws `.unavailable` once `deadline` has passed, cancelling it: a pool waits for a
-    /// connection as long as the database refuses them (it keeps retrying), and an enrollment must be told 503
-    /// instead of hanging. Waiting for a connection and a query in flight both end when cancelled.
-    static func withDeadline<T: Sendable>(
-        _ deadline: Duration, _ operation: String, _ body: @Sendable () async throws -> T
+    /// Runs `body` on a connection of the pool, or throws `.unavailable` if none is handed over within the deadline.
+    /// The deadline ends when the connection is: a write waiting for the write lock behind a queue of others is not
+    /// an unreachable database. Waiting for a connection ends when cancelled.
+    func withConnection<T: Sendable>(
+        _ operation: String, _ body: @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
-        try await withoutActuallyEscaping(body) { body in
+        let deadline = reachable.value ? Self.connectionDeadline : Self.unreachableDeadline
+        let leased = Reachability(false)
+        let client = client
+        return try await withoutActuallyEscaping(body) { body in
             try await withThrowingTaskGroup(of: T?.self) { group in
-                group.addTask { try await body() }
+                group.addTask {
+                    try await client.withConnection { connection in
+                        leased.set(true)
+                        return try await body(connection)
+                    }
+                }
                 group.addTask {
                     try await Task.sleep(for: deadline)
+                    // Connected in time: the call runs to its end (statement_timeout bounds it).
+                    while leased.value { try await Task.sleep(for: .seconds(3600)) }
                     return nil
                 }
                 defer { group.cancelAll() }
                 guard let first = try await group.next(), let value = first else {
                     throw StoreError(
-                        .unavailable, "\(operation): the registry did not answer within \(deadline.components.seconds) s")
+                        .unavailable,
+                        "\(operation): no connection to the registry within \(deadline.components.seconds) s")
                 }
                 return value
             }
@@ -282,12 +290,8 @@ public final class PostgresStore: Store, @unchecked Sendable {
     ) async throws(StoreError) -> T {
         let logger = logger
         do {
-            return try await Self.withDeadline(
-                reachable.value ? Self.readDeadline : Self.unreachableDeadline, operation
-            ) {
-                try await self.client.withConnection { connection in
-                    try await body(PostgresSession(connection: connection, logger: logger))
-                }
+            return try await withConnection(operation) { connection in
+                try await body(PostgresSession(connection: connection, logger: logger))
             }
         } catch {
             throw .postgres(error, operation)
@@ -329,7 +333,8 @@ public final class PostgresStore: Store, @unchecked Sendable {
 
 /// Whether a store's database answered last time its listener tried.
 final class Reachability: Sendable {
-    private let state = Mutex(true)
+    private let state: Mutex<Bool>
+    init(_ value: Bool = true) { state = Mutex(value) }
     var value: Bool { state.withLock { $0 } }
     func set(_ value: Bool) { state.withLock { $0 = value } }
 }
