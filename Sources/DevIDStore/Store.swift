@@ -225,6 +225,13 @@ public protocol Store: Sendable {
     /// reports the first entry that does not fit (see ``AuditChainReport``).
     func auditChainReport(anchor: AuditAnchor?) async throws(StoreError) -> AuditChainReport
 
+    // MARK: CRL numbers
+    /// Allocates the next CRL number, in a transaction of its own: one counter for every CRL of the registry, so that
+    /// servers sharing a registry never give two CRLs the same number, and a CRL built later carries a greater one.
+    /// Returns the greater of the counter and `minimum` (the number a server last used, before the registry kept it),
+    /// plus one, and stores it.
+    func nextCRLNumber(atLeast minimum: UInt64) async throws(StoreError) -> UInt64
+
     // MARK: Settings
     /// The server settings kept in the registry (configuration keys such as `ldevid.lifetime.days`, with their
     /// values as text), which every server applies over its own configuration.

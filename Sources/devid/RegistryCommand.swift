@@ -8,7 +8,7 @@ import Foundation
 struct RegistryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "registry",
-        abstract: "The registry's schema: which migrations it has, and running the pending ones.",
+        abstract: "The registry's schema (which migrations it has, running the pending ones) and moving it to PostgreSQL.",
         discussion: """
             `devid serve` runs pending migrations at start unless started with --no-registry-migrate \
             (registry.migrate=false), which several servers on one registry use so that one migration runs, once. \

@@ -153,6 +153,23 @@ struct MultiServerTests {
             #expect(crlListed.map { $0 < 1 } == true, "\(times)")
             print("revocation through server 1 seen by server 0: \(times)")
 
+            // Every server published a CRL listing it, each under a number of its own from the registry's one
+            // counter: no two servers' CRLs share a number (smallstep/certificates#1351).
+            var numbers: [Int] = []
+            for index in 0..<3 {
+                let deadline = Date().addingTimeInterval(5)
+                var crl: [String: Any] = [:]
+                while Date() < deadline {
+                    crl = try await cluster.adminGet("/v1/admin/certificates/\(serial)", server: index)["crl"]
+                        as? [String: Any] ?? [:]
+                    if crl["listed"] as? Bool == true { break }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                #expect(crl["listed"] as? Bool == true, "server \(index): \(crl)")
+                numbers.append(crl["number"] as? Int ?? 0)
+            }
+            #expect(Set(numbers).count == 3, "CRL numbers of the three servers: \(numbers)")
+
             // One chain across the three servers' writes.
             let verify = try await cluster.devid(["audit", "verify"], server: 2)
             #expect(verify.succeeded, "\(verify)")

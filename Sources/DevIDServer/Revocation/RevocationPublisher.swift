@@ -15,8 +15,8 @@ import X509
 ///   per `revocationCoalesceMilliseconds`, so a burst shares a few rebuilds and each revocation is published within
 ///   a second), and on a
 ///   schedule at half of their validity, so a relying party never holds an expired CRL while the server runs.
-///   Expired certificates leave the CRL. The CRL number is persisted before a CRL is published and never goes down,
-///   across restarts too.
+///   Expired certificates leave the CRL. The CRL number comes from the registry (one counter for every server that
+///   shares it), is persisted before a CRL is published and never goes down, across restarts too.
 /// - OCSP answers read the registry live. Answers without a nonce are cached until a revocation; the delegated
 ///   signing certificate (id-kp-OCSPSigning, id-pkix-ocsp-nocheck) lives in memory only and is replaced when less
 ///   than half of its lifetime remains.
@@ -273,7 +273,7 @@ public actor RevocationPublisher: Service {
         for authority in authorities {
             entriesByAuthority.append(try await revokedEntries(of: authority, now: now))
         }
-        let number = try nextCRLNumber()
+        let number = try await nextCRLNumber()
         var fresh: [String: PublishedCRL] = [:]
         var withheld: [String: String] = [:]
         for (authority, entries) in zip(authorities, entriesByAuthority) {
@@ -480,8 +480,11 @@ public actor RevocationPublisher: Service {
         return entries
     }
 
-    /// The next CRL number, written to `DATA/crl/number` before any CRL carrying it is published.
-    private func nextCRLNumber() throws -> UInt64 {
+    /// The next CRL number: allocated by the registry, so that servers sharing one never give two CRLs the same
+    /// number, and never below what this server used before (`DATA/crl/number`, also where a server of an earlier
+    /// DevID kept it, and what keeps numbers rising over a registry restored from an older backup). Written to that
+    /// file before any CRL carrying it is published.
+    private func nextCRLNumber() async throws -> UInt64 {
         let path = configuration.crlDirectory + "/number"
         if lastCRLNumber == nil {
             if FileManager.default.fileExists(atPath: path) {
@@ -494,7 +497,7 @@ public actor RevocationPublisher: Service {
                 lastCRLNumber = 0
             }
         }
-        let next = (lastCRLNumber ?? 0) + 1
+        let next = try await store.nextCRLNumber(atLeast: lastCRLNumber ?? 0)
         try SecureFile.createDirectory(configuration.crlDirectory)
         try SecureFile.write(Array("\(next)\n".utf8), to: path, mode: 0o644)
         lastCRLNumber = next

@@ -81,3 +81,10 @@ extension MemoryStore {
         if let audit { _ = appendAudit(audit) }
     }
 }
+
+extension MemoryStore {
+    public func nextCRLNumber(atLeast minimum: UInt64) -> UInt64 {
+        lastCRLNumber = max(lastCRLNumber, minimum) + 1
+        return lastCRLNumber
+    }
+}

@@ -27,6 +27,7 @@ public actor MemoryStore: Store {
     var changeRows: [RegistryChange] = []
     var changeSequence: Int64 = 0
     var settingRows: [String: String] = [:]
+    var lastCRLNumber: UInt64 = 0
     public nonisolated let changeFeed = ChangeFeed()
     private let auditKey: AuditKey?
 

@@ -19,7 +19,18 @@ enum PostgresSchema {
     static let migrations: [(identifier: String, sql: String)] = [
         ("pg1-registry", registry),
         ("pg1-registry-changes", registryChanges),
+        ("pg2-crl-number", crlNumber),
     ]
+
+    /// The last CRL number given out (``Store/nextCRLNumber(atLeast:)``), one row: what keeps servers from giving two
+    /// CRLs the same number.
+    static let crlNumber = """
+        CREATE TABLE crl_numbers (
+            only_row BIGINT NOT NULL PRIMARY KEY CHECK (only_row = 1),
+            last BIGINT NOT NULL
+        );
+        INSERT INTO crl_numbers (only_row, last) VALUES (1, 0);
+        """
 
     /// The statements of a migration: split at each `;` that ends a line outside a `$$` body. A `--` comment line
     /// is dropped. (The schema's own text only: no string literal in it holds `$$` or ends a line with `;`.)

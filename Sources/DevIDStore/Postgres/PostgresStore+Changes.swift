@@ -106,6 +106,18 @@ extension PostgresStore {
         }
     }
 
+    // MARK: CRL numbers
+
+    public func nextCRLNumber(atLeast minimum: UInt64) async throws(StoreError) -> UInt64 {
+        let floor = Int64(clamping: minimum)
+        let next = try await write("allocate a CRL number") { session in
+            try await session.scalar(
+                Int64.self, "UPDATE crl_numbers SET last = GREATEST(last, ?) + 1 WHERE only_row = 1 RETURNING last",
+                [.integer(floor)]) ?? 0
+        }
+        return UInt64(max(0, next))
+    }
+
     // MARK: Settings
 
     public func settings() async throws(StoreError) -> [String: String] {

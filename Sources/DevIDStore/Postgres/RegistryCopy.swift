@@ -93,6 +93,16 @@ public enum RegistryCopy {
             for table in tables where table.name != "health_counts" && table.name != "audit_events" {
                 try await session.execute("ALTER TABLE \(table.name) ENABLE TRIGGER USER")
             }
+            // The CRL counter (one row both migrations created): CRLs built on the copy keep counting up.
+            let lastCRLNumber: Int64
+            do {
+                lastCRLNumber = try await source.read { db in
+                    try Int64.fetchOne(db, sql: "SELECT last FROM crl_numbers WHERE only_row = 1") ?? 0
+                }
+            } catch {
+                throw StoreError.sqlite(error, "read the SQLite registry's CRL number")
+            }
+            try await session.execute("UPDATE crl_numbers SET last = ? WHERE only_row = 1", [.integer(lastCRLNumber)])
         }
         // Row by row: the same rows, in key order, with the same values.
         for table in tables {

@@ -53,6 +53,9 @@ enum SQLiteSchema {
         migrator.registerMigration("v15-settings") { db in
             try db.execute(sql: v15Settings)
         }
+        migrator.registerMigration("v16-crl-number") { db in
+            try db.execute(sql: v16CRLNumber)
+        }
         return migrator
     }
 

@@ -222,3 +222,26 @@ extension SQLiteStore {
         }
     }
 }
+
+extension SQLiteSchema {
+    /// The last CRL number given out (``Store/nextCRLNumber(atLeast:)``), one row.
+    static let v16CRLNumber = """
+        CREATE TABLE crl_numbers (
+            only_row INTEGER NOT NULL PRIMARY KEY CHECK (only_row = 1),
+            last INTEGER NOT NULL
+        );
+        INSERT INTO crl_numbers (only_row, last) VALUES (1, 0);
+        """
+}
+
+extension SQLiteStore {
+    public func nextCRLNumber(atLeast minimum: UInt64) async throws(StoreError) -> UInt64 {
+        let floor = Int64(clamping: minimum)
+        let next = try await write("allocate a CRL number") { db in
+            try Int64.fetchOne(
+                db, sql: "UPDATE crl_numbers SET last = max(last, ?) + 1 WHERE only_row = 1 RETURNING last",
+                arguments: [floor]) ?? 0
+        }
+        return UInt64(max(0, next))
+    }
+}
