@@ -16,8 +16,9 @@ struct MultiServerTests {
         let servers: [ServeProcess]
         let endpoints: [ServerEndpoints]
         let adminToken: String
-        /// The database the servers share.
+        /// The database the servers share, and its URL.
         let databaseName: String?
+        let databaseURL: String?
 
         func dataDir(_ index: Int) -> String { work.file("server-\(index)") }
         var root: String { work.file("server-0/ca/root.crt") }
@@ -83,7 +84,7 @@ struct MultiServerTests {
             try await body(
                 Cluster(
                     work: work, servers: servers, endpoints: endpoints, adminToken: adminToken,
-                    databaseName: database.name))
+                    databaseName: database.name, databaseURL: database.url))
         }
     }
 
@@ -303,6 +304,92 @@ struct MultiServerTests {
             }
             #expect(recovered != nil, "no enrollment within 30 s of the database's return")
             let verify = try await cluster.devid(["audit", "verify"], server: 0)
+            #expect(verify.succeeded, "\(verify)")
+        }
+    }
+
+    /// Three servers restarted one after the other (SIGINT, then a start on the same data directory and ports) while
+    /// devices keep enrolling through all three, retrying on connection errors as the agent does: every device gets
+    /// exactly one certificate, recorded, and no token is spent without one.
+    @Test("a rolling restart of three servers during a stream of enrollments loses none", .timeLimit(.minutes(5)))
+    func rollingRestart() async throws {
+        try await Self.withCluster(count: 3) { cluster in
+            let tenant = try await cluster.devid(["tenant", "create", "acme"], server: 0)
+            try #require(tenant.succeeded, "\(tenant)")
+            let tokens = try await FaultHarness.makeTokens(
+                count: 45, tenant: "acme", prefix: "roll", opsURL: cluster.endpoints[0].opsURL,
+                adminToken: cluster.adminToken)
+            let root = try FaultHarness.root(cluster.dataDir(0))
+            let endpoints = cluster.endpoints
+
+            // The stream: 3 workers, each enrolling its devices one after the other, spread over the servers.
+            let stream = Task { () -> [String: (serial: String, attempts: Int)] in
+                try await withThrowingTaskGroup(of: [String: (serial: String, attempts: Int)].self) { group in
+                    for worker in 0..<3 {
+                        group.addTask {
+                            var issued: [String: (serial: String, attempts: Int)] = [:]
+                            for (index, token) in tokens.enumerated() where index % 3 == worker {
+                                let csr = try FaultHarness.csr(device: token.device)
+                                var attempt = 0
+                                while true {
+                                    attempt += 1
+                                    let server = endpoints[(index + attempt) % 3]
+                                    do {
+                                        let certificate = try await FaultHarness.enroll(
+                                            estURL: server.estURL, root: root, token: token, csr: csr,
+                                            timeout: .seconds(30))
+                                        issued[token.device] = (FaultHarness.serial(certificate), attempt)
+                                        break
+                                    } catch let error as AgentError where error.status.map({ $0 < 500 && $0 != 429 }) == true {
+                                        // A refusal, not a restart: what must never happen here.
+                                        throw error
+                                    } catch {
+                                        guard attempt < 60 else { throw error }
+                                        try await Task.sleep(for: .milliseconds(100))
+                                    }
+                                }
+                                try await Task.sleep(for: .milliseconds(50))
+                            }
+                            return issued
+                        }
+                    }
+                    return try await group.reduce(into: [:]) { $0.merge($1) { first, _ in first } }
+                }
+            }
+
+            // The restarts, one server at a time, while the stream runs.
+            var restarted: [ServeProcess] = []
+            defer { for server in restarted { server.kill() } }
+            let environment = [
+                "DEVID_REGISTRY": try #require(cluster.databaseURL),
+                "DEVID_REGISTRY_PASSWORD_FILE": try #require(
+                    ProcessInfo.processInfo.environment[PostgresSandbox.passwordFileVariable]),
+            ]
+            for index in 0..<3 {
+                try await Task.sleep(for: .milliseconds(700))
+                let stopped = try await cluster.servers[index].interrupt(timeout: 30)
+                #expect(stopped.exitedNormally && stopped.status == 0, "server \(index): \(stopped)")
+                let estPort = Int(endpoints[index].estURL.split(separator: ":").last ?? "") ?? 0
+                let opsPort = Int(endpoints[index].opsURL.split(separator: ":").last ?? "") ?? 0
+                let server = try ServeProcess.start(
+                    dataDir: cluster.dataDir(index), workingDirectory: cluster.work.path, environment: environment,
+                    estPort: estPort, opsPort: opsPort)
+                restarted.append(server)
+                _ = try await server.waitUntilListening(timeout: ServeCLITests.startTimeout)
+            }
+
+            let issued = try await stream.value
+            #expect(issued.count == tokens.count, "\(issued.count) of \(tokens.count) devices enrolled")
+            #expect(Set(issued.values.map(\.serial)).count == issued.count, "a serial was issued twice")
+            let retried = issued.values.filter { $0.attempts > 1 }.count
+            print("rolling restart: \(issued.count) enrolled, \(retried) after a retry")
+            // Exactly one recorded credential per device: none issued without reaching its device.
+            for token in tokens {
+                let detail = try await cluster.adminGet("/v1/admin/devices/\(token.device)", server: 1)
+                let serials = (detail["credentials"] as? [[String: Any]] ?? []).compactMap { $0["serial"] as? String }
+                #expect(serials == [issued[token.device]?.serial].compactMap { $0 }, "\(token.device): \(serials)")
+            }
+            let verify = try await cluster.devid(["audit", "verify"], server: 2)
             #expect(verify.succeeded, "\(verify)")
         }
     }
