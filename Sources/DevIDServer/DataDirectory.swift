@@ -96,7 +96,7 @@ public enum DataDirectory {
     ) async throws -> any Store {
         if let location = try configuration.registryLocation() {
             return try await PostgresStore.open(
-                location, auditKey: auditKey, migrate: configuration.registryMigrate,
+                location, auditKey: auditKey, migrate: configuration.registryMigrate, jobs: true,
                 logger: Logger(label: "devid.registry"))
         }
         if !FileManager.default.fileExists(atPath: configuration.databasePath) {

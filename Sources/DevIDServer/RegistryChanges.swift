@@ -26,6 +26,8 @@ enum RegistryChangeRouter {
         var issuingCAs = false
         var brokers = false
         var settings = false
+        /// The job-lease holder stored new CRLs: every other server serves them.
+        var storedCRLs = false
         /// Devices whose broker sessions end (revoked, suspended).
         var endSessions: Set<DeviceID> = []
 
@@ -73,6 +75,8 @@ enum RegistryChangeRouter {
             case .setting:
                 settings = true
                 everyDecision = true
+            case .crl:
+                storedCRLs = true
             case .missed:
                 settings = true
                 everyDecision = true
@@ -114,6 +118,7 @@ enum RegistryChangeRouter {
             for tenant in plan.tenants { state.authz.invalidate(tenant: tenant) }
         }
         if plan.revocation { await state.revocation.invalidate() }
+        if plan.storedCRLs { await state.revocation.storedCRLsChanged() }
         if plan.adminTokens { await state.adminTokens.invalidate() }
         if plan.brokers {
             await state.brokers.mosquitto?.changed()

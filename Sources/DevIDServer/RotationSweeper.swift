@@ -23,7 +23,8 @@ public struct RotationSweeper: Service {
             try await cancelWhenGracefulShutdown {
                 while !Task.isCancelled {
                     do {
-                        _ = try await sweep()
+                        // Servers sharing a PostgreSQL registry: only the holder of the job lease sweeps.
+                        if state.store.jobLease.isHeld { _ = try await sweep() }
                     } catch {
                         state.logger.error("rotation sweep failed", metadata: ["error": "\(error)"])
                     }

@@ -17,6 +17,8 @@ public struct RegistryChange: Sendable, Hashable, CustomStringConvertible {
         case serviceCertificate = "service_certificate"
         /// A server setting (``Store/settings()``): subject is its key.
         case setting
+        /// The CRLs the job-lease holder built were stored (``Store/storeCRLs(_:)``): detail is their number.
+        case crl
         /// Not recorded: delivered when the changes after the cursor were pruned before this feed read them
         /// (sequence numbers skipped). A subscriber reloads everything it caches.
         case missed
@@ -232,6 +234,55 @@ private actor DeliveryGate {
             busy = false
         } else {
             waiters.removeFirst().resume()
+        }
+    }
+}
+
+/// A CRL as the server holding the job lease built and stored it (``Store/storeCRLs(_:)``), for every server to serve.
+public struct StoredCRL: Sendable, Hashable {
+    /// The file name without `.crl` (`issuing`, `issuing-4-1`, `manufacturer`).
+    public var name: String
+    /// The CA it belongs to (`issuing`, `services`, `manufacturer`).
+    public var caName: String
+    /// Where it is published (its certificates' CRL distribution point).
+    public var url: String
+    public var number: UInt64
+    /// The signed CRL; empty for a withheld one.
+    public var der: [UInt8]
+    /// Set instead of `der` when the CRL is not served under this name (a partitioned CA's complete CRL over the
+    /// size limit): the one-line reason a client gets.
+    public var withheld: String?
+
+    public init(name: String, caName: String, url: String, number: UInt64, der: [UInt8], withheld: String? = nil) {
+        self.name = name
+        self.caName = caName
+        self.url = url
+        self.number = number
+        self.der = der
+        self.withheld = withheld
+    }
+}
+
+/// Whether this process runs the registry's once-only jobs: building and signing the CRLs, the rotation sweeper.
+///
+/// SQLite and the in-memory store have one server: theirs is always held. On PostgreSQL each server asks for one
+/// advisory lock on a connection of its own (``PostgresStore``): the server holding it runs the jobs; when it dies
+/// its connection closes, PostgreSQL releases the lock, and another server takes it within a second or two.
+public final class JobLease: Sendable {
+    private let state: Mutex<Bool>
+
+    public init(held: Bool) { state = Mutex(held) }
+
+    public static let alwaysHeld = JobLease(held: true)
+
+    public var isHeld: Bool { state.withLock { $0 } }
+
+    /// Returns whether it changed.
+    @discardableResult
+    func set(_ held: Bool) -> Bool {
+        state.withLock { state in
+            defer { state = held }
+            return state != held
         }
     }
 }

@@ -232,6 +232,18 @@ public protocol Store: Sendable {
     /// plus one, and stores it.
     func nextCRLNumber(atLeast minimum: UInt64) async throws(StoreError) -> UInt64
 
+    /// Replaces the stored CRLs with `crls` (what the job-lease holder built and signed), unless a stored one already
+    /// carries a greater number (a holder that lost the lease finishing late), and records one change of kind `crl`.
+    /// Returns whether they were stored.
+    @discardableResult
+    func storeCRLs(_ crls: [StoredCRL]) async throws(StoreError) -> Bool
+    /// The stored CRLs (empty before any was stored).
+    func storedCRLs() async throws(StoreError) -> [StoredCRL]
+
+    // MARK: Jobs
+    /// Whether this process runs the once-only jobs (see ``JobLease``).
+    var jobLease: JobLease { get }
+
     // MARK: Settings
     /// The server settings kept in the registry (configuration keys such as `ldevid.lifetime.days`, with their
     /// values as text), which every server applies over its own configuration.
@@ -251,6 +263,9 @@ public protocol Store: Sendable {
 }
 
 extension Store {
+    /// One server per registry (SQLite, in memory): it runs every job.
+    public var jobLease: JobLease { .alwaysHeld }
+
     /// Re-computes the chain; returns the sequence of the first entry that does not match, or nil if intact.
     public func verifyAuditChain() async throws(StoreError) -> Int64? {
         try await auditChainReport(anchor: nil).brokenSequence

@@ -44,6 +44,34 @@ struct MultiServerTests {
             return (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]) ?? [:]
         }
 
+        /// The issuing CA's CRL as a server serves it (DER).
+        func crl(server index: Int) async throws -> Data {
+            let path = work.file("crl-\(index)-\(UUID().uuidString.prefix(6)).der")
+            _ = try await ExternalTool.runAsync([
+                "curl", "-s", "--max-time", "10", "-o", path, endpoints[index].opsURL + "/crl/issuing.crl",
+            ])
+            return (try? Data(contentsOf: URL(fileURLWithPath: path))) ?? Data()
+        }
+
+        /// The CRL number of the issuing CA's CRL a server serves (0 if none).
+        func crlNumber(server index: Int) async throws -> UInt64 {
+            let result = try await devid(["crl", "fetch", "--json"], server: index)
+            let view = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+            return (view?["number"] as? NSNumber)?.uint64Value ?? 0
+        }
+
+        /// The index of the server whose log says it holds the job lease, waiting up to `timeout` for one.
+        func leaseHolder(among indices: [Int], servers: [ServeProcess], timeout: TimeInterval = 10) async throws -> Int? {
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                for index in indices where servers[index].stderr().contains("this server holds the job lease") {
+                    return index
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            return nil
+        }
+
         /// The decision API of a server for a device's MQTT connect.
         func decision(device: String, server index: Int) async throws -> String {
             let result = try await ExternalTool.runAsync([
@@ -154,8 +182,8 @@ struct MultiServerTests {
             #expect(crlListed.map { $0 < 1 } == true, "\(times)")
             print("revocation through server 1 seen by server 0: \(times)")
 
-            // Every server published a CRL listing it, each under a number of its own from the registry's one
-            // counter: no two servers' CRLs share a number (smallstep/certificates#1351).
+            // Every server serves the one CRL the job-lease holder built and stored: the same number, the same bytes
+            // (never two CRLs under one number, smallstep/certificates#1351).
             var numbers: [Int] = []
             for index in 0..<3 {
                 let deadline = Date().addingTimeInterval(5)
@@ -169,7 +197,10 @@ struct MultiServerTests {
                 #expect(crl["listed"] as? Bool == true, "server \(index): \(crl)")
                 numbers.append(crl["number"] as? Int ?? 0)
             }
-            #expect(Set(numbers).count == 3, "CRL numbers of the three servers: \(numbers)")
+            #expect(Set(numbers).count == 1, "CRL numbers of the three servers: \(numbers)")
+            var crls: [Data] = []
+            for index in 0..<3 { crls.append(try await cluster.crl(server: index)) }
+            #expect(Set(crls).count == 1 && !crls[0].isEmpty, "the three servers serve different CRLs")
 
             // One chain across the three servers' writes.
             let verify = try await cluster.devid(["audit", "verify"], server: 2)
@@ -392,5 +423,68 @@ struct MultiServerTests {
             let verify = try await cluster.devid(["audit", "verify"], server: 2)
             #expect(verify.succeeded, "\(verify)")
         }
+    }
+
+    /// The server holding the job lease is killed with SIGKILL: another takes the lease within seconds, builds the
+    /// next CRL under a strictly greater number, and every survivor serves it.
+    @Test("kill -9 of the job-lease holder: another takes over, the next CRL's number is greater", .timeLimit(.minutes(5)))
+    func leaseHolderKilled() async throws {
+        try await Self.withCluster(count: 3) { cluster in
+            let tenant = try await cluster.devid(["tenant", "create", "acme"], server: 0)
+            try #require(tenant.succeeded, "\(tenant)")
+            let tokens = try await FaultHarness.makeTokens(
+                count: 2, tenant: "acme", prefix: "lease", opsURL: cluster.endpoints[0].opsURL,
+                adminToken: cluster.adminToken)
+            let root = try FaultHarness.root(cluster.dataDir(0))
+            for token in tokens {
+                _ = try await FaultHarness.enroll(
+                    estURL: cluster.endpoints[1].estURL, root: root, token: token,
+                    csr: try FaultHarness.csr(device: token.device))
+            }
+            let holder = try #require(
+                try await cluster.leaseHolder(among: [0, 1, 2], servers: cluster.servers), "no server holds the lease")
+            let survivors = [0, 1, 2].filter { $0 != holder }
+            // Wait until every server serves the holder's newest CRL, then remember its number.
+            var before: UInt64 = 0
+            let settled = Date().addingTimeInterval(10)
+            while Date() < settled {
+                let numbers = [try await cluster.crlNumber(server: holder)]
+                    + (try await survivors.asyncMap { try await cluster.crlNumber(server: $0) })
+                if Set(numbers).count == 1, numbers[0] > 0 {
+                    before = numbers[0]
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            try #require(before > 0, "the servers never agreed on a CRL")
+
+            cluster.servers[holder].kill()
+            let killed = Date()
+            let successor = try #require(
+                try await cluster.leaseHolder(among: survivors, servers: cluster.servers, timeout: 15),
+                "no survivor took the lease within 15 s")
+            let takeover = Date().timeIntervalSince(killed)
+            #expect(takeover < 5, "the lease was taken over after \(takeover) s")
+
+            let revoke = try await cluster.devid(["revoke", "--device", tokens[0].device], server: survivors[0])
+            try #require(revoke.succeeded, "\(revoke)")
+            let deadline = Date().addingTimeInterval(10)
+            var after: [UInt64] = []
+            while Date() < deadline {
+                after = try await survivors.asyncMap { try await cluster.crlNumber(server: $0) }
+                if after.allSatisfy({ $0 > before }), Set(after).count == 1 { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(after.allSatisfy { $0 > before } && Set(after).count == 1, "CRL numbers \(before) then \(after)")
+            print("job lease: server \(holder) killed, server \(successor) took over in \(takeover) s; CRL \(before) -> \(after)")
+        }
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var results: [T] = []
+        for element in self { results.append(try await transform(element)) }
+        return results
     }
 }

@@ -83,6 +83,8 @@ public actor RevocationPublisher: Service {
     /// Names that are known but deliberately not served, with the reason.
     private var withheld: [String: String] = [:]
     private var lastCRLNumber: UInt64?
+    /// Whether the job lease was held at the last rebuild: a server that gains it builds at once.
+    private var heldAtLastRebuild = false
     private var pending = false
     private var waiter: CheckedContinuation<Void, Never>?
     private var scheduled = ContinuousClock.now
@@ -200,11 +202,22 @@ public actor RevocationPublisher: Service {
         }
     }
 
+    /// The job-lease holder stored new CRLs (a change of kind `crl`): a server that does not hold the lease serves
+    /// them at once.
+    public func storedCRLsChanged() {
+        guard !store.jobLease.isHeld else { return }
+        pending = true
+        wake()
+    }
+
     private func loop() async {
         await rebuild()
         while !Task.isCancelled {
-            await sleepUntilWork(deadline: scheduled)
+            // Without the job lease, wake every 2 s to see whether it came (then build at once).
+            let deadline = store.jobLease.isHeld ? scheduled : min(scheduled, ContinuousClock.now.advanced(by: .seconds(2)))
+            await sleepUntilWork(deadline: deadline)
             if Task.isCancelled { break }
+            if !pending, store.jobLease.isHeld == heldAtLastRebuild, ContinuousClock.now < scheduled { continue }
             if pending {
                 // At most one rebuild per coalescing window: the first revocation after a quiet spell is
                 // published at once, the rest of a burst together at the end of the window.
@@ -249,6 +262,7 @@ public actor RevocationPublisher: Service {
     /// in five seconds.
     func rebuild() async {
         pending = false
+        heldAtLastRebuild = store.jobLease.isHeld
         let started = ContinuousClock.now
         lastRebuildStarted = started
         do {
@@ -267,6 +281,11 @@ public actor RevocationPublisher: Service {
 
     private func rebuildCRLs() async throws {
         let now = clock.now()
+        // Several servers on one registry: the holder of the job lease builds, signs and stores the CRLs; the
+        // others serve what it stored, so every server serves the same CRLs under the same numbers. Without usable
+        // stored CRLs (none yet, expired, or for another set of CAs) a server builds its own and keeps them to itself.
+        let holder = store.jobLease.isHeld
+        if !holder, try await loadStored(now: now) { return }
         let thisUpdate = now
         let nextUpdate = now.addingTimeInterval(configuration.crlValidity)
         var entriesByAuthority: [[RevokedEntry]] = []
@@ -321,6 +340,18 @@ public actor RevocationPublisher: Service {
                 }
             }
         }
+        // A registry of one server (SQLite) has nobody to share them with.
+        if holder, store.jobLease !== JobLease.alwaysHeld {
+            var stored = fresh.values.map {
+                StoredCRL(name: $0.name, caName: $0.caName, url: $0.url, number: number, der: $0.der)
+            }
+            for (name, reason) in withheld {
+                let caName = authorities.first { name.hasPrefix($0.name) }?.name ?? name
+                stored.append(StoredCRL(name: name, caName: caName, url: "", number: number, der: [], withheld: reason))
+            }
+            // Stored before this server serves them: the others follow (a change of kind `crl`).
+            try await store.storeCRLs(stored)
+        }
         published = fresh
         self.withheld = withheld
         logger.debug(
@@ -329,6 +360,35 @@ public actor RevocationPublisher: Service {
                 "number": "\(number)", "crls": "\(fresh.count)",
                 "entries": "\(entriesByAuthority.map(\.count).reduce(0, +))",
             ])
+    }
+
+    /// Serves the CRLs the job-lease holder stored, if they are usable: each signed by its CA, not past its next
+    /// update, and one for every CA this server publishes. Returns false (the caller builds its own) otherwise.
+    private func loadStored(now: Date) async throws -> Bool {
+        let stored = try await store.storedCRLs()
+        guard !stored.isEmpty else { return false }
+        var fresh: [String: PublishedCRL] = [:]
+        var withheld: [String: String] = [:]
+        for entry in stored {
+            if let reason = entry.withheld {
+                withheld[entry.name] = reason
+                continue
+            }
+            guard let authority = authorities.first(where: { $0.name == entry.caName }) else { continue }
+            let crl = try CertificateRevocationList(derEncoded: entry.der)
+            guard crl.isSignatureValid(issuer: authority.ca.certificate) else {
+                logger.error("a stored CRL is not signed by its CA; building this server's own", metadata: ["crl": "\(entry.name)"])
+                return false
+            }
+            guard (crl.nextUpdate ?? crl.thisUpdate) > now else { return false }
+            fresh[entry.name] = PublishedCRL(name: entry.name, caName: entry.caName, crl: crl, url: entry.url)
+        }
+        for authority in authorities where fresh[authority.name] == nil && withheld[authority.name] == nil {
+            return false
+        }
+        published = fresh
+        self.withheld = withheld
+        return true
     }
 
     /// The complete CRL first, then each partition when the CA is partitioned. Signing a large CRL takes a while,

@@ -88,3 +88,16 @@ extension MemoryStore {
         return lastCRLNumber
     }
 }
+
+extension MemoryStore {
+    @discardableResult
+    public func storeCRLs(_ crls: [StoredCRL]) -> Bool {
+        let number = crls.map(\.number).max() ?? 0
+        guard !crlRows.contains(where: { $0.number > number }) else { return false }
+        crlRows = crls.sorted { $0.name < $1.name }
+        note(.crl, "all", String(number))
+        return true
+    }
+
+    public func storedCRLs() -> [StoredCRL] { crlRows }
+}

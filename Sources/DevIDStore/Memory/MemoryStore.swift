@@ -28,6 +28,7 @@ public actor MemoryStore: Store {
     var changeSequence: Int64 = 0
     var settingRows: [String: String] = [:]
     var lastCRLNumber: UInt64 = 0
+    var crlRows: [StoredCRL] = []
     public nonisolated let changeFeed = ChangeFeed()
     private let auditKey: AuditKey?
 

@@ -20,7 +20,20 @@ enum PostgresSchema {
         ("pg1-registry", registry),
         ("pg1-registry-changes", registryChanges),
         ("pg2-crl-number", crlNumber),
+        ("pg3-stored-crls", storedCRLs),
     ]
+
+    /// The CRLs the job-lease holder built, for every server to serve (``Store/storeCRLs(_:)``).
+    static let storedCRLs = """
+        CREATE TABLE stored_crls (
+            name TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+            ca_name TEXT NOT NULL,
+            url TEXT NOT NULL,
+            number BIGINT NOT NULL,
+            der BYTEA NOT NULL,
+            withheld TEXT
+        );
+        """
 
     /// The last CRL number given out (``Store/nextCRLNumber(atLeast:)``), one row: what keeps servers from giving two
     /// CRLs the same number.

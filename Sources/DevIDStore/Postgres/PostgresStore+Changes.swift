@@ -118,6 +118,42 @@ extension PostgresStore {
         return UInt64(max(0, next))
     }
 
+    @discardableResult
+    public func storeCRLs(_ crls: [StoredCRL]) async throws(StoreError) -> Bool {
+        let number = Int64(clamping: crls.map(\.number).max() ?? 0)
+        return try await write("store CRLs") { session in
+            if let stored = try await session.scalar(Int64.self, "SELECT max(number) FROM stored_crls"), stored > number {
+                return false
+            }
+            try await session.execute("DELETE FROM stored_crls")
+            for crl in crls {
+                try await session.execute(
+                    "INSERT INTO stored_crls (name, ca_name, url, number, der, withheld) VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        .text(crl.name), .text(crl.caName), .text(crl.url), .integer(Int64(clamping: crl.number)),
+                        .bytes(Data(crl.der)), .optional(crl.withheld),
+                    ])
+            }
+            try await session.execute(
+                "SELECT devid_record_change('crl', 'all', NULL, NULL, ?)", [.text(String(number))])
+            return true
+        }
+    }
+
+    public func storedCRLs() async throws(StoreError) -> [StoredCRL] {
+        try await read("read stored CRLs") { session in
+            try await session.rows(
+                "SELECT name, ca_name, url, number, der, withheld FROM stored_crls ORDER BY name"
+            ).map { row in
+                let (name, caName, url, number, der, withheld) = try row.decode(
+                    (String, String, String, Int64, Data, String?).self)
+                return StoredCRL(
+                    name: name, caName: caName, url: url, number: UInt64(max(0, number)), der: Array(der),
+                    withheld: withheld)
+            }
+        }
+    }
+
     // MARK: Settings
 
     public func settings() async throws(StoreError) -> [String: String] {

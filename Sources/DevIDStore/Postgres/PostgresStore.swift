@@ -31,14 +31,23 @@ public final class PostgresStore: Store, @unchecked Sendable {
     private let runner: Task<Void, Never>
     /// The task listening for other servers' commits (``listen(_:feed:reachable:logger:)``); cancelled by ``close()``.
     private let listener: Task<Void, Never>
+    /// Whether this server runs the once-only jobs; see ``JobLease``. Never held by a store opened without `jobs`.
+    public let jobLease: JobLease
+    /// The task holding (or waiting for) the job lease; cancelled by ``close()``, which releases it.
+    private let leaseTask: Task<Void, Never>?
+    /// The advisory lock of the job lease ("DevJ"), taken with `pg_try_advisory_lock` on a connection of its own.
+    public static let jobLockKey: Int64 = 0x4465_764A
     /// Whether the listener's connection is up: while it is not, calls give up after ``unreachableDeadline``
     /// instead of their usual deadline, so an outage costs a request one second, not five.
     private let reachable: Reachability
 
     private init(
         client: PostgresClient, runner: Task<Void, Never>, location: Location, latest: Int64, auditKey: AuditKey?,
-        logger: Logger
+        jobs: Bool, logger: Logger
     ) {
+        let lease = JobLease(held: false)
+        self.jobLease = lease
+        self.leaseTask = jobs ? Task { await Self.holdLease(location, lease: lease, logger: logger) } : nil
         self.client = client
         self.runner = runner
         let feed = ChangeFeed(after: latest)
@@ -53,7 +62,7 @@ public final class PostgresStore: Store, @unchecked Sendable {
     /// Connects to the registry at `location`, migrates its schema unless `migrate` is false (then a
     /// registry with pending migrations is refused), and starts the connection pool.
     public static func open(
-        _ location: Location, auditKey: AuditKey? = nil, migrate: Bool = true,
+        _ location: Location, auditKey: AuditKey? = nil, migrate: Bool = true, jobs: Bool = false,
         logger: Logger = Logger(label: "devid.registry.postgres")
     ) async throws(StoreError) -> PostgresStore {
         let latest: Int64 = try await withConnection(location, logger: logger, "open registry") { session in
@@ -67,18 +76,60 @@ public final class PostgresStore: Store, @unchecked Sendable {
         let client = PostgresClient(configuration: location.client, backgroundLogger: poolLogger)
         let runner = Task { await client.run() }
         return PostgresStore(
-            client: client, runner: runner, location: location, latest: latest, auditKey: auditKey, logger: logger)
+            client: client, runner: runner, location: location, latest: latest, auditKey: auditKey, jobs: jobs,
+            logger: logger)
     }
 
     /// Stops the connection pool. Later calls fail with `.unavailable`.
     public func close() {
+        leaseTask?.cancel()
         listener.cancel()
         runner.cancel()
     }
 
     deinit {
+        leaseTask?.cancel()
         listener.cancel()
         runner.cancel()
+    }
+
+    /// Asks for the job lease every second on a connection of its own; once held, checks every second that the
+    /// connection (and so the lock) is still there. A server that dies, or closes the store, closes the connection
+    /// and PostgreSQL releases the lock at once; another server takes it at its next try.
+    private static func holdLease(_ location: Location, lease: JobLease, logger: Logger) async {
+        while !Task.isCancelled {
+            do {
+                let connection = try await PostgresConnection.connect(
+                    configuration: try location.connection(), id: 2, logger: logger)
+                let session = PostgresSession(connection: connection, logger: logger)
+                do {
+                    while !Task.isCancelled {
+                        if lease.isHeld {
+                            try await session.execute("SELECT 1")
+                        } else if try await session.scalar(
+                            Bool.self, "SELECT pg_try_advisory_lock(?)", [.integer(jobLockKey)]) == true
+                        {
+                            lease.set(true)
+                            logger.notice("this server holds the job lease: it builds the CRLs and runs the rotation sweeper")
+                        }
+                        try await Task.sleep(for: .seconds(1))
+                    }
+                } catch {
+                    try? await connection.close()
+                    throw error
+                }
+                try? await connection.close()
+            } catch {
+                if lease.set(false) {
+                    logger.warning(
+                        "this server lost the job lease; another server takes it",
+                        metadata: ["error": "\(StoreError.postgres(error, "job lease"))"])
+                }
+                guard !Task.isCancelled else { return }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        lease.set(false)
     }
 
     /// The channel every change's trigger notifies (``PostgresSchema``).
@@ -241,8 +292,10 @@ public final class PostgresStore: Store, @unchecked Sendable {
     }
 
     /// How long a call waits for a connection of the pool before it fails `.unavailable`: the pool keeps trying
-    /// to connect for as long as the database refuses, and an enrollment must be told 503 instead of hanging.
-    static let connectionDeadline: Duration = .seconds(5)
+    /// to connect for as long as the database refuses, and an enrollment must be told 503 instead of hanging. As
+    /// long as the listener is connected the database is there, and a wait means every connection is busy (writes
+    /// queued on the write lock under a burst): then as long as a statement may take.
+    static let connectionDeadline: Duration = .seconds(30)
     /// The same while the listener cannot reach the database: an outage costs a request one second.
     static let unreachableDeadline: Duration = .seconds(1)
     /// PostgreSQL's `statement_timeout` on every connection of the pool: what bounds a call once it has a

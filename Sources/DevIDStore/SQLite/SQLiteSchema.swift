@@ -56,6 +56,9 @@ enum SQLiteSchema {
         migrator.registerMigration("v16-crl-number") { db in
             try db.execute(sql: v16CRLNumber)
         }
+        migrator.registerMigration("v17-stored-crls") { db in
+            try db.execute(sql: v17StoredCRLs)
+        }
         return migrator
     }
 

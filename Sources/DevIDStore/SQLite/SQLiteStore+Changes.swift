@@ -1,4 +1,5 @@
 public import DevIDCore
+import Foundation
 import GRDB
 
 extension SQLiteSchema {
@@ -243,5 +244,54 @@ extension SQLiteStore {
                 arguments: [floor]) ?? 0
         }
         return UInt64(max(0, next))
+    }
+}
+
+extension SQLiteSchema {
+    /// The CRLs the job-lease holder built, for every server of the registry to serve (``Store/storeCRLs(_:)``).
+    static let v17StoredCRLs = """
+        CREATE TABLE stored_crls (
+            name TEXT NOT NULL PRIMARY KEY,
+            ca_name TEXT NOT NULL,
+            url TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            der BLOB NOT NULL,
+            withheld TEXT
+        );
+        """
+}
+
+extension SQLiteStore {
+    @discardableResult
+    public func storeCRLs(_ crls: [StoredCRL]) async throws(StoreError) -> Bool {
+        let number = Int64(clamping: crls.map(\.number).max() ?? 0)
+        return try await write("store CRLs") { db in
+            if let stored = try Int64.fetchOne(db, sql: "SELECT max(number) FROM stored_crls"), stored > number {
+                return false
+            }
+            try db.execute(sql: "DELETE FROM stored_crls")
+            for crl in crls {
+                try db.execute(
+                    sql: "INSERT INTO stored_crls (name, ca_name, url, number, der, withheld) VALUES (?, ?, ?, ?, ?, ?)",
+                    arguments: [crl.name, crl.caName, crl.url, Int64(clamping: crl.number), Data(crl.der), crl.withheld])
+            }
+            try db.execute(
+                sql: "INSERT INTO registry_changes (kind, subject, detail) VALUES ('crl', 'all', ?)",
+                arguments: [String(number)])
+            return true
+        }
+    }
+
+    public func storedCRLs() async throws(StoreError) -> [StoredCRL] {
+        try await read("read stored CRLs") { db in
+            try Row.fetchAll(db, sql: "SELECT name, ca_name, url, number, der, withheld FROM stored_crls ORDER BY name")
+                .map { row in
+                    let number: Int64 = row["number"]
+                    let der: Data = row["der"]
+                    return StoredCRL(
+                        name: row["name"], caName: row["ca_name"], url: row["url"], number: UInt64(max(0, number)),
+                        der: Array(der), withheld: row["withheld"])
+                }
+        }
     }
 }
