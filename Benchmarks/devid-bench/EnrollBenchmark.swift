@@ -31,9 +31,20 @@ struct EnrollBenchmark: AsyncParsableCommand {
     @Option(name: .long, help: "Extra devices enrolled the same way before timing starts (not in the numbers).")
     var warmup = 32
 
+    @Option(name: .long, help: "A PostgreSQL registry (an empty database): postgres://USER@HOST:PORT/DATABASE.")
+    var registry: String?
+
+    @Option(name: .long, help: "The file holding the PostgreSQL registry's password.")
+    var registryPasswordFile: String?
+
+    @Option(name: .long, help: "Servers on the one registry (PostgreSQL only); the workers take them in turn.")
+    var servers = 1
+
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
+        guard (1...8).contains(servers) else { throw ValidationError("--servers must be 1-8") }
+        guard servers == 1 || registry != nil else { throw ValidationError("--servers above 1 needs --registry") }
         guard (1...100_000).contains(devices) else { throw ValidationError("--devices must be 1-100000") }
         guard (1...1_024).contains(concurrency) else { throw ValidationError("--concurrency must be 1-1024") }
         guard (0...10_000).contains(warmup) else { throw ValidationError("--warmup must be 0-10000") }
@@ -49,7 +60,8 @@ struct EnrollBenchmark: AsyncParsableCommand {
                 CryptoBaseline.hybridExchange,
             ])
         let run = try await EnrollmentRun.execute(
-            devices: devices, concurrency: concurrency, warmup: warmup, baselineSeconds: output.baselineSeconds)
+            devices: devices, concurrency: concurrency, warmup: warmup, baselineSeconds: output.baselineSeconds,
+            registry: registry, registryPasswordFile: registryPasswordFile, servers: servers)
         let report = EnrollReport(machine: machine, baseline: baseline, run: run)
         if output.json {
             try printJSON(report)
@@ -106,11 +118,18 @@ struct EnrollmentRun: Codable, Sendable {
     var cpuMillisecondsPerEnrollment: Double
     /// `cpuSeconds / (wallSeconds × cores)`: how busy the machine's cores were.
     var cpuUtilization: Double
+    /// The registry: `sqlite`, or the PostgreSQL URL (no password), and how many servers shared it.
+    var registry: String = "sqlite"
+    var servers: Int = 1
+    /// Busy CPU of the whole machine (every process: the servers, the client, PostgreSQL) during the timed run,
+    /// from /proc/stat, per enrollment.
+    var machineCPUMillisecondsPerEnrollment: Double = 0
     var checks: Checks
     var firstErrors: [String]
 
     static func execute(
-        devices count: Int, concurrency: Int, warmup: Int, baselineSeconds: Double
+        devices count: Int, concurrency: Int, warmup: Int, baselineSeconds: Double, registry: String? = nil,
+        registryPasswordFile: String? = nil, servers: Int = 1
     ) async throws -> EnrollmentRun {
         let directory = try BenchDirectory(prefix: "devid-bench-enroll")
         progress("fsync baseline in \(directory.path)")
@@ -126,6 +145,8 @@ struct EnrollmentRun: Codable, Sendable {
         var configuration = ServerConfiguration.testing(dataDirectory: directory.file("data"))
         configuration.caPassphrase = "devid-bench-passphrase"
         configuration.logLevel = .error
+        configuration.registryURL = registry
+        configuration.registryPasswordFile = registryPasswordFile
 
         progress("starting DevIDServerApp in \(directory.path)")
         let app: DevIDServerApp
@@ -135,18 +156,38 @@ struct EnrollmentRun: Codable, Sendable {
             directory.remove()
             throw error
         }
-        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
-        let runTask = Task { try await group.run() }
+        var groups: [(ServiceGroup, Task<Void, any Error>)] = []
+        func start(_ app: DevIDServerApp) -> ServiceGroup {
+            let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
+            groups.append((group, Task { try await group.run() }))
+            return group
+        }
         func stop() async {
-            await group.triggerGracefulShutdown()
-            _ = try? await runTask.value
+            for (group, task) in groups {
+                await group.triggerGracefulShutdown()
+                _ = try? await task.value
+            }
             directory.remove()
         }
+        _ = start(app)
         do {
-            let ports = try await withTimeout(seconds: 60, "starting the server") { await app.waitUntilRunning() }
-            let result = try await measure(
-                state: app.state, estPort: ports.est, count: count, concurrency: concurrency, warmup: warmup,
+            var estPorts = [try await withTimeout(seconds: 60, "starting the server") { await app.waitUntilRunning() }.est]
+            // More servers on the same registry: a copy of the first one's data directory each, as deployed.
+            for index in 1..<servers {
+                let dataDirectory = directory.file("data-\(index)")
+                try FileManager.default.copyItem(atPath: configuration.dataDirectory, toPath: dataDirectory)
+                var other = configuration
+                other.dataDirectory = dataDirectory
+                let otherApp = try await DevIDServerApp(configuration: other, clock: SystemWallClock(), logger: logger)
+                _ = start(otherApp)
+                estPorts.append(
+                    try await withTimeout(seconds: 60, "starting server \(index + 1)") { await otherApp.waitUntilRunning() }.est)
+            }
+            var result = try await measure(
+                state: app.state, estPorts: estPorts, count: count, concurrency: concurrency, warmup: warmup,
                 fsync: fsync)
+            result.registry = (try? configuration.registryLocation()?.description) ?? "sqlite"
+            result.servers = servers
             await stop()
             return result
         } catch {
@@ -155,8 +196,20 @@ struct EnrollmentRun: Codable, Sendable {
         }
     }
 
+    /// Busy and total jiffies of the whole machine (/proc/stat's first line).
+    static func machineJiffies() -> (busy: Double, total: Double) {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+            let line = text.split(separator: "\n").first
+        else { return (0, 0) }
+        let values = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard values.count >= 5 else { return (0, 0) }
+        let idle = values[3] + values[4]
+        let total = values.reduce(0, +)
+        return (total - idle, total)
+    }
+
     private static func measure(
-        state: ServerState, estPort: Int, count: Int, concurrency: Int, warmup: Int, fsync: FsyncBaseline
+        state: ServerState, estPorts: [Int], count: Int, concurrency: Int, warmup: Int, fsync: FsyncBaseline
     ) async throws -> EnrollmentRun {
         let store = state.store
         let tenant = TenantID(rawValue: "bench")!
@@ -219,11 +272,13 @@ struct EnrollmentRun: Codable, Sendable {
         let credentialsBefore = try await store.credentialCount()
 
         let counters = ConnectionCounters()
-        let client = OneShotEnrollment(
-            host: "127.0.0.1", port: estPort, group: MultiThreadedEventLoopGroup.singleton, counters: counters)
+        let clients = estPorts.map {
+            OneShotEnrollment(
+                host: "127.0.0.1", port: $0, group: MultiThreadedEventLoopGroup.singleton, counters: counters)
+        }
         if warmup > 0 {
             progress("warm-up: \(warmup) enrollments")
-            _ = await enrollAll(Array(prepared.prefix(warmup)), client: client, concurrency: concurrency)
+            _ = await enrollAll(Array(prepared.prefix(warmup)), clients: clients, concurrency: concurrency)
         }
         let timed = Array(prepared.dropFirst(warmup))
         let openedBefore = counters.opened.load(ordering: .relaxed)
@@ -235,8 +290,12 @@ struct EnrollmentRun: Codable, Sendable {
 
         progress("timed run: \(count) enrollments, \(concurrency) workers")
         let cpuStart = processCPUSeconds()
+        let machineStart = machineJiffies()
         let wallStart = clock.now
-        let results = await enrollAll(timed, client: client, concurrency: concurrency)
+        let results = await enrollAll(timed, clients: clients, concurrency: concurrency)
+        let machineEnd = machineJiffies()
+        // Jiffies are 1/100 s (USER_HZ) on Linux.
+        let machineCPUSeconds = (machineEnd.busy - machineStart.busy) / 100
         let wallSeconds = (clock.now - wallStart).seconds
         let cpuSeconds = processCPUSeconds() - cpuStart
 
@@ -301,16 +360,20 @@ struct EnrollmentRun: Codable, Sendable {
             wallSeconds: wallSeconds, enrollmentsPerSecond: Double(count) / wallSeconds,
             latency: LatencySummary(microseconds: histogram), cpuSeconds: cpuSeconds,
             cpuMillisecondsPerEnrollment: cpuSeconds * 1_000 / Double(count),
-            cpuUtilization: cpuSeconds / (wallSeconds * Double(cores)), checks: checks, firstErrors: firstErrors)
+            cpuUtilization: cpuSeconds / (wallSeconds * Double(cores)),
+            machineCPUMillisecondsPerEnrollment: machineCPUSeconds * 1_000 / Double(max(1, count)), checks: checks,
+            firstErrors: firstErrors)
     }
 
     /// Enrolls every device once with `concurrency` workers; results in the order of `devices`.
     static func enrollAll(
-        _ devices: [PreparedDevice], client: OneShotEnrollment, concurrency: Int
+        _ devices: [PreparedDevice], clients: [OneShotEnrollment], concurrency: Int
     ) async -> [Result<OneShotEnrollment.Outcome, any Error>] {
         let next = IndexDispenser()
         return await withTaskGroup(of: [(Int, Result<OneShotEnrollment.Outcome, any Error>)].self) { group in
-            for _ in 0..<min(concurrency, devices.count) {
+            for worker in 0..<min(concurrency, devices.count) {
+                // The workers take the servers in turn, as a load balancer would spread devices.
+                let client = clients[worker % clients.count]
                 group.addTask {
                     var mine: [(Int, Result<OneShotEnrollment.Outcome, any Error>)] = []
                     while true {

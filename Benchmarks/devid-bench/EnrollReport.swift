@@ -84,6 +84,7 @@ struct EnrollReport: Codable, Sendable {
             "run",
             "\(run.devices) enrollments, \(run.concurrency) workers, \(run.warmup) warm-up; "
                 + "IDevID mTLS, a new TLS connection each")
+        setup.add("registry", "\(run.registry), \(run.servers) server\(run.servers == 1 ? "" : "s")")
         setup.add("prepared before timing", "\(fixed(run.prepareSeconds, 2)) s (keys, IDevIDs, TLS contexts, CSRs)")
 
         var results = Table(title: "Results")
@@ -98,6 +99,10 @@ struct EnrollReport: Codable, Sendable {
             "CPU (whole process)",
             "\(fixed(run.cpuSeconds, 2)) s = \(fixed(run.cpuMillisecondsPerEnrollment, 2)) ms per enrollment; "
                 + "cores \(percent(run.cpuUtilization)) busy")
+        results.add(
+            "CPU (whole machine)",
+            "\(fixed(run.machineCPUMillisecondsPerEnrollment, 2)) ms per enrollment (every process: servers, client, "
+                + "database)")
         results.add(
             "CPU-bound estimate",
             "\(fixed(Double(baseline.cores) * 1_000 / run.cpuMillisecondsPerEnrollment, 0)) enrollments/s "

@@ -93,7 +93,7 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
         if warmup > 0 {
             progress("warm-up: \(warmup) enrollments")
             let results = await EnrollmentRun.enrollAll(
-                Array(prepared.prefix(warmup)), client: client, concurrency: concurrency)
+                Array(prepared.prefix(warmup)), clients: [client], concurrency: concurrency)
             let failed = results.filter { (try? $0.get().status) != 200 }.count
             guard failed == 0 else { throw BenchError("\(failed) warm-up enrollments failed: \(results.first!)") }
         }
@@ -105,7 +105,7 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
         let cpuStart = try ProcessCPU.seconds(pid: pid)
         let ownStart = processCPUSeconds()
         let wallStart = clock.now
-        let results = await EnrollmentRun.enrollAll(timed, client: client, concurrency: concurrency)
+        let results = await EnrollmentRun.enrollAll(timed, clients: [client], concurrency: concurrency)
         let wall = (clock.now - wallStart).seconds
         let cpu = try ProcessCPU.seconds(pid: pid) - cpuStart
         let own = processCPUSeconds() - ownStart
