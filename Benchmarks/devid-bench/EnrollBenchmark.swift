@@ -147,6 +147,8 @@ struct EnrollmentRun: Codable, Sendable {
         configuration.logLevel = .error
         configuration.registryURL = registry
         configuration.registryPasswordFile = registryPasswordFile
+        // Capacity, not back-pressure: 32 workers from one address are far over the per-address limit.
+        configuration.rateLimits = .unlimited
 
         progress("starting DevIDServerApp in \(directory.path)")
         let app: DevIDServerApp
