@@ -202,6 +202,20 @@ struct MultiServerTests {
             for index in 0..<3 { crls.append(try await cluster.crl(server: index)) }
             #expect(Set(crls).count == 1 && !crls[0].isEmpty, "the three servers serve different CRLs")
 
+            // A live setting set through one server is in effect on another within a second.
+            let set = try await cluster.devid(["settings", "set", "ldevid.lifetime.days=14"], server: 2)
+            try #require(set.succeeded, "\(set)")
+            let setAt = Date()
+            var lifetime = ""
+            while Date().timeIntervalSince(setAt) < 5 {
+                lifetime = try await cluster.devid(["profile", "show"], server: 0).stdout
+                if lifetime.contains("lifetime:            14 days") { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let settingSeen = Date().timeIntervalSince(setAt)
+            #expect(lifetime.contains("lifetime:            14 days"), "\(lifetime)")
+            #expect(settingSeen < 1, "the setting reached server 0 after \(settingSeen) s")
+
             // One chain across the three servers' writes.
             let verify = try await cluster.devid(["audit", "verify"], server: 2)
             #expect(verify.succeeded, "\(verify)")

@@ -115,4 +115,41 @@ struct PostgresStoreTests {
         #expect(remote.port == 5432)
         #expect(!"\(remote)".contains("pw-2"))
     }
+
+    @Test("TLS to the registry: verify-full trusts the server's CA and refuses other roots; require encrypts unchecked")
+    func tlsToTheRegistry() async throws {
+        let sandbox = try PostgresSandbox()
+        let environment = ProcessInfo.processInfo.environment
+        let caFile = try #require(environment["DEVID_TEST_POSTGRES_CA_FILE"], "scripts/pg-sandbox sets it")
+        let passwordFile = try #require(environment[PostgresSandbox.passwordFileVariable])
+        let password = try String(contentsOfFile: passwordFile, encoding: .utf8)
+            .split(separator: "\n").first.map(String.init)
+        await PostgresSandbox.limit.acquire()
+        do {
+            try await sandbox.withDatabase { database in
+                let url = "postgres://\(sandbox.username)@localhost:\(sandbox.port)/\(database.name)"
+                let verified = try await PostgresStore.open(
+                    try PostgresStore.Location(url: url + "?sslmode=verify-full&sslrootcert=\(caFile)", password: password))
+                try await verified.createTenant(Fixture.tenant(), audit: nil)
+                #expect(try await verified.tenants().map(\.id) == [Fixture.tenantID()])
+                verified.close()
+
+                // The system's roots do not include the sandbox's CA: the handshake fails, the store does not open.
+                let refused = await expectStoreError(.unavailable) { () async throws(StoreError) -> PostgresStore in
+                    try await PostgresStore.open(
+                        try PostgresStore.Location(url: url + "?sslmode=verify-full", password: password))
+                }
+                #expect(refused.map { !$0.description.contains("\n") && !$0.description.contains(password ?? "?") } == true)
+
+                let encrypted = try await PostgresStore.open(
+                    try PostgresStore.Location(url: url + "?sslmode=require", password: password))
+                #expect(try await encrypted.tenants().count == 1)
+                encrypted.close()
+            }
+        } catch {
+            await PostgresSandbox.limit.release()
+            throw error
+        }
+        await PostgresSandbox.limit.release()
+    }
 }
