@@ -9,7 +9,7 @@ extension CertificateAuthority {
         device: DeviceID, tenant: TenantID, trustDomain: String, publicKey: Certificate.PublicKey,
         profile: CertificateProfile = .ldevid, now: Date, revocation: RevocationEndpoints? = nil
     ) throws(DevIDPKIError) -> Certificate {
-        let serial = SerialNumberGenerator.next()
+        let serial = SerialNumberGenerator.next(for: publicKey)
         return try issue(
             subject: try DeviceNames.ldevidSubject(device: device, tenant: tenant),
             publicKey: publicKey, profile: profile,

@@ -40,6 +40,35 @@ struct ESTEnrollmentTests {
 
     // MARK: Successful enrollments
 
+    @Test("a serial another certificate already has is signed again under a new one; nothing is stored twice")
+    func serialCollisionIsSignedAgain() async throws {
+        let f = try await ESTFixture()
+        var certificates: [Certificate] = []
+        for (index, name) in ["sensor-1", "sensor-2"].enumerated() {
+            let token = try await f.token()
+            let key = try KeyMaterial.generate(.p256)
+            if let first = certificates.first {
+                // The second device's certificate is first signed under the first one's serial.
+                SerialNumberGenerator.forceForTesting(
+                    [first.serialNumber], keyFingerprint: KeyMaterial.fingerprint(key.publicKey))
+            }
+            let reply = try await withClient(try f.server.client()) {
+                try await f.post(
+                    "simpleenroll", csr: try ESTFixture.csr(commonName: name, key: key), client: $0,
+                    headers: [("Authorization", "Bearer \(token.secret)")])
+            }
+            certificates.append(try ESTFixture.certificate(reply))
+            #expect(try await f.store.claimToken(id: token.id)?.usesRemaining == 0, "token \(index + 1) spent once")
+        }
+        #expect(certificates[0].serialNumber != certificates[1].serialNumber)
+        let first = try #require(try await f.store.credential(serial: certificates[0].devidSerial))
+        #expect(first.deviceID.rawValue == "sensor-1" && first.der == certificates[0].derBytes)
+        let second = try #require(try await f.store.credential(serial: certificates[1].devidSerial))
+        #expect(second.deviceID.rawValue == "sensor-2" && second.der == certificates[1].derBytes)
+        #expect(try await f.store.credentials(device: DeviceID(rawValue: "sensor-2")!).count == 1)
+        try await f.server.stop()
+    }
+
     @Test("a claim token as Bearer enrolls the device named in the CSR; recorded before returned")
     func bearerToken() async throws {
         let f = try await ESTFixture()

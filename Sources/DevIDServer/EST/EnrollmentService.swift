@@ -579,9 +579,36 @@ struct EnrollmentService: Sendable {
         let now = state.clock.now()
         // The CA active now signs: after `devid ca issuing activate`, the next request on any listener.
         let signer = state.issuers.snapshot.active
-        let certificate = try signer.ca.issueLDevID(
-            device: device.id, tenant: device.tenant, trustDomain: hierarchy.trustDomain, publicKey: csr.publicKey,
-            profile: profile, now: now, revocation: await state.revocation.endpoints(caName: signer.crlName))
+        let revocation = await state.revocation.endpoints(caName: signer.crlName)
+        // A serial another certificate already has (127 random bits: never, short of a broken generator) is
+        // refused by the registry's unique constraint and nothing is stored; the certificate is signed again under
+        // a new serial, at most three times.
+        var attempt = 0
+        while true {
+            attempt += 1
+            let certificate = try signer.ca.issueLDevID(
+                device: device.id, tenant: device.tenant, trustDomain: hierarchy.trustDomain, publicKey: csr.publicKey,
+                profile: profile, now: now, revocation: revocation)
+            do {
+                return try await issue(
+                    request, subject: subject, device: device, registration: registration, next: next,
+                    consumeToken: consumeToken, supersede: supersede, overlapDeadline: overlapDeadline,
+                    certificate: certificate, now: now)
+            } catch is SerialCollision where attempt < 3 {
+                state.logger.error(
+                    "serial collision: signing again under a new serial",
+                    metadata: ["serial": "\(certificate.devidSerial)", "device": "\(device.id)"])
+            }
+        }
+    }
+
+    /// The registry already holds another certificate under the serial just signed; nothing was stored.
+    private struct SerialCollision: Error {}
+
+    private func issue(
+        _ request: Request, subject: Subject, device: Device, registration: Device?, next: DeviceState,
+        consumeToken: String?, supersede: [SerialNumber], overlapDeadline: Date?, certificate: Certificate, now: Date
+    ) async throws -> Verdict {
         let credential = Credential(
             serial: certificate.devidSerial, deviceID: device.id, kind: .ldevid,
             issuer: String(describing: certificate.issuer), notBefore: certificate.notValidBefore,
@@ -602,6 +629,11 @@ struct EnrollmentService: Sendable {
             consumeToken: consumeToken, supersede: supersede, overlapDeadline: overlapDeadline ?? now.addingTimeInterval(
                 profile.policy.rotation.overlap), now: now, audit: audit)
         guard try await record(issuance) else {
+            if let holder = try await store.credential(serial: credential.serial),
+                holder.certificateSHA256 != credential.certificateSHA256
+            {
+                throw SerialCollision()
+            }
             // A concurrent request changed the device or spent the token between our checks and the write.
             var refusal = LifecycleRefusal(.conflict, "the device or its claim token changed during enrollment; retry")
             if let consumeToken, let token = try await store.claimToken(id: consumeToken),
