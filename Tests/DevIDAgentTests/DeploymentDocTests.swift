@@ -3,45 +3,93 @@ import Foundation
 import Testing
 
 /// docs/deployment.md as executable documentation: two servers on one PostgreSQL registry, a write through one read
-/// through the other, then a backup with `pg_dump` restored into a new database that a third server serves from,
-/// with the same devices and the same audit chain. The page's database (`registry` on `127.0.0.1:5432`, and
-/// `registry_restored`) and password file become two new databases of the test sandbox and its password file.
+/// through the other, then a backup with `pg_dump` restored into another cluster that a third server serves from,
+/// with the same devices and the same audit chain. The page's database (`registry` on `127.0.0.1:5432`) and password
+/// file become a new database of the test sandbox and its password file; its second cluster (`127.0.0.1:5433`), a
+/// second sandbox the test starts.
 @Suite("docs/deployment.md", .serialized)
 struct DeploymentDocTests {
     static let page = "docs/deployment.md"
 
-    @Test("docs/deployment.md: two servers on one registry, backup and restore", .timeLimit(.minutes(4)))
+    @Test("docs/deployment.md: two servers on one registry, backup restored into another cluster", .timeLimit(.minutes(4)))
     func walkThePage() async throws {
         let sandbox = try PostgresSandbox()
         let passwordFile = try #require(ProcessInfo.processInfo.environment[PostgresSandbox.passwordFileVariable])
         let page = try DocFile(Self.page)
         let work = try TemporaryDirectory(prefix: "devid-deployment-doc")
         defer { work.remove() }
+        // The page's "new cluster" (port 5433): a second throw-away cluster of scripts/pg-sandbox.
+        let second = RunbookTests.packageRoot.appendingPathComponent("scripts/pg-sandbox").path
+        let secondDirectory = "/tmp/devid-restore-\(UUID().uuidString.prefix(8))"
+        // Through a file, not a pipe: the server it starts keeps the descriptors it inherited, and a pipe would never
+        // reach its end.
+        let log = "\(secondDirectory).log"
+        let status = try await Self.run([second, "start", secondDirectory], log: log)
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        try #require(status == 0, "\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        defer { Self.stop(second, secondDirectory) }
+        let secondEnvironment = try String(contentsOfFile: "\(secondDirectory)/env", encoding: .utf8)
+        let secondPort = try #require(
+            secondEnvironment.firstMatch(of: /127\.0\.0\.1:([0-9]+)\//).map { String($0.1) }, "\(secondEnvironment)")
         try await sandbox.withDatabase { database in
-            // The page creates the restored database itself (createdb): a name the sandbox may drop afterwards.
-            let restored = PostgresSandbox.databasePrefix
-                + (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
             var walk = try DocWalk(directory: work.path, dataDirectory: work.file("a"))
             defer { walk.close() }
             walk.extra = [
-                ("registry_restored", restored),
                 ("127.0.0.1:5432/registry", "\(sandbox.host):\(sandbox.port)/\(database.name)"),
-                ("--dbname=registry", "--dbname=\(database.name)"),
-                ("127.0.0.1:5432", "\(sandbox.host):\(sandbox.port)"),
+                ("--file=registry.dump --dbname=registry", "--file=registry.dump --dbname=\(database.name)"),
+                ("127.0.0.1:5433", "127.0.0.1:\(secondPort)"),
                 ("PGPORT=5432", "PGPORT=\(sandbox.port)"),
+                ("PGPORT=5433", "PGPORT=\(secondPort)"),
                 ("PGUSER=devid", "PGUSER=\(sandbox.username)"),
                 ("/run/secrets/devid-registry-password", passwordFile),
+                ("/run/secrets/devid-restore-password", "\(secondDirectory)/password"),
             ]
             try await walk.run("alias devid=devid")
             var ran: [String] = []
             for block in page.blocks where block.lines.contains(where: { $0.hasPrefix("$ ") }) {
                 ran += try await walk.run(block).map(\.command)
             }
-            #expect(ran.count == 19, "the page lost or gained commands: \(ran)")
+            #expect(ran.count == 21, "the page lost or gained commands: \(ran)")
             // The three servers the page started (jobs %1 to %3) stop cleanly.
             let stop = try await walk.run("kill -INT %1 %2 %3; wait", timeout: 30)
             #expect(stop.status == 0, "\(stop)")
-            try? await sandbox.dropDatabase(restored)
         }
+    }
+
+    /// Runs a command with its output in `log` (never a pipe); returns its exit status.
+    static func run(_ arguments: [String], log: String) async throws -> Int32 {
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        defer { try? handle.close() }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = handle
+        process.standardError = handle
+        try ProcessLaunch.run(process)
+        // Reaped here: the server the script starts inherits a descriptor through which Foundation learns that its
+        // child ended, so `isRunning` would stay true while the server runs.
+        let pid = process.processIdentifier
+        while true {
+            var status: Int32 = 0
+            let reaped = waitpid(pid, &status, WNOHANG)
+            if reaped == pid { return (status >> 8) & 0xff }
+            if reaped == -1 { return process.terminationStatus }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// `scripts/pg-sandbox stop`, waited for.
+    static func stop(_ script: String, _ directory: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: script)
+        process.arguments = ["stop", directory]
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        guard (try? ProcessLaunch.run(process)) != nil else { return }
+        var status: Int32 = 0
+        _ = waitpid(process.processIdentifier, &status, 0)
     }
 }
