@@ -260,7 +260,7 @@ struct StormTests {
         FileManager.default.createFile(atPath: errPath, contents: nil)
         process.standardOutput = FileHandle(forWritingAtPath: outPath)
         process.standardError = FileHandle(forWritingAtPath: errPath)
-        try process.run()
+        try ProcessLaunch.run(process)
         let killed = ServeCLITests.Flag()
         let pid = process.processIdentifier
         let watchdog = DispatchWorkItem {
