@@ -98,7 +98,7 @@ struct AgentRunCLITests {
             let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
             process.standardError = logHandle
             process.standardOutput = logHandle
-            try ProcessLaunch.run(process)
+            try process.run()
             var hookPID: pid_t?
             defer {
                 if process.isRunning { kill(process.processIdentifier, SIGKILL) }

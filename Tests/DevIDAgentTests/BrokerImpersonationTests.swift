@@ -112,7 +112,7 @@ final class FakeTLSServer: @unchecked Sendable {
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
         process.standardInput = Pipe.closeOnExec()
-        try ProcessLaunch.run(process)
+        try process.run()
         // "ACCEPT 127.0.0.1:PORT" once listening (after a line about DH parameters).
         let handle = out.fileHandleForReading
         var text = ""

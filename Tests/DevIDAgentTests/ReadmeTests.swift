@@ -544,7 +544,7 @@ final class ShellSession: @unchecked Sendable {
         process.standardInput = pipe
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try ProcessLaunch.run(process)
+        try process.run()
         input = pipe.fileHandleForWriting
         try send("shopt -s expand_aliases\n")
     }

@@ -356,7 +356,7 @@ final class ServeProcess: @unchecked Sendable {
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
-        try ProcessLaunch.run(process)
+        try process.run()
         let observed = launcher.isEmpty ? dataDir : "/proc/\(process.processIdentifier)/root\(dataDir)"
         return ServeProcess(process: process, dataDir: observed, stdoutPath: stdoutPath, stderrPath: stderrPath)
     }

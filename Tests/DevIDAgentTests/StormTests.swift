@@ -260,7 +260,7 @@ struct StormTests {
         FileManager.default.createFile(atPath: errPath, contents: nil)
         process.standardOutput = FileHandle(forWritingAtPath: outPath)
         process.standardError = FileHandle(forWritingAtPath: errPath)
-        try ProcessLaunch.run(process)
+        try process.run()
         let killed = ServeCLITests.Flag()
         let pid = process.processIdentifier
         let watchdog = DispatchWorkItem {

@@ -100,7 +100,7 @@ struct TLSScanTests {
                         let output = Pipe.closeOnExec()
                         process.standardOutput = output
                         process.standardError = output
-                        try ProcessLaunch.run(process)
+                        try process.run()
                         let pid = process.processIdentifier
                         let watchdog = DispatchWorkItem { _ = kill(pid, SIGKILL) }
                         DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)

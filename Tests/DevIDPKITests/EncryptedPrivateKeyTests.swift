@@ -577,7 +577,7 @@ extension EncryptedPrivateKeyTests {
             process.standardOutput = FileHandle.nullDevice
             let standardError = Pipe.closeOnExec()
             process.standardError = standardError
-            try ProcessLaunch.run(process)
+            try process.run()
             let errorBytes = standardError.fileHandleForReading.readDataToEndOfFile()
             process.waitUntilExit()
             return (process.terminationStatus, String(decoding: errorBytes, as: UTF8.self))

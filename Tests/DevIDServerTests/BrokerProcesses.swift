@@ -32,7 +32,7 @@ final class BackgroundProcess: Sendable {
         process.standardOutput = log
         process.standardError = log
         process.standardInput = FileHandle.nullDevice
-        try ProcessLaunch.run(process)
+        try process.run()
         self.process = process
     }
 
