@@ -288,6 +288,6 @@ public actor ConcurrencyLimit {
 }
 
 extension PostgresSandbox {
-    /// Shared by every Postgres test of a process: 12 databases at a time, each with a small pool.
-    public static let limit = ConcurrencyLimit(12)
+    /// Shared by every Postgres test of a process: 6 databases at a time, each with a small pool.
+    public static let limit = ConcurrencyLimit(6)
 }

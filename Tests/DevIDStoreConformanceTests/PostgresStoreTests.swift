@@ -17,7 +17,7 @@ struct PostgresStoreTests {
         do {
             try await sandbox.withDatabase { database in
                 var location = database.location
-                location.maximumConnections = 4
+                location.maximumConnections = 2
                 let first = try await PostgresStore.open(location)
                 defer { first.close() }
                 let second = try await PostgresStore.open(location)

@@ -40,7 +40,7 @@ func withStore(
         do {
             try await sandbox.withDatabase { database in
                 var location = database.location
-                location.maximumConnections = 4
+                location.maximumConnections = 2
                 let store = try await PostgresStore.open(location, auditKey: auditKey)
                 defer { store.close() }
                 try await body(store)
