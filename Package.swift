@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "DevIDServer", targets: ["DevIDServer"]),
         .library(name: "DevIDAgent", targets: ["DevIDAgent"]),
         .library(name: "DevIDTesting", targets: ["DevIDTesting"]),
+        .library(name: "DevIDSimulator", targets: ["DevIDSimulator"]),
         .executable(name: "devid", targets: ["devid"]),
     ],
     dependencies: [
@@ -122,6 +123,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // `devid simulate` (docs/simulate.md): a fleet on a virtual clock, run through the real lifecycle code.
+        .target(
+            name: "DevIDSimulator",
+            dependencies: ["DevIDCore", "DevIDStore", "DevIDServer", "DevIDAgent"],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "DevIDTesting",
             dependencies: [
@@ -136,7 +143,7 @@ let package = Package(
         .executableTarget(
             name: "devid",
             dependencies: [
-                "DevIDCore", "DevIDPKCS11", "DevIDPKI", "DevIDStore", "DevIDServer", "DevIDAgent",
+                "DevIDCore", "DevIDPKCS11", "DevIDPKI", "DevIDStore", "DevIDServer", "DevIDAgent", "DevIDSimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -188,6 +195,11 @@ let package = Package(
             name: "devid-fuzz",
             dependencies: ["DevIDFuzzTargets", "CDevIDFuzz"],
             path: "Fuzz/Driver",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "DevIDSimulatorTests",
+            dependencies: ["DevIDSimulator", "DevIDCore", "DevIDStore", "DevIDServer"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

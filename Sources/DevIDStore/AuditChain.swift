@@ -50,6 +50,8 @@ public enum AuditChain {
 
     /// One line of at most `limit` scalars (plus ``truncationMarker`` when cut).
     public static func bounded(_ value: String, _ limit: Int) -> String {
+        // Nearly every value is short printable ASCII, which needs no Unicode property lookup: kept as it is.
+        if value.utf8.count <= limit, value.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) { return value }
         var scalars = String.UnicodeScalarView()
         var count = 0
         for scalar in value.unicodeScalars {

@@ -50,10 +50,9 @@ extension MemoryStore {
     }
 
     public func staleDevices(seenBefore: Date, now: Date, limit: Int) -> StaleDevices {
-        let current = Set(
-            allCredentials().filter { $0.kind == .ldevid && $0.status == .active && $0.notAfter > now }.map(\.deviceID))
-        let stale = allDevices().filter {
-            $0.state == .active && ($0.lastSeen ?? $0.createdAt) < seenBefore && current.contains($0.id)
+        let stale = allDevices().filter { device in
+            device.state == .active && (device.lastSeen ?? device.createdAt) < seenBefore
+                && deviceCredentials(device.id).contains { $0.kind == .ldevid && $0.status == .active && $0.notAfter > now }
         }.sorted { (($0.lastSeen ?? $0.createdAt), $0.id) < (($1.lastSeen ?? $1.createdAt), $1.id) }
         return StaleDevices(
             count: stale.count,

@@ -13,6 +13,11 @@ public actor MemoryStore: Store {
     private var deviceByIDevIDSerial: [SerialNumber: DeviceID] = [:]
     private var credentialRows: [SerialNumber: Credential] = [:]
     private var credentialByFingerprint: [String: SerialNumber] = [:]
+    /// Each device's credential serials, so a device's lookups do not scan every credential (`devid simulate` keeps
+    /// hundreds of thousands).
+    private var credentialsByDevice: [DeviceID: [SerialNumber]] = [:]
+    /// The `superseded` credentials, which the rotation sweeper reads every minute.
+    private var supersededSerials: Set<SerialNumber> = []
     /// Service certificates by serial (``MemoryStore+ServiceCertificates.swift``).
     var serviceCertificateRows: [SerialNumber: ServiceCertificate] = [:]
     private var claimTokenRows: [String: ClaimToken] = [:]
@@ -257,14 +262,14 @@ public actor MemoryStore: Store {
     }
 
     public func credentials(device: DeviceID) -> [Credential] {
-        credentialRows.values.filter { $0.deviceID == device }.sorted {
+        deviceCredentials(device).sorted {
             ($0.createdAt, $0.serial.rawValue) < ($1.createdAt, $1.serial.rawValue)
         }
     }
 
     public func activeCredentials(device: DeviceID) -> [Credential] {
-        credentialRows.values
-            .filter { $0.deviceID == device && ($0.status == .active || $0.status == .superseded) }
+        deviceCredentials(device)
+            .filter { $0.status == .active || $0.status == .superseded }
             .sorted {
                 ($1.notBefore, $1.createdAt, $1.serial.rawValue) < ($0.notBefore, $0.createdAt, $0.serial.rawValue)
             }
@@ -339,7 +344,7 @@ public actor MemoryStore: Store {
     public func supersededDue(now: Date, confidence: TimeInterval, limit: Int) -> [Credential] {
         let deadlineBy = StoreTime.milliseconds(now)
         let confirmedBy = RotationRules.milliseconds(now, minus: confidence)
-        let due = credentialRows.values.filter { credential in
+        let due = supersededSerials.compactMap { credentialRows[$0] }.filter { credential in
             guard credential.status == .superseded else { return false }
             if let deadline = credential.overlapDeadline, StoreTime.milliseconds(deadline) <= deadlineBy {
                 return true
@@ -624,7 +629,7 @@ public actor MemoryStore: Store {
     private func credentials(in scope: CredentialScope) -> [Credential] {
         switch scope {
         case .device(let id):
-            return credentialRows.values.filter { $0.deviceID == id }
+            return deviceCredentials(id)
         case .lot(let id):
             return credentialRows.values.filter { deviceRows[$0.deviceID]?.lot == id }
         case .tenant(let id):
@@ -725,9 +730,20 @@ public actor MemoryStore: Store {
         credential.createdAt = StoreTime.normalized(credential.createdAt)
         credential.overlapDeadline = StoreTime.normalized(credential.overlapDeadline)
         credential.confirmedAt = StoreTime.normalized(credential.confirmedAt)
-        note(credential: credentialRows[credential.serial], credential)
+        let previous = credentialRows[credential.serial]
+        note(credential: previous, credential)
         credentialRows[credential.serial] = credential
         credentialByFingerprint[credential.certificateSHA256] = credential.serial
+        if previous == nil { credentialsByDevice[credential.deviceID, default: []].append(credential.serial) }
+        if credential.status == .superseded {
+            supersededSerials.insert(credential.serial)
+        } else if previous?.status == .superseded {
+            supersededSerials.remove(credential.serial)
+        }
+    }
+
+    func deviceCredentials(_ device: DeviceID) -> [Credential] {
+        (credentialsByDevice[device] ?? []).compactMap { credentialRows[$0] }
     }
 
     private func requireTenant(_ tenant: TenantID, _ operation: String) throws(StoreError) {
