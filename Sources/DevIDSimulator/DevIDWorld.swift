@@ -54,11 +54,15 @@ final class DevIDWorld {
     private let checkIn: Double
     private let progress: (Double) -> Void
 
-    init(scenario: Scenario, fleet: Fleet, store: any Store, progress: @escaping (Double) -> Void) {
+    init(
+        scenario: Scenario, fleet: Fleet, store: any Store, health: SimulatedHealth?,
+        progress: @escaping (Double) -> Void
+    ) {
         self.scenario = scenario
         self.fleet = fleet
         self.store = store
         self.server = LifecycleServer(store: store, scenario: scenario)
+        self.server.health = health
         self.result = WorldResult(days: scenario.days)
         self.agents = Array(repeating: Agent(), count: fleet.devices.count)
         self.random = SimulationRandom(seed: scenario.seed, stream: 5)
@@ -67,6 +71,23 @@ final class DevIDWorld {
     }
 
     private var policy: RotationPolicy { server.policy }
+
+    /// The days (0-based) at whose end the dashboard is rendered: each event's day, the end of the CA rollover, and
+    /// the last day.
+    private var snapshotDays: Set<Int> {
+        let events = scenario.events
+        var days: Set<Int> = [scenario.days - 1]
+        for day in [events.deviceCompromiseDay, events.idevidLeakDay, events.serverOutageDay, events.tokenLeakDay]
+            .compactMap({ $0 })
+        {
+            days.insert(day)
+        }
+        if let day = events.caCompromiseDay {
+            days.insert(day)
+            days.insert(day + Int(events.caRolloverDays.rounded(.up)))
+        }
+        return days.filter { $0 < scenario.days }
+    }
     private func date(_ t: Double) -> Date { server.date(t) }
 
     // MARK: Running
@@ -187,6 +208,13 @@ final class DevIDWorld {
             for index in fleet.lots[lot].devices { scheduleWake(index, at: fleet.devices[index].installAt) }
         case .endOfDay(let day):
             _ = try await server.sweep(at: t)
+            if let health = server.health {
+                if snapshotDays.contains(day) {
+                    try await health.snapshot(String(format: "day-%03d", day + 1), at: date(t))
+                } else {
+                    await health.flush(at: date(t))
+                }
+            }
             if day % 7 == 6 { try await healthSnapshot(at: t) }
             progress(Double(day + 1) / Double(scenario.days))
         case .outageEnds:
@@ -279,7 +307,8 @@ final class DevIDWorld {
     }
 
     private func renew(_ index: Int, presenting serial: SerialNumber, at t: Double, afterPowerLoss: Bool) async throws {
-        switch try await server.reenroll(fleet.devices[index], presenting: serial, at: t) {
+        let tenant = fleet.tenants[fleet.devices[index].region]
+        switch try await server.reenroll(fleet.devices[index], presenting: serial, tenant: tenant, at: t) {
         case .unavailable(let retryAfter):
             retry(index, at: t, retryAfter: retryAfter)
         case .refused(let code):
@@ -289,7 +318,7 @@ final class DevIDWorld {
             } else {
                 try await bootstrap(index, at: t, recovering: true)
             }
-        case .issued(let credential, let late):
+        case .issued(let credential, let late, _, _):
             result.noteEnrollment(at: t)
             WorldResult.count(&result.renewals, at: t)
             if late { result.lateRenewals += 1 }
@@ -316,7 +345,7 @@ final class DevIDWorld {
         } else {
             method = .idevid
         }
-        switch try await server.enroll(device, method: method, at: t) {
+        switch try await server.enroll(device, method: method, tenant: fleet.tenants[device.region], at: t) {
         case .unavailable(let retryAfter):
             retry(index, at: t, retryAfter: retryAfter)
         case .refused(let code):
@@ -326,7 +355,7 @@ final class DevIDWorld {
                 agents[index].token = nil
             }
             retry(index, at: t, retryAfter: nil)
-        case .issued(let credential, _):
+        case .issued(let credential, _, _, _):
             result.noteEnrollment(at: t)
             if agents[index].hadIdentity {
                 WorldResult.count(&result.bootstraps, at: t)

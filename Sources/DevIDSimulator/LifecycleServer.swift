@@ -14,7 +14,8 @@ import Foundation
 /// by the benchmarks (BENCHMARKS.md), not simulated.
 final class LifecycleServer {
     enum Answer {
-        case issued(Credential, late: Bool)
+        /// `first`: the device's first LDevID, registered at `registeredAt`.
+        case issued(Credential, late: Bool, first: Bool = false, registeredAt: Date? = nil)
         case refused(RefusalCode)
         /// Unreachable (nil) or busy: retry after this many seconds at the earliest.
         case unavailable(retryAfter: Double?)
@@ -42,6 +43,8 @@ final class LifecycleServer {
     var issuer = "CN=DevID Issuing CA 1"
     /// When the server (and the site's broker) is down: `[start, end)`.
     var outage: Fleet.Interval?
+    /// The server's metrics and health history, when the report includes the dashboard.
+    var health: SimulatedHealth?
     private var random: SimulationRandom
     private var admittedSecond: Int64 = -1
     private var admittedCount = 0
@@ -81,7 +84,13 @@ final class LifecycleServer {
 
     // MARK: Enrollment (simpleenroll)
 
-    func enroll(_ device: Fleet.Device, method: Method, at t: Double) async throws -> Answer {
+    func enroll(_ device: Fleet.Device, method: Method, tenant: TenantID, at t: Double) async throws -> Answer {
+        let answer = try await enrollment(device, method: method, at: t)
+        count(answer, tenant: tenant, kind: nil, at: t)
+        return answer
+    }
+
+    private func enrollment(_ device: Fleet.Device, method: Method, at t: Double) async throws -> Answer {
         if isDown(at: t) { return .unavailable(retryAfter: nil) }
         guard admit(t) else { return .unavailable(retryAfter: retryAfter) }
         let now = date(t)
@@ -103,7 +112,8 @@ final class LifecycleServer {
                 state: next, createdAt: now, lastSeen: now, enrolledWithToken: token.id)
             return try await issue(
                 device: registration, actor: actor, method: "claim token", registration: registration,
-                transition: nil, consumeToken: token.id, supersede: [], late: false, now: now)
+                transition: nil, consumeToken: token.id, supersede: [], late: false, first: true, registeredAt: now,
+                now: now)
         }
         switch method {
         case .idevid:
@@ -123,12 +133,14 @@ final class LifecycleServer {
         guard case .transition(let next) = lifecycle.enroll() else {
             return .refused(CredentialLifecycle.deviceRefusal(record.state)?.code ?? .deviceNotActive)
         }
-        let prior = try await store.activeCredentials(device: device.id).filter { $0.kind == .ldevid }.map(\.serial)
+        let ldevids = try await store.credentials(device: device.id).filter { $0.kind == .ldevid }
+        let prior = ldevids.filter { $0.status == .active || $0.status == .superseded }.map(\.serial)
         var consume: String?
         if case .token(let id) = method { consume = id }
         return try await issue(
             device: record, actor: actor, method: consume == nil ? "idevid" : "claim token", registration: nil,
-            transition: (record.state, next), consumeToken: consume, supersede: prior, late: false, now: now)
+            transition: (record.state, next), consumeToken: consume, supersede: prior, late: false,
+            first: ldevids.isEmpty, registeredAt: record.createdAt, now: now)
     }
 
     private static func tokenRefusal(_ token: ClaimToken, now: Date) -> RefusalCode? {
@@ -140,7 +152,36 @@ final class LifecycleServer {
 
     // MARK: Re-enrollment (simplereenroll with the current LDevID)
 
-    func reenroll(_ device: Fleet.Device, presenting serial: SerialNumber, at t: Double) async throws -> Answer {
+    func reenroll(_ device: Fleet.Device, presenting serial: SerialNumber, tenant: TenantID, at t: Double) async throws
+        -> Answer
+    {
+        let answer = try await reenrollment(device, presenting: serial, at: t)
+        count(answer, tenant: tenant, kind: .reenroll, at: t)
+        return answer
+    }
+
+    /// What `EnrollmentService` counts: issued by kind, refused, and refusals about who the device is as failed
+    /// authentications (stage `est`); a first LDevID's onboarding time.
+    private func count(_ answer: Answer, tenant: TenantID, kind: ServerMetrics.EnrollmentKind?, at t: Double) {
+        guard let health else { return }
+        health.at(date(t))
+        switch answer {
+        case .issued(_, let late, let first, let registeredAt):
+            let issued: ServerMetrics.EnrollmentKind =
+                late ? .lateRenewal : kind ?? (first ? .enroll : .bootstrap)
+            health.metrics.enrollment(tenant: tenant, kind: issued, result: .issued)
+            if first, let registeredAt { health.metrics.onboarded(tenant: tenant, seconds: date(t).timeIntervalSince(registeredAt)) }
+        case .refused(let code):
+            health.metrics.enrollment(tenant: tenant, kind: kind ?? .enroll, result: .refused)
+            if let reason = AuthFailureReason(code) { health.metrics.authFailure(.est, reason, tenant: tenant) }
+        case .unavailable:
+            health.metrics.enrollment(tenant: tenant, kind: kind ?? .enroll, result: .refused)
+        }
+    }
+
+    private func reenrollment(_ device: Fleet.Device, presenting serial: SerialNumber, at t: Double) async throws
+        -> Answer
+    {
         if isDown(at: t) { return .unavailable(retryAfter: nil) }
         guard admit(t) else { return .unavailable(retryAfter: retryAfter) }
         let now = date(t)
@@ -182,7 +223,7 @@ final class LifecycleServer {
     private func issue(
         device: Device, actor: String, action: String = "est.enroll", method: String, registration: Device?,
         transition: (expected: DeviceState, next: DeviceState)?, consumeToken: String?, supersede: [SerialNumber],
-        late: Bool, now: Date
+        late: Bool, first: Bool = false, registeredAt: Date? = nil, now: Date
     ) async throws -> Answer {
         let serial = SerialNumber(bytes: random.serialBytes())
         let credential = Credential(
@@ -210,7 +251,7 @@ final class LifecycleServer {
             guard failure.code == .conflict || failure.code == .duplicate else { throw failure }
             return .refused(.conflict)
         }
-        return .issued(credential, late: late)
+        return .issued(credential, late: late, first: first, registeredAt: registeredAt)
     }
 
     /// 32 random bytes in hex: a stand-in for a fingerprint, unique as the real one is.
@@ -228,9 +269,16 @@ final class LifecycleServer {
         guard let current = try await store.credential(serial: serial), current.deviceID == device.id else {
             return .refused(.credentialUnknown)
         }
-        if let refusal = lifecycle.checkIn(CredentialSnapshot(current), at: now) { return .refused(refusal.code) }
         guard let record = try await store.device(device.id) else { return .refused(.deviceUnknown) }
-        if let refusal = CredentialLifecycle.deviceRefusal(record.state) { return .refused(refusal.code) }
+        if let refusal = lifecycle.checkIn(CredentialSnapshot(current), at: now)
+            ?? CredentialLifecycle.deviceRefusal(record.state)
+        {
+            if let health, let reason = AuthFailureReason(refusal.code) {
+                health.at(now)
+                health.metrics.authFailure(.deviceStatus, reason, tenant: record.tenant)
+            }
+            return .refused(refusal.code)
+        }
         try await confirmFirstUse(current, now: now)
         try await store.recordSeen(device.id, at: now)
         return .ok(superseded: current.status == .superseded, rotationDue: current.rotationDue)
@@ -257,6 +305,10 @@ final class LifecycleServer {
             query, entry: entry, fingerprint: fingerprint, tenant: tenantEntry, dotted: DottedIdentifiers(), now: now)
         {
         case .decided(let decision, let confirm):
+            if let health, let reason = AuthFailureReason(decision.reason) {
+                health.at(now)
+                health.metrics.authFailure(.authz, reason, tenant: tenant)
+            }
             if let confirm, let credential = try await store.credential(serial: confirm) {
                 try await confirmFirstUse(credential, now: now)
             }

@@ -9,8 +9,12 @@ public enum Simulation {
 
     /// Runs both worlds. `store` is the registry the `devid` world writes (a fresh ``MemoryStore`` by default: a
     /// year of 30,000 devices is over half a million credentials). Deterministic for a given scenario.
+    ///
+    /// With `dashboard`, the simulated server also keeps DevID's health metrics and history, and the report holds the
+    /// dashboard as an auditor would have seen it at the end of each event's day and of the last day.
     public static func run(
-        _ scenario: Scenario, store: (any Store)? = nil, progress: @escaping (Phase, Double) -> Void = { _, _ in }
+        _ scenario: Scenario, store: (any Store)? = nil, dashboard: Bool = false,
+        progress: @escaping (Phase, Double) -> Void = { _, _ in }
     ) async throws -> SimulationReport {
         try scenario.validate()
         progress(.fleet, 0)
@@ -20,9 +24,14 @@ public enum Simulation {
         progress(.before, 1)
         var secret = SimulationRandom(seed: scenario.seed, stream: 7)
         let registry = store ?? MemoryStore(auditKey: AuditKey(secret: (0..<32).map { _ in UInt8(truncatingIfNeeded: secret.next()) }))
-        let world = DevIDWorld(scenario: scenario, fleet: fleet, store: registry) { progress(.devid, $0) }
+        let health = dashboard ? try await SimulatedHealth(store: registry, start: scenario.start) : nil
+        let world = DevIDWorld(scenario: scenario, fleet: fleet, store: registry, health: health) {
+            progress(.devid, $0)
+        }
         let devid = try await world.run()
-        return SimulationReport(scenario: scenario, fleet: fleet, before: before, devid: devid)
+        var report = SimulationReport(scenario: scenario, fleet: fleet, before: before, devid: devid)
+        report.dashboards = health?.pages ?? []
+        return report
     }
 }
 

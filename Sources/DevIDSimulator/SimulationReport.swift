@@ -1,3 +1,4 @@
+import DevIDServer
 public import Foundation
 
 /// The simulation's results and the files `--out DIR` receives: `summary.json`, `daily.csv`, four charts as SVG and
@@ -8,6 +9,8 @@ public struct SimulationReport: Sendable {
     public let summary: SimulationSummary
     /// The daily series, one row per day (see ``csv``).
     let daily: [String: [Double]]
+    /// DevID's dashboard at chosen moments (`day-120`, ...), when the run kept it: written to `dashboard/`.
+    public internal(set) var dashboards: [(name: String, html: String)] = []
 
     init(scenario: Scenario, fleet: Fleet, before: WorldResult, devid: WorldResult) {
         self.scenario = scenario
@@ -138,6 +141,12 @@ public struct SimulationReport: Sendable {
             try put("\(name).svg", Data(chart.svg().utf8))
             try put("\(name).png", Data(chart.png()))
         }
+        if !dashboards.isEmpty {
+            try FileManager.default.createDirectory(
+                at: directory.appendingPathComponent("dashboard"), withIntermediateDirectories: true)
+            try put("dashboard/style.css", Data(DashboardSnapshot.styleSheet.utf8))
+            for (name, page) in dashboards { try put("dashboard/\(name).html", Data(page.utf8)) }
+        }
         try put("index.html", Data(html.utf8))
         return written
     }
@@ -165,6 +174,8 @@ public struct SimulationReport: Sendable {
              "\(devid.blastRadiusDevices[$0] ?? 0)")
         }
         let table = rows.map { "<tr><th>\(escape($0.0))</th><td>\($0.1)</td><td>\($0.2)</td></tr>" }.joined(separator: "\n")
+        let snapshots = dashboards.isEmpty ? "" : "<h2>DevID's dashboard during the year</h2><p>As an auditor would have seen it at the end of these days: "
+            + dashboards.map { "<a href=\"dashboard/\($0.name).html\">\($0.name)</a>" }.joined(separator: ", ") + ".</p>"
         let figures = charts.map { name, chart in
             "<figure><img src=\"\(name).svg\" alt=\"\(escape(chart.title))\" width=\"800\" height=\"450\"><figcaption>\(escape(chart.title)) (<a href=\"\(name).png\">PNG</a>)</figcaption></figure>"
         }.joined(separator: "\n")
@@ -179,6 +190,7 @@ public struct SimulationReport: Sendable {
             \(table)
             </table>
             \(figures)
+            \(snapshots)
             </body></html>
 
             """

@@ -45,7 +45,7 @@ struct Simulate: AsyncParsableCommand {
 
         let started = ContinuousClock.now
         let bar = SimulationProgress(enabled: !quiet)
-        let report = try await Simulation.run(chosen) { phase, fraction in bar.show(phase, fraction) }
+        let report = try await Simulation.run(chosen, dashboard: true) { phase, fraction in bar.show(phase, fraction) }
         let directory = URL(fileURLWithPath: out)
         try report.write(to: directory)
         let elapsed = started.duration(to: .now)

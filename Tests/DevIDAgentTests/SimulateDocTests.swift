@@ -43,6 +43,10 @@ struct SimulateDocTests {
             #expect(FileManager.default.fileExists(atPath: work.file("report/\(name)")), "report/\(name)")
             #expect(page.text.contains(name.hasSuffix(".png") ? String(name.dropLast(4)) : name), "the page names \(name)")
         }
+        for day in ["061", "121", "181", "201", "251", "258", "365"] {
+            #expect(FileManager.default.fileExists(atPath: work.file("report/dashboard/day-\(day).html")), "day-\(day)")
+        }
+        #expect(page.text.contains("`dashboard/day-NNN.html`"))
         // The refused scenario wrote nothing over the first report.
         #expect(FileManager.default.fileExists(atPath: work.file("report-90d/summary.json")))
     }

@@ -133,12 +133,16 @@ struct SimulationTests {
 
     @Test("The report: summary.json with the issue's keys, daily.csv, charts that hold the series, index.html")
     func reportFiles() async throws {
-        let report = try await Simulation.run(Self.small(days: 130))
+        let report = try await Simulation.run(Self.small(days: 130), dashboard: true)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("devid-sim-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: directory) }
         let written = try report.write(to: directory)
         let charts = ["onboarding", "expiry-auth-failures", "blast-radius", "expiry-distribution"]
-        #expect(Set(written) == Set(["summary.json", "daily.csv", "index.html"] + charts.flatMap { ["\($0).svg", "\($0).png"] }))
+        // The dashboard at the end of the device compromise's day, the lot leak's and the last day.
+        let dashboards = ["dashboard/style.css", "dashboard/day-061.html", "dashboard/day-121.html", "dashboard/day-130.html"]
+        #expect(
+            Set(written)
+                == Set(["summary.json", "daily.csv", "index.html"] + charts.flatMap { ["\($0).svg", "\($0).png"] } + dashboards))
 
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent("summary.json")))
         let scenarios = try #require((json as? [String: Any])?["scenarios"] as? [String: [String: Any]])
@@ -184,6 +188,28 @@ struct SimulationTests {
         let html = try String(contentsOf: directory.appendingPathComponent("index.html"), encoding: .utf8)
         for chart in charts { #expect(html.contains("src=\"\(chart).svg\"")) }
         #expect(html.contains("summary.json") && html.contains("daily.csv"))
+        #expect(html.contains("href=\"dashboard/day-121.html\""))
+    }
+
+    @Test("The dashboard shows the simulated history as a live one: the lot leak's revoked devices, its enrollments")
+    func dashboardHistory() async throws {
+        let report = try await Simulation.run(Self.small(days: 130), dashboard: true)
+        let pages = Dictionary(uniqueKeysWithValues: report.dashboards.map { ($0.name, $0.html) })
+        #expect(pages.keys.sorted() == ["day-061", "day-121", "day-130"])
+        let leak = try #require(pages["day-121"])
+        #expect(leak.contains("Identity health: all tenants"))
+        #expect(leak.contains("As of <time datetime=\"2027-05-01T23:59:59Z\">"), "the end of day 121 of 2027")
+        #expect(leak.contains("href=\"style.css\""))
+        // The leaked lot's devices are refused at the broker and at EST that day: the failure chart's table has a
+        // revoked column with counts, and the enrollment chart counts bootstraps (their re-provisioning).
+        let failures = try #require(leak.components(separatedBy: "id=\"failures\"").dropFirst().first)
+        #expect(failures.contains(">revoked</th>"))
+        let revokedCounts = failures.components(separatedBy: "</tbody>")[0].matches(of: /<td>(\d+)<\/td><td>(\d+)<\/td><\/tr>/)
+        #expect(revokedCounts.contains { Int($0.output.1)! > 0 }, "revoked failures on the leak's day")
+        #expect(leak.contains(">bootstrap<") || leak.contains("bootstrap"))
+        // Before the leak, no revoked failures but the compromised device's.
+        let before = try #require(pages["day-061"])
+        #expect(before.contains("As of <time datetime=\"2027-03-02T23:59:59Z\">"))
     }
 
     /// Each series' `data-values` in an SVG the report wrote, by series name.
