@@ -154,6 +154,7 @@ struct BeforeWorld {
             var inputs = HealthInputs(now: scenario.start.addingTimeInterval(now), thresholds: HealthThresholds())
             inputs.expiryByDay = byTenant
             inputs.currentCredentials = byTenant.mapValues { $0.reduce(0, +) }
+            inputs.ldevidLifetime = scenario.before.certificateDays * 86_400
             if !AnomalyChecks.run("expiry_wave", inputs).isEmpty { weeks += 1 }
             day += 7
         }

@@ -545,6 +545,7 @@ final class DevIDWorld {
         inputs.expiryByDay = try await store.expiryByDay(now: now, days: 400)
         inputs.currentCredentials = inputs.expiryByDay.mapValues { $0.reduce(0, +) }
         inputs.staleAfter = server.lifetime * (1 - policy.renewalFraction)
+        inputs.ldevidLifetime = server.lifetime
         inputs.stale = try await store.staleDevices(
             seenBefore: now.addingTimeInterval(-inputs.staleAfter), now: now, limit: AnomalyChecks.maximumFindings)
         for check in ["expiry_wave", "stale_device"] where !AnomalyChecks.run(check, inputs).isEmpty {

@@ -112,6 +112,32 @@ struct AnomalyChecksTests {
         #expect(critical.map(\.severity) == [.critical])
     }
 
+    @Test("expiry wave: the threshold is at least twice what an even spread puts in a week of the LDevID lifetime")
+    func expiryWaveScalesWithLifetime() {
+        let acme = TenantID(rawValue: "acme")!
+        #expect(HealthThresholds().expiryWavePercent(lifetime: nil) == 25)
+        #expect(HealthThresholds().expiryWavePercent(lifetime: 365 * 86_400) == 25, "a year: 25 % stays")
+        #expect(abs(HealthThresholds().expiryWavePercent(lifetime: 30 * 86_400) - 46.67) < 0.01, "30 days: 2 x 7/30")
+        #expect(HealthThresholds().expiryWavePercent(lifetime: 7 * 86_400) == 100, "a week: every credential, always")
+        // 40 credentials of a 30-day lifetime, renewed about evenly: 14 (35 %) in the busiest week.
+        var even = Array(repeating: 0, count: 30)
+        for day in 0..<30 { even[day] = day < 10 ? 2 : 1 }
+        let inputs = { (lifetime: TimeInterval?, days: [Int]) in
+            Self.inputs {
+                $0.expiryByDay = [acme: days]
+                $0.currentCredentials = [acme: days.reduce(0, +)]
+                $0.ldevidLifetime = lifetime
+            }
+        }
+        #expect(even.reduce(0, +) == 40 && even[0..<7].reduce(0, +) == 14)
+        #expect(AnomalyChecks.run("expiry_wave", inputs(30 * 86_400, even)).isEmpty, "35 % in a week of 30 days: no wave")
+        #expect(AnomalyChecks.run("expiry_wave", inputs(nil, even)).count == 1, "without the lifetime, 35 % > 25 %")
+        // A fleet enrolled on one day: all of it in one week is a wave whatever the lifetime.
+        var migrated = Array(repeating: 0, count: 30)
+        migrated[20] = 40
+        #expect(AnomalyChecks.run("expiry_wave", inputs(30 * 86_400, migrated)).count == 1)
+    }
+
     @Test("findings per check are capped; unknown checks find nothing")
     func bounded() {
         var snapshot = IdentityWatch.Snapshot()

@@ -40,6 +40,9 @@ public struct HealthInputs: Sendable {
     public var stale = StaleDevices(count: 0, oldest: [])
     /// The stale threshold the stale devices were read with, in seconds.
     public var staleAfter: TimeInterval = 0
+    /// The LDevID lifetime, which scales `expiry_wave`'s threshold (``HealthThresholds/expiryWavePercent(lifetime:)``);
+    /// nil: the configured percentage alone.
+    public var ldevidLifetime: TimeInterval?
     public var events = IdentityWatch.Snapshot()
     /// Refused enrollments in the last hour, and in the 24 hours before it.
     public var refusalsLastHour = 0
@@ -133,7 +136,7 @@ public enum AnomalyChecks {
 
     static func expiryWave(_ inputs: HealthInputs) -> [Anomaly] {
         var findings: [Anomaly] = []
-        let percent = inputs.thresholds.expiryWavePercent
+        let percent = inputs.thresholds.expiryWavePercent(lifetime: inputs.ldevidLifetime)
         for (tenant, days) in inputs.expiryByDay.sorted(by: { $0.key < $1.key }) {
             let total = inputs.currentCredentials[tenant] ?? days.reduce(0, +)
             guard total > 0, Double(total) >= inputs.thresholds.expiryWaveMinCredentials else { continue }

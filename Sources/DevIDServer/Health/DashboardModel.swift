@@ -80,11 +80,11 @@ struct DashboardModel: Sendable {
             for (index, count) in days.enumerated() where index < byDay.count { byDay[index] += count }
         }
         model.expiryWeeks = stride(from: 0, to: byDay.count, by: 7).map { byDay[$0..<$0 + 7].reduce(0, +) }
-        model.expiryWavePercent = thresholds.expiryWavePercent
+        model.expiryWavePercent = thresholds.expiryWavePercent(lifetime: lifetime)
         let total = model.expiryWeeks.reduce(0, +)
         if total > 0,
             let busiest = model.expiryWeeks.indices.max(by: { model.expiryWeeks[$0] < model.expiryWeeks[$1] }),
-            Double(model.expiryWeeks[busiest]) * 100 / Double(total) > thresholds.expiryWavePercent
+            Double(model.expiryWeeks[busiest]) * 100 / Double(total) > model.expiryWavePercent
         {
             model.waveWeek = busiest
         }

@@ -75,6 +75,7 @@ struct HealthService {
         inputs.expiryByDay = try await state.store.expiryByDay(now: now, days: Self.expiryHorizonDays)
         inputs.currentCredentials = inputs.expiryByDay.mapValues { $0.reduce(0, +) }
         inputs.staleAfter = staleAfter(thresholds)
+        inputs.ldevidLifetime = state.configuration.ldevidPolicy.lifetime
         inputs.stale = try await state.store.staleDevices(
             seenBefore: now.addingTimeInterval(-inputs.staleAfter), now: now, limit: AnomalyChecks.maximumFindings)
         inputs.events = state.watch.snapshot(since: now.addingTimeInterval(-thresholds.eventWindowHours * 3_600))

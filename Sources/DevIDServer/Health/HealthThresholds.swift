@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// The thresholds of the anomaly checks (``AnomalyChecks``). Set in the configuration file (`health.*`) or the
 /// environment (`DEVID_HEALTH_*`), and per request by `devid health --threshold NAME=VALUE` (query parameters of
@@ -28,6 +28,14 @@ public struct HealthThresholds: Sendable, Hashable, Codable {
     public var eventWindowHours: Double = 24
 
     public init() {}
+
+    /// `expiry_wave`'s threshold for LDevIDs of `lifetime`: ``expiryWavePercent``, but never below twice the share
+    /// of 7 days in the lifetime, which is what renewals spread evenly put in any week. With 30-day LDevIDs, 23 % of
+    /// them expire in every week: no wave (`devid simulate` found the 25 % default firing every week of a year).
+    public func expiryWavePercent(lifetime: TimeInterval?) -> Double {
+        guard let lifetime, lifetime > 0 else { return expiryWavePercent }
+        return max(expiryWavePercent, min(100, 2 * 7 * 86_400 / lifetime * 100))
+    }
 
     /// Every threshold by its name (the query parameter, and `health.<name with dots>` in the configuration).
     nonisolated(unsafe) public static let names: [(name: String, keyPath: WritableKeyPath<HealthThresholds, Double>)] = [
