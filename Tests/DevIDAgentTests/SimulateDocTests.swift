@@ -33,6 +33,8 @@ struct SimulateDocTests {
                 "devid simulate --devices 2000 --days 365 --quiet", "devid simulate --print-scenario",
                 #"echo '{"rotation": {"lifetimeDays": 90, "renewal"#, "devid simulate --scenario bad.json --out report",
                 #"echo '{"rotation": {"lifetimeDays": 90, "graceDa"#, "devid simulate --scenario policy-90d.json --devi",
+                #"echo '{"rotation": {"jitterFraction": 0.5}}' > j"#, "devid simulate --scenario jitter.json --devices ",
+                "jq -c .scenarios.devid.anomaly_weeks report/summ",
             ], "the page lost or gained commands: \(ran.map(\.command))")
         // The files the page lists are the files the run wrote.
         let table = page.text.components(separatedBy: "\n").filter { $0.hasPrefix("| `") && $0.contains(".svg`") }
