@@ -80,3 +80,21 @@ extension AuditEventRecord {
             previousHash: text(.previousHash) ?? "", hash: text(.hash) ?? "")
     }
 }
+
+// Explicit row coding instead of the synthesized `Codable` path (see `DeviceRecord`): every audited grant and
+// denial inserts one.
+extension AuditEventRecord {
+    func encode(to container: inout PersistenceContainer) {
+        container[CodingKeys.sequence.rawValue] = sequence
+        container[CodingKeys.occurredAt.rawValue] = occurredAt
+        container[CodingKeys.actor.rawValue] = actor
+        container[CodingKeys.action.rawValue] = action
+        container[CodingKeys.outcome.rawValue] = outcome
+        container[CodingKeys.reason.rawValue] = reason
+        container[CodingKeys.tenantID.rawValue] = tenantID
+        container[CodingKeys.deviceID.rawValue] = deviceID
+        container[CodingKeys.serial.rawValue] = serial
+        container[CodingKeys.previousHash.rawValue] = previousHash
+        container[CodingKeys.hash.rawValue] = hash
+    }
+}

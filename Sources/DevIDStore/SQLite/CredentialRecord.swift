@@ -99,3 +99,46 @@ extension CredentialRecord {
             })
     }
 }
+
+// Explicit row coding instead of the synthesized `Codable` path (see `DeviceRecord`).
+extension CredentialRecord {
+    init(row: Row) throws {
+        serial = try row.decode(forColumn: CodingKeys.serial.rawValue)
+        deviceID = try row.decode(forColumn: CodingKeys.deviceID.rawValue)
+        kind = try row.decode(forColumn: CodingKeys.kind.rawValue)
+        issuer = try row.decode(forColumn: CodingKeys.issuer.rawValue)
+        notBefore = try row.decode(forColumn: CodingKeys.notBefore.rawValue)
+        notAfter = try row.decode(forColumn: CodingKeys.notAfter.rawValue)
+        publicKeySHA256 = try row.decode(forColumn: CodingKeys.publicKeySHA256.rawValue)
+        certificateSHA256 = try row.decode(forColumn: CodingKeys.certificateSHA256.rawValue)
+        der = try row.decode(forColumn: CodingKeys.der.rawValue)
+        status = try row.decode(forColumn: CodingKeys.status.rawValue)
+        revokedAt = try row.decode(forColumn: CodingKeys.revokedAt.rawValue)
+        revocationReason = try row.decode(forColumn: CodingKeys.revocationReason.rawValue)
+        createdAt = try row.decode(forColumn: CodingKeys.createdAt.rawValue)
+        overlapDeadline = try row.decode(forColumn: CodingKeys.overlapDeadline.rawValue)
+        confirmedAt = try row.decode(forColumn: CodingKeys.confirmedAt.rawValue)
+        rotationDue = try row.decode(forColumn: CodingKeys.rotationDue.rawValue)
+        replacedBy = try row.decode(forColumn: CodingKeys.replacedBy.rawValue)
+    }
+
+    func encode(to container: inout PersistenceContainer) {
+        container[CodingKeys.serial.rawValue] = serial
+        container[CodingKeys.deviceID.rawValue] = deviceID
+        container[CodingKeys.kind.rawValue] = kind
+        container[CodingKeys.issuer.rawValue] = issuer
+        container[CodingKeys.notBefore.rawValue] = notBefore
+        container[CodingKeys.notAfter.rawValue] = notAfter
+        container[CodingKeys.publicKeySHA256.rawValue] = publicKeySHA256
+        container[CodingKeys.certificateSHA256.rawValue] = certificateSHA256
+        container[CodingKeys.der.rawValue] = der
+        container[CodingKeys.status.rawValue] = status
+        container[CodingKeys.revokedAt.rawValue] = revokedAt
+        container[CodingKeys.revocationReason.rawValue] = revocationReason
+        container[CodingKeys.createdAt.rawValue] = createdAt
+        container[CodingKeys.overlapDeadline.rawValue] = overlapDeadline
+        container[CodingKeys.confirmedAt.rawValue] = confirmedAt
+        container[CodingKeys.rotationDue.rawValue] = rotationDue
+        container[CodingKeys.replacedBy.rawValue] = replacedBy
+    }
+}

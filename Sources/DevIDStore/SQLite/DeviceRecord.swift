@@ -84,3 +84,40 @@ extension DeviceRecord {
             idevidIssuerSHA256: idevidIssuerSHA256, idevidSHA256: idevidSHA256, enrolledWithToken: enrolledWithToken)
     }
 }
+
+// Explicit row coding: the synthesized `Codable` path (a keyed container per row, generic metadata at run time) was
+// a visible share of an enrollment's CPU (BENCHMARKS.md, "Enrollment CPU and TLS resumption"). The columns are the
+// `CodingKeys`, as before; a NULL in a NOT NULL field still throws instead of trapping.
+extension DeviceRecord {
+    init(row: Row) throws {
+        id = try row.decode(forColumn: CodingKeys.id.rawValue)
+        tenantID = try row.decode(forColumn: CodingKeys.tenantID.rawValue)
+        hardwareSerial = try row.decode(forColumn: CodingKeys.hardwareSerial.rawValue)
+        lotID = try row.decode(forColumn: CodingKeys.lotID.rawValue)
+        state = try row.decode(forColumn: CodingKeys.state.rawValue)
+        createdAt = try row.decode(forColumn: CodingKeys.createdAt.rawValue)
+        lastSeen = try row.decode(forColumn: CodingKeys.lastSeen.rawValue)
+        idevidSerial = try row.decode(forColumn: CodingKeys.idevidSerial.rawValue)
+        idevidRevokedAt = try row.decode(forColumn: CodingKeys.idevidRevokedAt.rawValue)
+        idevidRevocationReason = try row.decode(forColumn: CodingKeys.idevidRevocationReason.rawValue)
+        idevidIssuerSHA256 = try row.decode(forColumn: CodingKeys.idevidIssuerSHA256.rawValue)
+        idevidSHA256 = try row.decode(forColumn: CodingKeys.idevidSHA256.rawValue)
+        enrolledWithToken = try row.decode(forColumn: CodingKeys.enrolledWithToken.rawValue)
+    }
+
+    func encode(to container: inout PersistenceContainer) {
+        container[CodingKeys.id.rawValue] = id
+        container[CodingKeys.tenantID.rawValue] = tenantID
+        container[CodingKeys.hardwareSerial.rawValue] = hardwareSerial
+        container[CodingKeys.lotID.rawValue] = lotID
+        container[CodingKeys.state.rawValue] = state
+        container[CodingKeys.createdAt.rawValue] = createdAt
+        container[CodingKeys.lastSeen.rawValue] = lastSeen
+        container[CodingKeys.idevidSerial.rawValue] = idevidSerial
+        container[CodingKeys.idevidRevokedAt.rawValue] = idevidRevokedAt
+        container[CodingKeys.idevidRevocationReason.rawValue] = idevidRevocationReason
+        container[CodingKeys.idevidIssuerSHA256.rawValue] = idevidIssuerSHA256
+        container[CodingKeys.idevidSHA256.rawValue] = idevidSHA256
+        container[CodingKeys.enrolledWithToken.rawValue] = enrolledWithToken
+    }
+}

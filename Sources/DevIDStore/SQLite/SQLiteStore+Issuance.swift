@@ -28,9 +28,11 @@ extension SQLiteStore {
                 throw StoreError(.notFound, "\(operation): no such device")
             }
 
+            // The state change and the device's last-seen time in one statement (the row is written once).
+            let seen = StoreTime.milliseconds(issuance.now)
             if let transition = issuance.transition {
-                try db.cachedStatement(sql: "UPDATE devices SET state = ? WHERE id = ? AND state = ?").execute(
-                    arguments: [transition.next.rawValue, deviceID, transition.expected.rawValue])
+                try db.cachedStatement(sql: "UPDATE devices SET state = ?, last_seen = ? WHERE id = ? AND state = ?")
+                    .execute(arguments: [transition.next.rawValue, seen, deviceID, transition.expected.rawValue])
                 guard db.changesCount > 0 else {
                     throw StoreError(
                         .conflict, "\(operation): device is no longer \(transition.expected.rawValue)")
@@ -83,8 +85,10 @@ extension SQLiteStore {
                 try existing.update(db)
             }
 
-            try db.cachedStatement(sql: "UPDATE devices SET last_seen = ? WHERE id = ?").execute(
-                arguments: [StoreTime.milliseconds(issuance.now), deviceID])
+            if issuance.transition == nil {
+                try db.cachedStatement(sql: "UPDATE devices SET last_seen = ? WHERE id = ?").execute(
+                    arguments: [seen, deviceID])
+            }
             _ = try Self.append(issuance.audit, db)
         }
     }
