@@ -62,9 +62,13 @@ enum ESTRoutes {
         }
         // Back-pressure before the body is read, the CSR checked or anything signed.
         let peerChain = await context.verifiedPeerChain()
+        // Classified once: the limiter, the renewal priority and the enrollment itself read the same answer.
+        let identity = peerChain.flatMap {
+            PeerIdentity.classify(chain: $0, hierarchy: state.hierarchy, issuers: state.issuers.snapshot)
+        }
         let credential = ESTHTTPCredential(header: request.headers[.authorization])
         if let refused = await Backpressure.admitEST(
-            kind, label: context.parameters.get("label"), peerChain: peerChain, credential: credential, source: source,
+            kind, label: context.parameters.get("label"), identity: identity, credential: credential, source: source,
             state: state)
         {
             return refused
@@ -79,14 +83,14 @@ enum ESTRoutes {
         }
         // The reserve is for renewals of LDevIDs about to expire (``RenewalPriority``); handling never throws, so
         // the slot is always given back.
-        let priority = Backpressure.isPriorityRenewal(kind, peerChain: peerChain, state: state)
+        let priority = Backpressure.isPriorityRenewal(kind, peerChain: peerChain, identity: identity, state: state)
         guard await state.enrollmentGate.enter(priority: priority) else {
             return await Backpressure.overloaded(action: kind.action, source: source, state: state)
         }
         let verdict = await service.handle(
             EnrollmentService.Request(
-                kind: kind, label: context.parameters.get("label"), peerChain: peerChain, credential: credential,
-                body: Array(buffer: body), source: source))
+                kind: kind, label: context.parameters.get("label"), peerChain: peerChain, identity: identity,
+                credential: credential, body: Array(buffer: body), source: source))
         await state.enrollmentGate.leave()
         switch verdict {
         case .issued(let certificate):

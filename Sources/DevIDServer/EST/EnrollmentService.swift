@@ -25,6 +25,8 @@ struct EnrollmentService: Sendable {
         /// The `/.well-known/est/<label>/...` segment: selects a tenant.
         var label: String?
         var peerChain: [Certificate]?
+        /// `peerChain` classified (``PeerIdentity/classify(chain:hierarchy:issuers:)``), once per request.
+        var identity: PeerIdentity?
         var credential: ESTHTTPCredential
         /// The request body, base64 as sent.
         var body: [UInt8]
@@ -60,8 +62,8 @@ struct EnrollmentService: Sendable {
         watchPresented(request)
         do {
             let verdict = try await decide(request)
-            if case .issued = verdict, request.kind == .reenroll, let chain = request.peerChain,
-                case .ldevid(let device, let tenant, let serial) = PeerIdentity.classify(chain: chain, hierarchy: hierarchy, issuers: state.issuers.snapshot)
+            if case .issued = verdict, request.kind == .reenroll,
+                case .ldevid(let device, let tenant, let serial) = request.identity
             {
                 state.watch.seen(device: device, tenant: tenant, serial: serial, source: request.source, at: state.clock.now())
             }
@@ -122,9 +124,7 @@ struct EnrollmentService: Sendable {
     /// An IDevID with a weak key or signature is noted for the `weak_key` check, whatever the outcome.
     private func watchPresented(_ request: Request) {
         guard request.kind == .enroll, let leaf = request.peerChain?.first, let weakness = KeyStrength.weakness(of: leaf),
-            case .idevid(let hardwareSerial, let serial, _, _, _)? = request.peerChain.flatMap({
-                PeerIdentity.classify(chain: $0, hierarchy: hierarchy, issuers: state.issuers.snapshot)
-            })
+            case .idevid(let hardwareSerial, let serial, _, _, _)? = request.identity
         else { return }
         state.watch.weakKey(hardwareSerial: hardwareSerial, serial: serial, weakness: weakness, at: state.clock.now())
     }
@@ -156,7 +156,7 @@ struct EnrollmentService: Sendable {
 
     private func decide(_ request: Request) async throws -> Verdict {
         let labelTenant = try await tenant(forLabel: request.label)
-        if let chain = request.peerChain, let identity = PeerIdentity.classify(chain: chain, hierarchy: hierarchy, issuers: state.issuers.snapshot) {
+        if let identity = request.identity {
             switch (identity, request.kind) {
             case (.ldevid(let device, let tenant, let serial), .reenroll):
                 return try await reenroll(request, device: device, tenant: tenant, serial: serial, labelTenant: labelTenant)

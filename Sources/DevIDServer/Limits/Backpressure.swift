@@ -12,7 +12,7 @@ enum Backpressure {
     /// EST (`simpleenroll`, `simplereenroll`): the source address, the device (LDevID or IDevID), the claim token, the
     /// tenant (only of an LDevID: labels are unauthenticated) and all of EST. Nil when the request may go on.
     static func admitEST(
-        _ kind: EnrollmentService.Kind, label: String?, peerChain: [Certificate]?, credential: ESTHTTPCredential,
+        _ kind: EnrollmentService.Kind, label: String?, identity: PeerIdentity?, credential: ESTHTTPCredential,
         source: String?, state: ServerState
     ) async -> Response? {
         let limits = state.configuration.rateLimits
@@ -23,7 +23,7 @@ enum Backpressure {
         // The tenant bucket is taken only for a tenant the request proved (its LDevID): an EST label is anyone's to
         // write, and counting it would let strangers spend a tenant's budget (or fill the limiter with made-up keys).
         var tenant: String?
-        if let chain = peerChain, let identity = PeerIdentity.classify(chain: chain, hierarchy: state.hierarchy, issuers: state.issuers.snapshot) {
+        if let identity {
             switch identity {
             case .ldevid(let device, let ldevidTenant, _):
                 buckets.append((.init(.device, area: "est", "ldevid:\(device)"), limits.perDevice))

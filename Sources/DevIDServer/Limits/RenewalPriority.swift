@@ -29,10 +29,10 @@ extension Backpressure {
     /// A `simplereenroll` presenting an LDevID (any IDevID also chains, and it is not a renewal) that is in its
     /// renewal window at the server's time: it may use the reserved slots. Everything else queues with first
     /// enrollments.
-    static func isPriorityRenewal(_ kind: EnrollmentService.Kind, peerChain: [Certificate]?, state: ServerState) -> Bool {
-        guard kind == .reenroll, let peerChain, let leaf = peerChain.first,
-            case .ldevid = PeerIdentity.classify(chain: peerChain, hierarchy: state.hierarchy, issuers: state.issuers.snapshot)
-        else { return false }
+    static func isPriorityRenewal(
+        _ kind: EnrollmentService.Kind, peerChain: [Certificate]?, identity: PeerIdentity?, state: ServerState
+    ) -> Bool {
+        guard kind == .reenroll, let leaf = peerChain?.first, case .ldevid = identity else { return false }
         return RenewalPriority.isUrgent(
             notBefore: leaf.notValidBefore, notAfter: leaf.notValidAfter, now: state.clock.now(),
             policy: state.configuration.ldevidPolicy.rotation)
