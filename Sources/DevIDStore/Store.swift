@@ -38,6 +38,9 @@ public protocol Store: Sendable {
     func importDevices(_ devices: [Device], audit: AuditEvent) async throws(StoreError) -> DeviceImportResult
     func device(_ id: DeviceID) async throws(StoreError) -> Device?
     func device(hardwareSerial: String) async throws(StoreError) -> Device?
+    /// The device with this hardware serial and every credential it was issued (in ``credentials(device:)``'s
+    /// order), read together: what an IDevID enrollment looks up first. Nil if no device has the serial.
+    func deviceWithCredentials(hardwareSerial: String) async throws(StoreError) -> (Device, [Credential])?
     /// The device whose IDevID (see ``Device/idevidSerial``) has this serial.
     func device(idevidSerial: SerialNumber) async throws(StoreError) -> Device?
     func devices(_ filter: DeviceFilter) async throws(StoreError) -> [Device]
@@ -263,6 +266,12 @@ public protocol Store: Sendable {
 }
 
 extension Store {
+    /// Two reads; a backend that can answer in one (SQLite: one read transaction) overrides it.
+    public func deviceWithCredentials(hardwareSerial: String) async throws(StoreError) -> (Device, [Credential])? {
+        guard let device = try await device(hardwareSerial: hardwareSerial) else { return nil }
+        return (device, try await credentials(device: device.id))
+    }
+
     /// One server per registry (SQLite, in memory): it runs every job.
     public var jobLease: JobLease { .alwaysHeld }
 

@@ -29,6 +29,30 @@ struct CredentialTests {
         }
     }
 
+    /// What an IDevID enrollment reads first: the device by hardware serial with its credentials, as the two
+    /// separate reads answer them.
+    @Test(arguments: StoreKind.allCases)
+    func deviceWithCredentialsByHardwareSerial(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            try await Fixture.seed(store)
+            try await store.insertDevice(Fixture.device("dev-2", lot: "lot-a"), audit: nil)
+            #expect(try await store.deviceWithCredentials(hardwareSerial: "HW-unknown") == nil)
+            let bare = try #require(try await store.deviceWithCredentials(hardwareSerial: "HW-dev-1"))
+            #expect(bare.0 == (try await store.device(Fixture.deviceID("dev-1"))))
+            #expect(bare.1.isEmpty)
+            for (index, offset) in [(3, 30.0), (1, 10.0), (2, 20.0)] {
+                let credential = Fixture.credential(index, device: "dev-1", createdAt: Fixture.time(offset))
+                try await store.insertCredential(credential, audit: Fixture.event("est.enroll", serial: credential.serial))
+            }
+            try await store.insertCredential(
+                Fixture.credential(9, device: "dev-2"), audit: Fixture.event("est.enroll", serial: Fixture.serial(9)))
+            let found = try #require(try await store.deviceWithCredentials(hardwareSerial: "HW-dev-1"))
+            #expect(found.0.id == Fixture.deviceID("dev-1"))
+            #expect(found.1 == (try await store.credentials(device: Fixture.deviceID("dev-1"))))
+            #expect(found.1.map(\.serial) == [Fixture.serial(1), Fixture.serial(2), Fixture.serial(3)])
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func duplicateSerialKeepsOriginalAndStoresNoAudit(kind: StoreKind) async throws {
         try await withStore(kind) { store in

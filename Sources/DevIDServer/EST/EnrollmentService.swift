@@ -231,9 +231,9 @@ struct EnrollmentService: Sendable {
         var registration: Device?
         let device: Device
         var prior: [Credential] = []
-        if let known = try await store.device(hardwareSerial: hardwareSerial) {
+        if let (known, credentials) = try await store.deviceWithCredentials(hardwareSerial: hardwareSerial) {
             device = known
-            prior = try await ldevids(known.id)
+            prior = credentials.filter { $0.kind == .ldevid }
             subject.kind = prior.isEmpty ? .enroll : .bootstrap
         } else {
             guard let tenant = labelTenant, tenant.policy.autoRegister || tenant.policy.manualApproval else {

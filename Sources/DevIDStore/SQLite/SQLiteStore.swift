@@ -268,14 +268,24 @@ extension SQLiteStore {
     }
 
     public func device(hardwareSerial: String) async throws(StoreError) -> Device? {
+        try await read("read device") { db in try Self.device(hardwareSerial: hardwareSerial, db) }
+    }
+
+    public func deviceWithCredentials(hardwareSerial: String) async throws(StoreError) -> (Device, [Credential])? {
+        // One read transaction, one trip to a reader's queue: an IDevID enrollment's first look at the registry.
         try await read("read device") { db in
-            // Cached statements on the enrollment path: building and preparing a query-interface request (SQL
-            // generation, the statement authorizer) cost more than the lookup itself.
-            try DeviceRecord.fetchOne(
-                db.cachedStatement(sql: "SELECT * FROM devices WHERE hardware_serial = ? LIMIT 1"),
-                arguments: [hardwareSerial]
-            )?.model()
+            guard let device = try Self.device(hardwareSerial: hardwareSerial, db) else { return nil }
+            return (device, try Self.credentials(device: device.id, db))
         }
+    }
+
+    private static func device(hardwareSerial: String, _ db: Database) throws -> Device? {
+        // Cached statements on the enrollment path: building and preparing a query-interface request (SQL
+        // generation, the statement authorizer) cost more than the lookup itself.
+        try DeviceRecord.fetchOne(
+            db.cachedStatement(sql: "SELECT * FROM devices WHERE hardware_serial = ? LIMIT 1"),
+            arguments: [hardwareSerial]
+        )?.model()
     }
 
     public func device(idevidSerial: SerialNumber) async throws(StoreError) -> Device? {
@@ -348,12 +358,14 @@ extension SQLiteStore {
     }
 
     public func credentials(device: DeviceID) async throws(StoreError) -> [Credential] {
-        try await read("list credentials") { db in
-            try CredentialRecord.fetchAll(
-                db.cachedStatement(sql: "SELECT * FROM credentials WHERE device_id = ? ORDER BY created_at, serial"),
-                arguments: [device.rawValue]
-            ).map { record throws(StoreError) in try record.model() }
-        }
+        try await read("list credentials") { db in try Self.credentials(device: device, db) }
+    }
+
+    private static func credentials(device: DeviceID, _ db: Database) throws -> [Credential] {
+        try CredentialRecord.fetchAll(
+            db.cachedStatement(sql: "SELECT * FROM credentials WHERE device_id = ? ORDER BY created_at, serial"),
+            arguments: [device.rawValue]
+        ).map { record throws(StoreError) in try record.model() }
     }
 
     public func activeCredentials(device: DeviceID) async throws(StoreError) -> [Credential] {
