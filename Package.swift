@@ -199,12 +199,12 @@ let package = Package(
         ),
         .testTarget(
             name: "DevIDSimulatorTests",
-            dependencies: ["DevIDSimulator", "DevIDCore", "DevIDStore", "DevIDServer"],
+            dependencies: ["DevIDSimulator", "DevIDCore", "DevIDStore", "DevIDServer", "DevIDTesting"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "DevIDFuzzTests",
-            dependencies: ["DevIDFuzzTargets", "DevIDCore", "DevIDPKI", "DevIDAgent", "DevIDServer"],
+            dependencies: ["DevIDFuzzTargets", "DevIDCore", "DevIDPKI", "DevIDAgent", "DevIDServer", "DevIDTesting"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

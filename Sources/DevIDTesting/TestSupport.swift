@@ -40,42 +40,31 @@ public enum ExternalTool {
         public var succeeded: Bool { status == 0 }
     }
 
-    /// Runs `arguments[0]` found on PATH with the rest as arguments.
+    /// Runs `arguments[0]` found on PATH with the rest as arguments, started by ``SpawnedProcess`` (not Foundation's
+    /// `Process`, whose launch can crash the test process at its descriptor peak). Blocks the calling thread.
     public static func run(_ arguments: [String], stdin: [UInt8]? = nil, environment: [String: String]? = nil) throws
         -> Result
     {
-        try run(arguments, stdin: stdin, environment: environment, waitForFewerDescriptors: false)
-    }
-
-    /// `waitForFewerDescriptors` only on a thread of its own (``ProcessLaunch``).
-    static func run(
-        _ arguments: [String], stdin: [UInt8]?, environment: [String: String]?, waitForFewerDescriptors: Bool
-    ) throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        if let environment {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
         let out = Pipe.closeOnExec()
         let err = Pipe.closeOnExec()
         let input = Pipe.closeOnExec()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = input
-        if waitForFewerDescriptors {
-            try ProcessLaunch.run(process)
-        } else {
-            try process.run()
-        }
+        let process = try SpawnedProcess(
+            executable: "/usr/bin/env", arguments: arguments,
+            environment: ProcessInfo.processInfo.environment.merging(environment ?? [:]) { $1 },
+            stdin: input.fileHandleForReading.fileDescriptor, stdout: out.fileHandleForWriting.fileDescriptor,
+            stderr: err.fileHandleForWriting.fileDescriptor)
+        // The child's ends, closed here so its exit ends the reads below.
+        try? input.fileHandleForReading.close()
+        try? out.fileHandleForWriting.close()
+        try? err.fileHandleForWriting.close()
         if let stdin { input.fileHandleForWriting.write(Data(stdin)) }
         try? input.fileHandleForWriting.close()
         // Read before waiting so a full pipe cannot deadlock the child.
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        let status = process.waitUntilExit()
         return Result(
-            status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+            status: status, stdout: String(decoding: outData, as: UTF8.self),
             stderr: String(decoding: errData, as: UTF8.self))
     }
 
@@ -87,7 +76,7 @@ public enum ExternalTool {
             Thread.detachNewThread {
                 continuation.resume(
                     with: Result_.init(catching: {
-                        try run(arguments, stdin: stdin, environment: environment, waitForFewerDescriptors: true)
+                        try run(arguments, stdin: stdin, environment: environment)
                     }))
             }
         }
@@ -173,11 +162,12 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
 /// Starts child processes around a bug of swift-corelibs-foundation 6.3.1 on Linux: `Process.run()` reads every
 /// `/proc/self/fd` entry with a 256-byte copy that runs past glibc's 32 KiB `readdir` buffer once the process has
 /// more than about 1,360 open descriptors, and the test process crashes with SIGSEGV
-/// (swiftlang/swift-corelibs-foundation#5472, fixed after 6.3). The test suite runs hundreds of tests in parallel
-/// and passes 1,500 open descriptors at its peak (many registries open at once), so the launchers that run on
-/// threads of their own (``ExternalTool/runAsync(_:stdin:environment:)``, the CLI tests' `devid` runner) start their
-/// children through here: it waits, a bounded time, until fewer than ``limit`` descriptors are open. Never from a
-/// thread of the cooperative pool: blocking one of its two threads on CI stalls every in-process server.
+/// (swiftlang/swift-corelibs-foundation#5472, fixed after 6.3). The suite's busy launchers (``ExternalTool``, the
+/// CLI tests' `devid` runner and `devid serve`, the documentation's shell sessions, and others) start their children
+/// with ``SpawnedProcess`` instead, which lists no descriptors. The few that still use Foundation's `Process` (the
+/// deployment walk, the brokers, the storm's load generator) wait here, a bounded time, until fewer than ``limit``
+/// descriptors are open. Never from a thread of the cooperative pool: blocking one of its two threads on CI stalls
+/// every in-process server.
 public enum ProcessLaunch {
     /// Well under the ~1,360 entries that fill the buffer.
     public static let limit = 1_100

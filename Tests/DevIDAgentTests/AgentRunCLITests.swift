@@ -90,18 +90,16 @@ struct AgentRunCLITests {
             // The server's clock moves 21 days on; the agent's real clock does not, and it learns the skew.
             server.clock.advance(by: 21 * day + 3_600)
 
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: try AgentCLITests.executable())
-            process.arguments = ["agent", "run", "--state-dir", stateDir, "--log-level", "debug"]
             let log = work.file("agent.log")
             _ = FileManager.default.createFile(atPath: log, contents: nil)
             let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-            process.standardError = logHandle
-            process.standardOutput = logHandle
-            try process.run()
+            // posix_spawn, not Foundation's `Process` (``SpawnedProcess``).
+            let process = try SpawnedProcess.start(
+                try AgentCLITests.executable(), ["agent", "run", "--state-dir", stateDir, "--log-level", "debug"],
+                stdout: logHandle, stderr: logHandle)
             var hookPID: pid_t?
             defer {
-                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+                if process.isRunning { process.signal(SIGKILL) }
                 if let hookPID { kill(hookPID, SIGKILL) }
             }
 

@@ -247,19 +247,16 @@ struct AuditTamperTests {
     /// `allowFailure`.
     @discardableResult
     static func run(_ tool: String, _ arguments: [String], allowFailure: Bool = false) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [tool] + arguments
-        process.standardInput = FileHandle.nullDevice
+        // posix_spawn, not Foundation's `Process` (``SpawnedProcess``).
         let output = Pipe.closeOnExec()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
+        let process = try SpawnedProcess.start(
+            "/usr/bin/env", [tool] + arguments, stdout: output.fileHandleForWriting, stderr: output.fileHandleForWriting)
+        try? output.fileHandleForWriting.close()
         let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        let status = process.waitUntilExit()
         let text = String(decoding: data, as: UTF8.self)
-        if !allowFailure, process.terminationStatus != 0 {
-            throw ToolError(description: "\(tool) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(text)")
+        if !allowFailure, status != 0 {
+            throw ToolError(description: "\(tool) \(arguments.joined(separator: " ")) exited \(status): \(text)")
         }
         return text
     }

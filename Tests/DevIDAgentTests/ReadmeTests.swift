@@ -526,7 +526,7 @@ struct DocWalk {
 /// shell itself (so variables, `cd`, aliases and jobs persist) with its stdout and stderr captured together.
 final class ShellSession: @unchecked Sendable {
     let directory: String
-    private let process: Process
+    private let process: SpawnedProcess
     private let input: FileHandle
     private let captures: String
     private var count = 0
@@ -535,16 +535,16 @@ final class ShellSession: @unchecked Sendable {
         self.directory = directory
         captures = "\(directory)/.doc-session"
         try FileManager.default.createDirectory(atPath: captures, withIntermediateDirectories: true)
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = ["--noprofile", "--norc"]
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        process.environment = environment
         let pipe = Pipe.closeOnExec()
-        process.standardInput = pipe
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
+        guard let null = FileHandle(forWritingAtPath: "/dev/null") else { throw ServeError("cannot open /dev/null") }
+        defer { try? null.close() }
+        // posix_spawn, not Foundation's `Process`: its launch can crash the test process at the suite's descriptor
+        // peak (``SpawnedProcess``); it did here, in a clean-clone CI rehearsal.
+        process = try SpawnedProcess(
+            executable: "/bin/bash", arguments: ["--noprofile", "--norc"], environment: environment,
+            directory: directory, stdin: pipe.fileHandleForReading.fileDescriptor, stdout: null.fileDescriptor,
+            stderr: null.fileDescriptor)
+        try? pipe.fileHandleForReading.close()
         input = pipe.fileHandleForWriting
         try send("shopt -s expand_aliases\n")
     }
@@ -582,7 +582,7 @@ final class ShellSession: @unchecked Sendable {
         try? input.close()
         let deadline = Date().addingTimeInterval(5)
         while process.isRunning && Date() < deadline { usleep(50_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        if process.isRunning { process.signal(SIGKILL) }
         let gone = Date().addingTimeInterval(5)
         while process.isRunning && Date() < gone { usleep(50_000) }
     }

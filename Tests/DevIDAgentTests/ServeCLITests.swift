@@ -254,17 +254,21 @@ struct ServeCLITests {
         _ path: String, _ arguments: [String], in directory: String, timeout: TimeInterval,
         environment extra: [String: String] = [:]
     ) throws -> CommandResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        process.environment = environment(extra)
-        process.standardInput = FileHandle.nullDevice
         let out = Pipe.closeOnExec()
         let err = Pipe.closeOnExec()
-        process.standardOutput = out
-        process.standardError = err
-        try ProcessLaunch.run(process)
+        guard let null = FileHandle(forReadingAtPath: "/dev/null") else { throw ServeError("cannot open /dev/null") }
+        // posix_spawn, not Foundation's `Process`: its launch can crash the test process at the suite's descriptor
+        // peak (``SpawnedProcess``).
+        let process: SpawnedProcess
+        do {
+            defer { try? null.close() }
+            process = try SpawnedProcess(
+                executable: path, arguments: arguments, environment: environment(extra), directory: directory,
+                stdin: null.fileDescriptor, stdout: out.fileHandleForWriting.fileDescriptor,
+                stderr: err.fileHandleForWriting.fileDescriptor)
+        }
+        try? out.fileHandleForWriting.close()
+        try? err.fileHandleForWriting.close()
 
         let pid = process.processIdentifier
         let killed = Flag()
@@ -285,10 +289,10 @@ struct ServeCLITests {
         }
         let standardOutput = out.fileHandleForReading.readDataToEndOfFile()
         drained.wait()
-        process.waitUntilExit()
+        let status = process.waitUntilExit()
         watchdog.cancel()
         return CommandResult(
-            status: process.terminationStatus, stdout: String(decoding: standardOutput, as: UTF8.self),
+            status: status, stdout: String(decoding: standardOutput, as: UTF8.self),
             stderr: String(decoding: errorOutput.get(), as: UTF8.self), timedOut: killed.isSet)
     }
 
@@ -315,12 +319,12 @@ final class ServeProcess: @unchecked Sendable {
         var description: String { exitedNormally ? "exit \(status)" : "killed by signal \(status)" }
     }
 
-    let process: Process
+    let process: SpawnedProcess
     let dataDir: String
     let stdoutPath: String
     let stderrPath: String
 
-    private init(process: Process, dataDir: String, stdoutPath: String, stderrPath: String) {
+    private init(process: SpawnedProcess, dataDir: String, stdoutPath: String, stderrPath: String) {
         self.process = process
         self.dataDir = dataDir
         self.stdoutPath = stdoutPath
@@ -342,21 +346,19 @@ final class ServeProcess: @unchecked Sendable {
                 throw ServeError("cannot create \(path)")
             }
         }
-        let process = Process()
         let serve = ["serve", "--data-dir", dataDir, "--est-port", "\(estPort)", "--ops-port", "\(opsPort)"]
-        if launcher.isEmpty {
-            process.executableURL = URL(fileURLWithPath: try ServeCLITests.executable())
-            process.arguments = serve
-        } else {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = launcher + [try ServeCLITests.executable()] + serve
+        let executable = launcher.isEmpty ? try ServeCLITests.executable() : "/usr/bin/env"
+        let arguments = launcher.isEmpty ? serve : launcher + [try ServeCLITests.executable()] + serve
+        guard let null = FileHandle(forReadingAtPath: "/dev/null"),
+            let stdout = FileHandle(forWritingAtPath: stdoutPath), let stderr = FileHandle(forWritingAtPath: stderrPath)
+        else { throw ServeError("cannot open the server's standard streams") }
+        defer {
+            for handle in [null, stdout, stderr] { try? handle.close() }
         }
-        process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory)
-        process.environment = ServeCLITests.environment(environment)
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
-        process.standardError = FileHandle(forWritingAtPath: stderrPath)
-        try process.run()
+        let process = try SpawnedProcess(
+            executable: executable, arguments: arguments, environment: ServeCLITests.environment(environment),
+            directory: workingDirectory, stdin: null.fileDescriptor, stdout: stdout.fileDescriptor,
+            stderr: stderr.fileDescriptor)
         let observed = launcher.isEmpty ? dataDir : "/proc/\(process.processIdentifier)/root\(dataDir)"
         return ServeProcess(process: process, dataDir: observed, stdoutPath: stdoutPath, stderrPath: stderrPath)
     }
@@ -396,7 +398,7 @@ final class ServeProcess: @unchecked Sendable {
 
     /// Sends SIGINT and waits for the exit; kills the process and throws if it takes longer than `timeout`.
     func interrupt(timeout: TimeInterval) async throws -> Exit {
-        sendSignal(process.processIdentifier, SIGINT)
+        process.signal(SIGINT)
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning {
             guard Date() < deadline else {
@@ -411,7 +413,7 @@ final class ServeProcess: @unchecked Sendable {
     /// SIGKILL if still running, and reap it; safe to call more than once.
     func kill() {
         guard process.isRunning else { return }
-        sendSignal(process.processIdentifier, SIGKILL)
+        process.signal(SIGKILL)
         process.waitUntilExit()
     }
 }

@@ -93,16 +93,12 @@ struct TLSScanTests {
             Thread.detachNewThread {
                 continuation.resume(
                     with: Result {
-                        let process = Process()
-                        process.executableURL = URL(fileURLWithPath: tool)
-                        process.arguments = arguments
-                        process.standardInput = FileHandle.nullDevice
+                        // posix_spawn, not Foundation's `Process` (``SpawnedProcess``).
                         let output = Pipe.closeOnExec()
-                        process.standardOutput = output
-                        process.standardError = output
-                        try process.run()
-                        let pid = process.processIdentifier
-                        let watchdog = DispatchWorkItem { _ = kill(pid, SIGKILL) }
+                        let process = try SpawnedProcess.start(
+                            tool, arguments, stdout: output.fileHandleForWriting, stderr: output.fileHandleForWriting)
+                        try? output.fileHandleForWriting.close()
+                        let watchdog = DispatchWorkItem { process.signal(SIGKILL) }
                         DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
                         let data = output.fileHandleForReading.readDataToEndOfFile()
                         process.waitUntilExit()

@@ -1,4 +1,5 @@
 import DevIDFuzzTargets
+import DevIDTesting
 import Foundation
 import Testing
 
@@ -15,13 +16,11 @@ struct FuzzCorpusTests {
     static let generatedSeeds: Result<URL, any Error> = Result {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("devid-fuzz-key-seeds-\(UUID().uuidString)")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [corpus.deletingLastPathComponent().appendingPathComponent("make-key-seeds.sh").path,
-            directory.path]
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
+        // posix_spawn, not Foundation's `Process` (``SpawnedProcess``).
+        let process = try SpawnedProcess.start(
+            "/bin/bash",
+            [corpus.deletingLastPathComponent().appendingPathComponent("make-key-seeds.sh").path, directory.path])
+        guard process.waitUntilExit() == 0 else {
             throw CocoaError(.fileWriteUnknown, userInfo: [NSDebugDescriptionErrorKey: "make-key-seeds.sh failed"])
         }
         return directory

@@ -570,17 +570,14 @@ extension EncryptedPrivateKeyTests {
         static let executable = URL(fileURLWithPath: "/usr/bin/openssl")
 
         static func run(_ arguments: [String]) throws -> (status: Int32, standardError: String) {
-            let process = Process()
-            process.executableURL = executable
-            process.arguments = arguments
-            process.standardInput = FileHandle.nullDevice
-            process.standardOutput = FileHandle.nullDevice
+            // posix_spawn, not Foundation's `Process` (``SpawnedProcess``).
             let standardError = Pipe.closeOnExec()
-            process.standardError = standardError
-            try process.run()
+            let process = try SpawnedProcess.start(
+                executable.path, arguments, stderr: standardError.fileHandleForWriting)
+            try? standardError.fileHandleForWriting.close()
             let errorBytes = standardError.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return (process.terminationStatus, String(decoding: errorBytes, as: UTF8.self))
+            let status = process.waitUntilExit()
+            return (status, String(decoding: errorBytes, as: UTF8.self))
         }
     }
 }

@@ -82,14 +82,11 @@ struct CheckpointDiskFullTests {
 
     @discardableResult
     static func run(_ path: String, _ arguments: [String]) throws -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
+        // posix_spawn, not Foundation's `Process` (``SpawnedProcess``).
+        let status = try SpawnedProcess.start(path, arguments).waitUntilExit()
+        guard status == 0 else {
             throw CocoaError(.fileWriteUnknown, userInfo: [NSLocalizedDescriptionKey: "\(arguments) failed"])
         }
-        return process.terminationStatus
+        return status
     }
 }

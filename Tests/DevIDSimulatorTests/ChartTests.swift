@@ -1,3 +1,4 @@
+import DevIDTesting
 import Foundation
 import Testing
 
@@ -251,14 +252,10 @@ struct ChartTests {
         _ = FileManager.default.createFile(atPath: output.path, contents: nil)
         let handle = try FileHandle(forWritingTo: output)
         defer { try? handle.close() }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = ["-c", script] + arguments
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = handle
-        try process.run()
-        process.waitUntilExit()
-        try #require(process.terminationStatus == 0, "python3 exited with \(process.terminationStatus)")
+        // posix_spawn, not Foundation's `Process` (``SpawnedProcess``).
+        let process = try SpawnedProcess.start("/usr/bin/python3", ["-c", script] + arguments, stdout: handle)
+        let status = process.waitUntilExit()
+        try #require(status == 0, "python3 exited with \(status)")
         return try String(contentsOf: output, encoding: .utf8)
     }
 
