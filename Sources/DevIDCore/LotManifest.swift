@@ -33,3 +33,22 @@ public struct LotManifest: Sendable, Hashable, Codable {
         self.devices = devices
     }
 }
+
+extension LotManifest {
+    private enum CodingKeys: String, CodingKey {
+        case lot, tenant, manufacturerCASHA256, createdAt, devices
+    }
+
+    /// `createdAt` is kept to the whole second, as DevID writes it (ISO 8601 without a fraction). The ISO 8601 reader
+    /// also takes a fraction (even `10:00:0.1`), which the next encoding would silently drop: the fuzzer found a
+    /// manifest that changed in a round trip (`Fuzz/Corpus/lot-manifest/fractional-seconds.json`).
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        lot = try container.decode(LotID.self, forKey: .lot)
+        tenant = try container.decode(TenantID.self, forKey: .tenant)
+        manufacturerCASHA256 = try container.decode(String.self, forKey: .manufacturerCASHA256)
+        let created = try container.decode(Date.self, forKey: .createdAt)
+        createdAt = Date(timeIntervalSince1970: created.timeIntervalSince1970.rounded(.down))
+        devices = try container.decode([Entry].self, forKey: .devices)
+    }
+}
