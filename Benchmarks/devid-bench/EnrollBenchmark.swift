@@ -7,6 +7,7 @@ import Foundation
 import Histogram
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import ServiceLifecycle
@@ -368,8 +369,11 @@ struct EnrollmentRun: Codable, Sendable {
     }
 
     /// Enrolls every device once with `concurrency` workers; results in the order of `devices`.
+    ///
+    /// With `cacertsOnly`, each device instead sends `GET /.well-known/est/cacerts` on its new mTLS connection: the same
+    /// handshake and one HTTP exchange, without the enrollment's work (the baseline of `enroll-server-cpu`).
     static func enrollAll(
-        _ devices: [PreparedDevice], clients: [OneShotEnrollment], concurrency: Int
+        _ devices: [PreparedDevice], clients: [OneShotEnrollment], concurrency: Int, cacertsOnly: Bool = false
     ) async -> [Result<OneShotEnrollment.Outcome, any Error>] {
         let next = IndexDispenser()
         return await withTaskGroup(of: [(Int, Result<OneShotEnrollment.Outcome, any Error>)].self) { group in
@@ -383,9 +387,14 @@ struct EnrollmentRun: Codable, Sendable {
                         guard index < devices.count else { break }
                         let device = devices[index]
                         do {
-                            let outcome = try await client.run(
-                                tlsContext: device.tlsContext, path: "/.well-known/est/simpleenroll",
-                                body: device.body)
+                            let outcome =
+                                cacertsOnly
+                                ? try await client.run(
+                                    tlsContext: device.tlsContext, method: .GET, path: "/.well-known/est/cacerts",
+                                    body: nil)
+                                : try await client.run(
+                                    tlsContext: device.tlsContext, path: "/.well-known/est/simpleenroll",
+                                    body: device.body)
                             mine.append((index, .success(outcome)))
                         } catch {
                             mine.append((index, .failure(error)))

@@ -42,6 +42,14 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
     @Option(name: .long, help: "Devices enrolled before timing (not in the numbers).")
     var warmup = 64
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Before the timed run, this many other devices of the lot each send GET /.well-known/est/cacerts on a new "
+                + "mTLS connection with their IDevID: the server's CPU per connection and request without an enrollment."
+        ))
+    var baseline = 0
+
     @Flag(name: .long, help: "Print one JSON document on stdout instead of the table.")
     var json = false
 
@@ -54,7 +62,9 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
         let pid = endpoints.pid
         let manifest = try JSONDecoder.iso8601.decode(
             LotManifest.self, from: Data(contentsOf: URL(fileURLWithPath: lotDir + "/manifest.json")))
-        let total = warmup + devices
+        // The baseline's devices come after the enrolled ones: an IDevID seen once is in the server's verified-leaf
+        // cache, which must not make the enrollments cheaper than a fleet's first enrollments are.
+        let total = warmup + devices + baseline
         guard manifest.devices.count >= total else {
             throw BenchError("the lot holds \(manifest.devices.count) devices; \(total) are needed")
         }
@@ -97,7 +107,18 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
             let failed = results.filter { (try? $0.get().status) != 200 }.count
             guard failed == 0 else { throw BenchError("\(failed) warm-up enrollments failed: \(results.first!)") }
         }
-        let timed = Array(prepared.dropFirst(warmup))
+        let timed = Array(prepared.dropFirst(warmup).prefix(devices))
+        var baselineReport: Baseline?
+        if baseline > 0 {
+            progress("baseline: \(baseline) × GET /.well-known/est/cacerts, a new mTLS connection each")
+            let devices = Array(prepared.suffix(baseline))
+            let cpuStart = try ProcessCPU.seconds(pid: pid)
+            let results = await EnrollmentRun.enrollAll(devices, clients: [client], concurrency: concurrency, cacertsOnly: true)
+            let cpu = try ProcessCPU.seconds(pid: pid) - cpuStart
+            let ok = results.filter { (try? $0.get().status) == 200 }.count
+            guard ok == baseline else { throw BenchError("\(baseline - ok) baseline requests failed: \(results.first!)") }
+            baselineReport = Baseline(requests: baseline, serverCPUMillisecondsPerRequest: cpu * 1_000 / Double(baseline))
+        }
         let load = ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "")
             .split(separator: " ").prefix(3).joined(separator: " ")
         progress("timed run: \(devices) enrollments, \(concurrency) workers, server pid \(pid)")
@@ -135,7 +156,7 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
             serverCPUMillisecondsPerEnrollment: cpu * 1_000 / Double(devices), clientCPUSeconds: own,
             latency: LatencySummary(microseconds: histogram), responses200: ok, certificatesForCSRKey: matching,
             handshakes: counters.handshakes.load(ordering: .relaxed), tls13: counters.tls13.load(ordering: .relaxed),
-            firstErrors: errors)
+            baseline: baselineReport, firstErrors: errors)
         if json {
             try printJSON(report)
         } else {
@@ -161,6 +182,7 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
         var certificatesForCSRKey: Int
         var handshakes: Int
         var tls13: Int
+        var baseline: Baseline?
         var firstErrors: [String]
 
         func render() -> String {
@@ -178,9 +200,23 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
             table.add("HTTP 200", "\(responses200) of \(devices)")
             table.add("LDevID for the CSR key", "\(certificatesForCSRKey) of \(devices)")
             table.add("TLS handshakes", "\(handshakes) (1.3: \(tls13))")
+            if let baseline {
+                table.add(
+                    "baseline: GET cacerts",
+                    "\(baseline.requests) requests, server CPU " + fixed(baseline.serverCPUMillisecondsPerRequest, 3)
+                        + " ms per request (a new mTLS connection each, same client)")
+                table.add(
+                    "enrollment − baseline",
+                    fixed(serverCPUMillisecondsPerEnrollment - baseline.serverCPUMillisecondsPerRequest, 3) + " ms")
+            }
             for error in firstErrors { table.add("error", error) }
             return table.render()
         }
+    }
+
+    struct Baseline: Codable {
+        var requests: Int
+        var serverCPUMillisecondsPerRequest: Double
     }
 
     static func holdsLDevID(_ body: ByteBuffer, for device: PreparedDevice, tenant: TenantID) -> Bool {
