@@ -206,12 +206,18 @@ enum RevocationRoutes {
     }
 
     /// Turns a store `.notFound` into a 404 with its one-line reason.
-    static func notFoundAs404<T>(_ body: () async throws -> T) async throws -> T {
+    /// With `operation`, the reason names it instead of the registry's own operation (`"preview rotation: no such
+    /// lot"` rather than `"preview revocation: no such lot"` for a rotation dry run).
+    static func notFoundAs404<T>(operation: String? = nil, _ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch {
             if let error = error as? StoreError, error.code == .notFound {
-                throw HTTPError(.notFound, message: error.reason)
+                var reason = error.reason
+                if let operation, let colon = reason.range(of: ": ") {
+                    reason = operation + reason[colon.lowerBound...]
+                }
+                throw HTTPError(.notFound, message: reason)
             }
             throw error
         }

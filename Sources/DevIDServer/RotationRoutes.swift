@@ -59,7 +59,10 @@ enum RotationRoutes {
             try await context.require(scope: scope, store: state.store)
             let now = state.clock.now()
             if body.dryRun ?? false {
-                let radius = try await RevocationRoutes.notFoundAs404 { try await state.store.blastRadius(scope, now: now) }
+                // The registry previews what a scope holds for both: say which preview an unknown scope was refused in.
+                let radius = try await RevocationRoutes.notFoundAs404(operation: "preview rotation") {
+                    try await state.store.blastRadius(scope, now: now)
+                }
                 let candidates = try await rotationCandidates(scope, state: state, now: now)
                 return JSONBody(RotateResult(dryRun: true, credentials: candidates, blastRadius: radius))
             }

@@ -224,8 +224,21 @@ struct RotationTests {
         #expect(mark.body.contains("\"credentials\":1"))
         let dryAfter = try await f.admin("POST", "/v1/admin/rotate", body: #"{"tenant":"acme","dryRun":true}"#)
         #expect(dryAfter.body.contains("\"credentials\":1"), "only camp-2 is left to mark: \(dryAfter.body)")
-        #expect(try await f.admin("POST", "/v1/admin/rotate", body: #"{"lot":"L9","dryRun":true}"#).status == 404)
-        #expect(try await f.admin("GET", "/v1/admin/rotate/status?device=nobody").status == 404)
+        // An unknown scope is a 404 with the reason, for a dry run, a campaign and the status alike; nothing is marked.
+        for (method, path, body, reason) in [
+            ("POST", "/v1/admin/rotate", #"{"lot":"L9","dryRun":true}"#, "preview rotation: no such lot"),
+            ("POST", "/v1/admin/rotate", #"{"device":"nobody","dryRun":true}"#, "preview rotation: no such device"),
+            ("POST", "/v1/admin/rotate", #"{"tenant":"nobody","dryRun":true}"#, "preview rotation: no such tenant"),
+            ("POST", "/v1/admin/rotate", #"{"lot":"L9"}"#, "mark rotation due: no such lot"),
+            ("GET", "/v1/admin/rotate/status?device=nobody", nil, "rotation progress: no such device"),
+            ("GET", "/v1/admin/rotate/status?lot=L9", nil, "rotation progress: no such lot"),
+            ("GET", "/v1/admin/rotate/status?tenant=nobody", nil, "rotation progress: no such tenant"),
+        ] {
+            let reply = try await f.admin(method, path, body: body)
+            #expect(reply.status == 404, "\(method) \(path) \(body ?? ""): \(reply.body)")
+            #expect(reply.body == #"{"error":{"message":"\#(reason)"}}"#, "\(method) \(path) \(body ?? "")")
+        }
+        #expect(try await f.store.credential(serial: b.certificate.devidSerial)?.rotationDue == false)
         #expect(try await f.status(a).body.contains("\"rotateNow\":true"))
         #expect(try await f.status(b).body.contains("\"rotateNow\":false"))
 
