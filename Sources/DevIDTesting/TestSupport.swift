@@ -159,27 +159,12 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
     }
 }
 
-/// Starts child processes around a bug of swift-corelibs-foundation 6.3.1 on Linux: `Process.run()` reads every
-/// `/proc/self/fd` entry with a 256-byte copy that runs past glibc's 32 KiB `readdir` buffer once the process has
-/// more than about 1,360 open descriptors, and the test process crashes with SIGSEGV
-/// (swiftlang/swift-corelibs-foundation#5472, fixed after 6.3). The suite's busy launchers (``ExternalTool``, the
-/// CLI tests' `devid` runner and `devid serve`, the documentation's shell sessions, and others) start their children
-/// with ``SpawnedProcess`` instead, which lists no descriptors. The few that still use Foundation's `Process` (the
-/// deployment walk, the brokers, the storm's load generator) wait here, a bounded time, until fewer than ``limit``
-/// descriptors are open. Never from a thread of the cooperative pool: blocking one of its two threads on CI stalls
-/// every in-process server.
+/// Counts this process's descriptors. Tests start children with ``SpawnedProcess``, never Foundation's `Process`:
+/// swift-corelibs-foundation 6.3.1's `Process.run()` reads every `/proc/self/fd` entry with a 256-byte copy that
+/// runs past glibc's 32 KiB `readdir` buffer once the process has more than about 1,360 open descriptors, and the test
+/// process crashes with SIGSEGV (swiftlang/swift-corelibs-foundation#5472, fixed after 6.3).
 public enum ProcessLaunch {
-    /// Well under the ~1,360 entries that fill the buffer.
-    public static let limit = 1_100
-
     /// Counted with `readdir` (``OpenDescriptors``): `FileManager.contentsOfDirectory` has the same 256-byte copy
     /// as `Process.run()` and crashed the test process with SIGSEGV while counting 1,356 entries (CI run on 35569e4).
     public static func openDescriptors() -> Int { OpenDescriptors.count() }
-
-    /// `process.run()` once fewer than ``limit`` descriptors are open, or after `timeout` seconds regardless.
-    public static func run(_ process: Process, timeout: TimeInterval = 10) throws {
-        let deadline = Date().addingTimeInterval(timeout)
-        while openDescriptors() >= limit, Date() < deadline { usleep(10_000) }
-        try process.run()
-    }
 }

@@ -99,22 +99,32 @@ struct BrokerImpersonationTests {
 
 /// `openssl s_server` on a loopback port chosen by the kernel, presenting a certificate chain file.
 final class FakeTLSServer: @unchecked Sendable {
-    let process = Process()
+    let process: SpawnedProcess
     let port: Int
+    /// Its standard input: open while it runs, as a terminal would be.
+    private let input = Pipe()
 
     init(certificateChain: String, key: String) throws {
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [
-            "openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", certificateChain, "-cert_chain",
-            certificateChain, "-key", key, "-www",
-        ]
-        let out = Pipe.closeOnExec()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        process.standardInput = Pipe.closeOnExec()
-        try process.run()
+        let out = Pipe()
+        guard let null = FileHandle(forWritingAtPath: "/dev/null") else {
+            throw AgentError(.invalidState, "/dev/null cannot be opened")
+        }
+        defer { try? null.close() }
+        // posix_spawn, not Foundation's Process (SpawnedProcess says why).
+        process = try SpawnedProcess(
+            executable: "/usr/bin/env",
+            arguments: [
+                "openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", certificateChain, "-cert_chain",
+                certificateChain, "-key", key, "-www",
+            ],
+            environment: ProcessInfo.processInfo.environment, stdin: input.fileHandleForReading.fileDescriptor,
+            stdout: out.fileHandleForWriting.fileDescriptor,
+            stderr: null.fileDescriptor)
+        try? out.fileHandleForWriting.close()
+        try? input.fileHandleForReading.close()
         // "ACCEPT 127.0.0.1:PORT" once listening (after a line about DH parameters).
         let handle = out.fileHandleForReading
+        defer { try? handle.close() }
         var text = ""
         for _ in 0..<5 {
             var line: [UInt8] = []
@@ -123,7 +133,8 @@ final class FakeTLSServer: @unchecked Sendable {
             if text.hasPrefix("ACCEPT ") || line.isEmpty { break }
         }
         guard text.hasPrefix("ACCEPT "), let port = text.split(separator: ":").last.flatMap({ Int($0) }) else {
-            kill(process.processIdentifier, SIGKILL)
+            process.signal(SIGKILL)
+            process.waitUntilExit()
             throw AgentError(.invalidState, "openssl s_server did not start: \(text)")
         }
         self.port = port
@@ -131,7 +142,8 @@ final class FakeTLSServer: @unchecked Sendable {
 
     /// SIGKILL: the test process may ignore SIGTERM, and a child inherits an ignored signal.
     func stop() {
-        kill(process.processIdentifier, SIGKILL)
+        process.signal(SIGKILL)
         process.waitUntilExit()
+        try? input.fileHandleForWriting.close()
     }
 }

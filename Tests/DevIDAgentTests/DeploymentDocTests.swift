@@ -61,35 +61,17 @@ struct DeploymentDocTests {
         FileManager.default.createFile(atPath: log, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         defer { try? handle.close() }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: arguments[0])
-        process.arguments = Array(arguments.dropFirst())
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = handle
-        process.standardError = handle
-        try ProcessLaunch.run(process)
-        // Reaped here: the server the script starts inherits a descriptor through which Foundation learns that its
-        // child ended, so `isRunning` would stay true while the server runs.
-        let pid = process.processIdentifier
-        while true {
-            var status: Int32 = 0
-            let reaped = waitpid(pid, &status, WNOHANG)
-            if reaped == pid { return (status >> 8) & 0xff }
-            if reaped == -1 { return process.terminationStatus }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        // posix_spawn, not Foundation's Process (SpawnedProcess says why). Polled, never a blocking wait: the script
+        // leaves a server running, and this runs on the cooperative pool.
+        let process = try SpawnedProcess.start(
+            arguments[0], Array(arguments.dropFirst()), stdout: handle, stderr: handle)
+        while process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        return process.terminationStatus
     }
 
     /// `scripts/pg-sandbox stop`, waited for.
     static func stop(_ script: String, _ directory: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: script)
-        process.arguments = ["stop", directory]
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        guard (try? ProcessLaunch.run(process)) != nil else { return }
-        var status: Int32 = 0
-        _ = waitpid(process.processIdentifier, &status, 0)
+        guard let process = try? SpawnedProcess.start(script, ["stop", directory]) else { return }
+        process.waitUntilExit()
     }
 }

@@ -246,26 +246,25 @@ struct StormTests {
     private static func run(_ path: String, _ arguments: [String], in directory: String, timeout: TimeInterval)
         throws -> ServeCLITests.CommandResult
     {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        process.environment = ServeCLITests.environment()
-        process.standardInput = FileHandle.nullDevice
         // To files, not pipes: the JSON report can be larger than a pipe's buffer.
         let stamp = UUID().uuidString.prefix(8)
         let outPath = "\(directory)/bench-\(stamp).out"
         let errPath = "\(directory)/bench-\(stamp).err"
         FileManager.default.createFile(atPath: outPath, contents: nil)
         FileManager.default.createFile(atPath: errPath, contents: nil)
-        process.standardOutput = FileHandle(forWritingAtPath: outPath)
-        process.standardError = FileHandle(forWritingAtPath: errPath)
-        try process.run()
+        let out = FileHandle(forWritingAtPath: outPath)
+        let err = FileHandle(forWritingAtPath: errPath)
+        defer {
+            try? out?.close()
+            try? err?.close()
+        }
+        // posix_spawn, not Foundation's Process (SpawnedProcess says why).
+        let process = try SpawnedProcess.start(
+            path, arguments, environment: ServeCLITests.environment(), directory: directory, stdout: out, stderr: err)
         let killed = ServeCLITests.Flag()
-        let pid = process.processIdentifier
         let watchdog = DispatchWorkItem {
             killed.set()
-            _ = kill(pid, SIGKILL)
+            process.signal(SIGKILL)
         }
         DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
         process.waitUntilExit()

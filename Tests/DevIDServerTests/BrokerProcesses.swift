@@ -11,35 +11,27 @@ import Glibc
 final class BackgroundProcess: Sendable {
     let arguments: [String]
     let logPath: String
-    private let process: Process
+    private let process: SpawnedProcess
 
     init(_ arguments: [String], logPath: String, environment: [String: String]? = nil) throws {
         self.arguments = arguments
         self.logPath = logPath
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        let process = Process()
-        // The test process blocks SIGHUP, SIGTERM and others on its threads (signal handling of the libraries it
-        // runs), and a spawned child inherits that mask: Mosquitto would never see its reload signal. perl (from
-        // perl-base, always present on Debian) clears the mask and execs the program.
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/perl")
-        process.arguments = [
-            "-MPOSIX", "-e", "sigprocmask(SIG_SETMASK, POSIX::SigSet->new) or die; exec {$ARGV[0]} @ARGV or die",
-        ] + arguments
-        if let environment {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
-        process.standardOutput = log
-        process.standardError = log
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        self.process = process
+        defer { try? log.close() }
+        // posix_spawn, not Foundation's Process (SpawnedProcess says why). It also gives the child the default signal
+        // mask and dispositions: the test process blocks SIGHUP, SIGTERM and others on its threads, and Mosquitto
+        // must see its reload signal. `env` finds the program on the PATH.
+        self.process = try SpawnedProcess.start(
+            "/usr/bin/env", arguments,
+            environment: ProcessInfo.processInfo.environment.merging(environment ?? [:]) { $1 }, stdout: log,
+            stderr: log)
     }
 
     /// A test that fails half-way must not leave brokers and clients behind. SIGKILL: no waiting here.
     deinit {
         if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
+            process.signal(SIGKILL)
             process.waitUntilExit()
         }
     }
@@ -48,18 +40,17 @@ final class BackgroundProcess: Sendable {
     var isRunning: Bool { process.isRunning }
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-    func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+    func signal(_ number: Int32) { process.signal(number) }
 
     /// SIGTERM, then SIGKILL if it has not exited within `grace` seconds. Waits with `Task.sleep`, never blocking
     /// a thread of the cooperative pool (two threads on a 2-core CI machine: blocking one stalls every other test).
     func stop(grace: TimeInterval = 5) async {
         guard process.isRunning else { return }
-        process.terminate()
+        process.signal(SIGTERM)
         let deadline = ContinuousClock.now + .milliseconds(Int64(grace * 1_000))
         while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        if process.isRunning { process.signal(SIGKILL) }
         while process.isRunning { try? await Task.sleep(for: .milliseconds(5)) }
-        process.waitUntilExit()
     }
 }
 
