@@ -38,6 +38,22 @@ public struct ProfilePolicy: Sendable, Hashable, Codable {
 
     public static let day: TimeInterval = 86_400
 
+    private enum CodingKeys: String, CodingKey {
+        case name, lifetime, backdate, allowedKeyAlgorithms, requireNewKeyOnReenroll, rotation
+    }
+
+    /// As synthesized, but `allowedKeyAlgorithms` in a fixed order (by name): the same policy always reads the same
+    /// (`GET /v1/admin/profile`, the settings' JSON).
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(name, forKey: .name)
+        try container.encodeIfPresent(lifetime, forKey: .lifetime)
+        try container.encode(backdate, forKey: .backdate)
+        try container.encode(allowedKeyAlgorithms.sorted { $0.rawValue < $1.rawValue }, forKey: .allowedKeyAlgorithms)
+        try container.encode(requireNewKeyOnReenroll, forKey: .requireNewKeyOnReenroll)
+        try container.encode(rotation, forKey: .rotation)
+    }
+
     /// Operational identity: 30 days, P-256 (and P-384), backdated 5 minutes.
     public static let ldevid = ProfilePolicy(
         name: "ldevid", lifetime: 30 * day, backdate: 300, allowedKeyAlgorithms: [.p256, .p384])

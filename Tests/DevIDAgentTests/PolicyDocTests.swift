@@ -25,7 +25,6 @@ struct PolicyDocTests {
 
     @Test("docs/policy.md, every command in order", .timeLimit(.minutes(3)))
     func walkThePage() async throws {
-        let readme = try DocFile(ReadmeTests.readme)
         let page = try DocFile(Self.page)
         let work = try TemporaryDirectory(prefix: "devid-policy-doc")
         defer { work.remove() }
@@ -33,11 +32,7 @@ struct PolicyDocTests {
         defer { walk.close() }
 
         // The README up to device L1-000001's enrollment into dev1.
-        let setup = Array(readme.blocks(in: "## Enroll a device").prefix(3))
-        #expect(
-            setup.last?.lines.contains { $0.contains("--state-dir dev1 --idevid-cert lot-L1/L1-000001/chain.pem") }
-                == true, "\(setup)")
-        for block in setup { try await walk.run(block) }
+        try await walk.runReadmeThroughFirstEnrollment()
         #expect(page.text.contains("](../README.md#enroll-a-device)"), "the page says where its examples start")
 
         var ran: [DocWalk.Result] = []

@@ -298,6 +298,16 @@ enum DocShape {
         (#"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT"#, #"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT"#),
         // Seconds until a rate-limit bucket refills: one less when the machine is slow between two requests.
         (#"^Retry-After: \d+$"#, #"Retry-After: \d+"#),
+        // Admin token ids (docs/admin-api.md): as an actor, a JSON id and in a refusal's reason.
+        (#"\badmin:[a-z0-9]{8}\b"#, #"admin:[a-z0-9]{8}"#),
+        (#""id":"[a-z0-9]{8}""#, #""id":"[a-z0-9]{8}""#),
+        (#"\badmin token [a-z0-9]{8} \("#, #"admin token [a-z0-9]{8} \("#),
+        // An audit entry's time in milliseconds; a body's length, which follows the ids and times in it; a CRL's
+        // number, which counts its publications (one per second at most, however many revocations).
+        (#""timeMillis":\d+"#, #""timeMillis":\d+"#),
+        (#"^Content-Length: \d+$"#, #"Content-Length: \d+"#),
+        (#"^ETag: "issuing-\d+"$"#, #"ETag: "issuing-\d+""#),
+        (#""number":\d+"#, #""number":\d+"#),
     ]
 
     /// The regular expression a shown line stands for.
@@ -519,6 +529,18 @@ struct DocWalk {
             kill(pid, SIGKILL)
         }
         session.close()
+    }
+}
+
+extension DocWalk {
+    /// The README's "Enroll a device" up to device L1-000001's enrollment into `dev1`: where docs/policy.md and
+    /// docs/admin-api.md start. Checks that the README still ends that part there.
+    mutating func runReadmeThroughFirstEnrollment(sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let setup = Array(try DocFile(ReadmeTests.readme).blocks(in: "## Enroll a device").prefix(3))
+        #expect(
+            setup.last?.lines.contains { $0.contains("--state-dir dev1 --idevid-cert lot-L1/L1-000001/chain.pem") }
+                == true, "\(setup)", sourceLocation: sourceLocation)
+        for block in setup { try await run(block, sourceLocation: sourceLocation) }
     }
 }
 

@@ -318,6 +318,11 @@ struct AdminRoleTests {
         #expect(boot["role"] as? String == "admin")
         #expect(boot["tenants"] == nil)
         #expect(!reply.body.contains(secret))
+        // By name, whatever the random ids: the same list reads the same.
+        for name in ["zz-last", "aa-first", "mm-middle"] { _ = try await f.create(name, role: .auditor) }
+        let names = try f.items(try await f.send("GET", "/v1/admin/admin-tokens", token: f.server.adminToken))
+            .compactMap { $0["name"] as? String }
+        #expect(names == ["aa-first", "bootstrap", "ci", "mm-middle", "zz-last"], "\(names)")
         #expect(!reply.body.contains(AdminTokens.hash(secret)))
         #expect(!reply.body.contains("secretHash"))
         try await f.stop()

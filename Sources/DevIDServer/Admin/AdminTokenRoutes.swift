@@ -129,7 +129,11 @@ enum AdminTokenRoutes {
             try context.requireAllTenants("admin tokens")
             try? await state.adminTokens.flush()
             let now = state.clock.now()
-            return ListResponse(items: try await store.adminTokens().map { AdminTokenView($0, now: now) })
+            // By name (then creation, then id: a revoked token may share its name): the same list reads the same.
+            let tokens = try await store.adminTokens().sorted {
+                ($0.name, $0.createdAt, $0.id) < ($1.name, $1.createdAt, $1.id)
+            }
+            return ListResponse(items: tokens.map { AdminTokenView($0, now: now) })
         }
 
         admin.post("/admin-tokens/:id/revoke") { _, context -> JSONBody<AdminTokenView> in
