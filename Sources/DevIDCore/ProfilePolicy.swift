@@ -43,7 +43,7 @@ public struct ProfilePolicy: Sendable, Hashable, Codable {
     }
 
     /// As synthesized, but `allowedKeyAlgorithms` in a fixed order (by name): the same policy always reads the same
-    /// (`GET /v1/admin/profile`, the settings' JSON).
+    /// (`GET /v1/admin/profile`, `devid profile show --json`).
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(name, forKey: .name)
