@@ -58,7 +58,7 @@ struct DeploymentDocTests {
 
     /// Runs a command with its output in `log` (never a pipe); returns its exit status.
     static func run(_ arguments: [String], log: String) async throws -> Int32 {
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         defer { try? handle.close() }
         // posix_spawn, not Foundation's Process (SpawnedProcess says why). Polled, never a blocking wait: the script
