@@ -66,7 +66,7 @@ struct AdminClient {
         do {
             response = try await Self.http.execute(request, timeout: .seconds(30))
         } catch {
-            throw CLIError("cannot reach \(baseURL): \(error)")
+            throw CLIError("cannot reach \(baseURL): \(NetworkFailure.describe(error))")
         }
         let bytes = try await response.body.collect(upTo: 64 * 1024 * 1024)
         let data = Data(buffer: bytes)

@@ -54,7 +54,7 @@ struct CRLCommand: AsyncParsableCommand {
             do {
                 response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(30))
             } catch {
-                throw CLIError("cannot reach \(url): \(error)")
+                throw CLIError("cannot reach \(url): \(NetworkFailure.describe(error))")
             }
             let body = Array(buffer: try await response.body.collect(upTo: 64 * 1024 * 1024))
             guard response.status.code == 200 else {
