@@ -53,13 +53,13 @@ struct AdminTokenCommand: AsyncParsableCommand {
                 json: Body(name: name, role: role, tenants: tenant.isEmpty ? nil : tenant, expiresInSeconds: seconds),
                 as: View.self)
             if global.json { return try Output.json(created) }
-            print(created.token ?? "")
             let tenants = created.tenants.map { "tenants \($0.joined(separator: " "))" } ?? "every tenant"
             let expiry = created.expiresAt.map { "expires \(Output.date($0))" } ?? "does not expire"
-            FileHandle.standardError.write(
-                Data(
-                    "admin token \(created.id) (\(created.name), role \(created.role), \(tenants)), \(expiry). The secret above is shown once.\n"
-                        .utf8))
+            Output.secret(
+                created.token ?? "",
+                note:
+                    "admin token \(created.id) (\(created.name), role \(created.role), \(tenants)), \(expiry). The secret above is shown once."
+            )
         }
     }
 

@@ -40,6 +40,8 @@ struct CRLCommand: AsyncParsableCommand {
                 throw CLIError("invalid CRL name \(name)")
             }
             var wanted: Certificate.SerialNumber?
+            // Shown as `devid cert status` shows serials: lowercase hex without colons, whatever form was given.
+            var shownSerial: String?
             if let serial {
                 let hex = serial.replacingOccurrences(of: ":", with: "").lowercased()
                 guard let value = DevIDCore.SerialNumber(rawValue: hex),
@@ -48,6 +50,7 @@ struct CRLCommand: AsyncParsableCommand {
                     throw CLIError("invalid serial (hex expected)")
                 }
                 wanted = Certificate.SerialNumber(bytes: bytes)
+                shownSerial = value.rawValue
             }
             let url = try Self.opsURL(global) + "/crl/\(name).crl"
             let response: HTTPClientResponse
@@ -87,7 +90,7 @@ struct CRLCommand: AsyncParsableCommand {
             let summary = Summary(
                 name: name, url: url, number: crl.crlNumber, thisUpdate: crl.thisUpdate, nextUpdate: crl.nextUpdate,
                 entries: crl.entries.count, bytes: body.count, signatureVerified: verified,
-                serial: serial, listed: wanted == nil ? nil : entry != nil, reason: entry?.reason.rawValue,
+                serial: shownSerial, listed: wanted == nil ? nil : entry != nil, reason: entry?.reason.rawValue,
                 revokedAt: entry?.revokedAt)
             if global.json { return try Output.json(summary) }
             print(
@@ -98,7 +101,7 @@ struct CRLCommand: AsyncParsableCommand {
             case false?: print("signature: INVALID against \(caFile)")
             case nil: print("signature: not checked (no \(caFile))")
             }
-            if let serial {
+            if let serial = shownSerial {
                 if let entry {
                     print("serial \(serial): listed (\(entry.reason.rawValue), revoked \(Output.date(entry.revokedAt)))")
                 } else {

@@ -24,13 +24,23 @@ struct CLIError: Error, CustomStringConvertible {
 enum Output {
     static func json<T: Encodable>(_ value: T) throws {
         let encoder = DevIDJSON.encoder
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        // URLs as they are (`http://...`), not with JSONEncoder's escaped slashes (`http:\/\/...`).
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let data = try encoder.encode(value)
         print(String(decoding: data, as: UTF8.self))
     }
 
     static func date(_ date: Date) -> String {
         ISO8601DateFormatter().string(from: date)
+    }
+
+    /// A secret on stdout (alone, so `T=$(devid ...)` captures only it), then a note about it on stderr. stdout is
+    /// flushed first: when both go to one file or pipe (`> log 2>&1`), the secret comes before its note, as on a
+    /// terminal, instead of after it when stdout is buffered until exit.
+    static func secret(_ secret: String, note: String) {
+        print(secret)
+        fflush(nil)  // every output stream: naming `stdout` is not concurrency-safe in Swift 6
+        FileHandle.standardError.write(Data((note + "\n").utf8))
     }
 
     /// Left-aligned columns.

@@ -105,11 +105,11 @@ struct DeviceReprovision: AsyncParsableCommand {
         let created = try await AdminClient(options: global).post(
             "/v1/admin/devices/\(id)/reprovision", json: [String: String](), as: Token.View.self)
         if global.json { return try Output.json(created) }
-        print(created.token ?? "")
-        FileHandle.standardError.write(
-            Data(
-                "device \(id) re-provisioned: every credential revoked; enroll it again with the claim token above (\(created.id), single use, expires \(Output.date(created.expiresAt)))\n"
-                    .utf8))
+        Output.secret(
+            created.token ?? "",
+            note:
+                "device \(id) re-provisioned: every credential revoked; enroll it again with the claim token above (\(created.id), single use, expires \(Output.date(created.expiresAt)))"
+        )
     }
 }
 

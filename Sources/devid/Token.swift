@@ -52,14 +52,14 @@ struct Token: AsyncParsableCommand {
                     tenant: tenant, device: device, ttlSeconds: seconds, uses: uses, lot: lot, namePattern: namePattern),
                 as: View.self)
             if global.json { return try Output.json(created) }
-            print(created.token ?? "")
             var scope = created.device.map { ", device \($0)" } ?? ", new devices only"
             if let lot = created.lot { scope += ", lot \(lot)" }
             if let pattern = created.namePattern { scope += ", ids \(pattern)" }
-            FileHandle.standardError.write(
-                Data(
-                    "claim token \(created.id) for tenant \(created.tenant)\(scope), \(created.uses ?? 1) use(s), expires \(Output.date(created.expiresAt)). The secret above is shown once.\n"
-                        .utf8))
+            Output.secret(
+                created.token ?? "",
+                note:
+                    "claim token \(created.id) for tenant \(created.tenant)\(scope), \(created.uses ?? 1) use(s), expires \(Output.date(created.expiresAt)). The secret above is shown once."
+            )
         }
     }
 
