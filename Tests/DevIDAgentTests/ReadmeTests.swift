@@ -279,7 +279,7 @@ struct DocCommand: Sendable {
 // MARK: - Comparing output by shape
 
 /// Compares shown output with printed output line by line. Trailing spaces do not count, a shown line `...`
-/// stands for any number of printed lines, and volatile values match by shape: ISO 8601 times, serials, SHA-256
+/// (indented or not) stands for any number of printed lines, and volatile values match by shape: ISO 8601 times, serials, SHA-256
 /// fingerprints, token ids and secrets, openssl's dates, HTTP dates, `in 0.1 s` durations, a measured clock skew
 /// and a `Retry-After` header's seconds.
 enum DocShape {
@@ -290,6 +290,10 @@ enum DocShape {
         (#"\bct_[a-z2-7]{10}\b"#, #"ct_[a-z2-7]{10}"#),
         (#"\b[0-9a-f]{64}\b"#, #"[0-9a-f]{64}"#),
         (#"\b[0-9a-f]{32}\b"#, #"[0-9a-f]{30,40}"#),
+        (#"\b[0-9A-F]{32}\b"#, #"[0-9A-F]{30,40}"#),
+        // The first 16 hex digits of a fingerprint (`devid ca issuing list`); an admin token's id in its list.
+        (#"\b[0-9a-f]{16}\b"#, #"[0-9a-f]{16}"#),
+        (#"^[a-z0-9]{8}(?=  [A-Za-z0-9._-]+ +(?:admin|operator|factory|auditor|broker) )"#, #"[a-z0-9]{8}"#),
         (#"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4} GMT"#, #"[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d \d{4} GMT"#),
         (#"\bin \d+\.\d s\b"#, #"in \d+\.\d s"#),
         (#"skew_s=[+-]?\d+\.\d\b"#, #"skew_s=[+-]?\d+\.\d"#),
@@ -308,6 +312,19 @@ enum DocShape {
         (#"^Content-Length: \d+$"#, #"Content-Length: \d+"#),
         (#"^ETag: "issuing-\d+"$"#, #"ETag: "issuing-\d+""#),
         (#""number":\d+"#, #""number":\d+"#),
+        // (No capturing groups in the first of a pair: the groups of the combined expression tell which pair matched.)
+        // docs/cli.md: `ls -l`'s links, owner, group, size and time (the mode and the name are compared); an audit
+        // checkpoint's time in milliseconds and its Ed25519 signature; audit sequence numbers and counts, which any
+        // background entry of the server would shift.
+        (#"(?<=^[d-][rwx-]{9} )\d+ \S+ +\S+ +\d+ [A-Z][a-z]{2} [ \d]\d \d\d:\d\d(?= )"#,
+         #"\d+ \S+ +\S+ +\d+ [A-Z][a-z]{2} [ \d]\d \d\d:\d\d"#),
+        (#"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"#, #"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"#),
+        (#""signature":"[A-Za-z0-9+/]{86}==""#, #""signature":"[A-Za-z0-9+/]{86}==""#),
+        (#"^\d+ +(?=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  )"#, #"\d+ +"#),
+        (#"\b\d+ (?:audit )?entries\b"#, #"\d+ (?:audit )?entries"#),
+        (#"\(sequence 1-\d+\)"#, #"\(sequence 1-\d+\)"#),
+        (#"checkpoint at sequence \d+"#, #"checkpoint at sequence \d+"#),
+        (#""(?:sequence|entries|headSequence|checkpointSequence)" ?: ?\d+"#, #""(?:sequence|entries|headSequence|checkpointSequence)" ?: ?\d+"#),
     ]
 
     /// The regular expression a shown line stands for.
@@ -348,7 +365,7 @@ enum DocShape {
 
         func match(_ printedIndex: Int, _ shownIndex: Int) -> Bool {
             if shownIndex == expected.count { return printedIndex == lines.count }
-            if expected[shownIndex] == "..." {
+            if expected[shownIndex].trimmingCharacters(in: .whitespaces) == "..." {
                 return (printedIndex...lines.count).contains { match($0, shownIndex + 1) }
             }
             guard printedIndex < lines.count, matches(lines[printedIndex], expected[shownIndex]) else { return false }
@@ -357,7 +374,7 @@ enum DocShape {
         if match(0, 0) { return nil }
         // Point at the first shown line that does not match, for the report.
         var firstDifference = "line count: shown \(expected.count), printed \(lines.count)"
-        for (index, line) in expected.enumerated() where line != "..." {
+        for (index, line) in expected.enumerated() where line.trimmingCharacters(in: .whitespaces) != "..." {
             if index >= lines.count || !matches(lines[index], line) {
                 firstDifference = "shown line \(index + 1) \"\(line)\" vs printed \"\(index < lines.count ? lines[index] : "<none>")\""
                 break
@@ -552,6 +569,9 @@ final class ShellSession: @unchecked Sendable {
     private let input: FileHandle
     private let captures: String
     private var count = 0
+    /// The exit status of the command before, which the next one sees as `$?` (each runs in its own `{ ...; }`
+    /// group, after which `$?` would be the status of the bookkeeping around it).
+    private var lastStatus: Int32 = 0
 
     init(directory: String, environment: [String: String]) throws {
         self.directory = directory
@@ -580,10 +600,13 @@ final class ShellSession: @unchecked Sendable {
         count += 1
         let out = "\(captures)/out.\(count)"
         let status = "\(captures)/status.\(count)"
-        try send("{ \(command)\n} > '\(out)' 2>&1 < /dev/null; echo $? > '\(status).tmp'; mv '\(status).tmp' '\(status)'\n")
+        try send(
+            "{ (exit \(lastStatus)); \(command)\n} > '\(out)' 2>&1 < /dev/null; echo $? > '\(status).tmp'; mv '\(status).tmp' '\(status)'\n"
+        )
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if let text = try? String(contentsOfFile: status, encoding: .utf8), let code = Int32(text.trimmed) {
+                lastStatus = code
                 return (code, (try? String(contentsOfFile: out, encoding: .utf8)) ?? "")
             }
             guard process.isRunning else { throw ServeError("the shell exited while running `\(command)`") }
