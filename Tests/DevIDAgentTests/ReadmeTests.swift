@@ -237,14 +237,24 @@ struct DocCommand: Sendable {
 
     /// The commands of a block: the `$ ` lines of a transcript with the lines that follow each, or every
     /// command line of a `sh` block (comment lines and blank lines skipped). A line ending in `\` continues on the
-    /// next one.
+    /// next one; in a `sh` block, a shell function whose first line opens its body (`name() {`) continues to the line
+    /// that closes it (`}`).
     static func commands(in block: DocFile.Block) -> [DocCommand] {
         var commands: [DocCommand] = []
         var pending: String?
+        var inFunction = false
         let transcript = block.info != "sh"
         for line in block.lines {
             if let partial = pending {
                 pending = partial + "\n" + line
+                if inFunction {
+                    if line == "}" {
+                        commands.append(DocCommand(command: pending!, expected: nil))
+                        pending = nil
+                        inFunction = false
+                    }
+                    continue
+                }
                 if !line.hasSuffix("\\") {
                     commands.append(DocCommand(command: pending!, expected: transcript ? [] : nil))
                     pending = nil
@@ -265,7 +275,12 @@ struct DocCommand: Sendable {
             } else {
                 let trimmed = line.trimmingCharacters(in: .whitespaces)
                 if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
-                if line.hasSuffix("\\") {
+                if line.range(of: #"^[A-Za-z_][A-Za-z0-9_]*\(\) *\{"#, options: .regularExpression) != nil,
+                    !line.contains("}")
+                {
+                    pending = line
+                    inFunction = true
+                } else if line.hasSuffix("\\") {
                     pending = line
                 } else {
                     commands.append(DocCommand(command: line, expected: nil))
