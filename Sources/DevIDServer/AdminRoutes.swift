@@ -95,6 +95,10 @@ struct CredentialView: Codable, Sendable {
 enum AdminRoutes {
     static let maximumTokenTTL = 30 * 86_400
     static let maximumImport = 100_000
+    /// The largest manifest the import reads: 100,000 devices as `devid factory mint` writes them (pretty-printed,
+    /// about 250 bytes each) with room for longer serials. Read only after the admin token was checked; every other
+    /// body on the operations listener stops at `ops.max.body.bytes` (``BodyLimitMiddleware``).
+    static let maximumImportBytes = 64 * 1024 * 1024
 
     static func register(_ admin: RouterGroup<OpsRequestContext>, state: ServerState) {
         let store = state.store
@@ -210,7 +214,16 @@ enum AdminRoutes {
         }
 
         admin.post("/devices/import") { request, context -> JSONBody<DeviceImportResult> in
-            let manifest = try await request.decode(as: LotManifest.self, context: context)
+            var reading = context
+            reading.maxUploadSize = maximumImportBytes
+            let manifest: LotManifest
+            do {
+                manifest = try await request.decode(as: LotManifest.self, context: reading)
+            } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+                throw HTTPError(
+                    .contentTooLarge,
+                    message: "a manifest may be at most \(maximumImportBytes / 1024 / 1024) MiB (at most \(maximumImport) devices per import)")
+            }
             try context.require(tenant: manifest.tenant)
             guard manifest.devices.count <= maximumImport else {
                 throw HTTPError(.contentTooLarge, message: "at most \(maximumImport) devices per import")

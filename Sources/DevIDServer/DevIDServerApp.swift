@@ -63,7 +63,10 @@ public struct DevIDServerApp: Service {
         Routes.device(deviceRouter, state: state)
         let limits = configuration.connectionLimits
         let opsRouter = Router(context: OpsRequestContext.self)
-        opsRouter.add(middleware: BodyLimitMiddleware(maxBytes: limits.opsMaxBodyBytes))
+        opsRouter.add(
+            middleware: BodyLimitMiddleware(
+                maxBytes: limits.opsMaxBodyBytes,
+                exempt: [BodyLimitMiddleware<OpsRequestContext>.route(.post, "/v1/admin/devices/import")]))
         let authzToken = Routes.ops(opsRouter, state: state)
         let fastPath = authzToken.map {
             AuthzFastPathHandler.Shared(

@@ -48,6 +48,9 @@ public struct OpsRequestContext: RequestContext {
     public var adminTokenID: String? { adminToken?.id }
     /// The peer's IP address (no port), for aggregated audit of anonymous failures and per-source limits.
     public let remoteAddress: String?
+    /// The most a route's `request.decode` reads (Hummingbird's default, 2 MiB); the device import raises it for its
+    /// own request, after authentication.
+    public var maxUploadSize = 2 * 1024 * 1024
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
