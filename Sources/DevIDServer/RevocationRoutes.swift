@@ -19,6 +19,11 @@ struct RevokeRequest: Decodable {
     var dryRun: Bool?
 
     func scope() throws -> CredentialScope {
+        // Counted before any is parsed: two of device, lot and tenant would otherwise get the rotation's message,
+        // which names expiringBefore and neither serial nor token.
+        guard [device, lot, tenant, serial, token].compactMap({ $0 }).count == 1 else {
+            throw HTTPError(.badRequest, message: "give exactly one of device, lot, tenant, serial, token")
+        }
         var scopes: [CredentialScope] = []
         if device != nil || lot != nil || tenant != nil {
             scopes.append(try RotateRequest(device: device, lot: lot, tenant: tenant).scope())
