@@ -53,6 +53,8 @@ struct TenantRequest: Decodable {
 
 struct ListResponse<Item: Encodable & Sendable>: ResponseEncodable {
     var items: [Item]
+    /// Where the next page starts (`?after=` it), when this page is full; absent on the last page.
+    var next: String? = nil
 }
 
 /// Encodes any value as the response body with the context's JSON encoder.
@@ -233,7 +235,15 @@ enum Routes {
                 }
                 filter.limit = value
             }
-            return ListResponse(items: try await context.devices(filter, store: state.store))
+            // A fleet is listed page by page: ids sort ascending, and a full page says where the next one starts.
+            if let after = query["after"] {
+                guard let id = DeviceID(rawValue: String(after)) else {
+                    throw HTTPError(.badRequest, message: "invalid after (a device id)")
+                }
+                filter.after = id
+            }
+            let devices = try await context.devices(filter, store: state.store)
+            return ListResponse(items: devices, next: devices.count == filter.limit ? devices.last?.id.rawValue : nil)
         }
         // Rows exactly as stored (AuditEntry), so an odd row is listed rather than failing the request. `after` and
         // `order=asc` page through the whole trail for `devid audit export`.

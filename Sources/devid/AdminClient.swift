@@ -93,4 +93,6 @@ struct AdminClient {
 
 struct ItemList<Item: Decodable>: Decodable {
     var items: [Item]
+    /// Set by a paged list (`GET /v1/admin/devices`) when more items follow: pass it as `after`.
+    var next: String?
 }

@@ -180,18 +180,35 @@ struct Device: AsyncParsableCommand {
         @Option(name: .long, help: "Only this tenant.") var tenant: String?
         @Option(name: .long, help: "Only this lot.") var lot: String?
         @Option(name: .long, help: "Only this state.") var state: String?
+        @Option(name: .long, help: "At most this many devices (default: every one, fetched 1000 at a time).")
+        var limit: Int?
+
+        func validate() throws {
+            if let limit, limit < 1 { throw ValidationError("--limit must be 1 or more") }
+        }
 
         func run() async throws {
             var query: [String] = []
             if let tenant { query.append("tenant=\(tenant)") }
             if let lot { query.append("lot=\(lot)") }
             if let state { query.append("state=\(state)") }
-            let path = "/v1/admin/devices" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
-            let list = try await AdminClient(options: global).get(path, as: ItemList<DevIDCore.Device>.self)
-            if global.json { return try Output.json(list.items) }
+            // Page by page, in id order, until the server says there is no more (or --limit is reached).
+            let client = try AdminClient(options: global)
+            var devices: [DevIDCore.Device] = []
+            var after: String?
+            repeat {
+                let page = min(1000, (limit ?? Int.max) - devices.count)
+                var pageQuery = query + ["limit=\(page)"]
+                if let after { pageQuery.append("after=\(after)") }
+                let list = try await client.get(
+                    "/v1/admin/devices?" + pageQuery.joined(separator: "&"), as: ItemList<DevIDCore.Device>.self)
+                devices += list.items
+                after = list.next
+            } while after != nil && devices.count < (limit ?? Int.max)
+            if global.json { return try Output.json(devices) }
             Output.table(
                 ["DEVICE", "TENANT", "LOT", "STATE", "HARDWARE SERIAL", "LAST SEEN"],
-                list.items.map {
+                devices.map {
                     [
                         $0.id.rawValue, $0.tenant.rawValue, $0.lot?.rawValue ?? "-", $0.state.rawValue,
                         $0.hardwareSerial, $0.lastSeen.map(Output.date) ?? "-",

@@ -28,7 +28,7 @@ struct DeviceImportCLITests {
         return try encoder.encode(manifest)
     }
 
-    @Test("a 30,000-device lot (a 7 MB manifest) imports in one call; strangers still cannot send more than 2 MiB")
+    @Test("a 30,000-device lot (a 7 MB manifest) imports in one call and lists whole; strangers still cannot send more than 2 MiB")
     func fleetSizedLot() async throws {
         try await withServer { server in
             let work = try TemporaryDirectory(prefix: "devid-import-cli")
@@ -47,6 +47,29 @@ struct DeviceImportCLITests {
                 [executable, "device", "import", manifest, "--server", server.opsURL], environment: environment)
             #expect(again.stdout == "lot F1: 0 devices registered, 30000 already present\n", "\(again.stdout) \(again.stderr)")
             #expect(try await server.store.devices(DeviceFilter(lot: LotID(rawValue: "F1")!, limit: 50_000)).count == 30_000)
+
+            // Listed whole, page by page (the API's pages are at most 10,000), or the first N.
+            let all = try await ExternalTool.runAsync(
+                [executable, "device", "list", "--lot", "F1", "--server", server.opsURL], environment: environment)
+            let rows = all.stdout.split(separator: "\n")
+            #expect(rows.count == 30_001, "a header and every device: \(rows.count) \(all.stderr)")
+            #expect(rows.last?.hasPrefix("F1-030000  acme    F1   manufactured  F1-030000") == true, "\(rows.last ?? "")")
+            let some = try await ExternalTool.runAsync(
+                [executable, "device", "list", "--lot", "F1", "--limit", "2500", "--json", "--server", server.opsURL],
+                environment: environment)
+            let listed = try #require(try JSONSerialization.jsonObject(with: Data(some.stdout.utf8)) as? [[String: Any]])
+            #expect(listed.count == 2500 && listed.last?["id"] as? String == "F1-002500", "\(listed.count)")
+            let page = try await ExternalTool.runAsync([
+                "curl", "-s", "-H", "Authorization: Bearer \(server.adminToken)",
+                "\(server.opsURL)/v1/admin/devices?lot=F1&limit=2&after=F1-000010",
+            ])
+            #expect(page.stdout.hasSuffix(#""next":"F1-000012"}"#), "\(page.stdout)")
+            #expect(page.stdout.contains(#""id":"F1-000011""#) && !page.stdout.contains(#""id":"F1-000010""#))
+            let badCursor = try await ExternalTool.runAsync([
+                "curl", "-s", "-w", "\n%{http_code}", "-H", "Authorization: Bearer \(server.adminToken)",
+                "\(server.opsURL)/v1/admin/devices?after=no%20such",
+            ])
+            #expect(badCursor.stdout == #"{"error":{"message":"invalid after (a device id)"}}"# + "\n400")
 
             // Without a token the body is not even read: 401 however large it is; any other route still stops at
             // 2 MiB.
