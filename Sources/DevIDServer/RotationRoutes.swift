@@ -60,10 +60,12 @@ enum RotationRoutes {
             let now = state.clock.now()
             if body.dryRun ?? false {
                 // The registry previews what a scope holds for both: say which preview an unknown scope was refused in.
-                let radius = try await RevocationRoutes.notFoundAs404(operation: "preview rotation") {
-                    try await state.store.blastRadius(scope, now: now)
+                let (radius, candidates) = try await RevocationRoutes.notFoundAs404(operation: "preview rotation") {
+                    (
+                        try await state.store.blastRadius(scope, now: now),
+                        try await state.store.rotationCandidates(scope, now: now)
+                    )
                 }
-                let candidates = try await rotationCandidates(scope, state: state, now: now)
                 return JSONBody(RotateResult(dryRun: true, credentials: candidates, blastRadius: radius))
             }
             let count = try await markDue(scope, state: state, actor: context.actor)
@@ -101,50 +103,6 @@ enum RotationRoutes {
         admin.get("/profile") { _, _ -> JSONBody<ProfilePolicy> in
             JSONBody(state.configuration.ldevidPolicy)
         }
-    }
-}
-
-/// What `markRotationDue` would flag: active, unexpired LDevIDs in scope that are not already rotation-due.
-private func rotationCandidates(_ scope: CredentialScope, state: ServerState, now: Date) async throws -> Int {
-    var devices: [Device] = []
-    switch scope {
-    case .device(let id):
-        if let device = try await state.store.device(id) { devices = [device] }
-    case .lot(let lot):
-        devices = try await allDevices(DeviceFilter(lot: lot), state: state)
-    case .tenant(let tenant):
-        devices = try await allDevices(DeviceFilter(tenant: tenant), state: state)
-    case .token(let token):
-        devices = try await allDevices(DeviceFilter(enrolledWithToken: token), state: state)
-    case .serial, .expiringBefore, .issuer:
-        devices = try await allDevices(DeviceFilter(), state: state)
-    }
-    var count = 0
-    for device in devices {
-        for credential in try await state.store.credentials(device: device.id)
-        where credential.kind == .ldevid && credential.status == .active && !credential.rotationDue
-            && credential.notAfter > now
-        {
-            switch scope {
-            case .serial(let serial): if credential.serial == serial { count += 1 }
-            case .expiringBefore(let date): if credential.notAfter < date { count += 1 }
-            case .issuer(let subject): if credential.issuer == subject { count += 1 }
-            default: count += 1
-            }
-        }
-    }
-    return count
-}
-
-private func allDevices(_ filter: DeviceFilter, state: ServerState) async throws -> [Device] {
-    var filter = filter
-    filter.limit = 1_000
-    var result: [Device] = []
-    while true {
-        let page = try await state.store.devices(filter)
-        result += page
-        guard page.count == filter.limit, let last = page.last else { return result }
-        filter.after = last.id
     }
 }
 

@@ -133,6 +133,9 @@ public protocol Store: Sendable {
     /// Flags the `active`, unexpired (`notAfter` after `at`) LDevIDs of a scope `rotationDue`, and appends `audit`
     /// in the same transaction. Returns how many were newly flagged. `.notFound` as for ``blastRadius(_:now:)``.
     func markRotationDue(_ scope: CredentialScope, at: Date, audit: AuditEvent) async throws(StoreError) -> Int
+    /// How many LDevIDs ``markRotationDue(_:at:audit:)`` would flag at `now` (a campaign's dry run), in one query
+    /// however large the scope. `.notFound` as for ``blastRadius(_:now:)``.
+    func rotationCandidates(_ scope: CredentialScope, now: Date) async throws(StoreError) -> Int
     /// Counts the `rotationDue` credentials of a scope (of every device if nil); a device counts as reachable
     /// when its `lastSeen` is not before `now - unreachableAfter`. See ``RotationProgress``. `.notFound` as for
     /// ``blastRadius(_:now:)``.

@@ -121,6 +121,7 @@ struct IssuingCATests {
             let scope = CredentialScope.issuer(Self.first)
             let now = Fixture.time(1000)
 
+            #expect(try await store.rotationCandidates(scope, now: now) == 2)
             #expect(try await store.markRotationDue(scope, at: now, audit: Fixture.event("rotation.campaign")) == 2)
             let progress = try await store.rotationProgress(scope, now: now, unreachableAfter: 3600)
             #expect(progress.due == 2)

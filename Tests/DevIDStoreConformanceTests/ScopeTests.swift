@@ -216,6 +216,9 @@ struct ScopeTests {
         try await withStore(kind) { store in
             try await Self.prepare(store, for: scenario)
             let before = try await RegistrySnapshot(store, lots: ["lot-a", "lot-b", "lot-o"])
+            // The dry run's count, in one query, is what the campaign then flags; it changes nothing.
+            #expect(try await store.rotationCandidates(scenario.scope, now: Self.now) == scenario.flags.count)
+            #expect(try await RegistrySnapshot(store, lots: ["lot-a", "lot-b", "lot-o"]) == before)
             let flagged = try await store.markRotationDue(
                 scenario.scope, at: Self.now, audit: Fixture.event("rotation.campaign", reason: scenario.rawValue))
             #expect(flagged == scenario.flags.count)
@@ -234,6 +237,7 @@ struct ScopeTests {
             #expect(after.audit.count == before.audit.count + 1)
 
             // Flagged ones are not counted again.
+            #expect(try await store.rotationCandidates(scenario.scope, now: Self.now) == 0)
             #expect(
                 try await store.markRotationDue(scenario.scope, at: Self.now, audit: Fixture.event("rotation.campaign"))
                     == 0)
@@ -273,6 +277,9 @@ struct ScopeTests {
             }
             await expectStoreError(.notFound) { () async throws(StoreError) in
                 try await store.markRotationDue(missing.scope, at: Self.now, audit: Fixture.event("rotation.campaign"))
+            }
+            await expectStoreError(.notFound) { () async throws(StoreError) in
+                try await store.rotationCandidates(missing.scope, now: Self.now)
             }
             await expectStoreError(.notFound) { () async throws(StoreError) in
                 try await store.rotationProgress(missing.scope, now: Self.now, unreachableAfter: 3600)

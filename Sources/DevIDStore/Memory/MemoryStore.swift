@@ -416,6 +416,11 @@ public actor MemoryStore: Store {
         return changed
     }
 
+    public func rotationCandidates(_ scope: CredentialScope, now: Date) throws(StoreError) -> Int {
+        try requireExists(scope, "preview rotation")
+        return credentials(in: scope).filter { RotationRules.isFlaggable($0, now: now) }.count
+    }
+
     public func rotationProgress(
         _ scope: CredentialScope?, now: Date, unreachableAfter: TimeInterval
     ) throws(StoreError) -> RotationProgress {

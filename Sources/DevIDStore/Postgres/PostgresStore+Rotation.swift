@@ -185,6 +185,27 @@ extension PostgresStore {
         }
     }
 
+    public func rotationCandidates(_ scope: CredentialScope, now: Date) async throws(StoreError) -> Int {
+        let operation = "preview rotation"
+        return try await snapshot(operation) { session in
+            try await PostgresScope.requireExists(scope, session, operation)
+            let condition = PostgresScope.credentials(scope)
+            guard
+                let row = try await session.rows(
+                    """
+                    SELECT COUNT(*) FROM credentials
+                    WHERE \(condition.sql) AND kind = ? AND status = ? AND not_after > ? AND rotation_due = 0
+                    """,
+                    condition.arguments + [
+                        .text(CredentialKind.ldevid.rawValue), .text(CredentialStatus.active.rawValue),
+                        .integer(StoreTime.milliseconds(now)),
+                    ]
+                ).first
+            else { return 0 }
+            return Int(try row.decode(Int64.self))
+        }
+    }
+
     public func rotationProgress(
         _ scope: CredentialScope?, now: Date, unreachableAfter: TimeInterval
     ) async throws(StoreError) -> RotationProgress {

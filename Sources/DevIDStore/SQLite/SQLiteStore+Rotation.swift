@@ -164,6 +164,23 @@ extension SQLiteStore {
         }
     }
 
+    public func rotationCandidates(_ scope: CredentialScope, now: Date) async throws(StoreError) -> Int {
+        let operation = "preview rotation"
+        return try await read(operation) { db in
+            try SQLiteScope.requireExists(scope, db, operation)
+            let condition = SQLiteScope.credentials(scope)
+            return try Int.fetchOne(
+                db,
+                sql: """
+                    SELECT COUNT(*) FROM credentials
+                    WHERE \(condition.sql) AND kind = ? AND status = ? AND not_after > ? AND rotation_due = 0
+                    """,
+                arguments: condition.arguments
+                    + [CredentialKind.ldevid.rawValue, CredentialStatus.active.rawValue, StoreTime.milliseconds(now)]
+            ) ?? 0
+        }
+    }
+
     public func rotationProgress(
         _ scope: CredentialScope?, now: Date, unreachableAfter: TimeInterval
     ) async throws(StoreError) -> RotationProgress {
