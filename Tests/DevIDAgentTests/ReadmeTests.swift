@@ -476,7 +476,8 @@ struct DocWalk {
             if let pause = pauses.first(where: { command.command.hasPrefix($0.prefix) }) {
                 try await Task.sleep(for: .seconds(pause.seconds))
             }
-            let result = try await run(command.command)
+            let timeout = timeouts.first { command.command.hasPrefix($0.prefix) }?.seconds ?? 60
+            let result = try await run(command.command, timeout: timeout)
             results.append(result)
             lastResult = result
             let shown = command.expected ?? []
@@ -497,6 +498,10 @@ struct DocWalk {
     /// see is published within a second of a revocation, and a reader of the previous output is slower than that.
     /// (3 s rather than 1: this suite runs beside the others on 2 cores; CRLServingTests measures the 1 s alone.)
     var pauses: [(prefix: String, seconds: Double)] = [("devid cert status", 3), ("devid crl fetch", 3)]
+
+    /// Commands (by prefix) that may take longer than the 60 s every other command is given: a simulation of a year
+    /// takes seconds alone, and minutes with the whole suite loading 2 cores beside it.
+    var timeouts: [(prefix: String, seconds: TimeInterval)] = []
 
     func expectShape(
         of printed: String, as shown: [String], _ what: String, _ block: DocFile.Block,
