@@ -50,11 +50,7 @@ struct AdminAPIDocTests {
         // The catalogues of refusals: every line the page shows is what the server answers to its request.
         try await Self.checkRefusals(page, walk: &walk, directory: work.file("devid-demo"))
 
-        if let dump = ProcessInfo.processInfo.environment["DEVID_DOC_DUMP"] {
-            // For whoever records the page again: every command and what it printed, as JSON.
-            let items = ran.map { ["command": $0.command, "status": String($0.status), "output": $0.output] }
-            try JSONSerialization.data(withJSONObject: items).write(to: URL(fileURLWithPath: dump))
-        }
+        try DocWalk.dumpIfAsked(ran)
     }
 }
 

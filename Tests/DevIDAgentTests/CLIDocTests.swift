@@ -73,10 +73,7 @@ struct CLIDocTests {
             ("DEVID_ADMIN_TOKEN=devid_adm_...", "DEVID_ADMIN_TOKEN=$(cat devid-data/secrets/admin-token)"),
         ]
 
-        // The README's "Enroll a device", whole.
-        for block in try DocFile(ReadmeTests.readme).blocks(in: "## Enroll a device") {
-            try await walk.run(block)
-        }
+        try await walk.runReadmeEnrollADevice()
         #expect(page.text.contains("](../README.md#enroll-a-device)"), "the page says where its examples start")
 
         var ran: [DocWalk.Result] = []
@@ -123,11 +120,7 @@ struct CLIDocTests {
         // The catalogues of errors: every line the page shows is what the CLI prints for its command.
         try await Self.checkErrors(page, walk: &walk, ran: ran)
 
-        if let dump = ProcessInfo.processInfo.environment["DEVID_DOC_DUMP"] {
-            // For whoever records the page again: every command and what it printed, as JSON.
-            let items = ran.map { ["command": $0.command, "status": String($0.status), "output": $0.output] }
-            try JSONSerialization.data(withJSONObject: items).write(to: URL(fileURLWithPath: dump))
-        }
+        try DocWalk.dumpIfAsked(ran)
     }
 }
 

@@ -23,10 +23,7 @@ struct EnrollmentDocTests {
         var walk = try DocWalk(directory: work.path, dataDirectory: work.file("devid-demo/devid-data"))
         defer { walk.close() }
 
-        // The README's "Enroll a device", whole.
-        for block in try DocFile(ReadmeTests.readme).blocks(in: "## Enroll a device") {
-            try await walk.run(block)
-        }
+        try await walk.runReadmeEnrollADevice()
         #expect(page.text.contains("](../README.md#enroll-a-device)"), "the page says where its examples start")
 
         var ran: [DocWalk.Result] = []
@@ -55,10 +52,6 @@ struct EnrollmentDocTests {
         let swept = ran.last { $0.command == "devid audit list --action rotation.revoke_superseded" }?.output ?? ""
         #expect(swept.components(separatedBy: "overlap deadline reached").count == 3, "\(swept)")
 
-        if let dump = ProcessInfo.processInfo.environment["DEVID_DOC_DUMP"] {
-            // For whoever records the page again: every command and what it printed, as JSON.
-            let items = ran.map { ["command": $0.command, "status": String($0.status), "output": $0.output] }
-            try JSONSerialization.data(withJSONObject: items).write(to: URL(fileURLWithPath: dump))
-        }
+        try DocWalk.dumpIfAsked(ran)
     }
 }

@@ -579,6 +579,22 @@ extension DocWalk {
                 == true, "\(setup)", sourceLocation: sourceLocation)
         for block in setup { try await run(block, sourceLocation: sourceLocation) }
     }
+
+    /// The README's whole "Enroll a device" (L1-000001 into `dev1`, sensor-9 and sensor-10 with claim tokens, the
+    /// last token still in `$T`): where docs/cli.md and docs/enrollment.md start.
+    mutating func runReadmeEnrollADevice(sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        for block in try DocFile(ReadmeTests.readme).blocks(in: "## Enroll a device") {
+            try await run(block, sourceLocation: sourceLocation)
+        }
+    }
+
+    /// For whoever records a page again (`DEVID_DOC_DUMP=FILE`): every command the walk ran and what it printed, as
+    /// JSON.
+    static func dumpIfAsked(_ ran: [Result]) throws {
+        guard let dump = ProcessInfo.processInfo.environment["DEVID_DOC_DUMP"] else { return }
+        let items = ran.map { ["command": $0.command, "status": String($0.status), "output": $0.output] }
+        try JSONSerialization.data(withJSONObject: items).write(to: URL(fileURLWithPath: dump))
+    }
 }
 
 /// A `bash` process fed one command at a time on its standard input, like a terminal. Each command runs in the
