@@ -5,6 +5,7 @@ import DevIDStore
 import DevIDTesting
 import Foundation
 import SwiftASN1
+import Synchronization
 import Testing
 import X509
 
@@ -148,6 +149,51 @@ import X509
         let d2 = try #require(acl.range(of: "user d2\n"))
         #expect(d1.lowerBound < d2.lowerBound)
         #expect(try MosquittoExport.acl([withLot, withoutLot]) == acl, "the same fleet gives the same bytes")
+    }
+
+    /// Mosquitto checks every device's certificate against `crl.pem` (`crlfile`) and refuses one whose issuer has no
+    /// CRL there. At start the root's pre-signed CRL is at hand before the issuing CA's first CRL is published; a
+    /// `crl.pem` of the root's CRL alone made the broker refuse every device until the next rewrite (seen by
+    /// MosquittoDocTests as `certificate verify failed` right after `devid serve --mosquitto-dir` started).
+    @Test("devid serve --mosquitto-dir never writes a crl.pem without the issuing CA's CRL, not even at start")
+    func neverARootCRLAlone() async throws {
+        let directory = try TemporaryDirectory(prefix: "devid-mosquitto-start")
+        defer { directory.remove() }
+        let crlFile = directory.file("export/\(MosquittoExport.crlFile)")
+        // Every version of crl.pem from before the server starts until its files have settled.
+        let versions = Mutex<Set<String>>([])
+        let watching = Task {
+            while !Task.isCancelled {
+                if let text = try? String(contentsOfFile: crlFile, encoding: .utf8), !text.isEmpty {
+                    _ = versions.withLock { $0.insert(text) }
+                }
+                try? await Task.sleep(for: .milliseconds(1))
+            }
+        }
+        let fixture = try await ESTFixture { configuration in
+            configuration.mosquitto = MosquittoSyncConfiguration(
+                directory: directory.file("export"), port: 18_883, bindAddress: "127.0.0.1")
+        }
+        defer { Task { try? await fixture.server.stop() } }
+        let issuing = fixture.hierarchy.issuing.certificate.subject
+        func issuers(_ pem: String) throws -> [DistinguishedName] {
+            try pem.components(separatedBy: "-----BEGIN X509 CRL-----\n").dropFirst().map { block in
+                let base64 = block.components(separatedBy: "-----END").first!.replacingOccurrences(of: "\n", with: "")
+                return try CertificateRevocationList(derEncoded: Array(try #require(Data(base64Encoded: base64)))).issuer
+            }
+        }
+        let complete = await eventually(timeout: 10) {
+            (try? String(contentsOfFile: crlFile, encoding: .utf8)).map { (try? issuers($0))?.contains(issuing) == true } ?? false
+        }
+        #expect(complete != nil, "crl.pem never held the issuing CA's CRL")
+        try await Task.sleep(for: .seconds(1))
+        watching.cancel()
+        let seen = versions.withLock { $0 }
+        #expect(!seen.isEmpty)
+        for version in seen {
+            let names = try issuers(version)
+            #expect(names.contains(issuing), "a crl.pem without the issuing CA's CRL: \(names)")
+        }
     }
 
     @Test("CRLs are written as X509 CRL PEM blocks of 64-character lines")

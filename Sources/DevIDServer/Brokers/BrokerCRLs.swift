@@ -24,8 +24,10 @@ public final class BrokerHooks: Sendable {
                 endpoints: { await revocation.endpoints(caName: "services") },
                 snapshot: {
                     let grants = try await BrokerGrants.all(store: store)
-                    let crls = await revocation.brokerCRLs() + rootCRLs()
-                    return (crls, grants)
+                    // Mosquitto refuses every device whose issuer has no CRL in its crlfile: until the issuing CAs'
+                    // first CRLs are published (just after start), nothing is written, not the root's CRL alone.
+                    let issuing = await revocation.brokerCRLs()
+                    return (issuing.isEmpty ? [] : issuing + rootCRLs(), grants)
                 })
         }
         rabbitMQ = configuration.rabbitMQManagement.map { RabbitMQSessions(management: $0, logger: logger) }

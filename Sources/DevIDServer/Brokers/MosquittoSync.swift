@@ -131,7 +131,8 @@ public actor MosquittoSync: Service {
     public func sync(reason: String) async throws {
         pending = false
         let (crls, grants) = try await snapshot()
-        // Mosquitto will not start with an empty crlfile; the first CRL publication (at start) triggers a sync.
+        // Mosquitto will not start with an empty crlfile, and refuses every device without its issuer's CRL: the
+        // snapshot has no CRLs until the issuing CAs' first publication (at start), which triggers a sync.
         guard !crls.isEmpty else { return }
         let directory = configuration.directory
         let now = clock.now()
