@@ -45,6 +45,10 @@ struct Serve: AsyncParsableCommand {
     var mosquittoPidFile: String?
     @Option(name: .long, help: "The Mosquitto TLS listener port written into the listener block (default 8883).")
     var mosquittoPort: Int?
+    @Option(
+        name: .long,
+        help: "A DNS name or IP address for the broker certificate (repeatable; default localhost and 127.0.0.1).")
+    var mosquittoBrokerName: [String] = []
     @Flag(name: .long, help: "Do not run the registry's pending schema migrations: refuse to start if it needs one.")
     var noRegistryMigrate = false
     @Option(
@@ -126,6 +130,10 @@ struct Serve: AsyncParsableCommand {
         if let mosquittoPort {
             guard configuration.mosquitto != nil else { throw CLIError("--mosquitto-port needs --mosquitto-dir") }
             configuration.mosquitto?.port = mosquittoPort
+        }
+        if !mosquittoBrokerName.isEmpty {
+            guard configuration.mosquitto != nil else { throw CLIError("--mosquitto-broker-name needs --mosquitto-dir") }
+            configuration.mosquitto?.brokerNames = mosquittoBrokerName
         }
         if let rabbitmqManagementURL {
             let current = configuration.rabbitMQManagement

@@ -55,31 +55,8 @@ final class BackgroundProcess: Sendable {
 }
 
 enum Loopback {
-    /// A TCP port that was free a moment ago, drawn at random below Linux's ephemeral range (32768-60999), so that
-    /// neither the kernel (for `bind(0)` and outgoing connections) nor another test hands it out before the broker
-    /// binds it.
-    static func freePort() throws -> Int {
-        for _ in 0..<200 {
-            let port = Int.random(in: 20_000..<32_000)
-            if canBind(port) { return port }
-        }
-        throw BrokerTestError("no free port in 20000-31999")
-    }
-
-    private static func canBind(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-            }
-        }
-    }
+    /// A TCP port that was free a moment ago (``LoopbackPort/free()``).
+    static func freePort() throws -> Int { try LoopbackPort.free() }
 
     /// A port the kernel picks (bound to port 0 and released).
     static func kernelPort() throws -> Int {
@@ -103,20 +80,7 @@ enum Loopback {
     }
 
     /// True once something accepts TCP connections on 127.0.0.1:`port`.
-    static func accepts(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-            }
-        }
-    }
+    static func accepts(_ port: Int) -> Bool { LoopbackPort.accepts(port) }
 
     static func waitUntilAccepting(_ port: Int, timeout: TimeInterval, process: BackgroundProcess) async throws {
         let deadline = Date().addingTimeInterval(timeout)
