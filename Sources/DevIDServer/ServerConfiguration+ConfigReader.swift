@@ -118,15 +118,17 @@ extension ServerConfiguration {
             sync.brokerNames = reader.stringArray(forKey: "mosquitto.broker.names", default: sync.brokerNames)
             mosquitto = sync
         }
+        var password = reader.string(forKey: "rabbitmq.management.password", isSecret: true) ?? ""
+        if password.isEmpty, let file = reader.string(forKey: "rabbitmq.management.password.file"),
+            let data = FileManager.default.contents(atPath: file)
+        {
+            password = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        rabbitMQManagementLogin = RabbitMQManagement(
+            url: "", user: reader.string(forKey: "rabbitmq.management.user", default: "guest"), password: password)
         if let url = reader.string(forKey: "rabbitmq.management.url") {
-            var password = reader.string(forKey: "rabbitmq.management.password", isSecret: true) ?? ""
-            if password.isEmpty, let file = reader.string(forKey: "rabbitmq.management.password.file"),
-                let data = FileManager.default.contents(atPath: file)
-            {
-                password = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            }
             rabbitMQManagement = RabbitMQManagement(
-                url: url, user: reader.string(forKey: "rabbitmq.management.user", default: "guest"), password: password)
+                url: url, user: rabbitMQManagementLogin.user, password: rabbitMQManagementLogin.password)
         }
     }
 

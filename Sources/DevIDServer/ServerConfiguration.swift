@@ -76,6 +76,10 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var mosquitto: MosquittoSyncConfiguration?
     /// Close a revoked or suspended device's RabbitMQ connections through this management API. Nil: none.
     public var rabbitMQManagement: RabbitMQManagement?
+    /// The management API's user and password as the environment or file give them (`rabbitmq.management.user`,
+    /// `.password`, `.password.file`), kept even without a URL there: `--rabbitmq-management-url` on the command line
+    /// logs in with them. The password is a secret: never printed.
+    public var rabbitMQManagementLogin = RabbitMQManagement(url: "", user: "guest", password: "")
 
     public init() {}
 

@@ -136,9 +136,10 @@ struct Serve: AsyncParsableCommand {
             configuration.mosquitto?.brokerNames = mosquittoBrokerName
         }
         if let rabbitmqManagementURL {
-            let current = configuration.rabbitMQManagement
+            // The user and password from the environment or file, as with a URL from there.
+            let login = configuration.rabbitMQManagementLogin
             configuration.rabbitMQManagement = RabbitMQManagement(
-                url: rabbitmqManagementURL, user: current?.user ?? "guest", password: current?.password ?? "")
+                url: rabbitmqManagementURL, user: login.user, password: login.password)
         }
         if let logLevel {
             guard let level = Logger.Level(rawValue: logLevel) else { throw CLIError("unknown log level \(logLevel)") }
