@@ -126,7 +126,7 @@ enum RegistryChangeRouter {
             // that made the change, nor holding up the next batch.
             if let rabbitMQ = state.brokers.rabbitMQ, !plan.endSessions.isEmpty {
                 let devices = plan.endSessions
-                Task { await rabbitMQ.close(devices: devices, reason: "identity changed in DevID") }
+                Task { await rabbitMQ.endSessions(devices: devices, reason: "identity changed in DevID") }
             }
         }
     }

@@ -38,7 +38,7 @@ public final class BrokerHooks: Sendable {
     public func identityChanged(devices: Set<DeviceID>, endSessions: Bool, reason: String) async {
         await mosquitto?.changed()
         if endSessions, let rabbitMQ, !devices.isEmpty {
-            await rabbitMQ.close(devices: devices, reason: reason)
+            await rabbitMQ.endSessions(devices: devices, reason: reason)
         }
     }
 

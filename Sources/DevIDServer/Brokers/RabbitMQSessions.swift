@@ -36,9 +36,38 @@ public actor RabbitMQSessions {
     private var client: HTTPClient { HTTPClient.shared }
     private let logger: Logger
 
-    public init(management: RabbitMQManagement, logger: Logger) {
+    /// The management API lists a connection only once the node has emitted its statistics (every 5 s by default,
+    /// `collect_statistics_interval`), so a connection opened in the seconds before a revocation is not listed yet.
+    /// ``endSessions(devices:reason:)`` looks again after each of these delays. The HTTP backend refuses the devices'
+    /// new connections at once, so whatever is listed then was open before.
+    public let rechecks: [Duration]
+
+    public init(
+        management: RabbitMQManagement, logger: Logger, rechecks: [Duration] = [.seconds(6), .seconds(12)]
+    ) {
         self.management = management
         self.logger = logger
+        self.rechecks = rechecks
+    }
+
+    /// Closes the devices' connections now (``close(devices:reason:)``), and again after each of ``rechecks`` in the
+    /// background; returns how many were closed now.
+    @discardableResult
+    public func endSessions(devices: Set<DeviceID>, reason: String) async -> Int {
+        let closed = await close(devices: devices, reason: reason)
+        let rechecks = self.rechecks
+        Task {
+            for delay in rechecks {
+                try? await Task.sleep(for: delay)
+                let late = await self.close(devices: devices, reason: reason)
+                if late > 0 {
+                    logger.notice(
+                        "closed RabbitMQ connections listed after the revocation",
+                        metadata: ["connections": "\(late)", "devices": "\(devices.count)"])
+                }
+            }
+        }
+        return closed
     }
 
     /// Closes every connection whose user is one of `devices`; returns how many were closed.
