@@ -41,8 +41,9 @@ struct MosquittoDocTests {
         let etc = work.file("etc-mosquitto")
         try FileManager.default.createDirectory(atPath: etc, withIntermediateDirectories: true)
         let port = try LoopbackPort.free()
+        // The port with the space before it on the page, so that no digits of a path are taken for it.
         walk.extra = [
-            ("/etc/mosquitto", etc), ("/run/mosquitto/mosquitto.pid", pidFile), ("8883", String(port)),
+            ("/etc/mosquitto", etc), ("/run/mosquitto/mosquitto.pid", pidFile), (" 8883", " \(port)"),
             ("mqtt.example.com", "127.0.0.2"), ("device.pem", "dev1/cert.pem"), ("device.key", "dev1/key.pem"),
             ("dev-1", "L1-000001"), ("dev-2", "L1-000002"),
         ]
