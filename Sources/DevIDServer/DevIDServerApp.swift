@@ -146,7 +146,10 @@ public struct DevIDServerApp: Service {
                     .init(service: RegistryChangePoller(store: state.store, logger: state.logger)),
                     .init(service: AuthzWarmup(state: state), successTerminationBehavior: .ignore),
                     .init(service: state.revocation),
-                ] + (state.brokers.mosquitto.map { [.init(service: $0)] } ?? []),
+                ] + (state.brokers.mosquitto.map { [.init(service: $0)] } ?? [])
+                    + (state.brokers.rabbitMQ.map {
+                        [.init(service: RabbitMQRechecks(sessions: $0, clock: ContinuousClock()))]
+                    } ?? []),
                 logger: state.logger))
         try await withGracefulShutdownHandler {
             try await group.run()

@@ -124,8 +124,8 @@ extension ServerConfiguration {
         {
             password = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        rabbitMQManagementLogin = RabbitMQManagement(
-            url: "", user: reader.string(forKey: "rabbitmq.management.user", default: "guest"), password: password)
+        rabbitMQManagementLogin = RabbitMQLogin(
+            user: reader.string(forKey: "rabbitmq.management.user", default: "guest"), password: password)
         if let url = reader.string(forKey: "rabbitmq.management.url") {
             rabbitMQManagement = RabbitMQManagement(
                 url: url, user: rabbitMQManagementLogin.user, password: rabbitMQManagementLogin.password)

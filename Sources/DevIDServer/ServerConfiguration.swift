@@ -79,7 +79,7 @@ public struct ServerConfiguration: Sendable, Hashable {
     /// The management API's user and password as the environment or file give them (`rabbitmq.management.user`,
     /// `.password`, `.password.file`), kept even without a URL there: `--rabbitmq-management-url` on the command line
     /// logs in with them. The password is a secret: never printed.
-    public var rabbitMQManagementLogin = RabbitMQManagement(url: "", user: "guest", password: "")
+    public var rabbitMQManagementLogin = RabbitMQLogin()
 
     public init() {}
 

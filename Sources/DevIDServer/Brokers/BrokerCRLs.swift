@@ -30,7 +30,22 @@ public final class BrokerHooks: Sendable {
                     return (issuing.isEmpty ? [] : issuing + rootCRLs(), grants)
                 })
         }
-        rabbitMQ = configuration.rabbitMQManagement.map { RabbitMQSessions(management: $0, logger: logger) }
+        rabbitMQ = configuration.rabbitMQManagement.map {
+            RabbitMQSessions(
+                management: $0, logger: logger,
+                stillEnded: { devices in
+                    // Revoked, suspended or gone: may not connect at all. A registry error leaves the device alone.
+                    var ended: Set<DeviceID> = []
+                    for id in devices {
+                        do {
+                            if try await store.device(id)?.state != .active { ended.insert(id) }
+                        } catch {
+                            continue
+                        }
+                    }
+                    return ended
+                })
+        }
     }
 
     /// Devices whose identity state changed. `endSessions`: they may no longer be connected (revoked, suspended),

@@ -5,6 +5,7 @@ public import Logging
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
+public import ServiceLifecycle
 
 /// How DevID reaches a RabbitMQ node's management API to end a device's open sessions.
 public struct RabbitMQManagement: Sendable, Hashable, CustomStringConvertible {
@@ -23,6 +24,20 @@ public struct RabbitMQManagement: Sendable, Hashable, CustomStringConvertible {
     public var description: String { "RabbitMQManagement(\(url) as \(user), password <redacted>)" }
 }
 
+/// The management API's user and password without its URL (``ServerConfiguration/rabbitMQManagementLogin``).
+public struct RabbitMQLogin: Sendable, Hashable, CustomStringConvertible {
+    public var user: String
+    public var password: String
+
+    public init(user: String = "guest", password: String = "") {
+        self.user = user
+        self.password = password
+    }
+
+    /// Never shows the password.
+    public var description: String { "RabbitMQLogin(\(user), password <redacted>)" }
+}
+
 /// Ends a device's live RabbitMQ connections when it is revoked or suspended.
 ///
 /// A broker checks identity when a connection opens; RabbitMQ's HTTP auth backend asks DevID then and on each
@@ -38,36 +53,60 @@ public actor RabbitMQSessions {
 
     /// The management API lists a connection only once the node has emitted its statistics (every 5 s by default,
     /// `collect_statistics_interval`), so a connection opened in the seconds before a revocation is not listed yet.
-    /// ``endSessions(devices:reason:)`` looks again after each of these delays. The HTTP backend refuses the devices'
-    /// new connections at once, so whatever is listed then was open before.
+    /// ``endSessions(devices:reason:)`` looks again this long after the revocation (each delay from the revocation,
+    /// driven by ``RabbitMQRechecks``).
     public let rechecks: [Duration]
+    /// Of the given devices, those that may still not connect at all (revoked, suspended, gone): only their
+    /// connections are closed at a second look. A device resumed since, or still active with another credential,
+    /// keeps the connections it opened after the change.
+    private let stillEnded: @Sendable (Set<DeviceID>) async -> Set<DeviceID>
+    /// Second looks to come: the devices, the reason, and the time left until each.
+    private var due: [(devices: Set<DeviceID>, reason: String, after: Duration)] = []
 
     public init(
-        management: RabbitMQManagement, logger: Logger, rechecks: [Duration] = [.seconds(6), .seconds(12)]
+        management: RabbitMQManagement, logger: Logger, rechecks: [Duration] = [.seconds(6), .seconds(12)],
+        stillEnded: @escaping @Sendable (Set<DeviceID>) async -> Set<DeviceID> = { $0 }
     ) {
         self.management = management
         self.logger = logger
         self.rechecks = rechecks
+        self.stillEnded = stillEnded
     }
 
-    /// Closes the devices' connections now (``close(devices:reason:)``), and again after each of ``rechecks`` in the
-    /// background; returns how many were closed now.
+    /// Closes the devices' connections now (``close(devices:reason:)``) and schedules the second looks of
+    /// ``rechecks``; returns how many were closed now.
     @discardableResult
     public func endSessions(devices: Set<DeviceID>, reason: String) async -> Int {
         let closed = await close(devices: devices, reason: reason)
-        let rechecks = self.rechecks
-        Task {
-            for delay in rechecks {
-                try? await Task.sleep(for: delay)
-                let late = await self.close(devices: devices, reason: reason)
-                if late > 0 {
-                    logger.notice(
-                        "closed RabbitMQ connections listed after the revocation",
-                        metadata: ["connections": "\(late)", "devices": "\(devices.count)"])
-                }
+        due += rechecks.map { (devices, reason, $0) }
+        return closed
+    }
+
+    /// How many second looks are still to come, for tests.
+    public var rechecksDue: Int { due.count }
+
+    /// Moves the second looks `elapsed` closer and runs those that are due: the devices listed with a connection
+    /// now that still may not connect have it closed.
+    public func advance(by elapsed: Duration) async {
+        var now: [(devices: Set<DeviceID>, reason: String)] = []
+        due = due.compactMap { item in
+            let left = item.after - elapsed
+            if left > .zero { return (item.devices, item.reason, left) }
+            now.append((item.devices, item.reason))
+            return nil
+        }
+        for item in now {
+            guard let listed = try? await connections() else { continue }  // close() logs it at the first look
+            let connected = item.devices.intersection(listed.compactMap { DeviceID(rawValue: $0.user) })
+            let ended = connected.isEmpty ? [] : await stillEnded(connected)
+            guard !ended.isEmpty else { continue }
+            let late = await close(devices: ended, reason: item.reason)
+            if late > 0 {
+                logger.notice(
+                    "closed RabbitMQ connections listed after the revocation",
+                    metadata: ["connections": "\(late)", "devices": "\(ended.count)"])
             }
         }
-        return closed
     }
 
     /// Closes every connection whose user is one of `devices`; returns how many were closed.
@@ -81,7 +120,7 @@ public actor RabbitMQSessions {
             }.map(\.name)
         } catch {
             logger.warning(
-                "RabbitMQ management API unreachable; open sessions were not closed",
+                "RabbitMQ management API failed; open sessions were not closed",
                 metadata: ["error": "\(error)", "url": "\(management.url)"])
             return 0
         }
@@ -134,4 +173,30 @@ public actor RabbitMQSessions {
 struct RabbitMQManagementError: Error, CustomStringConvertible {
     let status: Int
     var description: String { "the RabbitMQ management API answered \(status)" }
+}
+
+/// Runs ``RabbitMQSessions``' second looks on `clock`, under the server's `ServiceGroup`: stops with it.
+public struct RabbitMQRechecks<C: Clock>: Service where C.Duration == Duration {
+    let sessions: RabbitMQSessions
+    let clock: C
+    let tick: Duration
+
+    public init(sessions: RabbitMQSessions, clock: C, tick: Duration = .milliseconds(500)) {
+        self.sessions = sessions
+        self.clock = clock
+        self.tick = tick
+    }
+
+    public func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                while !Task.isCancelled {
+                    try await clock.sleep(for: tick)
+                    await sessions.advance(by: tick)
+                }
+            }
+        } catch is CancellationError {
+            return
+        }
+    }
 }
