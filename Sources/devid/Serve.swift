@@ -132,7 +132,9 @@ struct Serve: AsyncParsableCommand {
             configuration.mosquitto?.port = mosquittoPort
         }
         if !mosquittoBrokerName.isEmpty {
-            guard configuration.mosquitto != nil else { throw CLIError("--mosquitto-broker-name needs --mosquitto-dir") }
+            guard configuration.mosquitto != nil else {
+                throw CLIError("--mosquitto-broker-name needs --mosquitto-dir")
+            }
             configuration.mosquitto?.brokerNames = mosquittoBrokerName
         }
         if let rabbitmqManagementURL {

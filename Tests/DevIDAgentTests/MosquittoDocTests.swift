@@ -12,15 +12,15 @@ import Testing
 /// The page is a reference, not a story, so the walk takes its blocks in the order an operator would: after the
 /// README's "Enroll a device" up to device L1-000001, the one-off export, a broker started on it (the page's
 /// `include_dir` line in its configuration), the server keeping it current, the hand check with L1-000001's LDevID
-/// (its own topic accepted, L1-000002's refused),
-/// then the broker certificate's listing, status and revocation, whose printed line the page shows. docs/revocation.md's
-/// block on broker certificates (the services CRL and OCSP by hand) runs there too, on the certificate just revoked.
+/// (its own topic accepted, L1-000002's refused), then the broker certificate's listing, status and revocation,
+/// whose printed line the page shows. docs/revocation.md's block on broker certificates (the services CRL and OCSP
+/// by hand) runs there too, on the certificate just revoked.
 ///
 /// What the walk fills in for the reader's machine: a directory for `/etc/mosquitto` (which the mosquitto package
 /// makes), a pid file, a free port for 8883, `dev1/cert.pem`, `dev1/key.pem`, `L1-000001` and `L1-000002` for the
-/// page's `device.pem`, `device.key`, `dev-1` and `dev-2`, and `127.0.0.2` for `mqtt.example.com` (resolvable without DNS, and not
-/// one of the server's default broker names, so the hand check fails if the server replaces the exported
-/// certificate with one naming only the defaults).
+/// page's `device.pem`, `device.key`, `dev-1` and `dev-2`, and `127.0.0.2` for `mqtt.example.com` (resolvable
+/// without DNS, and not one of the server's default broker names, so the hand check fails if the server replaces
+/// the exported certificate with one naming only the defaults).
 @Suite("docs/integrations/mosquitto.md", .serialized)
 struct MosquittoDocTests {
     static let page = "docs/integrations/mosquitto.md"
@@ -50,7 +50,8 @@ struct MosquittoDocTests {
         try await walk.runReadmeThroughFirstEnrollment()
 
         func block(_ first: String) throws -> DocFile.Block {
-            try #require(page.blocks.first { $0.lines.first?.hasPrefix(first) == true }, "no block starts with \(first)")
+            try #require(
+                page.blocks.first { $0.lines.first?.hasPrefix(first) == true }, "no block starts with \(first)")
         }
         let certificates = try block("devid cert services")
         let revokedLine = try block("revoked mosquitto broker certificate <serial>")
@@ -61,7 +62,8 @@ struct MosquittoDocTests {
         let handCheck = try block("mosquitto_pub")
         let walked = [certificates, revokedLine, initServices, export, include, serve, handCheck].map(\.line)
         for other in page.blocks where !walked.contains(other.line) {
-            Issue.record("\(Self.page):\(other.line): a block that is neither run nor listed: \(other.lines.first ?? "")")
+            Issue.record(
+                "\(Self.page):\(other.line): a block that is neither run nor listed: \(other.lines.first ?? "")")
         }
 
         // The one-off export, then a broker on it: the page's one line in the broker's configuration.
@@ -100,20 +102,24 @@ struct MosquittoDocTests {
         let listed = try await walk.run(certificates)
         ran += listed
         #expect(listed.count == 3, "\(listed)")
-        #expect(listed.first?.output.hasPrefix("\(serial)  mosquitto  active") == true, "one broker certificate: \(listed)")
+        #expect(
+            listed.first?.output.hasPrefix("\(serial)  mosquitto  active") == true, "one broker certificate: \(listed)")
         #expect(listed.dropFirst().first?.output.contains("kind:     service") == true, "\(listed)")
         try await walk.run(revokedLine)
 
         // docs/revocation.md's block on broker certificates, on the one just revoked.
         let revocation = try DocFile("docs/revocation.md")
         let manual = try #require(
-            revocation.blocks.first { $0.info == "sh" && $0.lines.first?.hasPrefix("curl -sS --fail -o services.crl") == true },
+            revocation.blocks.first {
+                $0.info == "sh" && $0.lines.first?.hasPrefix("curl -sS --fail -o services.crl") == true
+            },
             "docs/revocation.md lost its broker block")
         walk.extra.insert(("broker.pem", "\(etc)/devid/broker.pem"), at: 0)
         let checked = try await walk.run(manual)
         ran += checked
         #expect(checked.count == 3, "\(checked)")
-        #expect(checked.dropFirst().first?.output.contains("verify OK") == true, "the services CRL verifies: \(checked)")
+        #expect(
+            checked.dropFirst().first?.output.contains("verify OK") == true, "the services CRL verifies: \(checked)")
         #expect(checked.last?.output.contains("broker.pem: revoked") == true, "OCSP: \(checked)")
         #expect(checked.last?.output.contains("Reason: keyCompromise") == true, "OCSP: \(checked)")
 
@@ -128,7 +134,9 @@ struct MosquittoDocTests {
     /// `devid ca init-services` where the page says it is needed: a hierarchy whose root key is offline and that has no
     /// services CA (made before it existed: the walk removes it). The export is refused with the page's message until
     /// the command has run and the server restarted; then the broker certificate chains through the new services CA.
-    @Test("docs/integrations/mosquitto.md: ca init-services for a hierarchy whose root key is offline", .timeLimit(.minutes(3)))
+    @Test(
+        "docs/integrations/mosquitto.md: ca init-services for a hierarchy whose root key is offline",
+        .timeLimit(.minutes(3)))
     func servicesCAForAnOfflineRoot() async throws {
         let page = try DocFile(Self.page)
         let work = try TemporaryDirectory(prefix: "devid-mosquitto-services")
@@ -180,11 +188,13 @@ struct MosquittoDocTests {
         Issue.record("\(path) never showed \(text): \(log.suffix(2_000))")
     }
 
-    /// Mosquitto daemonized (`-d`): stopped by the pid in its pid file.
+    /// Mosquitto daemonized (`-d`): stopped by the pid in its pid file, waited for up to 5 s.
     static func stopBroker(pidFile: String) {
         guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
             let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines))
         else { return }
-        kill(pid, SIGTERM)
+        guard kill(pid, SIGTERM) == 0 else { return }
+        let deadline = Date().addingTimeInterval(5)
+        while kill(pid, 0) == 0 && Date() < deadline { usleep(50_000) }
     }
 }

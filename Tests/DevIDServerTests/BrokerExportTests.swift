@@ -170,6 +170,7 @@ import X509
                 try? await Task.sleep(for: .milliseconds(1))
             }
         }
+        defer { watching.cancel() }
         let fixture = try await ESTFixture { configuration in
             configuration.mosquitto = MosquittoSyncConfiguration(
                 directory: directory.file("export"), port: 18_883, bindAddress: "127.0.0.1")
@@ -179,11 +180,13 @@ import X509
         func issuers(_ pem: String) throws -> [DistinguishedName] {
             try pem.components(separatedBy: "-----BEGIN X509 CRL-----\n").dropFirst().map { block in
                 let base64 = block.components(separatedBy: "-----END").first!.replacingOccurrences(of: "\n", with: "")
-                return try CertificateRevocationList(derEncoded: Array(try #require(Data(base64Encoded: base64)))).issuer
+                let der = try #require(Data(base64Encoded: base64))
+                return try CertificateRevocationList(derEncoded: Array(der)).issuer
             }
         }
         let complete = await eventually(timeout: 10) {
-            (try? String(contentsOfFile: crlFile, encoding: .utf8)).map { (try? issuers($0))?.contains(issuing) == true } ?? false
+            guard let text = try? String(contentsOfFile: crlFile, encoding: .utf8) else { return false }
+            return (try? issuers(text))?.contains(issuing) == true
         }
         #expect(complete != nil, "crl.pem never held the issuing CA's CRL")
         try await Task.sleep(for: .seconds(1))

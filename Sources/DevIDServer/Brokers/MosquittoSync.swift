@@ -133,7 +133,11 @@ public actor MosquittoSync: Service {
         let (crls, grants) = try await snapshot()
         // Mosquitto will not start with an empty crlfile, and refuses every device without its issuer's CRL: the
         // snapshot has no CRLs until the issuing CAs' first publication (at start), which triggers a sync.
-        guard !crls.isEmpty else { return }
+        guard !crls.isEmpty else {
+            logger.debug(
+                "Mosquitto files not written: no CRL of the issuing CAs yet", metadata: ["reason": "\(reason)"])
+            return
+        }
         let directory = configuration.directory
         let now = clock.now()
         // From the services CA only (never the EST server's issuing CA), recorded before it is written.
