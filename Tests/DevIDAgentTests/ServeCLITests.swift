@@ -26,6 +26,22 @@ struct ServeCLITests {
     /// How long a start may take (the first one creates the CA hierarchy).
     static let startTimeout: TimeInterval = 90
 
+    @Test("a Mosquitto option without --mosquitto-dir is refused with one line, before anything is created")
+    func mosquittoOptionsNeedTheDirectory() async throws {
+        let work = try TemporaryDirectory(prefix: "devid-serve-flags")
+        defer { work.remove() }
+        for (option, value) in [
+            ("--mosquitto-pid-file", "mosquitto.pid"), ("--mosquitto-port", "8883"),
+            ("--mosquitto-broker-name", "mqtt.example.com"),
+        ] {
+            let result = try await Self.devid(
+                ["serve", "--data-dir", work.file("data"), option, value], in: work.path)
+            #expect(result.status == 1, "\(option): \(result.stdout) \(result.stderr)")
+            #expect(result.stderr == "Error: \(option) needs --mosquitto-dir\n", "\(option): \(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: work.file("data")), "\(option): nothing created")
+        }
+    }
+
     @Test("serve, mint, import, claim token, agent enroll and status, error path, SIGINT, restart", .timeLimit(.minutes(5)))
     func endToEnd() async throws {
         let work = try TemporaryDirectory(prefix: "devid-serve-cli")
