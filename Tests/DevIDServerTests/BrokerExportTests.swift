@@ -1,6 +1,6 @@
 import DevIDCore
 import DevIDPKI
-import DevIDServer
+@testable import DevIDServer
 import DevIDStore
 import DevIDTesting
 import Foundation
@@ -197,6 +197,37 @@ import X509
             let names = try issuers(version)
             #expect(names.contains(issuing), "a crl.pem without the issuing CA's CRL: \(names)")
         }
+    }
+
+    /// The one-off export had the sync's old gap: in the moment after a start, before the issuing CAs' first CRLs,
+    /// it answered 200 with a `crl.pem` of the root's CRL alone, which makes Mosquitto refuse every device. Here the
+    /// CRLs are never published (a file stands where the CRL directory would be), so the moment lasts.
+    @Test("an export before the issuing CAs' first CRLs is refused with 503 and Retry-After; nothing is issued")
+    func refusedBeforeTheFirstCRLs() async throws {
+        let fixture = try await ESTFixture { configuration in
+            try? FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+            FileManager.default.createFile(atPath: configuration.crlDirectory, contents: Data("not a directory".utf8))
+        }
+        defer { Task { try? await fixture.server.stop() } }
+        _ = try await fixture.enroll("alpha")
+        let body = """
+            {"directory":"/etc/mosquitto/devid","brokerNames":["mqtt.example.com"],\
+            "csr":"\(try Self.csr(try KeyMaterial.generate(.p256)))"}
+            """
+        let reply = try await fixture.admin("POST", "/v1/admin/exports/mosquitto", body: body)
+        #expect(reply.status == 503, "\(reply.body)")
+        #expect(reply.header("Retry-After") == "1")
+        #expect(reply.body == #"{"error":{"message":"CRLs are not published yet; retry in a second"}}"#)
+        #expect(try await fixture.store.serviceCertificates().isEmpty, "no broker certificate was issued")
+        let denied = try await fixture.store.auditEvents(AuditFilter(action: "export.mosquitto", limit: 5))
+        #expect(denied.map(\.outcome) == [.denied])
+        #expect(denied.first?.reason == "CRLs are not published yet; retry in a second")
+    }
+
+    @Test("the roots' CRLs never go to a broker without the issuing CAs' CRLs")
+    func brokerCRLsNeedTheIssuingCAs() {
+        #expect(ServerState.brokerCRLs(issuing: [], roots: [[1, 2]]).isEmpty)
+        #expect(ServerState.brokerCRLs(issuing: [[3]], roots: [[1, 2]]) == [[3], [1, 2]])
     }
 
     @Test("CRLs are written as X509 CRL PEM blocks of 64-character lines")

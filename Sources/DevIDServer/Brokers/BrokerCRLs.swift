@@ -24,10 +24,7 @@ public final class BrokerHooks: Sendable {
                 endpoints: { await revocation.endpoints(caName: "services") },
                 snapshot: {
                     let grants = try await BrokerGrants.all(store: store)
-                    // Mosquitto refuses every device whose issuer has no CRL in its crlfile: until the issuing CAs'
-                    // first CRLs are published (just after start), nothing is written, not the root's CRL alone.
-                    let issuing = await revocation.brokerCRLs()
-                    return (issuing.isEmpty ? [] : issuing + rootCRLs(), grants)
+                    return (ServerState.brokerCRLs(issuing: await revocation.brokerCRLs(), roots: rootCRLs()), grants)
                 })
         }
         rabbitMQ = configuration.rabbitMQManagement.map {
@@ -75,7 +72,13 @@ extension RevocationPublisher {
 extension ServerState {
     /// The issuing CAs' CRLs and the current CRL of every trusted root (which lists revoked issuing CAs).
     func brokerCRLs() async -> [[UInt8]] {
-        await revocation.brokerCRLs() + currentRootCRLs()
+        Self.brokerCRLs(issuing: await revocation.brokerCRLs(), roots: currentRootCRLs())
+    }
+
+    /// The CRLs a broker gets: none until the issuing CAs' first CRLs are published (just after start), never the
+    /// roots' CRLs alone. Mosquitto refuses every device whose issuer has no CRL in its crlfile.
+    static func brokerCRLs(issuing: [[UInt8]], roots: @autoclosure () -> [[UInt8]]) -> [[UInt8]] {
+        issuing.isEmpty ? [] : issuing + roots()
     }
 
     func currentRootCRLs() -> [[UInt8]] {

@@ -48,12 +48,19 @@ enum BrokerRoutes {
             guard !names.isEmpty, names.allSatisfy(Self.isValidHostName) else {
                 throw HTTPError(.badRequest, message: "broker names must be DNS names or IP addresses")
             }
+            // Before anything is issued: without the issuing CAs' CRLs the files would lock every device out.
+            let snapshot = try await BrokerSnapshot.take(state: state)
+            guard !snapshot.crls.isEmpty else {
+                let reason = "CRLs are not published yet; retry in a second"
+                await state.auditor.record(
+                    actor: context.actor, action: "export.mosquitto", outcome: .denied, reason: reason)
+                throw HTTPError(.serviceUnavailable, headers: [.retryAfter: "1"], message: reason)
+            }
             var brokerCertificate: String?
             if let csr = body.csr {
                 brokerCertificate = try await issueBrokerCertificate(
                     csr: csr, names: names, state: state, actor: context.actor)
             }
-            let snapshot = try await BrokerSnapshot.take(state: state)
             let export = MosquittoExport(
                 port: port, bindAddress: bind, certificateFile: "\(body.directory)/\(BrokerCertificate.certificateFile)",
                 keyFile: "\(body.directory)/\(BrokerCertificate.keyFile)")
