@@ -62,12 +62,13 @@ public struct OpsRequestContext: RequestContext {
     public var actor: String { adminTokenID.map { "admin:\($0)" } ?? "anonymous" }
 }
 
-/// The one JSON style of every DevID API: ISO 8601 dates, sorted keys.
+/// The one JSON style of every DevID API: ISO 8601 dates, sorted keys, `/` as itself (a topic, a path or a PEM
+/// line reads as written; `\/` is only an optional escape in JSON).
 public enum DevIDJSON {
     public static var encoder: JSONEncoder {
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .iso8601
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return encoder
     }
 

@@ -334,7 +334,7 @@ struct AuthzTests {
         #expect(shown.body.contains(#""default":true"#))
         #expect(
             shown.body.contains(
-                ##"{"action":"publish","topic":"tenants\/{tenant}\/devices\/{device}\/telemetry\/#"}"##),
+                ##"{"action":"publish","topic":"tenants/{tenant}/devices/{device}/telemetry/#"}"##),
             "\(shown.body)")
 
         let ask = ["device": "p-1", "action": "publish", "topic": "tenants/acme/lines/7/status"]

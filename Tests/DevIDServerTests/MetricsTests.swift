@@ -223,7 +223,7 @@ struct MetricsTests {
                 #expect(reply.header("Content-Type") == "text/plain; version=0.0.4; charset=utf-8")
                 #expect(reply.body.contains("# TYPE devid_devices gauge"))
             } else {
-                #expect(reply.body == #"{"error":{"message":"role \#(role) may not GET \/metrics"}}"#)
+                #expect(reply.body == #"{"error":{"message":"role \#(role) may not GET /metrics"}}"#)
                 #expect(try await fixture.deniedAuth(containing: "role \(role) may not GET /metrics").count == 1)
             }
         }

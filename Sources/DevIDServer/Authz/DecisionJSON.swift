@@ -62,13 +62,13 @@ enum DecisionJSON {
         return buffer
     }
 
-    /// A JSON string as Foundation's `JSONEncoder` escapes it: `"`, `\` and `/` with a backslash, the C escapes
+    /// A JSON string as ``DevIDJSON/encoder`` escapes it: `"` and `\` with a backslash, the C escapes
     /// for backspace, form feed, newline, carriage return and tab, other control characters as `\u00XX`; every
     /// other character as its UTF-8.
     static func writeString(_ value: String, to buffer: inout ByteBuffer) {
         buffer.writeStaticString("\"")
         var plain = true
-        for byte in value.utf8 where byte < 0x20 || byte == 0x22 || byte == 0x5c || byte == 0x2f {
+        for byte in value.utf8 where byte < 0x20 || byte == 0x22 || byte == 0x5c {
             plain = false
             break
         }
@@ -80,7 +80,6 @@ enum DecisionJSON {
                 switch byte {
                 case 0x22: buffer.writeStaticString("\\\"")
                 case 0x5c: buffer.writeStaticString("\\\\")
-                case 0x2f: buffer.writeStaticString("\\/")
                 case 0x08: buffer.writeStaticString("\\b")
                 case 0x0c: buffer.writeStaticString("\\f")
                 case 0x0a: buffer.writeStaticString("\\n")
