@@ -187,16 +187,25 @@ enum AdminRoutes {
                         expiresAt: token.expiresAt, uses: uses, lot: lot, namePattern: body.namePattern)))
         }
 
+        // Newest first, a page at a time: a full page says where the next one starts (`after` that token).
         admin.get("/tokens") { request, context -> ListResponse<TokenView> in
-            var tenant: TenantID?
-            if let name = request.uri.queryParameters["tenant"] {
+            let query = request.uri.queryParameters
+            var filter = ClaimTokenFilter()
+            if let name = query["tenant"] {
                 guard let id = TenantID(rawValue: String(name)) else { throw HTTPError(.badRequest, message: "invalid tenant") }
                 try context.require(tenant: id)
-                tenant = id
+                filter.tenant = id
             }
+            if let limit = try request.listLimit() { filter.limit = limit }
+            if let after = query["after"] {
+                // Only a token this admin token may see marks a place: another tenant's stays unconfirmed.
+                guard let cursor = try await store.claimToken(id: String(after)), context.allows(tenant: cursor.tenant)
+                else { throw HTTPError(.badRequest, message: "after must name a claim token") }
+                filter.after = cursor.id
+            }
+            let tokens = try await context.claimTokens(filter, store: store)
             return ListResponse(
-                items: try await store.claimTokens(tenant: tenant).filter { context.allows(tenant: $0.tenant) }
-                    .map(TokenView.init))
+                items: tokens.map(TokenView.init), next: tokens.count == filter.limit ? tokens.last?.id : nil)
         }
 
         admin.post("/tokens/:id/revoke") { _, context -> JSONBody<TokenView> in

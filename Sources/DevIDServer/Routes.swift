@@ -57,6 +57,17 @@ struct ListResponse<Item: Encodable & Sendable>: ResponseEncodable {
     var next: String? = nil
 }
 
+extension Request {
+    /// A list's `limit` query parameter, if given: 1-10000, else `400`.
+    func listLimit() throws -> Int? {
+        guard let text = uri.queryParameters["limit"] else { return nil }
+        guard let value = Int(text), (1...10_000).contains(value) else {
+            throw HTTPError(.badRequest, message: "limit must be 1-10000")
+        }
+        return value
+    }
+}
+
 /// Encodes any value as the response body with the context's JSON encoder.
 struct JSONBody<Value: Encodable & Sendable>: ResponseGenerator {
     let value: Value
@@ -229,12 +240,7 @@ enum Routes {
                 }
                 filter.state = value
             }
-            if let limit = query["limit"] {
-                guard let value = Int(limit), (1...10_000).contains(value) else {
-                    throw HTTPError(.badRequest, message: "limit must be 1-10000")
-                }
-                filter.limit = value
-            }
+            if let limit = try request.listLimit() { filter.limit = limit }
             // A fleet is listed page by page: ids sort ascending, and a full page says where the next one starts.
             if let after = query["after"] {
                 guard let id = DeviceID(rawValue: String(after)) else {
@@ -271,12 +277,7 @@ enum Routes {
                 }
                 filter.outcome = value
             }
-            if let limit = query["limit"] {
-                guard let value = Int(limit), (1...10_000).contains(value) else {
-                    throw HTTPError(.badRequest, message: "limit must be 1-10000")
-                }
-                filter.limit = value
-            }
+            if let limit = try request.listLimit() { filter.limit = limit }
             return ListResponse(items: try await state.store.auditEntries(filter))
         }
         AdminRoutes.register(admin, state: state)

@@ -195,8 +195,9 @@ public protocol Store: Sendable {
     func insertClaimToken(_ token: ClaimToken, audit: AuditEvent?) async throws(StoreError)
     func claimToken(id: String) async throws(StoreError) -> ClaimToken?
     func claimToken(secretHash: String) async throws(StoreError) -> ClaimToken?
-    /// Claim tokens of `tenant` (of every tenant if nil), newest `createdAt` first (ties: descending id).
-    func claimTokens(tenant: TenantID?) async throws(StoreError) -> [ClaimToken]
+    /// One page of claim tokens: newest `createdAt` first (ties: descending id, byte order), at most `limit`,
+    /// those after `filter.after`. `.notFound` if `after` names no token.
+    func claimTokens(_ filter: ClaimTokenFilter) async throws(StoreError) -> [ClaimToken]
     /// Decrements a token's remaining uses if it is still usable at `now`; returns the token as it was before.
     /// `.conflict` if it is used up, revoked or expired (so two concurrent enrollments cannot share one use).
     func consumeClaimToken(id: String, now: Date) async throws(StoreError) -> ClaimToken
@@ -283,12 +284,38 @@ extension Store {
         try await auditChainReport(anchor: nil).brokenSequence
     }
 
+    /// Every claim token of `tenant` (of every tenant if nil), newest first.
+    public func claimTokens(tenant: TenantID?) async throws(StoreError) -> [ClaimToken] {
+        try await claimTokens(ClaimTokenFilter(tenant: tenant, limit: Int.max))
+    }
+
     public func auditEvents(_ filter: AuditFilter) async throws(StoreError) -> [AuditEvent] {
         try await auditEntries(filter).compactMap(\.event)
     }
 }
 
 /// Which devices to list.
+/// Which claim tokens to list, a page at a time, in ``Store/claimTokens(_:)``'s order (newest first).
+public struct ClaimTokenFilter: Sendable, Hashable {
+    public var tenant: TenantID?
+    public var limit: Int
+    /// Continue after this token (its id): the tokens created before it, or at the same moment with a smaller id.
+    public var after: String?
+
+    public init(tenant: TenantID? = nil, limit: Int = 1000, after: String? = nil) {
+        self.tenant = tenant
+        self.limit = limit
+        self.after = after
+    }
+
+    /// The listing order: `newer` comes first if it was created later, or at the same moment with a larger id in
+    /// byte order (as SQL's BINARY collation compares; String's `<` normalizes Unicode first).
+    public static func precedes(_ newer: ClaimToken, _ older: ClaimToken) -> Bool {
+        if newer.createdAt != older.createdAt { return newer.createdAt > older.createdAt }
+        return older.id.utf8.lexicographicallyPrecedes(newer.id.utf8)
+    }
+}
+
 public struct DeviceFilter: Sendable, Hashable {
     public var tenant: TenantID?
     public var lot: LotID?

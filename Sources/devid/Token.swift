@@ -67,14 +67,31 @@ struct Token: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List claim tokens (never their secrets).")
         @OptionGroup var global: GlobalOptions
         @Option(name: .long, help: "Only this tenant.") var tenant: String?
+        @Option(name: .long, help: "At most this many tokens, newest first (default: every one, fetched 1000 at a time).")
+        var limit: Int?
+
+        func validate() throws {
+            if let limit, limit < 1 { throw ValidationError("--limit must be 1 or more") }
+        }
 
         func run() async throws {
-            let path = "/v1/admin/tokens" + (tenant.map { "?tenant=\($0)" } ?? "")
-            let list = try await AdminClient(options: global).get(path, as: ItemList<View>.self)
-            if global.json { return try Output.json(list.items) }
+            // Page by page, newest first, until the server says there is no more (or --limit is reached).
+            let client = try AdminClient(options: global)
+            var tokens: [View] = []
+            var after: String?
+            repeat {
+                var query = ["limit=\(min(1000, (limit ?? Int.max) - tokens.count))"]
+                if let tenant { query.append("tenant=\(tenant)") }
+                if let after { query.append("after=\(after)") }
+                let list = try await client.get(
+                    "/v1/admin/tokens?" + query.joined(separator: "&"), as: ItemList<View>.self)
+                tokens += list.items
+                after = list.next
+            } while after != nil && tokens.count < (limit ?? Int.max)
+            if global.json { return try Output.json(tokens) }
             Output.table(
                 ["ID", "TENANT", "DEVICE", "USES LEFT", "EXPIRES", "REVOKED"],
-                list.items.map {
+                tokens.map {
                     [
                         $0.id, $0.tenant, $0.device ?? "-", String($0.usesRemaining ?? 0), Output.date($0.expiresAt),
                         ($0.revoked ?? false) ? "yes" : "no",

@@ -208,6 +208,62 @@ struct AdminRoleTests {
         try await f.stop()
     }
 
+    @Test("claim tokens are listed a page at a time, newest first; a bad limit or cursor is 400")
+    func tokenPages() async throws {
+        let f = try await Fixture.start()
+        // Five more tokens of acme, a second apart, and one of beta in the middle: seven in all.
+        for index in 1...5 {
+            f.server.clock.advance(by: 1)
+            let tenant = index == 3 ? "beta" : "acme"
+            let created = try await f.send(
+                "POST", "/v1/admin/tokens", token: f.server.adminToken, body: #"{"tenant":"\#(tenant)"}"#)
+            #expect(created.status == 201, "\(created.body)")
+        }
+        let everything = try f.items(try await f.send("GET", "/v1/admin/tokens", token: f.server.adminToken))
+        let ids = everything.compactMap { $0["id"] as? String }
+        #expect(ids.count == 7)
+        #expect(try await f.server.state.store.claimTokens(tenant: nil).map(\.id) == ids, "newest first")
+
+        // Page through three at a time: the pages join up to the whole list, and only full pages name a next one.
+        func pages(_ query: String, token: String) async throws -> [[String]] {
+            var pages: [[String]] = []
+            var after: String?
+            repeat {
+                let reply = try await f.send(
+                    "GET", "/v1/admin/tokens?limit=3" + query + (after.map { "&after=\($0)" } ?? ""), token: token)
+                #expect(reply.status == 200, "\(reply.body)")
+                let object = try #require(try JSONSerialization.jsonObject(with: Data(reply.body.utf8)) as? [String: Any])
+                let page = try #require(object["items"] as? [[String: Any]]).compactMap { $0["id"] as? String }
+                after = object["next"] as? String
+                #expect(after == (page.count == 3 ? page.last : nil))
+                pages.append(page)
+            } while after != nil && pages.count < 10
+            return pages
+        }
+        let all = try await pages("", token: f.server.adminToken)
+        #expect(all.map(\.count) == [3, 3, 1])
+        #expect(all.flatMap { $0 } == ids)
+        let acmeIDs = everything.filter { $0["tenant"] as? String == "acme" }.compactMap { $0["id"] as? String }
+        #expect(try await pages("&tenant=acme", token: f.server.adminToken).flatMap { $0 } == acmeIDs)
+        // A token limited to acme pages through acme alone, and cannot use beta's token as a cursor.
+        let ops = try await f.create("ops-acme", role: .operator, tenants: ["acme"]).secret
+        #expect(try await pages("", token: ops).flatMap { $0 } == acmeIDs)
+        let betaID = try #require(everything.first { $0["tenant"] as? String == "beta" }?["id"] as? String)
+
+        for (query, token, reason) in [
+            ("limit=0", f.server.adminToken, "limit must be 1-10000"),
+            ("limit=10001", f.server.adminToken, "limit must be 1-10000"),
+            ("limit=many", f.server.adminToken, "limit must be 1-10000"),
+            ("after=ct_nosuchtoken", f.server.adminToken, "after must name a claim token"),
+            ("after=\(betaID)", ops, "after must name a claim token"),
+        ] {
+            let reply = try await f.send("GET", "/v1/admin/tokens?" + query, token: token)
+            #expect(reply.status == 400, "\(query): \(reply.body)")
+            #expect(reply.body == #"{"error":{"message":"\#(reason)"}}"#, "\(query)")
+        }
+        try await f.stop()
+    }
+
     @Test("an expired token is 401, audited with its id")
     func expired() async throws {
         let f = try await Fixture.start()

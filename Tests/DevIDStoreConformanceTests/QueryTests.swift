@@ -73,6 +73,20 @@ struct QueryTests {
             #expect(try await store.claimTokens(tenant: Fixture.tenantID("acme")) == [newest, tieB, tieA, revokedOld])
             #expect(try await store.claimTokens(tenant: Fixture.tenantID("other")) == [foreign])
             #expect(try await store.claimTokens(tenant: Fixture.tenantID("nobody")) == [])
+
+            // Pages: each continues after the last token of the one before, ties included, until one is short.
+            #expect(try await store.claimTokens(ClaimTokenFilter(limit: 2)) == [newest, foreign])
+            #expect(try await store.claimTokens(ClaimTokenFilter(limit: 2, after: "tok-other")) == [tieB, tieA])
+            #expect(try await store.claimTokens(ClaimTokenFilter(limit: 2, after: "tok-tie-a")) == [revokedOld])
+            #expect(try await store.claimTokens(ClaimTokenFilter(limit: 2, after: "tok-old")) == [])
+            let acme = Fixture.tenantID("acme")
+            #expect(try await store.claimTokens(ClaimTokenFilter(tenant: acme, limit: 1, after: "tok-new")) == [tieB])
+            // A cursor of another tenant still marks a place in the order.
+            #expect(
+                try await store.claimTokens(ClaimTokenFilter(tenant: acme, after: "tok-other")) == [tieB, tieA, revokedOld])
+            await expectStoreError(.notFound) { () async throws(StoreError) in
+                _ = try await store.claimTokens(ClaimTokenFilter(after: "tok-gone"))
+            }
         }
     }
 }

@@ -29,6 +29,22 @@ extension OpsRequestContext {
         }
     }
 
+    /// The claim tokens `filter` matches that the token may see, as ``devices(_:store:)`` does for devices.
+    func claimTokens(_ filter: ClaimTokenFilter, store: any Store) async throws -> [ClaimToken] {
+        guard let tenants = tenantLimit else { return try await store.claimTokens(filter) }
+        if let tenant = filter.tenant {
+            try require(tenant: tenant)
+            return try await store.claimTokens(filter)
+        }
+        var merged: [ClaimToken] = []
+        for tenant in tenants {
+            var own = filter
+            own.tenant = tenant
+            merged += try await store.claimTokens(own)
+        }
+        return Array(merged.sorted(by: ClaimTokenFilter.precedes).prefix(filter.limit))
+    }
+
     /// The devices `filter` matches that the token may see: with `filter.tenant` set, that tenant (refused if the
     /// token is not limited to it); otherwise the first `filter.limit` devices of the token's tenants.
     func devices(_ filter: DeviceFilter, store: any Store) async throws -> [Device] {

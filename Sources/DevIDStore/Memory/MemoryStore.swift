@@ -500,14 +500,16 @@ public actor MemoryStore: Store {
         claimTokenBySecretHash[secretHash].flatMap { claimTokenRows[$0] }
     }
 
-    public func claimTokens(tenant: TenantID?) -> [ClaimToken] {
-        claimTokenRows.values
-            .filter { token in tenant.map { token.tenant == $0 } ?? true }
-            .sorted { newer, older in
-                if newer.createdAt != older.createdAt { return newer.createdAt > older.createdAt }
-                // Byte order, as SQL's BINARY collation compares; String's `<` normalizes Unicode first.
-                return older.id.utf8.lexicographicallyPrecedes(newer.id.utf8)
+    public func claimTokens(_ filter: ClaimTokenFilter) throws(StoreError) -> [ClaimToken] {
+        let precedes = ClaimTokenFilter.precedes
+        var tokens = claimTokenRows.values.filter { token in filter.tenant.map { token.tenant == $0 } ?? true }
+        if let after = filter.after {
+            guard let cursor = claimTokenRows[after] else {
+                throw StoreError(.notFound, "list claim tokens: no claim token \(after) to continue after")
             }
+            tokens = tokens.filter { precedes(cursor, $0) }
+        }
+        return Array(tokens.sorted(by: precedes).prefix(filter.limit))
     }
 
     public func consumeClaimToken(id: String, now: Date) throws(StoreError) -> ClaimToken {

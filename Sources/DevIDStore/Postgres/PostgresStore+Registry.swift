@@ -234,15 +234,29 @@ extension PostgresStore {
         }?.model()
     }
 
-    public func claimTokens(tenant: TenantID?) async throws(StoreError) -> [ClaimToken] {
-        let order = " ORDER BY created_at DESC, id COLLATE \"C\" DESC"
-        return try await read("list claim tokens") { session in
-            if let tenant {
-                return try await session.fetch(
-                    ClaimTokenRecord.self, "SELECT * FROM claim_tokens WHERE tenant_id = ?" + order,
-                    [.text(tenant.rawValue)])
+    public func claimTokens(_ filter: ClaimTokenFilter) async throws(StoreError) -> [ClaimToken] {
+        try await read("list claim tokens") { session in
+            var conditions: [String] = []
+            var values: [PostgresValue] = []
+            if let tenant = filter.tenant {
+                conditions.append("tenant_id = ?")
+                values.append(.text(tenant.rawValue))
             }
-            return try await session.fetch(ClaimTokenRecord.self, "SELECT * FROM claim_tokens" + order)
+            if let after = filter.after {
+                guard
+                    let cursor = try await session.fetchOne(
+                        ClaimTokenRecord.self, "SELECT * FROM claim_tokens WHERE id = ?", [.text(after)])
+                else {
+                    throw StoreError(.notFound, "list claim tokens: no claim token \(after) to continue after")
+                }
+                conditions.append("(created_at < ? OR (created_at = ? AND id COLLATE \"C\" < ?))")
+                values += [.integer(cursor.createdAt), .integer(cursor.createdAt), .text(cursor.id)]
+            }
+            let whereClause = conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")
+            return try await session.fetch(
+                ClaimTokenRecord.self,
+                "SELECT * FROM claim_tokens" + whereClause + " ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT ?",
+                values + [.integer(Int64(filter.limit))])
         }.map { record throws(StoreError) in try record.model() }
     }
 

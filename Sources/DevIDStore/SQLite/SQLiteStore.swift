@@ -425,11 +425,19 @@ extension SQLiteStore {
         }
     }
 
-    public func claimTokens(tenant: TenantID?) async throws(StoreError) -> [ClaimToken] {
+    public func claimTokens(_ filter: ClaimTokenFilter) async throws(StoreError) -> [ClaimToken] {
         try await read("list claim tokens") { db in
             var request = ClaimTokenRecord.all()
-            if let tenant { request = request.filter { $0.tenantID == tenant.rawValue } }
-            return try request.order { [$0.createdAt.desc, $0.id.desc] }.fetchAll(db)
+            if let tenant = filter.tenant { request = request.filter { $0.tenantID == tenant.rawValue } }
+            if let after = filter.after {
+                guard let cursor = try ClaimTokenRecord.fetchOne(db, key: after) else {
+                    throw StoreError(.notFound, "list claim tokens: no claim token \(after) to continue after")
+                }
+                request = request.filter {
+                    $0.createdAt < cursor.createdAt || ($0.createdAt == cursor.createdAt && $0.id < cursor.id)
+                }
+            }
+            return try request.order { [$0.createdAt.desc, $0.id.desc] }.limit(filter.limit).fetchAll(db)
                 .map { record throws(StoreError) in try record.model() }
         }
     }
