@@ -52,6 +52,9 @@ public struct MTLSChannel<BaseChannel: ServerChildChannel>: ServerChildChannel {
             try channel.pipeline.syncOperations.addHandler(ResumedSessionVerifier(verify: verify))
         }.flatMap {
             self.baseChannel.setup(channel: channel, logger: logger)
+        }.flatMapThrowing { value in
+            try ConnectionCloseHandler.install(in: channel)
+            return value
         }
     }
 
