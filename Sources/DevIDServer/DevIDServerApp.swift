@@ -135,7 +135,8 @@ public struct DevIDServerApp: Service {
                     // Before the listeners, so it stops after them and writes what they counted.
                     .init(
                         service: AnonymousFailureFlusher(
-                            failures: state.anonymousFailures, denials: state.repeatedDenials, clock: ContinuousClock())),
+                            failures: state.anonymousFailures, decisions: [state.repeatedDenials, state.repeatedConnects],
+                            clock: ContinuousClock())),
                     // Before the listeners, so it stops after them and writes the last hour's health counts.
                     .init(service: HealthHistoryFlusher(history: state.metrics.history, clock: ContinuousClock())),
                     // Before the listeners, so it stops after them and writes back the last uses of admin tokens.

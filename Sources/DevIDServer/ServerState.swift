@@ -30,7 +30,9 @@ public struct ServerState: Sendable {
     /// Failures with no authenticated identity, audited in aggregate (``AnonymousFailures``).
     public let anonymousFailures: AnonymousFailures
     /// Repeated denials of identified devices (the decision API), audited in aggregate.
-    public let repeatedDenials: RepeatedDenials
+    public let repeatedDenials: RepeatedDecisions
+    /// Repeated `connect` grants of identified devices (a device reconnecting in a loop), audited in aggregate.
+    public let repeatedConnects: RepeatedDecisions
     /// Per-client token buckets (``RateLimits``).
     public let rateLimiter: RateLimiter
     /// The cap on enrollments in flight, with a share reserved for renewals.
@@ -58,7 +60,8 @@ public struct ServerState: Sendable {
         self.auditor = Auditor(store: store, clock: clock, logger: logger)
         self.metrics = ServerMetrics(history: HealthHistory(store: store, clock: clock, logger: logger))
         self.anonymousFailures = AnonymousFailures(auditor: auditor, clock: clock)
-        self.repeatedDenials = RepeatedDenials(auditor: auditor, clock: clock)
+        self.repeatedDenials = RepeatedDecisions(auditor: auditor, clock: clock)
+        self.repeatedConnects = RepeatedDecisions(auditor: auditor, clock: clock, outcome: .success)
         self.rateLimiter = RateLimiter(clock: clock, maximumBuckets: configuration.rateLimits.maximumBuckets)
         self.enrollmentGate = EnrollmentGate(
             capacity: configuration.rateLimits.maxEnrollmentsInFlight, reserve: configuration.rateLimits.renewalReserve)

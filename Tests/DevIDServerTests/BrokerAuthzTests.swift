@@ -128,7 +128,7 @@ struct BrokerAuthzTests {
         }
         #expect(f.server.state.authz.counters.count(reason: .dottedID) == 3)
         // The first denial is written with its routing key; the two after it, the same decision, are counted
-        // (RepeatedDenials) until the minute's summary row.
+        // (RepeatedDecisions) until the minute's summary row.
         let denied = try await f.store.auditEvents(AuditFilter(action: "authz.publish", outcome: .denied, limit: 10))
         #expect(denied.map(\.reason) == ["publish tenants/acme/devices/dev/9/telemetry/x: dotted_id"])
         #expect(await f.server.state.repeatedDenials.pending == 2)

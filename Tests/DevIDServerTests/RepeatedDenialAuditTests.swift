@@ -72,10 +72,46 @@ struct RepeatedDenialAuditTests {
         try await f.server.stop()
     }
 
+    /// A broker asks `connect` once per session; a device in a reconnect loop made each one a synced audit row.
+    @Test("100 connect grants of one device write its first connect and one count a minute; another device its own")
+    func connectLoop() async throws {
+        let f = try await ESTFixture()
+        _ = try await f.enroll("rc-1")
+        _ = try await f.enroll("rc-2")
+        for _ in 0..<100 {
+            #expect(try await f.decide(["device": "rc-1", "action": "connect"]) == ("allow", "ok"))
+        }
+        #expect(try await f.decide(["device": "rc-2", "action": "connect"]) == ("allow", "ok"))
+        #expect(f.server.state.authz.counters.count(action: "connect", allowed: true) == 101, "every grant counted")
+        let filter = AuditFilter(action: "authz.connect", outcome: .success, limit: 1000)
+        let first = try await f.store.auditEvents(filter)
+        #expect(first.contains { $0.device?.rawValue == "rc-1" && $0.actor == "device:rc-1" && $0.reason == "connect: ok" })
+        #expect(first.contains { $0.device?.rawValue == "rc-2" && $0.reason == "connect: ok" }, "each device its own")
+
+        f.server.clock.advance(by: 60)
+        await f.server.state.repeatedConnects.flush()
+        // Per window, the first connect and, if it repeated, one summary (the server's own minute flusher may have
+        // cut the loop into two windows on a slow machine).
+        let loop = try await f.store.auditEvents(filter).filter { $0.device?.rawValue == "rc-1" }
+        let summaries = loop.compactMap { row -> Int? in
+            guard let match = row.reason.wholeMatch(of: #/(\d+) in \d+ s \(first recorded alone\): connect: ok/#)
+            else { return nil }
+            #expect(row.actor == "device:rc-1" && row.tenant?.rawValue == "acme" && row.serial != nil, "\(row)")
+            return Int(match.1)
+        }
+        let firsts = loop.filter { $0.reason == "connect: ok" }
+        #expect(firsts.count + summaries.count == loop.count, "\(loop.map(\.reason))")
+        #expect(loop.count <= 4, "100 connects wrote \(loop.count) rows")
+        #expect(summaries.reduce(0, +) + firsts.count - summaries.count == 100, "\(loop.map(\.reason))")
+        #expect(await f.server.state.repeatedConnects.flush() == 0, "nothing left to write")
+        #expect(try await f.store.verifyAuditChain() == nil)
+        try await f.server.stop()
+    }
+
     @Test("beyond maximumKeys groups a window counts per action and writes one overflow row")
     func overflow() async throws {
         let server = try await LiveServer()
-        let denials = RepeatedDenials(auditor: server.state.auditor, clock: server.clock, maximumKeys: 2)
+        let denials = RepeatedDecisions(auditor: server.state.auditor, clock: server.clock, maximumKeys: 2)
         for device in ["a-1", "a-2", "a-3", "a-4", "a-3"] {
             await denials.record(
                 actor: "device:\(device)", action: "authz.subscribe", reason: "subscribe #: topic_not_allowed",
@@ -90,6 +126,19 @@ struct RepeatedDenialAuditTests {
         #expect(
             try await server.state.store.auditEvents(filter).first?.reason
                 == "3 denials of other devices in 60 s (over 2 kinds of denial)")
+        // Grants counted the same way are written as grants.
+        let connects = RepeatedDecisions(
+            auditor: server.state.auditor, clock: server.clock, maximumKeys: 1, outcome: .success)
+        for device in ["b-1", "b-2", "b-3"] {
+            await connects.record(
+                actor: "device:\(device)", action: "authz.connect", reason: "connect: ok", group: "connect: ok",
+                tenant: TenantID(rawValue: "acme"), device: DeviceID(rawValue: device), serial: nil)
+        }
+        server.clock.advance(by: 60)
+        #expect(await connects.flush() == 1)
+        let granted = try await server.state.store.auditEvents(
+            AuditFilter(action: "authz.connect", outcome: .success, limit: 100))
+        #expect(granted.map(\.reason) == ["2 grants of other devices in 60 s (over 1 kinds of grant)", "connect: ok"])
         try await server.stop()
     }
 }

@@ -12,7 +12,8 @@ import X509
 /// decision and audits it.
 ///
 /// Audit: every denial is audited; of the grants, `connect` is audited (one event per broker session) while
-/// publish, subscribe and scope grants are counted only, as they come at message rate.
+/// publish, subscribe and scope grants are counted only, as they come at message rate. Both are bounded per device
+/// (``RepeatedDecisions``): the first of a kind in a minute is written at once, repeats as one count a minute.
 public struct AuthzService: Sendable {
     /// How the client presented itself.
     public enum Presented: Sendable, Hashable {
@@ -180,7 +181,7 @@ public struct AuthzService: Sendable {
         }
     }
 
-    /// Counts, audits (denials, through ``RepeatedDenials``, and connect grants) and returns the decision.
+    /// Counts, audits (denials and connect grants, each through its ``RepeatedDecisions``) and returns the decision.
     private func finish(
         _ decision: AuthzDecision, action: AuthzAction, auditGrant: Bool, peer: String? = nil
     ) async -> AuthzDecision {
@@ -196,9 +197,11 @@ public struct AuthzService: Sendable {
         let actor = decision.device.map { "device:\($0)" } ?? "anonymous"
         let reason = "\(what): \(decision.reason.rawValue)"
         if decision.allowed {
-            await state.auditor.record(
-                actor: actor, action: "authz.\(action.name)", outcome: .success, reason: reason,
-                tenant: decision.tenant, device: decision.device, serial: decision.serial)
+            // A device reconnecting in a loop writes its first connect, then one count a minute.
+            await state.repeatedConnects.record(
+                actor: actor, action: "authz.\(action.name)", reason: reason,
+                group: "\(action.name): \(decision.reason.rawValue)", tenant: decision.tenant, device: decision.device,
+                serial: decision.serial)
         } else {
             // A device that keeps asking for what it may not have writes its first denial, then one count a minute.
             await state.repeatedDenials.record(

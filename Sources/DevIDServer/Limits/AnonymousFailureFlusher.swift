@@ -1,27 +1,27 @@
 import Foundation
 public import ServiceLifecycle
 
-/// Writes ``AnonymousFailures``' and ``RepeatedDenials``' summary rows every `interval` (sleeping on `clock`), and
+/// Writes ``AnonymousFailures``' and ``RepeatedDecisions``' summary rows every `interval` (sleeping on `clock`), and
 /// once more on graceful shutdown. Put it before the listeners in the service group, so it stops after them and its last flush covers
 /// everything they counted.
 public struct AnonymousFailureFlusher<C: Clock>: Service where C.Duration == Duration {
     let failures: AnonymousFailures
-    let denials: RepeatedDenials?
+    let decisions: [RepeatedDecisions]
     let clock: C
     let interval: Duration
 
     public init(
-        failures: AnonymousFailures, denials: RepeatedDenials? = nil, clock: C, interval: Duration = .seconds(60)
+        failures: AnonymousFailures, decisions: [RepeatedDecisions] = [], clock: C, interval: Duration = .seconds(60)
     ) {
         self.failures = failures
-        self.denials = denials
+        self.decisions = decisions
         self.clock = clock
         self.interval = interval
     }
 
     private func flush() async {
         await failures.flush()
-        await denials?.flush()
+        for repeated in decisions { await repeated.flush() }
     }
 
     public func run() async throws {

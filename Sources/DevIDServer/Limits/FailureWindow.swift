@@ -1,6 +1,6 @@
 import Foundation
 
-/// Counts failures by group over a window, for audit in aggregate (``AnonymousFailures``, ``RepeatedDenials``): the
+/// Counts failures by group over a window, for audit in aggregate (``AnonymousFailures``, ``RepeatedDecisions``): the
 /// first of each group is new (the caller writes it at once), the rest are counted; ``drain(now:)`` returns the groups
 /// that repeated and starts a new window. At most `maximumKeys` groups are kept per window; failures beyond them are
 /// counted per action only.
