@@ -53,7 +53,7 @@ public struct MTLSChannel<BaseChannel: ServerChildChannel>: ServerChildChannel {
         }.flatMap {
             self.baseChannel.setup(channel: channel, logger: logger)
         }.flatMapThrowing { value in
-            try ConnectionCloseHandler.install(in: channel)
+            try HTTP1ExchangeHandler.install(in: channel)
             return value
         }
     }

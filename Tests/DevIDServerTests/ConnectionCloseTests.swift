@@ -1,4 +1,5 @@
 import DevIDCore
+import DevIDPKI
 @testable import DevIDServer
 import DevIDTesting
 import Foundation
@@ -6,10 +7,12 @@ import SwiftASN1
 import Testing
 import X509
 
-/// A request that does not keep its connection (HTTP/1.0 without `keep-alive`, `Connection: Close` in any case) is
-/// answered with `Connection: close` and the connection closed, on both listeners and on the authz fast path. The
-/// idle timeout here is 30 s: a connection closed sooner was closed for the request.
-@Suite("Connection: close and HTTP/1.0", .serialized)
+/// What `HTTP1ExchangeHandler` adds to Hummingbird. A request that does not keep its connection (HTTP/1.0 without
+/// `keep-alive`, `Connection: Close` in any case) is answered with `Connection: close` and the connection closed, on
+/// both listeners and on the authz fast path; the idle timeout here is 30 s, so a connection closed sooner was closed
+/// for the request. A request with `Expect: 100-continue` gets `100 Continue`, after the answers to the requests
+/// pipelined before it.
+@Suite("HTTP/1 exchanges: Connection: close, HTTP/1.0, Expect: 100-continue", .serialized)
 struct ConnectionCloseTests {
     /// Sends `request` on a new connection to `port` and reads until the server closes it (or `patience` seconds
     /// pass); the answer and how long the connection stayed open.
@@ -112,5 +115,79 @@ struct ConnectionCloseTests {
         #expect(elapsed < .seconds(5), "\(elapsed)")
         #expect(result.stdout.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(result.stdout)")
         #expect(Self.headers(result.stdout).contains { $0.lowercased() == "connection: close" }, "\(result.stdout)")
+    }
+
+    @Test("Expect: 100-continue is answered with 100 Continue on both listeners: curl sends its body without waiting")
+    func expectContinue() async throws {
+        let f = try await ESTFixture { $0.connectionLimits.idleTimeoutSeconds = 30 }
+        defer { Task { try? await f.server.stop() } }
+        let dir = try TemporaryDirectory(prefix: "devid-continue")
+        defer { dir.remove() }
+        // Without a 100 Continue, curl would wait --expect100-timeout (10 s here) before sending the body.
+        let start = ContinuousClock.now
+        let created = try await ExternalTool.runAsync([
+            "curl", "-sv", "--expect100-timeout", "10", "-H", "Expect: 100-continue", "-H",
+            "Authorization: Bearer \(f.server.adminToken)", "-H", "Content-Type: application/json",
+            "--data-binary", #"{"tenant":"acme"}"#, f.server.opsURL + "/v1/admin/tokens",
+        ])
+        #expect(ContinuousClock.now - start < .seconds(5), "curl waited for 100 Continue")
+        #expect(created.stderr.contains("< HTTP/1.1 100 Continue"), "\(created.stderr)")
+        #expect(created.stderr.contains("< HTTP/1.1 201 Created"), "\(created.stderr)")
+        #expect(created.stdout.contains(#""token":"devid_ct_"#), "\(created.stdout)")
+
+        // The EST listener: a claim-token enrollment.
+        let token = try await f.token(device: "continue-1")
+        let csr = try dir.write(
+            "csr.b64", ESTBase64.encode(try ESTFixture.csr(key: try KeyMaterial.generate(.p256))))
+        let root = try dir.write("root.pem", try f.hierarchy.root.serializeAsPEM().pemString)
+        let enrollStart = ContinuousClock.now
+        let enrolled = try await ExternalTool.runAsync([
+            "curl", "-sv", "--expect100-timeout", "10", "-H", "Expect: 100-continue", "--cacert", root,
+            "-H", "Authorization: Bearer \(token.secret)", "-H", "Content-Type: application/pkcs10",
+            "--data-binary", "@\(csr)", f.url("simpleenroll"),
+        ])
+        #expect(ContinuousClock.now - enrollStart < .seconds(5), "curl waited for 100 Continue")
+        #expect(enrolled.stderr.contains("< HTTP/1.1 100 Continue"), "\(enrolled.stderr)")
+        #expect(enrolled.stderr.contains("< HTTP/1.1 200 OK"), "\(enrolled.stderr)")
+    }
+
+    @Test("a pipelined request's 100 Continue comes after the answer to the request before it")
+    func continueAfterThePipelinedAnswer() async throws {
+        let f = try await ESTFixture { $0.connectionLimits.idleTimeoutSeconds = 30 }
+        defer { Task { try? await f.server.stop() } }
+        let body = #"{"tenant":"acme"}"#
+        // Both heads in one write; the second body only after its 100 Continue.
+        let script = """
+            import socket, sys, time
+            s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+            s.settimeout(10)
+            body = sys.argv[3].encode()
+            s.sendall(b"GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
+                      + b"POST /v1/admin/tokens HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: Bearer " + sys.argv[2].encode()
+                      + b"\\r\\nContent-Type: application/json\\r\\nExpect: 100-continue\\r\\nConnection: close"
+                      + b"\\r\\nContent-Length: " + str(len(body)).encode() + b"\\r\\n\\r\\n")
+            data = b""
+            while b"100 Continue\\r\\n\\r\\n" not in data:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            s.sendall(body)
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            sys.stdout.write(data.decode())
+            """
+        let result = try await ExternalTool.runAsync(
+            ["python3", "-c", script, String(f.server.opsPort), f.server.adminToken, body])
+        #expect(result.succeeded, "\(result.stderr)")
+        let answer = result.stdout
+        let ok = try #require(answer.range(of: "HTTP/1.1 200 OK\r\n"), "\(answer)")
+        let proceed = try #require(answer.range(of: "HTTP/1.1 100 Continue\r\n\r\n"), "\(answer)")
+        let created = try #require(answer.range(of: "HTTP/1.1 201 Created\r\n"), "\(answer)")
+        #expect(ok.upperBound <= proceed.lowerBound && proceed.upperBound <= created.lowerBound, "\(answer)")
+        #expect(answer.components(separatedBy: "100 Continue").count == 2, "one 100 Continue: \(answer)")
     }
 }

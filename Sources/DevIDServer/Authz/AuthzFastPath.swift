@@ -219,7 +219,7 @@ public struct AuthzFastPathChannel: ServerChildChannel, HTTPChannelHandler {
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let shared = self.shared
         return base.setup(channel: channel, logger: logger).flatMapThrowing { value in
-            try ConnectionCloseHandler.install(in: channel)
+            try HTTP1ExchangeHandler.install(in: channel)
             guard let shared else { return value }
             let operations = channel.pipeline.syncOperations
             let state = try operations.handler(type: HTTPConnectionStateHandler.self)
