@@ -239,9 +239,10 @@ public final class PostgresStore: Store, @unchecked Sendable {
                 for statement in PostgresSchema.statements(sql) {
                     try await session.execute(statement)
                 }
+                // When a migration ran is bookkeeping for operators, not identity lifecycle: the machine's time.
                 try await session.execute(
                     "INSERT INTO devid_migrations (identifier, applied_at) VALUES (?, ?)",
-                    [.text(identifier), .integer(StoreTime.milliseconds(Date()))])
+                    [.text(identifier), .integer(StoreTime.milliseconds(Date()))])  // clock-ok
             }
             try await session.execute("COMMIT")
         } catch {
