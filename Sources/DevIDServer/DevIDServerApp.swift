@@ -63,6 +63,8 @@ public struct DevIDServerApp: Service {
         Routes.device(deviceRouter, state: state)
         let limits = configuration.connectionLimits
         let opsRouter = Router(context: OpsRequestContext.self)
+        // First: the body cap reads every body but the import's before the routes' own middleware.
+        opsRouter.add(middleware: ContinueOnReadMiddleware())
         opsRouter.add(
             middleware: BodyLimitMiddleware(
                 maxBytes: limits.opsMaxBodyBytes,

@@ -7,7 +7,7 @@ import SwiftASN1
 public import X509
 
 /// Request context on the EST / mTLS listener: carries the connection so handlers can read the verified peer.
-public struct DeviceRequestContext: RequestContext {
+public struct DeviceRequestContext: ChannelRequestContext {
     public var coreContext: CoreRequestContextStorage
     public let channel: any Channel
 
@@ -39,8 +39,9 @@ public struct DeviceRequestContext: RequestContext {
 }
 
 /// Request context on the operations listener; the admin middleware records which token authenticated.
-public struct OpsRequestContext: RequestContext {
+public struct OpsRequestContext: ChannelRequestContext {
     public var coreContext: CoreRequestContextStorage
+    public let channel: any Channel
     /// Set by `AdminAuthMiddleware` (and by `AuthzAuthMiddleware` for an admin token): the admin token that
     /// authenticated this request, with its role and tenant limit (see `require(tenant:)`).
     public var adminToken: AdminToken?
@@ -54,6 +55,7 @@ public struct OpsRequestContext: RequestContext {
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
+        self.channel = source.channel
         self.remoteAddress = source.channel.remoteAddress?.ipAddress
     }
 

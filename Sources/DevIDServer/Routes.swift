@@ -139,6 +139,7 @@ enum Routes {
     /// The mTLS listener's routes for this stage: health and peer introspection.
     static func device(_ router: Router<DeviceRequestContext>, state: ServerState) {
         router.add(middleware: HTTPMetricsMiddleware(metrics: state.metrics.http, listener: .est))
+        router.add(middleware: ContinueOnReadMiddleware())
         router.add(middleware: ServerTimeMiddleware(clock: state.clock))
         router.add(middleware: StorageFullMiddleware(state: state))
         health(router, state: state)

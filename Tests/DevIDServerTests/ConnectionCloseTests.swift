@@ -14,18 +14,29 @@ import X509
 /// pipelined before it.
 @Suite("HTTP/1 exchanges: Connection: close, HTTP/1.0, Expect: 100-continue", .serialized)
 struct ConnectionCloseTests {
-    /// Sends `request` on a new connection to `port` and reads until the server closes it (or `patience` seconds
-    /// pass); the answer and how long the connection stayed open.
-    static func exchange(_ request: String, port: Int, patience: Double = 5) async throws -> (
+    /// Sends `request` on a new connection to `port`, reads the whole answer (up to 20 s), then waits up to
+    /// `patience` seconds for the server to close the connection; the answer and how long after it the connection
+    /// closed (nil: still open).
+    static func exchange(_ request: String, port: Int, patience: Double = 15) async throws -> (
         answer: String, closedAfter: Double?
     ) {
         let script = """
-            import json, socket, sys, time
+            import json, re, socket, sys, time
             s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
             s.sendall(sys.stdin.buffer.read())
+            s.settimeout(20)
+            data, closed = b"", None
+            def complete(data):
+                head, sep, body = data.partition(b"\\r\\n\\r\\n")
+                match = re.search(rb"(?im)^content-length: *([0-9]+)", head)
+                return sep and match and len(body) >= int(match.group(1))
+            while not complete(data):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
             start = time.monotonic()
             s.settimeout(float(sys.argv[2]))
-            data, closed = b"", None
             try:
                 while True:
                     chunk = s.recv(65536)
@@ -61,16 +72,19 @@ struct ConnectionCloseTests {
             let (answer, closedAfter) = try await Self.exchange(request, port: port)
             #expect(answer.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(request.debugDescription): \(answer)")
             #expect(Self.headers(answer).contains { $0.lowercased() == "connection: close" }, "\(answer)")
-            let after = try #require(closedAfter, "\(request.debugDescription): still open after 5 s")
-            #expect(after < 2, "\(request.debugDescription): closed after \(after) s")
+            let after = try #require(closedAfter, "\(request.debugDescription): still open 15 s after the answer")
+            #expect(after < 10, "\(request.debugDescription): closed \(after) s after the answer")
         }
-        // HTTP/1.0 that asks to keep the connection, and plain HTTP/1.1, keep it (for the idle timeout).
-        for request in [
-            "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        // HTTP/1.0 that asks to keep the connection, and plain HTTP/1.1, keep it (for the idle timeout); the HTTP/1.0
+        // answer says so, or its client would read until the connection closes.
+        for (request, header) in [
+            ("GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "connection: keep-alive"),
+            ("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", nil),
         ] {
             let (answer, closedAfter) = try await Self.exchange(request, port: port, patience: 1.5)
             #expect(answer.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(answer)")
-            #expect(!Self.headers(answer).contains { $0.lowercased() == "connection: close" }, "\(answer)")
+            let connection = Self.headers(answer).filter { $0.lowercased().hasPrefix("connection:") }
+            #expect(connection.map { $0.lowercased() } == (header.map { [$0] } ?? []), "\(answer)")
             #expect(closedAfter == nil, "\(request.debugDescription): closed after \(closedAfter ?? 0) s")
         }
     }
@@ -91,8 +105,8 @@ struct ConnectionCloseTests {
         #expect(answer.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(answer)")
         #expect(answer.hasSuffix(#""result":"allow"}"#) || answer.contains(#""result":"allow""#), "\(answer)")
         #expect(Self.headers(answer).contains { $0.lowercased() == "connection: close" }, "\(answer)")
-        let after = try #require(closedAfter, "still open after 5 s")
-        #expect(after < 2, "closed after \(after) s")
+        let after = try #require(closedAfter, "still open 15 s after the answer")
+        #expect(after < 10, "closed \(after) s after the answer")
     }
 
     @Test("the EST listener closes after answering an HTTP/1.0 GET over mTLS (openssl s_client -ign_eof)")
@@ -112,7 +126,7 @@ struct ConnectionCloseTests {
         let result = try await ExternalTool.runAsync(["bash", "-c", script])
         let elapsed = ContinuousClock.now - start
         #expect(result.status == 0, "timed out: the server kept the connection open \(result.stderr)")
-        #expect(elapsed < .seconds(5), "\(elapsed)")
+        #expect(elapsed < .seconds(9), "\(elapsed)")
         #expect(result.stdout.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(result.stdout)")
         #expect(Self.headers(result.stdout).contains { $0.lowercased() == "connection: close" }, "\(result.stdout)")
     }
@@ -123,14 +137,14 @@ struct ConnectionCloseTests {
         defer { Task { try? await f.server.stop() } }
         let dir = try TemporaryDirectory(prefix: "devid-continue")
         defer { dir.remove() }
-        // Without a 100 Continue, curl would wait --expect100-timeout (10 s here) before sending the body.
+        // Without a 100 Continue, curl would wait --expect100-timeout (30 s here) before sending the body.
         let start = ContinuousClock.now
         let created = try await ExternalTool.runAsync([
-            "curl", "-sv", "--expect100-timeout", "10", "-H", "Expect: 100-continue", "-H",
+            "curl", "-sv", "--expect100-timeout", "30", "-H", "Expect: 100-continue", "-H",
             "Authorization: Bearer \(f.server.adminToken)", "-H", "Content-Type: application/json",
             "--data-binary", #"{"tenant":"acme"}"#, f.server.opsURL + "/v1/admin/tokens",
         ])
-        #expect(ContinuousClock.now - start < .seconds(5), "curl waited for 100 Continue")
+        #expect(ContinuousClock.now - start < .seconds(20), "curl waited for 100 Continue")
         #expect(created.stderr.contains("< HTTP/1.1 100 Continue"), "\(created.stderr)")
         #expect(created.stderr.contains("< HTTP/1.1 201 Created"), "\(created.stderr)")
         #expect(created.stdout.contains(#""token":"devid_ct_"#), "\(created.stdout)")
@@ -142,52 +156,43 @@ struct ConnectionCloseTests {
         let root = try dir.write("root.pem", try f.hierarchy.root.serializeAsPEM().pemString)
         let enrollStart = ContinuousClock.now
         let enrolled = try await ExternalTool.runAsync([
-            "curl", "-sv", "--expect100-timeout", "10", "-H", "Expect: 100-continue", "--cacert", root,
+            "curl", "-sv", "--expect100-timeout", "30", "-H", "Expect: 100-continue", "--cacert", root,
             "-H", "Authorization: Bearer \(token.secret)", "-H", "Content-Type: application/pkcs10",
             "--data-binary", "@\(csr)", f.url("simpleenroll"),
         ])
-        #expect(ContinuousClock.now - enrollStart < .seconds(5), "curl waited for 100 Continue")
+        #expect(ContinuousClock.now - enrollStart < .seconds(20), "curl waited for 100 Continue")
         #expect(enrolled.stderr.contains("< HTTP/1.1 100 Continue"), "\(enrolled.stderr)")
         #expect(enrolled.stderr.contains("< HTTP/1.1 200 OK"), "\(enrolled.stderr)")
     }
 
-    @Test("a pipelined request's 100 Continue comes after the answer to the request before it")
-    func continueAfterThePipelinedAnswer() async throws {
-        let f = try await ESTFixture { $0.connectionLimits.idleTimeoutSeconds = 30 }
+    /// `100 Continue` comes when the body is first read: a request refused before that is answered without it, so
+    /// the client never uploads its body (as with Go's net/http and nginx). The device import reads its body only
+    /// after the admin token is checked; every other route of the operations listener has it read by the body cap,
+    /// which refuses a declared length over the cap without reading.
+    @Test("a request refused before its body is read gets its refusal, no 100 Continue, and the body stays unsent")
+    func noContinueForARefusal() async throws {
+        let f = try await ESTFixture {
+            $0.connectionLimits.idleTimeoutSeconds = 30
+            $0.connectionLimits.opsMaxBodyBytes = 64 * 1024
+        }
         defer { Task { try? await f.server.stop() } }
-        let body = #"{"tenant":"acme"}"#
-        // Both heads in one write; the second body only after its 100 Continue.
-        let script = """
-            import socket, sys, time
-            s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-            s.settimeout(10)
-            body = sys.argv[3].encode()
-            s.sendall(b"GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
-                      + b"POST /v1/admin/tokens HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: Bearer " + sys.argv[2].encode()
-                      + b"\\r\\nContent-Type: application/json\\r\\nExpect: 100-continue\\r\\nConnection: close"
-                      + b"\\r\\nContent-Length: " + str(len(body)).encode() + b"\\r\\n\\r\\n")
-            data = b""
-            while b"100 Continue\\r\\n\\r\\n" not in data:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            s.sendall(body)
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            sys.stdout.write(data.decode())
-            """
-        let result = try await ExternalTool.runAsync(
-            ["python3", "-c", script, String(f.server.opsPort), f.server.adminToken, body])
-        #expect(result.succeeded, "\(result.stderr)")
-        let answer = result.stdout
-        let ok = try #require(answer.range(of: "HTTP/1.1 200 OK\r\n"), "\(answer)")
-        let proceed = try #require(answer.range(of: "HTTP/1.1 100 Continue\r\n\r\n"), "\(answer)")
-        let created = try #require(answer.range(of: "HTTP/1.1 201 Created\r\n"), "\(answer)")
-        #expect(ok.upperBound <= proceed.lowerBound && proceed.upperBound <= created.lowerBound, "\(answer)")
-        #expect(answer.components(separatedBy: "100 Continue").count == 2, "one 100 Continue: \(answer)")
+        let dir = try TemporaryDirectory(prefix: "devid-continue")
+        defer { dir.remove() }
+        let body = try dir.write("body.json", #"{"tenant":"acme","pad":""# + String(repeating: "x", count: 100_000) + #""}"#)
+        for (path, token, status, continued) in [
+            ("/v1/admin/devices/import", "devid_admin_wrong", "401 Unauthorized", false),
+            ("/v1/admin/tokens", f.server.adminToken, "413 Payload Too Large", false),
+            ("/v1/admin/devices/import", f.server.adminToken, "400 Bad Request", true),
+        ] {
+            let start = ContinuousClock.now
+            let reply = try await ExternalTool.runAsync([
+                "curl", "-sv", "--expect100-timeout", "30", "-H", "Expect: 100-continue", "-H",
+                "Authorization: Bearer \(token)", "-H", "Content-Type: application/json", "--data-binary", "@\(body)",
+                f.server.opsURL + path,
+            ])
+            #expect(ContinuousClock.now - start < .seconds(20), "\(path): curl waited for 100 Continue")
+            #expect(reply.stderr.contains("< HTTP/1.1 \(status)"), "\(path): \(reply.stderr)")
+            #expect(reply.stderr.contains("< HTTP/1.1 100 Continue") == continued, "\(path): \(reply.stderr)")
+        }
     }
 }
