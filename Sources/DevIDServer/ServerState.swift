@@ -33,6 +33,8 @@ public struct ServerState: Sendable {
     public let repeatedDenials: RepeatedDecisions
     /// Repeated `connect` grants of identified devices (a device reconnecting in a loop), audited in aggregate.
     public let repeatedConnects: RepeatedDecisions
+    /// Devices whose connects are told apart in a minute (a few hundred bytes each); beyond, one count per minute.
+    public static let connectGroupsPerMinute = 100_000
     /// Per-client token buckets (``RateLimits``).
     public let rateLimiter: RateLimiter
     /// The cap on enrollments in flight, with a share reserved for renewals.
@@ -61,7 +63,9 @@ public struct ServerState: Sendable {
         self.metrics = ServerMetrics(history: HealthHistory(store: store, clock: clock, logger: logger))
         self.anonymousFailures = AnonymousFailures(auditor: auditor, clock: clock)
         self.repeatedDenials = RepeatedDecisions(auditor: auditor, clock: clock)
-        self.repeatedConnects = RepeatedDecisions(auditor: auditor, clock: clock, outcome: .success)
+        // Every device of a fleet may reconnect in the same minute (a broker restart): each keeps its own first row.
+        self.repeatedConnects = RepeatedDecisions(
+            auditor: auditor, clock: clock, maximumKeys: Self.connectGroupsPerMinute, outcome: .success)
         self.rateLimiter = RateLimiter(clock: clock, maximumBuckets: configuration.rateLimits.maximumBuckets)
         self.enrollmentGate = EnrollmentGate(
             capacity: configuration.rateLimits.maxEnrollmentsInFlight, reserve: configuration.rateLimits.renewalReserve)
