@@ -62,10 +62,13 @@ public final class BrokerHooks: Sendable {
 
 extension RevocationPublisher {
     /// The issuing CAs' current CRLs (every published one, of every issuing CA: a broker that checks CRLs refuses
-    /// a certificate whose issuer has none), DER, for brokers that check CRLs themselves.
+    /// a certificate whose issuer has none), DER, for brokers that check CRLs themselves. None until every issuing
+    /// CA has one (after a start, or after an issuing CA is added and before its first CRL).
     public func brokerCRLs() -> [[UInt8]] {
         let issuing = Set(authorities.filter { !$0.issuesIDevIDs && !$0.issuesServiceCertificates }.map(\.name))
-        return publishedCRLs().filter { issuing.contains($0.caName) }.map(\.der)
+        let crls = publishedCRLs().filter { issuing.contains($0.caName) }
+        guard Set(crls.map(\.caName)) == issuing else { return [] }
+        return crls.map(\.der)
     }
 }
 
