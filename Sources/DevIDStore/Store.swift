@@ -294,7 +294,6 @@ extension Store {
     }
 }
 
-/// Which devices to list.
 /// Which claim tokens to list, a page at a time, in ``Store/claimTokens(_:)``'s order (newest first).
 public struct ClaimTokenFilter: Sendable, Hashable {
     public var tenant: TenantID?
@@ -316,6 +315,7 @@ public struct ClaimTokenFilter: Sendable, Hashable {
     }
 }
 
+/// Which devices to list.
 public struct DeviceFilter: Sendable, Hashable {
     public var tenant: TenantID?
     public var lot: LotID?

@@ -211,10 +211,13 @@ struct AdminRoleTests {
     @Test("claim tokens are listed a page at a time, newest first; a bad limit or cursor is 400")
     func tokenPages() async throws {
         let f = try await Fixture.start()
-        // Five more tokens of acme, a second apart, and one of beta in the middle: seven in all.
+        try await f.server.state.store.createTenant(
+            Tenant(id: TenantID(rawValue: "gamma")!, displayName: "gamma", createdAt: f.server.clock.now()), audit: nil)
+        // Five more tokens a second apart, of acme but one of beta and one of gamma: seven in all (acme 4, beta 2,
+        // gamma 1).
         for index in 1...5 {
             f.server.clock.advance(by: 1)
-            let tenant = index == 3 ? "beta" : "acme"
+            let tenant = index == 3 ? "beta" : index == 4 ? "gamma" : "acme"
             let created = try await f.send(
                 "POST", "/v1/admin/tokens", token: f.server.adminToken, body: #"{"tenant":"\#(tenant)"}"#)
             #expect(created.status == 201, "\(created.body)")
@@ -222,7 +225,10 @@ struct AdminRoleTests {
         let everything = try f.items(try await f.send("GET", "/v1/admin/tokens", token: f.server.adminToken))
         let ids = everything.compactMap { $0["id"] as? String }
         #expect(ids.count == 7)
-        #expect(try await f.server.state.store.claimTokens(tenant: nil).map(\.id) == ids, "newest first")
+        // Newest first: creation times never rise (the fixture's two first tokens share theirs).
+        let created = everything.compactMap { $0["createdAt"] as? String }
+        #expect(created.count == 7 && created == created.sorted(by: >), "\(created)")
+        #expect(Set(created).count == 6)
 
         // Page through three at a time: the pages join up to the whole list, and only full pages name a next one.
         func pages(_ query: String, token: String) async throws -> [[String]] {
@@ -245,9 +251,17 @@ struct AdminRoleTests {
         #expect(all.flatMap { $0 } == ids)
         let acmeIDs = everything.filter { $0["tenant"] as? String == "acme" }.compactMap { $0["id"] as? String }
         #expect(try await pages("&tenant=acme", token: f.server.adminToken).flatMap { $0 } == acmeIDs)
-        // A token limited to acme pages through acme alone, and cannot use beta's token as a cursor.
+        // A token limited to acme pages through acme alone, and cannot use beta's token as a cursor; one limited to
+        // acme and gamma pages through both, merged in the same order.
         let ops = try await f.create("ops-acme", role: .operator, tenants: ["acme"]).secret
         #expect(try await pages("", token: ops).flatMap { $0 } == acmeIDs)
+        let twoTenants = try await f.create("ops-acme-gamma", role: .operator, tenants: ["acme", "gamma"]).secret
+        let acmeGamma = everything.filter { ["acme", "gamma"].contains($0["tenant"] as? String) }
+            .compactMap { $0["id"] as? String }
+        #expect(acmeGamma.count == 5)
+        let merged = try await pages("", token: twoTenants)
+        #expect(merged.map(\.count) == [3, 2], "\(merged)")
+        #expect(merged.flatMap { $0 } == acmeGamma)
         let betaID = try #require(everything.first { $0["tenant"] as? String == "beta" }?["id"] as? String)
 
         for (query, token, reason) in [
