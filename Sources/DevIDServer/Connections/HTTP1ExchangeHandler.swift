@@ -45,7 +45,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler, RemovableChannelHandler 
         exchanges.append(
             Exchange(
                 closes: closes, keepsHTTP10: !closes && head.version == .http1_0,
-                waitsForContinue: head.version == .http1_1
+                waitsForContinue: head.version == .http1_1 && head.headers.contains(name: "expect")
                     && head.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }))
         guard closes else { return context.fireChannelRead(data) }
         head.headers.replaceOrAdd(name: "Connection", value: "close")
