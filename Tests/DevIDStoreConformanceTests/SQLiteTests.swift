@@ -647,7 +647,7 @@ struct SQLiteKeyedAuditTests {
 /// `v10-...` sorts after `v1`).
 let allMigrations = [
     "v1", "v10-fleet-health", "v11-fleet-expiry", "v12-health-history", "v13-issuing-cas", "v14-registry-changes", "v15-settings",
-    "v16-crl-number", "v17-stored-crls", "v2",
+    "v16-crl-number", "v17-stored-crls", "v18-claim-token-order", "v2",
     "v3", "v4", "v5", "v6",
     "v7-enrollment-bindings", "v8-admin-token-roles", "v9-service-certificates",
 ]

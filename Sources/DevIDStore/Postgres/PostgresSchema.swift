@@ -21,7 +21,16 @@ enum PostgresSchema {
         ("pg1-registry-changes", registryChanges),
         ("pg2-crl-number", crlNumber),
         ("pg3-stored-crls", storedCRLs),
+        ("pg4-claim-token-order", claimTokenOrder),
     ]
+
+    /// The claim tokens' listing order as indexes, of all tenants and of each (``Store/claimTokens(_:)``); the
+    /// tenant index starts with what `claim_tokens_tenant` held.
+    static let claimTokenOrder = """
+        DROP INDEX claim_tokens_tenant;
+        CREATE INDEX claim_tokens_order ON claim_tokens(created_at, id);
+        CREATE INDEX claim_tokens_tenant_order ON claim_tokens(tenant_id, created_at, id);
+        """
 
     /// The CRLs the job-lease holder built, for every server to serve (``Store/storeCRLs(_:)``).
     static let storedCRLs = """

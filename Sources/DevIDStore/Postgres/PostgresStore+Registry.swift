@@ -249,13 +249,14 @@ extension PostgresStore {
                 else {
                     throw StoreError(.notFound, "list claim tokens: no claim token \(after) to continue after")
                 }
-                conditions.append("(created_at < ? OR (created_at = ? AND id COLLATE \"C\" < ?))")
-                values += [.integer(cursor.createdAt), .integer(cursor.createdAt), .text(cursor.id)]
+                // A row value, which the listing-order index answers (`id` is COLLATE "C" in the table).
+                conditions.append("(created_at, id) < (?, ?)")
+                values += [.integer(cursor.createdAt), .text(cursor.id)]
             }
             let whereClause = conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")
             return try await session.fetch(
                 ClaimTokenRecord.self,
-                "SELECT * FROM claim_tokens" + whereClause + " ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT ?",
+                "SELECT * FROM claim_tokens" + whereClause + " ORDER BY created_at DESC, id DESC LIMIT ?",
                 values + [.integer(Int64(filter.limit))])
         }.map { record throws(StoreError) in try record.model() }
     }

@@ -59,8 +59,20 @@ enum SQLiteSchema {
         migrator.registerMigration("v17-stored-crls") { db in
             try db.execute(sql: v17StoredCRLs)
         }
+        migrator.registerMigration("v18-claim-token-order") { db in
+            try db.execute(sql: v18ClaimTokenOrder)
+        }
         return migrator
     }
+
+    /// Claim tokens are listed newest first, a page at a time (``Store/claimTokens(_:)``): the listing order as
+    /// indexes, of all tenants and of each, so a page reads its rows in order instead of sorting the table. The
+    /// tenant index starts with what `claim_tokens_tenant` held.
+    static let v18ClaimTokenOrder = """
+        DROP INDEX claim_tokens_tenant;
+        CREATE INDEX claim_tokens_order ON claim_tokens(created_at, id);
+        CREATE INDEX claim_tokens_tenant_order ON claim_tokens(tenant_id, created_at, id);
+        """
 
     static let v1 = """
         CREATE TABLE tenants (

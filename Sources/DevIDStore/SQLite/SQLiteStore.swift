@@ -433,9 +433,8 @@ extension SQLiteStore {
                 guard let cursor = try ClaimTokenRecord.fetchOne(db, key: after) else {
                     throw StoreError(.notFound, "list claim tokens: no claim token \(after) to continue after")
                 }
-                request = request.filter {
-                    $0.createdAt < cursor.createdAt || ($0.createdAt == cursor.createdAt && $0.id < cursor.id)
-                }
+                // A row value, which the listing-order index answers (the OR of two comparisons scans it).
+                request = request.filter(sql: "(created_at, id) < (?, ?)", arguments: [cursor.createdAt, cursor.id])
             }
             return try request.order { [$0.createdAt.desc, $0.id.desc] }.limit(filter.limit).fetchAll(db)
                 .map { record throws(StoreError) in try record.model() }
