@@ -85,7 +85,7 @@ import X509
 
         // The services CRL lists it once the revocation is published (within the coalescing window).
         let crlFile = directory.file("services.crl")
-        let listed = await eventually(timeout: 5) {
+        let listed = await eventually(timeout: 30) {
             guard
                 (try? ExternalTool.run(["curl", "-sf", "-o", crlFile, "\(fixture.server.opsURL)/crl/services.crl"]))?
                     .succeeded == true,
