@@ -105,7 +105,10 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
             let results = await EnrollmentRun.enrollAll(
                 Array(prepared.prefix(warmup)), clients: [client], concurrency: concurrency)
             let failed = results.filter { (try? $0.get().status) != 200 }.count
-            guard failed == 0 else { throw BenchError("\(failed) warm-up enrollments failed: \(results.first!)") }
+            guard failed == 0 else {
+                let failure = results.first { (try? $0.get().status) != 200 }!
+                throw BenchError("\(failed) warm-up enrollments failed, the first: \(failure)")
+            }
         }
         let timed = Array(prepared.dropFirst(warmup).prefix(devices))
         var baselineReport: Baseline?
@@ -116,7 +119,10 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
             let results = await EnrollmentRun.enrollAll(devices, clients: [client], concurrency: concurrency, cacertsOnly: true)
             let cpu = try ProcessCPU.seconds(pid: pid) - cpuStart
             let ok = results.filter { (try? $0.get().status) == 200 }.count
-            guard ok == baseline else { throw BenchError("\(baseline - ok) baseline requests failed: \(results.first!)") }
+            guard ok == baseline else {
+                let failure = results.first { (try? $0.get().status) != 200 }!
+                throw BenchError("\(baseline - ok) baseline requests failed, the first: \(failure)")
+            }
             baselineReport = Baseline(requests: baseline, serverCPUMillisecondsPerRequest: cpu * 1_000 / Double(baseline))
         }
         let load = ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "")

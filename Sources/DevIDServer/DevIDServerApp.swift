@@ -225,9 +225,17 @@ struct ClientCertificateVerifier: Sendable {
     let state: ServerState
 
     func verify(_ presented: [NIOSSLCertificate]) async -> NIOSSLVerificationResultWithMetadata {
+        let presentedLeaf = presented.first
         let certificates: [X509.Certificate]
+        var leafDER: [UInt8] = []
         do {
-            certificates = try presented.map { try X509.Certificate(derEncoded: $0.toDERBytes()) }
+            // The leaf is new on each handshake; the CA certificates a device sends along are the same few.
+            certificates = try presented.enumerated().map { index, certificate in
+                let der = try certificate.toDERBytes()
+                if index == 0 { leafDER = der }
+                if index > 0, let known = IssuerCertificateCache.shared.known(der: der) { return known }
+                return try X509.Certificate(derEncoded: der)
+            }
         } catch {
             await state.anonymousFailures.record(
                 action: "tls.client_auth", reason: "client certificate does not parse", source: TLSPeerAddress.current)
@@ -252,7 +260,12 @@ struct ClientCertificateVerifier: Sendable {
         switch outcome {
         case .trusted(let chain):
             do {
-                let validated = try chain.map { try NIOSSLCertificate(bytes: $0.derBytes, format: .der) }
+                // The leaf as presented; its issuers (trust anchors) encoded for NIOSSL once, not per handshake.
+                let validated = try chain.enumerated().map { index, certificate in
+                    if index == 0, let presentedLeaf { return presentedLeaf }
+                    return try IssuerCertificateCache.shared.nioSSLCertificate(for: certificate)
+                }
+                VerifiedLeafHandoff.shared.put(der: leafDER, leaf)
                 return .certificateVerified(VerificationMetadata(ValidatedCertificateChain(validated)))
             } catch {
                 return .failed

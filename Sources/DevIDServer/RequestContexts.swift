@@ -24,14 +24,16 @@ public struct DeviceRequestContext: ChannelRequestContext {
     /// session (where no handshake verification runs), the session's client certificate verified again now.
     public func verifiedPeerChain() async -> [X509.Certificate]? {
         guard let chain = await channel.devidVerifiedPeerChain() else { return nil }
-        // The leaf is parsed for this request; its issuers come parsed from the cache.
+        // The leaf as the verifier parsed it in this connection's handshake (else parsed now); its issuers come
+        // parsed from the cache.
         var certificates: [X509.Certificate] = []
         certificates.reserveCapacity(chain.count)
         for (index, certificate) in chain.enumerated() {
             guard let der = try? certificate.toDERBytes() else { continue }
             let parsed =
                 index == 0
-                ? try? X509.Certificate(derEncoded: der) : IssuerCertificateCache.shared.certificate(der: der)
+                ? VerifiedLeafHandoff.shared.take(der: der) ?? (try? X509.Certificate(derEncoded: der))
+                : IssuerCertificateCache.shared.certificate(der: der)
             if let parsed { certificates.append(parsed) }
         }
         return certificates.isEmpty ? nil : certificates

@@ -65,6 +65,16 @@ struct ESTEncodingTests {
         #expect(try parsed.derBytes() == der)
     }
 
+    @Test("certs-only CMS from certificates already encoded: the same bytes, in every order given", arguments: [0, 1, 3])
+    func cmsFromEncodedCertificates(count: Int) throws {
+        let certificates = try (0..<count).map { try Self.makeCertificate("cert-\($0)") }
+        let der = try CertsOnlyCMS(certificates: certificates).derBytes()
+        let encoded = certificates.map(\.derBytes)
+        #expect(try CertsOnlyCMS.derBytes(encodedCertificates: encoded) == der)
+        #expect(try CertsOnlyCMS.derBytes(encodedCertificates: encoded.reversed()) == der, "SET OF is sorted")
+        #expect(try CertsOnlyCMS(derEncoded: CertsOnlyCMS.derBytes(encodedCertificates: encoded)).certificates.count == count)
+    }
+
     @Test("certs-only CMS is DER: the certificate SET OF is sorted by encoding")
     func cmsIsStrictDER() throws {
         let certificates = try ["zulu", "alpha", "mike", "bravo"].map(Self.makeCertificate)

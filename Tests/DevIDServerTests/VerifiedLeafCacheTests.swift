@@ -143,3 +143,37 @@ struct VerifiedLeafCacheTests {
         #expect(cache.chain(for: chains[0][0]) == nil)
     }
 }
+
+/// What the client-certificate verifier keeps so that a handshake and its request do not encode and parse the same
+/// certificates again: issuers (only of accepted chains) and the leaf handed from the handshake to its request.
+@Suite("Certificates parsed once per handshake")
+struct ParsedOnceTests {
+    @Test("an issuer is known only after an accepted chain brought it; its NIOSSL form is the same bytes, reused")
+    func issuers() throws {
+        let test = try TestChain()
+        let issuing = test.hierarchy.issuing.certificate
+        let cache = IssuerCertificateCache(limit: 4)
+        #expect(cache.known(der: issuing.derBytes) == nil, "nothing is known before a chain is accepted")
+        let converted = try cache.nioSSLCertificate(for: issuing)
+        #expect(try converted.toDERBytes() == issuing.derBytes)
+        #expect(try cache.nioSSLCertificate(for: issuing) === converted, "converted once")
+        #expect(cache.known(der: issuing.derBytes) == issuing)
+        #expect(cache.known(der: Array(issuing.derBytes.dropLast())) == nil)
+    }
+
+    @Test("a handed-off leaf is taken once, by its exact DER; bounded: at the limit it starts from empty")
+    func handoff() throws {
+        let test = try TestChain()
+        let leaves = try (0..<3).map { try test.ldevid(device: "dev-\($0)").certificate }
+        let handoff = VerifiedLeafHandoff(limit: 2)
+        handoff.put(der: leaves[0].derBytes, leaves[0])
+        #expect(handoff.take(der: leaves[1].derBytes) == nil)
+        #expect(handoff.take(der: leaves[0].derBytes) == leaves[0])
+        #expect(handoff.take(der: leaves[0].derBytes) == nil, "taken once")
+        handoff.put(der: leaves[0].derBytes, leaves[0])
+        handoff.put(der: leaves[1].derBytes, leaves[1])
+        handoff.put(der: leaves[2].derBytes, leaves[2])
+        #expect(handoff.take(der: leaves[0].derBytes) == nil, "emptied at the limit")
+        #expect(handoff.take(der: leaves[2].derBytes) == leaves[2])
+    }
+}

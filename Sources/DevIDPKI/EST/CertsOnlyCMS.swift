@@ -60,8 +60,33 @@ public struct CertsOnlyCMS: Hashable, Sendable {
     }
 }
 
+extension CertsOnlyCMS {
+    /// The bytes ``derBytes()`` gives for the certificates whose DER encodings these are, without serializing any
+    /// certificate again: an enrollment answers with the LDevID it has just encoded for the registry, `/cacerts`
+    /// with CA certificates encoded once.
+    public static func derBytes(encodedCertificates: [[UInt8]]) throws(DevIDPKIError) -> [UInt8] {
+        var serializer = DER.Serializer()
+        do {
+            try serialize(encodedCertificates.map(EncodedDER.init), into: &serializer)
+        } catch {
+            throw DevIDPKIError(.malformed, "certs-only CMS could not be encoded")
+        }
+        return serializer.serializedBytes
+    }
+
+    /// An element already in DER, written as it is.
+    private struct EncodedDER: DERSerializable {
+        let bytes: [UInt8]
+        func serialize(into coder: inout DER.Serializer) { coder.serializeRawBytes(bytes) }
+    }
+}
+
 extension CertsOnlyCMS: DERSerializable {
     public func serialize(into coder: inout DER.Serializer) throws {
+        try Self.serialize(certificates, into: &coder)
+    }
+
+    private static func serialize(_ certificates: [some DERSerializable], into coder: inout DER.Serializer) throws {
         try coder.appendConstructedNode(identifier: .sequence) { coder in
             try coder.serialize(Self.signedDataOID)
             try coder.serialize(explicitlyTaggedWithTagNumber: 0, tagClass: .contextSpecific) { coder in

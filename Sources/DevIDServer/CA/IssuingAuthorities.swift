@@ -30,6 +30,9 @@ public final class IssuingAuthorities: Sendable {
         /// LDevIDs chain to a trusted issuing CA (each an anchor of its own, see ``CAHierarchy/deviceTrust``),
         /// IDevIDs to a trusted manufacturer CA.
         public let deviceTrust: TrustVerifier
+        /// What `/cacerts` answers: the certs-only CMS of ``caCertificates()``, encoded once per snapshot instead of
+        /// on every request (each device asks it before it enrolls).
+        public fileprivate(set) var caCertsCMS: [UInt8] = []
 
         /// Whether `chain` (leaf first, as verified) runs through a trusted issuing CA.
         public func isLDevIDChain(_ chain: [Certificate]) -> Bool {
@@ -90,9 +93,11 @@ public final class IssuingAuthorities: Sendable {
             throw DevIDPKIError(.notFound, "the registry names no active issuing CA that is in the data directory")
         }
         let trusted = entries.filter { $0.record.isTrusted }.map(\.authority)
-        return Snapshot(
+        var snapshot = Snapshot(
             loaded: authorities, entries: entries, active: active, trusted: trusted, roots: roots,
             deviceTrust: TrustVerifier(anchors: trusted.map(\.certificate) + manufacturers, intermediates: []))
+        snapshot.caCertsCMS = try CertsOnlyCMS(certificates: snapshot.caCertificates()).derBytes()
+        return snapshot
     }
 
     /// Brings the registry in step with the data directory at start: a CA on disk the registry does not know is

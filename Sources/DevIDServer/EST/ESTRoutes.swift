@@ -22,8 +22,7 @@ enum ESTRoutes {
                 if let label = context.parameters.get("label"), !(await knownLabel(label, state)) {
                     return text(.notFound, "unknown EST label")
                 }
-                return try base64Response(
-                    CertsOnlyCMS(certificates: state.issuers.snapshot.caCertificates()).derBytes(), contentType: certsOnly)
+                return try base64Response(state.issuers.snapshot.caCertsCMS, contentType: certsOnly)
             }
             router.get("\(prefix)/csrattrs") { _, context in
                 if let label = context.parameters.get("label"), !(await knownLabel(label, state)) {
@@ -93,9 +92,9 @@ enum ESTRoutes {
                 credential: credential, body: Array(buffer: body), source: source))
         await state.enrollmentGate.leave()
         switch verdict {
-        case .issued(let certificate):
+        case .issued(let der):
             state.auditor.storage.clear(logger: state.logger)  // it was recorded: the registry's disk takes writes
-            return try base64Response(CertsOnlyCMS(certificates: [certificate]).derBytes(), contentType: certsOnly)
+            return try base64Response(CertsOnlyCMS.derBytes(encodedCertificates: [der]), contentType: certsOnly)
         case .parked(let retryAfter, let reason):
             var response = text(.accepted, reason)
             response.headers[.retryAfter] = String(retryAfter)

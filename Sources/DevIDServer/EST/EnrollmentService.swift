@@ -1,3 +1,4 @@
+import Crypto
 import DevIDCore
 import DevIDPKI
 import DevIDStore
@@ -35,7 +36,8 @@ struct EnrollmentService: Sendable {
     }
 
     enum Verdict: Sendable {
-        case issued(Certificate)
+        /// The issued certificate's DER, as the registry stored it.
+        case issued(der: [UInt8])
         case parked(retryAfter: Int, reason: String)
         case refused(status: HTTPResponse.Status, code: RefusalCode, reason: String, challenge: Bool)
     }
@@ -324,9 +326,9 @@ struct EnrollmentService: Sendable {
         let now = state.clock.now()
         let tokenRefusal = ClaimTokens.refusal(token, now: now)
         if tokenRefusal == nil || tokenRefusal?.code == .tokenUsedUp,
-            let certificate = try await redelivery(request, token: token, deviceHint: deviceHint, subject: subject)
+            let der = try await redelivery(request, token: token, deviceHint: deviceHint, subject: subject)
         {
-            return .issued(certificate)
+            return .issued(der: der)
         }
         if let tokenRefusal { throw Refusal(.forbidden, tokenRefusal, subject) }
         if let labelTenant, labelTenant.id != token.tenant {
@@ -385,7 +387,7 @@ struct EnrollmentService: Sendable {
     /// already issued for that key, as long as it is still the device's current LDevID. Nothing new is issued and no
     /// use is spent; the redelivery is audited. Any other request keeps the "used up" refusal.
     private func redelivery(_ request: Request, token: ClaimToken, deviceHint: String?, subject: Subject) async throws
-        -> Certificate?
+        -> [UInt8]?
     {
         // Cheap checks first: a first enrollment (no such device yet) costs one registry read here.
         var csr: EnrollmentRequest?
@@ -405,14 +407,14 @@ struct EnrollmentService: Sendable {
             let credential = try await store.credentials(device: deviceID).first(where: {
                 $0.kind == .ldevid && $0.status == .active && $0.publicKeySHA256 == key && $0.notAfter > now
             }),
-            let certificate = try? Certificate(derEncoded: credential.der)
+            (try? Certificate(derEncoded: credential.der)) != nil
         else { return nil }
         // Its own action, so that `est.enroll` successes stay one per issued certificate.
         await state.auditor.record(
             actor: subject.actor, action: "est.redeliver", outcome: .success,
             reason: "re-delivered LDevID \(credential.serial) via \(subject.method): same key as its issuance, whose answer was lost",
             tenant: device.tenant, device: deviceID, serial: credential.serial)
-        return certificate
+        return credential.der
     }
 
     private func reenroll(
@@ -609,12 +611,13 @@ struct EnrollmentService: Sendable {
         _ request: Request, subject: Subject, device: Device, registration: Device?, next: DeviceState,
         consumeToken: String?, supersede: [SerialNumber], overlapDeadline: Date?, certificate: Certificate, now: Date
     ) async throws -> Verdict {
+        // Encoded once: the registry's copy, its fingerprint and the answer are the same bytes.
+        let der = certificate.derBytes
         let credential = Credential(
             serial: certificate.devidSerial, deviceID: device.id, kind: .ldevid,
             issuer: String(describing: certificate.issuer), notBefore: certificate.notValidBefore,
             notAfter: certificate.notValidAfter, publicKeySHA256: KeyMaterial.fingerprint(certificate.publicKey),
-            certificateSHA256: certificate.sha256Fingerprint, der: certificate.derBytes, status: .active,
-            createdAt: now)
+            certificateSHA256: Hex.encode(SHA256.hash(data: der)), der: der, status: .active, createdAt: now)
         let audit = state.auditor.event(
             actor: subject.actor, action: request.kind.action, outcome: .success,
             reason: "issued LDevID \(credential.serial) via \(subject.method)"
@@ -647,7 +650,7 @@ struct EnrollmentService: Sendable {
         state.metrics.enrollment(tenant: device.tenant, kind: kind, result: .issued)
         if kind == .enroll { state.metrics.onboarded(tenant: device.tenant, seconds: now.timeIntervalSince(device.createdAt)) }
         // The decision index and the brokers follow the registry's change stream (RegistryChangeRouter).
-        return .issued(certificate)
+        return .issued(der: der)
     }
 
     private func audit(_ request: Request, _ subject: Subject?, outcome: AuditEvent.Outcome, reason: String) async {
