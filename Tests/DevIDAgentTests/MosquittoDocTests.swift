@@ -178,7 +178,7 @@ struct MosquittoDocTests {
         #expect(audited.output.contains("found the services CA created by `devid ca init-services`"), "\(audited)")
     }
 
-    static func waitForLog(_ path: String, toContain text: String, timeout: TimeInterval = 15) async throws {
+    static func waitForLog(_ path: String, toContain text: String, timeout: TimeInterval = 60) async throws {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if let log = try? String(contentsOfFile: path, encoding: .utf8), log.contains(text) { return }

@@ -197,6 +197,7 @@ struct BackpressureTests {
         let server = try await LiveServer(clock: ManualWallClock(Self.t0)) {
             $0.rateLimits.perSource = .init(perSecond: 0.2, burst: 2)
         }
+        try await server.waitForFirstCRLs()  // before them the CRL route answers 503, which is no throttle
         let auth = [("Authorization", "Bearer \(server.adminToken)")]
         let authzToken = String(
             decoding: try Data(contentsOf: URL(fileURLWithPath: server.configuration.secretsDirectory + "/authz-token")),

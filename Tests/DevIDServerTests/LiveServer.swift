@@ -48,6 +48,22 @@ final class LiveServer: Sendable {
         opsPort = ports.ops
     }
 
+    /// Waits until the issuing CAs' first CRLs are published (they are signed just after the listeners come up; until
+    /// then the CRL routes answer 503). Fails after `limit`.
+    func waitForFirstCRLs(limit: Duration = .seconds(60)) async throws {
+        let deadline = ContinuousClock.now + limit
+        while await state.revocation.brokerCRLs().isEmpty {
+            guard ContinuousClock.now < deadline else {
+                throw NotPublished(description: "the first CRLs were not published within \(limit)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    struct NotPublished: Error, CustomStringConvertible {
+        let description: String
+    }
+
     func stop() async throws {
         await group.triggerGracefulShutdown()
         try await runTask.value

@@ -46,6 +46,7 @@ struct RootCRLTests {
         let dir = server.directory
         let leaf = try dir.write("ldevid.pem", ldevid.pemString)
         let untrusted = try dir.write("issuing.pem", issuing.pemString)
+        try await server.waitForFirstCRLs()
         #expect(try await Self.fetch(server, "root", into: dir.file("root.crl")) == 200)
         #expect(try await Self.fetch(server, "issuing", into: dir.file("issuing.crl")) == 200)
         func verify(_ crls: [String]) async throws -> ExternalTool.Result {
@@ -147,6 +148,7 @@ struct RootCRLTests {
         ])
         #expect(fetched.stdout == "200 application/pkix-cert", "\(fetched)")
         #expect(try Certificate(derEncoded: Array(try #require(FileManager.default.contents(atPath: file)))) == first)
+        try await server.waitForFirstCRLs()
         #expect(try await Self.fetch(server, "manufacturer", into: server.directory.file("manufacturer.crl")) == 200)
         try await server.stop()
     }
