@@ -13,7 +13,9 @@ public import X509
 
 /// An EST client (RFC 7030) for DevID's `/.well-known/est/...` endpoints, on its own small SwiftNIO HTTPS transport.
 ///
-/// Each request is one TLS 1.2+ connection (``HTTPSTransport``) that presents the client certificate if one is given
+/// Each request is one TLS 1.2+ connection (``HTTPSTransport``), except that an enrollment or a renewal sends
+/// `/cacerts` and its `simpleenroll` or `simplereenroll` on one (``cacertsThenSimpleEnroll(prepare:)``). It presents
+/// the client certificate if one is given
 /// (an IDevID to enroll, the current LDevID to re-enroll) and checks the server's certificate with ``ServerTrust``:
 /// it must chain to the trust bundle (never the system roots), name the host of `baseURL`, allow `serverAuth`, and
 /// be valid **at the agent's corrected time** — ``ServerClock/now()``, the device clock plus the skew learnt from the
@@ -35,7 +37,7 @@ public import X509
 /// Every response's `Date` header is kept in ``lastServerDate``, and its `DevID-Time` header (the server's own,
 /// possibly injected, clock) in ``lastServerTime`` and reported to the ``ServerClock`` given, for clock-skew
 /// tracking. Besides EST, the client speaks DevID's check-in, `GET /v1/device/status` (``deviceStatus()``).
-/// ``shutdown()`` is kept for callers; connections do not outlive a request.
+/// ``shutdown()`` is kept for callers; connections do not outlive a request (or the enrollment's pair).
 ///
 /// Errors are ``AgentError`` (or `CancellationError` when the calling task is cancelled).
 public final class ESTClient: Sendable {
@@ -65,6 +67,7 @@ public final class ESTClient: Sendable {
     /// Time probes: no client identity.
     private let probeTransport: HTTPSTransport
     private let logger: Logger
+    private let opened = Atomic<Int>(0)
     private let serverDate = Mutex<Date?>(nil)
     private let serverTime = Mutex<Date?>(nil)
     /// The time the server's certificate is checked at: the caller's ``ServerClock``, else one of our own over the
@@ -196,7 +199,53 @@ public final class ESTClient: Sendable {
 
     /// `GET /cacerts` (RFC 7030 §4.1): the CA certificates, in the order the server sent them.
     public func cacerts() async throws -> [Certificate] {
-        let reply = try await send(.GET, operation: "cacerts", headers: [], body: nil)
+        var connection: HTTPSTransport.Connection?
+        return try Self.caCertificates(
+            try await send(.GET, target: target("cacerts"), operation: "cacerts", headers: [], body: nil,
+            connection: &connection, keepOpen: false))
+    }
+
+    /// `GET /cacerts`, then `POST /simpleenroll` with what `prepare` makes in between (the new key and its CSR), both
+    /// on one TLS connection: the server makes one handshake for the enrollment instead of two. The order is kept:
+    /// nothing is prepared (no key made in a token) before the server has proved itself and answered `/cacerts`.
+    /// If the server closed the connection in between (its idle timeout), the enrollment goes on a new one.
+    ///
+    /// - Returns: the CA certificates and the issued certificate.
+    /// - Throws: as ``cacerts()`` and ``simpleEnroll(csrDER:authorization:)``, and whatever `prepare` throws.
+    public func cacertsThenSimpleEnroll(
+        prepare: () async throws -> (csrDER: [UInt8], authorization: EnrollAuthorization)
+    ) async throws -> (caCertificates: [Certificate], certificate: Certificate) {
+        var connection: HTTPSTransport.Connection?
+        defer { connection?.close() }
+        let caCertificates = try Self.caCertificates(
+            try await send(.GET, target: target("cacerts"), operation: "cacerts", headers: [], body: nil,
+            connection: &connection, keepOpen: true))
+        let (csrDER, authorization) = try await prepare()
+        let certificate = try await enroll(
+            "simpleenroll", csrDER: csrDER, authorization: authorization.headerValue, connection: &connection)
+        return (caCertificates, certificate)
+    }
+
+    /// `GET /cacerts`, then `POST /simplereenroll` with the CSR `prepare` makes, on one TLS connection (see
+    /// ``cacertsThenSimpleEnroll(prepare:)``): a renewal costs the server one handshake.
+    public func cacertsThenSimpleReenroll(
+        prepare: () async throws -> [UInt8]
+    ) async throws -> (caCertificates: [Certificate], certificate: Certificate) {
+        var connection: HTTPSTransport.Connection?
+        defer { connection?.close() }
+        let caCertificates = try Self.caCertificates(
+            try await send(.GET, target: target("cacerts"), operation: "cacerts", headers: [], body: nil,
+            connection: &connection, keepOpen: true))
+        let csrDER = try await prepare()
+        let certificate = try await enroll(
+            "simplereenroll", csrDER: csrDER, authorization: nil, connection: &connection)
+        return (caCertificates, certificate)
+    }
+
+    /// How many TLS connections this client has opened (time probes included), for tests and logs.
+    public var connectionsOpened: Int { opened.load(ordering: .relaxed) }
+
+    private static func caCertificates(_ reply: Reply) throws -> [Certificate] {
         let certificates = try Self.certsOnly(reply, operation: "cacerts")
         guard !certificates.isEmpty else {
             throw AgentError(.badResponse, "cacerts response holds no certificate", status: reply.status)
@@ -238,9 +287,18 @@ public final class ESTClient: Sendable {
     }
 
     private func enroll(_ operation: String, csrDER: [UInt8], authorization: String?) async throws -> Certificate {
+        var connection: HTTPSTransport.Connection?
+        return try await enroll(operation, csrDER: csrDER, authorization: authorization, connection: &connection)
+    }
+
+    private func enroll(
+        _ operation: String, csrDER: [UInt8], authorization: String?, connection: inout HTTPSTransport.Connection?
+    ) async throws -> Certificate {
         var headers = [("Content-Type", "application/pkcs10"), ("Content-Transfer-Encoding", "base64")]
         if let authorization { headers.append(("Authorization", authorization)) }
-        let reply = try await send(.POST, operation: operation, headers: headers, body: ESTBase64.encode(csrDER))
+        let reply = try await send(
+            .POST, target: target(operation), operation: operation, headers: headers, body: ESTBase64.encode(csrDER),
+            connection: &connection, keepOpen: false)
         let certificates = try Self.certsOnly(reply, operation: operation)
         // The issued certificate is the one for the CSR's key; a server may add CA certificates, and DER sorts them.
         let requestedKey = try? CertificateSigningRequest(derEncoded: csrDER).publicKey
@@ -267,25 +325,47 @@ public final class ESTClient: Sendable {
     }
 
     private func send(
-        _ method: HTTPMethod, operation: String, headers: [(String, String)], body: String?
-    ) async throws -> Reply {
-        try await send(method, target: target(operation), operation: operation, headers: headers, body: body)
-    }
-
-    /// Sends one request; returns a 200 reply, throws ``AgentError`` for any other outcome.
-    private func send(
         _ method: HTTPMethod, target: String, operation: String, headers: [(String, String)], body: String?
     ) async throws -> Reply {
-        try await probeTimeIfClockIsWrong(before: operation)
+        var connection: HTTPSTransport.Connection?
+        return try await send(
+            method, target: target, operation: operation, headers: headers, body: body, connection: &connection,
+            keepOpen: false)
+    }
+
+    /// Sends one request; returns a 200 reply, throws ``AgentError`` for any other outcome. On `connection` when it
+    /// holds one (else, or when it had closed, on a new connection), which is left holding the connection when
+    /// `keepOpen` and the server kept it open, else nil.
+    private func send(
+        _ method: HTTPMethod, target: String, operation: String, headers: [(String, String)], body: String?,
+        connection: inout HTTPSTransport.Connection?, keepOpen: Bool
+    ) async throws -> Reply {
         let request = HTTPSTransport.Request(
             method: method, target: target, headers: headers, body: body.map { Array($0.utf8) })
         let reply: Reply
         do {
-            let response = try await transport.send(request, mode: .strict(at: clock.now()))
+            var response: HTTPSTransport.Response?
+            if let kept = connection {
+                connection = nil
+                do {
+                    (response, connection) = try await transport.send(request, on: kept, keepOpen: keepOpen)
+                } catch HTTPSTransport.Failure.closedBeforeRequest {
+                    logger.debug(
+                        "the kept connection had closed; a new one", metadata: ["operation": "\(operation)"])
+                }
+            }
+            if response == nil {
+                try await probeTimeIfClockIsWrong(before: operation)
+                opened.add(1, ordering: .relaxed)
+                (response, connection) = try await transport.send(
+                    request, mode: .strict(at: clock.now()), keepOpen: keepOpen)
+            }
+            guard let response else { throw HTTPSTransport.Failure.closedBeforeRequest }
             record(response.headers)
             reply = Reply(status: response.status, headers: response.headers, body: response.body)
         } catch {
             if Task.isCancelled || error is CancellationError { throw CancellationError() }
+            if error is AgentError { throw error }
             throw Self.transportError(error, host: host, operation: operation)
         }
         logger.debug(
@@ -342,6 +422,7 @@ public final class ESTClient: Sendable {
             ])
         let probe = HTTPSTransport.Request(method: .GET, target: target("cacerts"), headers: [], body: nil)
         do {
+            opened.add(1, ordering: .relaxed)
             let response = try await probeTransport.send(probe, mode: .timeProbe)
             record(response.headers)
         } catch {
@@ -381,6 +462,8 @@ public final class ESTClient: Sendable {
                 .connectionFailed,
                 "the connection to \(host) broke before a response (\(operation)): "
                     + AgentError.oneLine("\(underlying)"))
+        case .closedBeforeRequest:
+            return AgentError(.connectionFailed, "the connection to \(host) closed before the request (\(operation))")
         case .bodyTooLarge(let status):
             return AgentError(
                 .badResponse, "\(operation) response body is over \(maximumBodyBytes) bytes", status: status)

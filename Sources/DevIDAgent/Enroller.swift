@@ -41,7 +41,7 @@ public struct Enroller: Sendable {
     /// Enrolls and installs the new identity in `stateDirectory`.
     ///
     /// Steps: `GET /cacerts` (also proves the server chains to `trustBundle` before any secret is sent), a fresh
-    /// P-256 key and CSR, `POST /simpleenroll`, then the checks — the certificate's public key is the new key's, and
+    /// P-256 key and CSR, `POST /simpleenroll` on the same connection, then the checks — the certificate's public key is the new key's, and
     /// it chains to `trustBundle` (with the `/cacerts` certificates as intermediates) at `clock.now()` — then the
     /// files.
     ///
@@ -98,17 +98,19 @@ public struct Enroller: Sendable {
             if let material = generated?.pkcs8 { AgentKeys.destroyIfUnreferenced(material, in: directory) }
         }
         do {
-            caCertificates = try await client.cacerts()
-            let key = try Self.newKey(in: keyURI)
-            generated = key
-            let csr = try Self.csr(deviceID: deviceID, key: key.key)
-            logger.debug(
-                "enrolling",
-                metadata: [
-                    "server": "\(client.baseURL)", "bootstrap": "\(bootstrap.name)",
-                    "device": "\(deviceID?.rawValue ?? "-")",
-                ])
-            certificate = try await client.simpleEnroll(csrDER: csr, authorization: authorization)
+            // One connection for both requests; the key is made only once /cacerts has answered.
+            (caCertificates, certificate) = try await client.cacertsThenSimpleEnroll {
+                let key = try Self.newKey(in: keyURI)
+                generated = key
+                let csr = try Self.csr(deviceID: deviceID, key: key.key)
+                logger.debug(
+                    "enrolling",
+                    metadata: [
+                        "server": "\(client.baseURL)", "bootstrap": "\(bootstrap.name)",
+                        "device": "\(deviceID?.rawValue ?? "-")",
+                    ])
+                return (csr, authorization)
+            }
         } catch {
             try? await client.shutdown()
             discardKey()

@@ -464,12 +464,14 @@ public actor RotationAgent {
         let certificate: Certificate
         let caCertificates: [Certificate]
         do {
-            caCertificates = try await client.cacerts()
-            let csr = try Enroller.csr(deviceID: device, key: key)
-            logger.debug(
-                "re-enrolling",
-                metadata: ["serial": "\(current.certificate.devidSerial)", "late": "\(late)"])
-            certificate = try await client.simpleReenroll(csrDER: csr)
+            // One connection for both requests.
+            (caCertificates, certificate) = try await client.cacertsThenSimpleReenroll {
+                let csr = try Enroller.csr(deviceID: device, key: key)
+                logger.debug(
+                    "re-enrolling",
+                    metadata: ["serial": "\(current.certificate.devidSerial)", "late": "\(late)"])
+                return csr
+            }
             try? await client.shutdown()
         } catch let error as AgentError {
             try? await client.shutdown()

@@ -41,11 +41,12 @@ final class AgentTestServer: Sendable {
     init(
         clock: ManualWallClock = ManualWallClock(Date()), policy: TenantPolicy = TenantPolicy(),
         serverTLSLifetime: TimeInterval = AgentTestServer.defaultServerTLSLifetime, estHost: String = "127.0.0.1",
-        rateLimits: RateLimits = RateLimits()
+        rateLimits: RateLimits = RateLimits(), idleTimeoutSeconds: Double? = nil
     ) async throws {
         directory = try TemporaryDirectory(prefix: "devid-agent-server")
         var configuration = ServerConfiguration.testing(dataDirectory: directory.file("data"))
         configuration.rateLimits = rateLimits
+        if let idleTimeoutSeconds { configuration.connectionLimits.idleTimeoutSeconds = idleTimeoutSeconds }
         configuration.caPassphrase = "agent-test-passphrase"
         configuration.estHost = estHost
         self.clock = clock
@@ -139,10 +140,11 @@ final class AgentTestServer: Sendable {
 func withServer<T>(
     clock: ManualWallClock = ManualWallClock(Date()), policy: TenantPolicy = TenantPolicy(),
     serverTLSLifetime: TimeInterval = AgentTestServer.defaultServerTLSLifetime, estHost: String = "127.0.0.1",
-    _ body: (AgentTestServer) async throws -> T
+    idleTimeoutSeconds: Double? = nil, _ body: (AgentTestServer) async throws -> T
 ) async throws -> T {
     let server = try await AgentTestServer(
-        clock: clock, policy: policy, serverTLSLifetime: serverTLSLifetime, estHost: estHost)
+        clock: clock, policy: policy, serverTLSLifetime: serverTLSLifetime, estHost: estHost,
+        idleTimeoutSeconds: idleTimeoutSeconds)
     do {
         let result = try await body(server)
         try await server.stop()

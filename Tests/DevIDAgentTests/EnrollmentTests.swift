@@ -6,6 +6,7 @@ import DevIDStore
 import DevIDTesting
 import Foundation
 import SwiftASN1
+import Synchronization
 import Testing
 import X509
 
@@ -271,6 +272,80 @@ struct EnrollmentTests {
         var serializer = DER.Serializer()
         try serializer.serialize(request)
         return serializer.serializedBytes
+    }
+
+    @Test("cacerts and simpleenroll on one TLS connection; the key is prepared only after cacerts answered")
+    func oneConnectionForAnEnrollment() async throws {
+        try await withServer { server in
+            let (idevidKey, idevid) = try await server.idevid(hardwareSerial: "SN-ONE-CONN")
+            let client = try ESTClient(
+                baseURL: server.estURL, trustRoots: [server.hierarchy.root],
+                clientIdentity: .init(certificateChain: [idevid], privateKey: idevidKey))
+            let key = try KeyMaterial.generate(.p256)
+            let prepared = Mutex(0)
+            let (caCertificates, certificate) = try await client.cacertsThenSimpleEnroll {
+                prepared.withLock { $0 += 1 }
+                return (try Self.csr(key: key), .clientCertificate)
+            }
+            #expect(prepared.withLock { $0 } == 1)
+            #expect(Set(caCertificates) == Set(server.hierarchy.estCACertificates))
+            #expect(certificate.publicKey == key.publicKey)
+            #expect(client.connectionsOpened == 1, "both requests on one connection")
+            #expect(try await server.store.credentialCount() == 1)
+            // A plain request opens (and closes) a connection of its own.
+            _ = try await client.cacerts()
+            #expect(client.connectionsOpened == 2)
+
+            // A renewal the same way, with the new LDevID as the client certificate.
+            let renewing = try ESTClient(
+                baseURL: server.estURL, trustRoots: [server.hierarchy.root],
+                clientIdentity: .init(certificateChain: [certificate], privateKey: key))
+            let next = try KeyMaterial.generate(.p256)
+            let renewed = try await renewing.cacertsThenSimpleReenroll { try Self.csr(key: next) }
+            #expect(renewed.certificate.publicKey == next.publicKey)
+            #expect(renewing.connectionsOpened == 1)
+            #expect(try await server.store.credentialCount() == 2)
+        }
+    }
+
+    @Test("the server closed the kept connection (its idle timeout) while the key was made: a new connection enrolls")
+    func keptConnectionClosedMeanwhile() async throws {
+        try await withServer(idleTimeoutSeconds: 1) { server in
+            let (idevidKey, idevid) = try await server.idevid(hardwareSerial: "SN-IDLE-CONN")
+            let client = try ESTClient(
+                baseURL: server.estURL, trustRoots: [server.hierarchy.root],
+                clientIdentity: .init(certificateChain: [idevid], privateKey: idevidKey))
+            let key = try KeyMaterial.generate(.p256)
+            let (_, certificate) = try await client.cacertsThenSimpleEnroll {
+                try await Task.sleep(for: .seconds(3))  // a slow secure element
+                return (try Self.csr(key: key), .clientCertificate)
+            }
+            #expect(certificate.publicKey == key.publicKey)
+            #expect(client.connectionsOpened == 2, "the second request went on a new connection")
+            #expect(try await server.store.credentialCount() == 1)
+        }
+    }
+
+    @Test("cacerts refused: the error is cacerts', nothing is prepared and nothing is issued")
+    func refusedCacertsPreparesNothing() async throws {
+        try await withServer { server in
+            let (idevidKey, idevid) = try await server.idevid(hardwareSerial: "SN-NO-LABEL")
+            let client = try ESTClient(
+                baseURL: server.estURL, trustRoots: [server.hierarchy.root],
+                clientIdentity: .init(certificateChain: [idevid], privateKey: idevidKey), label: "no-such-tenant")
+            let prepared = Mutex(0)
+            await #expect {
+                _ = try await client.cacertsThenSimpleEnroll {
+                    prepared.withLock { $0 += 1 }
+                    return ([], .clientCertificate)
+                }
+            } throws: { error in
+                (error as? AgentError)?.code == .refused(status: 404)
+                    && (error as? AgentError)?.reason.contains("cacerts") == true
+            }
+            #expect(prepared.withLock { $0 } == 0)
+            #expect(try await server.store.credentialCount() == 0)
+        }
     }
 
     @Test("the EST client: cacerts, and the server's Date header is recorded")

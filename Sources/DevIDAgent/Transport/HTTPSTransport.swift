@@ -13,10 +13,13 @@ import X509
 ///
 /// async-http-client cannot take a verification callback (NIOSSL's `TLSConfiguration` has none), and BoringSSL's own
 /// check uses the machine's real clock; ``ESTClient`` needs the server's certificate validated at the agent's
-/// corrected time. A connection per request keeps it simple: the agent sends a handful of requests a day.
+/// corrected time. A connection per request keeps it simple (the agent sends a handful of requests a day), except the
+/// pair an enrollment sends, which costs the server one handshake instead of two.
 ///
-/// The connection is closed after the response (`Connection: close`). Timeouts: `connectTimeout` covers TCP and
-/// the TLS handshake, `requestTimeout` the whole exchange. The body is read up to a limit.
+/// The connection is closed after the response (`Connection: close`), unless the caller keeps it open for one more
+/// request (``send(_:mode:keepOpen:)``, then ``send(_:on:keepOpen:)``: HTTP/1.1 keep-alive, one request after the
+/// other): an enrollment sends `GET /cacerts` and `POST /simpleenroll` over one handshake. Timeouts:
+/// `connectTimeout` covers TCP and the TLS handshake, `requestTimeout` each exchange. The body is read up to a limit.
 struct HTTPSTransport: Sendable {
     struct Request: Sendable {
         var method: HTTPMethod
@@ -32,6 +35,15 @@ struct HTTPSTransport: Sendable {
         var body: [UInt8]
     }
 
+    /// A connection left open after a response for the next request. Whoever holds it closes it.
+    struct Connection: Sendable {
+        let channel: any Channel
+
+        func close() {
+            channel.close(promise: nil)
+        }
+    }
+
     /// What went wrong below HTTP.
     enum Failure: Error, Sendable {
         /// TCP could not connect (refused, unreachable, timed out, name not resolved).
@@ -44,6 +56,9 @@ struct HTTPSTransport: Sendable {
         case tls(any Error)
         /// The connection closed (or failed) before a whole response arrived.
         case closed(any Error)
+        /// A kept connection had closed (the server's idle timeout) before this request was written: nothing was
+        /// sent, so it can go on a new connection.
+        case closedBeforeRequest
         case bodyTooLarge(status: Int)
     }
 
@@ -55,13 +70,21 @@ struct HTTPSTransport: Sendable {
     let requestTimeout: TimeAmount
     let maximumBodyBytes: Int
 
-    /// Sends `request` and returns the response, whatever its status.
+    /// Sends `request` on a new connection and returns the response, whatever its status.
     ///
     /// - Throws: ``Failure``, or `CancellationError` when the calling task is cancelled.
     func send(_ request: Request, mode: ServerTrust.Mode) async throws -> Response {
+        try await send(request, mode: mode, keepOpen: false).response
+    }
+
+    /// Sends `request` on a new connection; with `keepOpen`, the connection is returned open for the next request
+    /// unless the server closes it (`Connection: close`, or not HTTP/1.1).
+    func send(
+        _ request: Request, mode: ServerTrust.Mode, keepOpen: Bool
+    ) async throws -> (response: Response, connection: Connection?) {
         let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
         let handshake = eventLoop.makePromise(of: Void.self)
-        let response = eventLoop.makePromise(of: Response.self)
+        let response = eventLoop.makePromise(of: ExchangeHandler.Answer.self)
         let verdict = VerdictBox()
         let trust = self.trust
         let sni = ServerTrust.isIPAddress(host) ? nil : host
@@ -95,7 +118,7 @@ struct HTTPSTransport: Sendable {
                     try sync.addHandler(
                         ExchangeHandler(
                             request: request, hostHeader: hostHeader, maximumBodyBytes: maximumBodyBytes,
-                            handshake: handshake, response: response))
+                            keepOpen: keepOpen, handshake: handshake, response: response))
                 }
             }
 
@@ -125,20 +148,65 @@ struct HTTPSTransport: Sendable {
             do {
                 try await handshake.futureResult.get()
                 handshakeDeadline.cancel()
-                return try await response.futureResult.get()
+                let answer = try await response.futureResult.get()
+                return (answer.response, answer.keptOpen ? Connection(channel: channel) : nil)
             } catch {
                 channel.close(promise: nil)
                 if Task.isCancelled { throw CancellationError() }
                 if case .untrusted(let reason) = verdict.get() { throw Failure.untrustedServer(reason: reason) }
-                if let failure = error as? Failure { throw failure }
-                if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError {
-                    throw Failure.tls(error)
-                }
-                throw Failure.closed(error)
+                throw Self.failure(error)
             }
         } onCancel: {
             channel.close(promise: nil)
         }
+    }
+
+    /// Sends `request` on a connection an earlier request kept open (its server was checked in that handshake).
+    ///
+    /// - Throws: ``Failure/closedBeforeRequest`` when the connection had closed before anything was written (send it
+    ///   on a new connection), another ``Failure``, or `CancellationError`. The connection is closed on any failure.
+    func send(
+        _ request: Request, on connection: Connection, keepOpen: Bool
+    ) async throws -> (response: Response, connection: Connection?) {
+        let channel = connection.channel
+        let eventLoop = channel.eventLoop
+        let response = eventLoop.makePromise(of: ExchangeHandler.Answer.self)
+        let hostHeader = (host.contains(":") ? "[\(host)]" : host) + (port == 443 ? "" : ":\(port)")
+        let maximumBodyBytes = self.maximumBodyBytes
+        let requestDeadline = eventLoop.scheduleTask(in: requestTimeout) {
+            response.fail(Failure.requestTimedOut)
+            channel.close(promise: nil)
+        }
+        defer { requestDeadline.cancel() }
+        return try await withTaskCancellationHandler {
+            do {
+                try await eventLoop.submit {
+                    guard channel.isActive else { throw Failure.closedBeforeRequest }
+                    try channel.pipeline.syncOperations.addHandler(
+                        ExchangeHandler(
+                            request: request, hostHeader: hostHeader, maximumBodyBytes: maximumBodyBytes,
+                            keepOpen: keepOpen, handshake: nil, response: response))
+                }.get()
+                let answer = try await response.futureResult.get()
+                return (answer.response, answer.keptOpen ? connection : nil)
+            } catch {
+                channel.close(promise: nil)
+                response.fail(error)
+                if Task.isCancelled { throw CancellationError() }
+                throw Self.failure(error)
+            }
+        } onCancel: {
+            channel.close(promise: nil)
+        }
+    }
+
+    /// What went wrong below HTTP, from an error of the channel.
+    private static func failure(_ error: any Error) -> Failure {
+        if let failure = error as? Failure { return failure }
+        if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError {
+            return .tls(error)
+        }
+        return .closed(error)
     }
 }
 
@@ -150,11 +218,18 @@ private final class VerdictBox: Sendable {
     func get() -> ServerTrust.Outcome? { value.withLock { $0 } }
 }
 
-/// Writes the request when the channel becomes active (NIOSSL holds it until the handshake is done) and collects
-/// the response. Lives on the channel's event loop only.
+/// Writes the request when the channel becomes active (NIOSSL holds it until the handshake is done), or at once when
+/// added to a kept connection, and collects the response. Then it closes the connection, or, kept open, leaves the
+/// pipeline for the next exchange's handler. Lives on the channel's event loop only.
 private final class ExchangeHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
+
+    struct Answer: Sendable {
+        var response: HTTPSTransport.Response
+        /// The connection stays open for another request.
+        var keptOpen: Bool
+    }
 
     /// The connection ended before a whole response.
     struct ClosedEarly: Error, CustomStringConvertible {
@@ -164,27 +239,43 @@ private final class ExchangeHandler: ChannelInboundHandler, RemovableChannelHand
     private let request: HTTPSTransport.Request
     private let hostHeader: String
     private let maximumBodyBytes: Int
-    private let handshake: EventLoopPromise<Void>
-    private let response: EventLoopPromise<HTTPSTransport.Response>
+    private let keepOpen: Bool
+    /// Nil on a kept connection, whose handshake is long done.
+    private let handshake: EventLoopPromise<Void>?
+    private let response: EventLoopPromise<Answer>
     private var head: HTTPResponseHead?
     private var body = ByteBuffer()
+    private var written = false
 
     init(
-        request: HTTPSTransport.Request, hostHeader: String, maximumBodyBytes: Int,
-        handshake: EventLoopPromise<Void>, response: EventLoopPromise<HTTPSTransport.Response>
+        request: HTTPSTransport.Request, hostHeader: String, maximumBodyBytes: Int, keepOpen: Bool,
+        handshake: EventLoopPromise<Void>?, response: EventLoopPromise<Answer>
     ) {
         self.request = request
         self.hostHeader = hostHeader
         self.maximumBodyBytes = maximumBodyBytes
+        self.keepOpen = keepOpen
         self.handshake = handshake
         self.response = response
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        // On a kept connection the channel is active already: no channelActive comes.
+        if handshake == nil, context.channel.isActive { write(context: context) }
+    }
+
     func channelActive(context: ChannelHandlerContext) {
+        write(context: context)
+        context.fireChannelActive()
+    }
+
+    private func write(context: ChannelHandlerContext) {
+        guard !written else { return }
+        written = true
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: hostHeader)
         headers.add(name: "User-Agent", value: "devid-agent")
-        headers.add(name: "Connection", value: "close")
+        if !keepOpen { headers.add(name: "Connection", value: "close") }
         for (name, value) in request.headers { headers.add(name: name, value: value) }
         if let body = request.body {
             headers.add(name: "Content-Length", value: String(body.count))
@@ -197,12 +288,11 @@ private final class ExchangeHandler: ChannelInboundHandler, RemovableChannelHand
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
         }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        context.fireChannelActive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
-            handshake.succeed()
+            handshake?.succeed()
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -225,21 +315,30 @@ private final class ExchangeHandler: ChannelInboundHandler, RemovableChannelHand
                 context.close(promise: nil)
                 return
             }
-            response.succeed(
-                HTTPSTransport.Response(
-                    status: Int(head.status.code), headers: head.headers, body: Array(buffer: body)))
-            context.close(promise: nil)
+            let answer = HTTPSTransport.Response(
+                status: Int(head.status.code), headers: head.headers, body: Array(buffer: body))
+            let serverCloses =
+                head.version != .http1_1
+                || head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" }
+            if keepOpen, !serverCloses {
+                // Out of the way of the next exchange's handler; the connection stays open.
+                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+                response.succeed(Answer(response: answer, keptOpen: true))
+            } else {
+                response.succeed(Answer(response: answer, keptOpen: false))
+                context.close(promise: nil)
+            }
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        handshake.fail(error)
+        handshake?.fail(error)
         response.fail(error)
         context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        handshake.fail(ClosedEarly())
+        handshake?.fail(ClosedEarly())
         response.fail(ClosedEarly())
         context.fireChannelInactive()
     }
