@@ -344,23 +344,18 @@ public final class ESTClient: Sendable {
             method: method, target: target, headers: headers, body: body.map { Array($0.utf8) })
         let reply: Reply
         do {
-            var response: HTTPSTransport.Response?
-            if let kept = connection {
-                connection = nil
-                do {
-                    (response, connection) = try await transport.send(request, on: kept, keepOpen: keepOpen)
-                } catch HTTPSTransport.Failure.closedBeforeRequest {
-                    logger.debug(
-                        "the kept connection had closed; a new one", metadata: ["operation": "\(operation)"])
-                }
-            }
-            if response == nil {
+            let kept = connection
+            connection = nil  // a failed exchange has closed it
+            let sent: (response: HTTPSTransport.Response, connection: HTTPSTransport.Connection?)
+            if let kept, let reused = try await send(request, on: kept, keepOpen: keepOpen, operation: operation) {
+                sent = reused
+            } else {
                 try await probeTimeIfClockIsWrong(before: operation)
                 opened.add(1, ordering: .relaxed)
-                (response, connection) = try await transport.send(
-                    request, mode: .strict(at: clock.now()), keepOpen: keepOpen)
+                sent = try await transport.send(request, mode: .strict(at: clock.now()), keepOpen: keepOpen)
             }
-            guard let response else { throw HTTPSTransport.Failure.closedBeforeRequest }
+            connection = sent.connection
+            let response = sent.response
             record(response.headers)
             reply = Reply(status: response.status, headers: response.headers, body: response.body)
         } catch {
@@ -388,6 +383,19 @@ public final class ESTClient: Sendable {
                 serverCode: reply.headers.first(name: "DevID-Refusal").flatMap(RefusalCode.init(rawValue:)),
                 retryAfter: HTTPDate.retryAfterSeconds(
                     reply.headers.first(name: "Retry-After"), serverDate: lastServerDate))
+        }
+    }
+
+    /// `request` on a connection an earlier request kept open; nil when that connection had closed before anything
+    /// was written (the server's idle timeout), so the request can go on a new one.
+    private func send(
+        _ request: HTTPSTransport.Request, on kept: HTTPSTransport.Connection, keepOpen: Bool, operation: String
+    ) async throws -> (response: HTTPSTransport.Response, connection: HTTPSTransport.Connection?)? {
+        do {
+            return try await transport.send(request, on: kept, keepOpen: keepOpen)
+        } catch HTTPSTransport.Failure.closedBeforeRequest {
+            logger.debug("the kept connection had closed; a new one", metadata: ["operation": "\(operation)"])
+            return nil
         }
     }
 
