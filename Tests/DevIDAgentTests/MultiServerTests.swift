@@ -85,6 +85,21 @@ struct MultiServerTests {
         }
     }
 
+    /// Copies the data directory of a running server. A file the server replaces meanwhile (written under a temporary
+    /// name, then renamed: its CRLs) can vanish between the copy's listing and its reading of that file (CI rehearsal of
+    /// e76d174: `.partitions.json.….tmp`); the copy then starts again, at most five times.
+    static func copyRunningDataDirectory(_ source: String, to destination: String) throws {
+        for attempt in 1...5 {
+            do {
+                try FileManager.default.copyItem(atPath: source, toPath: destination)
+                return
+            } catch {
+                if attempt == 5 { throw error }
+                try? FileManager.default.removeItem(atPath: destination)
+            }
+        }
+    }
+
     /// Starts `count` servers on a new database of the sandbox; the first creates the CA, the others start from a copy
     /// of its data directory.
     static func withCluster(count: Int, _ body: (Cluster) async throws -> Void) async throws {
@@ -100,7 +115,7 @@ struct MultiServerTests {
             for index in 0..<count {
                 let dataDir = work.file("server-\(index)")
                 if index > 0 {
-                    try FileManager.default.copyItem(atPath: work.file("server-0"), toPath: dataDir)
+                    try Self.copyRunningDataDirectory(work.file("server-0"), to: dataDir)
                     try? FileManager.default.removeItem(atPath: "\(dataDir)/server.json")
                 }
                 let server = try ServeProcess.start(dataDir: dataDir, workingDirectory: work.path, environment: environment)
