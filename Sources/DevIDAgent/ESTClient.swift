@@ -215,15 +215,10 @@ public final class ESTClient: Sendable {
     public func cacertsThenSimpleEnroll(
         prepare: () async throws -> (csrDER: [UInt8], authorization: EnrollAuthorization)
     ) async throws -> (caCertificates: [Certificate], certificate: Certificate) {
-        var connection: HTTPSTransport.Connection?
-        defer { connection?.close() }
-        let caCertificates = try Self.caCertificates(
-            try await send(.GET, target: target("cacerts"), operation: "cacerts", headers: [], body: nil,
-            connection: &connection, keepOpen: true))
-        let (csrDER, authorization) = try await prepare()
-        let certificate = try await enroll(
-            "simpleenroll", csrDER: csrDER, authorization: authorization.headerValue, connection: &connection)
-        return (caCertificates, certificate)
+        try await cacertsThen("simpleenroll") {
+            let (csrDER, authorization) = try await prepare()
+            return (csrDER, authorization.headerValue)
+        }
     }
 
     /// `GET /cacerts`, then `POST /simplereenroll` with the CSR `prepare` makes, on one TLS connection (see
@@ -231,14 +226,22 @@ public final class ESTClient: Sendable {
     public func cacertsThenSimpleReenroll(
         prepare: () async throws -> [UInt8]
     ) async throws -> (caCertificates: [Certificate], certificate: Certificate) {
+        try await cacertsThen("simplereenroll") { (try await prepare(), nil) }
+    }
+
+    /// `GET /cacerts`, then the enrollment `operation` with the CSR (and `Authorization` value) `prepare` makes, on
+    /// the connection `/cacerts` kept open (a new one if it had closed); the connection is closed after.
+    private func cacertsThen(
+        _ operation: String, prepare: () async throws -> (csrDER: [UInt8], authorization: String?)
+    ) async throws -> (caCertificates: [Certificate], certificate: Certificate) {
         var connection: HTTPSTransport.Connection?
         defer { connection?.close() }
         let caCertificates = try Self.caCertificates(
             try await send(.GET, target: target("cacerts"), operation: "cacerts", headers: [], body: nil,
             connection: &connection, keepOpen: true))
-        let csrDER = try await prepare()
+        let (csrDER, authorization) = try await prepare()
         let certificate = try await enroll(
-            "simplereenroll", csrDER: csrDER, authorization: nil, connection: &connection)
+            operation, csrDER: csrDER, authorization: authorization, connection: &connection)
         return (caCertificates, certificate)
     }
 
