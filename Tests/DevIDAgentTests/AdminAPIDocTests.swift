@@ -23,7 +23,7 @@ struct AdminAPIDocTests {
         defer { walk.close() }
         // A revocation is in the served CRL within a second: the certificate's detail, which shows it listed, waits
         // as a reader would.
-        walk.pauses.append((#"curl -s -H "Authorization: Bearer $TOKEN" $OPS/v1/admin/certificates/"#, 3))
+        walk.pauses.append((#"curl -s -H "Authorization: Bearer $TOKEN" $OPS/v1/admin/certificates/"#, 1))
 
         // The README up to device L1-000001's enrollment into dev1.
         try await walk.runReadmeThroughFirstEnrollment()

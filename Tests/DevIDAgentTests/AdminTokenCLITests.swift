@@ -102,6 +102,6 @@ struct AdminTokenCLITests {
         let unknown = try await devid(["admin-token", "revoke", "nope"])
         #expect(unknown.stderr.contains("server answered 404: unknown admin token"))
         #expect(try await devid(["admin-token", "list"]).stdout.split(separator: "\n").count == 3)
-        _ = try await server.interrupt(timeout: 10)
+        _ = try await server.interrupt(timeout: 30)
     }
 }

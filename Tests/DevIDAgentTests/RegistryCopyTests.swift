@@ -37,7 +37,7 @@ struct RegistryCopyTests {
         try #require(try await devid(["token", "create", "--tenant", "acme", "--device", "sensor-9"]).succeeded)
         let devicesBefore = try await devid(["device", "list", "--json"])
         let tokensBefore = try await devid(["token", "list", "--json"])
-        let stopped = try await sqlite.interrupt(timeout: 15)
+        let stopped = try await sqlite.interrupt(timeout: 30)
         #expect(stopped.exitedNormally && stopped.status == 0)
 
         try await sandbox.withDatabase { database in
@@ -71,7 +71,7 @@ struct RegistryCopyTests {
             // The copied chain, extended by the server's start on PostgreSQL, verifies as one chain.
             let verifiedEntries = verify.stdout.split(separator: " ").dropFirst(3).first.flatMap { Int($0) }
             #expect((verifiedEntries ?? 0) >= copiedEntries, "\(verify.stdout) after \(copiedEntries) copied")
-            _ = try await postgres.interrupt(timeout: 15)
+            _ = try await postgres.interrupt(timeout: 30)
         }
     }
 }

@@ -91,7 +91,7 @@ struct RunbookTests {
         #expect(outputs["rotate --lot L1"]?.contains("marked 3 credentials rotation-due") == true, "\(outputs)")
         #expect(outputs["rotate status --lot L1"]?.contains("3") == true, "\(outputs)")
         #expect(outputs["audit list --action rotation.campaign"]?.contains("marked rotation-due: lot L1") == true)
-        _ = try await fleet.server.interrupt(timeout: 10)
+        _ = try await fleet.server.interrupt(timeout: 30)
     }
 
     @Test("docs/runbooks/compromise.md", .timeLimit(.minutes(5)))
@@ -264,7 +264,7 @@ struct RunbookTests {
             ], in: fleet.work.path)
         #expect(!idevid.succeeded)
         #expect(idevid.stderr.contains("HTTP 403: device is revoked"), "\(idevid)")
-        _ = try await fleet.server.interrupt(timeout: 10)
+        _ = try await fleet.server.interrupt(timeout: 30)
     }
 
     /// `devid agent enroll` of device `<lot>-00000<index>` with its IDevID, trusting the active root.
@@ -308,7 +308,7 @@ struct RunbookTests {
         var server = fleet.server
         defer { server.kill() }
         func restart() async throws {
-            _ = try await server.interrupt(timeout: 10)
+            _ = try await server.interrupt(timeout: 30)
             let port = { (url: String) in Int(url.split(separator: ":").last ?? "") ?? 0 }
             server = try ServeProcess.start(
                 dataDir: fleet.dataDir, workingDirectory: fleet.work.path, estPort: port(fleet.endpoints.estURL),
@@ -460,6 +460,6 @@ struct RunbookTests {
         #expect(try await fleet.devid(["ca", "issuing", "list"]).stdout == before)
         let denied = try await fleet.devid(["audit", "list", "--action", "ca.issuing.revoke", "--outcome", "denied"])
         #expect(denied.stdout.contains("issuing CA 4 is the active CA"), "\(denied)")
-        _ = try await server.interrupt(timeout: 10)
+        _ = try await server.interrupt(timeout: 30)
     }
 }

@@ -180,7 +180,7 @@ struct ServeCLITests {
         #expect(unreachable.stderr == "Error: cannot reach http://127.0.0.1:1: connection refused\n", "\(unreachable.stderr)")
 
         // SIGINT: graceful stop, status 0, "DevID stopped.".
-        let stopped = try await first.interrupt(timeout: 10)
+        let stopped = try await first.interrupt(timeout: 30)
         #expect(stopped.exitedNormally && stopped.status == 0, "\(stopped)")
         let firstOutput = first.stdout()
         #expect(firstOutput.hasSuffix("DevID stopped.\n"), "\(firstOutput)")
@@ -208,7 +208,7 @@ struct ServeCLITests {
         try #require(tenants.succeeded, "\(tenants)")
         #expect(tenants.stdout.contains("\"acme\""), "\(tenants.stdout)")
 
-        let secondStop = try await second.interrupt(timeout: 10)
+        let secondStop = try await second.interrupt(timeout: 30)
         #expect(secondStop.exitedNormally && secondStop.status == 0, "\(secondStop)")
         #expect(second.stdout().hasSuffix("DevID stopped.\n"))
     }
