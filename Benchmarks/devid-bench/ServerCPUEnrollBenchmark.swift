@@ -50,8 +50,27 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
         ))
     var baseline = 0
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Key-exchange groups the client offers, comma-separated (x25519, x25519mlkem768, p256); by default "
+                + "BoringSSL's, which start with X25519MLKEM768. OpenSSL 3.0, curl and mbedTLS devices offer x25519."
+        ))
+    var groups: String?
+
     @Flag(name: .long, help: "Print one JSON document on stdout instead of the table.")
     var json = false
+
+    static func curves(_ list: String) throws -> [NIOTLSCurve] {
+        try list.split(separator: ",").map {
+            switch $0.trimmingCharacters(in: .whitespaces).lowercased() {
+            case "x25519": return .x25519
+            case "x25519mlkem768": return .x25519_MLKEM768
+            case "p256": return .secp256r1
+            default: throw BenchError("unknown group \($0) (x25519, x25519mlkem768, p256)")
+            }
+        }
+    }
 
     func run() async throws {
         let data = try Data(contentsOf: URL(fileURLWithPath: dataDir + "/server.json"))
@@ -69,6 +88,7 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
             throw BenchError("the lot holds \(manifest.devices.count) devices; \(total) are needed")
         }
 
+        let curves = try groups.map(Self.curves)
         progress("preparing \(total) devices (TLS context with the minted IDevID, fresh LDevID key, CSR)")
         var prepared: [PreparedDevice] = []
         for entry in manifest.devices.prefix(total) {
@@ -78,6 +98,7 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
             // The server's chain is not checked by this client: it changes nothing the server does, and keeps the
             // client's CPU (which shares the machine) low.
             tls.certificateVerification = .none
+            if let curves { tls.curves = curves }
             tls.certificateChain = try NIOSSLCertificate.fromPEMFile(directory + "/idevid.crt").map { .certificate($0) }
             tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: directory + "/idevid.key", format: .pem))
             let ldevidKey = try KeyMaterial.generate(.p256)
