@@ -213,8 +213,10 @@ final class PostgresRecordEncoder: Encoder {
         KeyedEncodingContainer(Container<Key>(storage: storage))
     }
 
-    func unkeyedContainer() -> any UnkeyedEncodingContainer { fatalError("records are keyed") }
-    func singleValueContainer() -> any SingleValueEncodingContainer { fatalError("records are keyed") }
+    // A record is one flat row: anything else throws on its first value (Encoder's container calls cannot).
+    func unkeyedContainer() -> any UnkeyedEncodingContainer { Refusing<NoKey>(reason: "records are keyed") }
+    func singleValueContainer() -> any SingleValueEncodingContainer { Refusing<NoKey>(reason: "records are keyed") }
+    enum NoKey: CodingKey {}
 
     struct Container<Key: CodingKey>: KeyedEncodingContainerProtocol {
         let storage: Storage
@@ -239,11 +241,47 @@ final class PostgresRecordEncoder: Encoder {
 
         mutating func nestedContainer<NestedKey: CodingKey>(
             keyedBy keyType: NestedKey.Type, forKey key: Key
-        ) -> KeyedEncodingContainer<NestedKey> { fatalError("flat rows only") }
+        ) -> KeyedEncodingContainer<NestedKey> { KeyedEncodingContainer(Refusing<NestedKey>(reason: "flat rows only")) }
         mutating func nestedUnkeyedContainer(forKey key: Key) -> any UnkeyedEncodingContainer {
-            fatalError("flat rows only")
+            Refusing<Key>(reason: "flat rows only")
         }
-        mutating func superEncoder() -> any Encoder { fatalError("flat rows only") }
-        mutating func superEncoder(forKey key: Key) -> any Encoder { fatalError("flat rows only") }
+        mutating func superEncoder() -> any Encoder { Refusing<Key>(reason: "flat rows only") }
+        mutating func superEncoder(forKey key: Key) -> any Encoder { Refusing<Key>(reason: "flat rows only") }
+    }
+
+    /// What a record that is not one flat row gets: every value it encodes throws `reason`.
+    struct Refusing<Key: CodingKey>: Encoder, KeyedEncodingContainerProtocol, UnkeyedEncodingContainer,
+        SingleValueEncodingContainer
+    {
+        let reason: String
+        var codingPath: [any CodingKey] { [] }
+        var userInfo: [CodingUserInfoKey: Any] { [:] }
+        var count: Int { 0 }
+
+        private func refuse(_ value: Any) -> EncodingError {
+            EncodingError.invalidValue(value, .init(codingPath: [], debugDescription: reason))
+        }
+
+        func container<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) -> KeyedEncodingContainer<NestedKey> {
+            KeyedEncodingContainer(Refusing<NestedKey>(reason: reason))
+        }
+        func unkeyedContainer() -> any UnkeyedEncodingContainer { self }
+        func singleValueContainer() -> any SingleValueEncodingContainer { self }
+
+        mutating func encodeNil() throws { throw refuse(Optional<Int>.none as Any) }
+        mutating func encode<T: Encodable>(_ value: T) throws { throw refuse(value) }
+        mutating func encodeNil(forKey key: Key) throws { throw refuse(Optional<Int>.none as Any) }
+        mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws { throw refuse(value) }
+
+        mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type)
+            -> KeyedEncodingContainer<NestedKey>
+        { container(keyedBy: keyType) }
+        mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key)
+            -> KeyedEncodingContainer<NestedKey>
+        { container(keyedBy: keyType) }
+        mutating func nestedUnkeyedContainer() -> any UnkeyedEncodingContainer { self }
+        mutating func nestedUnkeyedContainer(forKey key: Key) -> any UnkeyedEncodingContainer { self }
+        mutating func superEncoder() -> any Encoder { self }
+        mutating func superEncoder(forKey key: Key) -> any Encoder { self }
     }
 }
