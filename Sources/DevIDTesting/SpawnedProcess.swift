@@ -39,9 +39,9 @@ public final class SpawnedProcess: @unchecked Sendable {
             try Self.check(posix_spawn_file_actions_adddup2(&actions, descriptor, target), "dup2 \(target)")
         }
         if let directory {
-            try Self.check(Self.addChdir(&actions, directory), "chdir")
+            try Self.check(Self.function(Self.addChdir)(&actions, directory), "chdir")
         }
-        try Self.check(Self.addCloseFrom(&actions, 3), "closefrom")
+        try Self.check(Self.function(Self.addCloseFrom)(&actions, 3), "closefrom")
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -71,14 +71,21 @@ public final class SpawnedProcess: @unchecked Sendable {
         UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>
     ) -> Int32
     private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-    private static let addChdir: AddChdir = symbol("posix_spawn_file_actions_addchdir_np")
-    private static let addCloseFrom: AddCloseFrom = symbol("posix_spawn_file_actions_addclosefrom_np")
+    private static let addChdir: (name: String, function: AddChdir?) = symbol("posix_spawn_file_actions_addchdir_np")
+    private static let addCloseFrom: (name: String, function: AddCloseFrom?) =
+        symbol("posix_spawn_file_actions_addclosefrom_np")
 
-    private static func symbol<Function>(_ name: String) -> Function {
-        guard let address = dlsym(dlopen(nil, RTLD_NOW), name) else {
-            preconditionFailure("\(name) is missing: glibc 2.34 or later is needed")
+    private static func symbol<Function>(_ name: String) -> (name: String, function: Function?) {
+        (name, dlsym(dlopen(nil, RTLD_NOW), name).map { unsafeBitCast($0, to: Function.self) })
+    }
+
+    private static func function<Function>(_ symbol: (name: String, function: Function?)) throws -> Function {
+        guard let function = symbol.function else {
+            throw NSError(
+                domain: NSPOSIXErrorDomain, code: Int(ENOSYS),
+                userInfo: [NSLocalizedDescriptionKey: "\(symbol.name) is missing: glibc 2.34 or later is needed"])
         }
-        return unsafeBitCast(address, to: Function.self)
+        return function
     }
 
     private static func check(_ result: Int32, _ step: String) throws {
