@@ -1,3 +1,4 @@
+import DevIDAgent
 import DevIDCore
 import DevIDPKI
 import DevIDServer
@@ -133,6 +134,15 @@ final class AgentTestServer: Sendable {
         let certificate = try #require(hierarchy.manufacturer).issueIDevID(
             hardwareSerial: hardwareSerial, publicKey: key.publicKey, now: clock.now())
         return (key, certificate)
+    }
+
+    /// An EST client of this server that trusts its root and presents `certificate` (an IDevID or LDevID) with `key`.
+    func estClient(presenting certificate: Certificate, key: Certificate.PrivateKey, label: String? = nil) throws
+        -> ESTClient
+    {
+        try ESTClient(
+            baseURL: estURL, trustRoots: [hierarchy.root],
+            clientIdentity: .init(certificateChain: [certificate], privateKey: key), label: label)
     }
 }
 

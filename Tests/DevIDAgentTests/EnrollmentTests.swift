@@ -239,9 +239,7 @@ struct EnrollmentTests {
             let current = try #require(try dir.certificate())
             let currentKey = try #require(try dir.privateKey())
 
-            let client = try ESTClient(
-                baseURL: server.estURL, trustRoots: [server.hierarchy.root],
-                clientIdentity: .init(certificateChain: [current], privateKey: currentKey))
+            let client = try server.estClient(presenting: current, key: currentKey)
             let newKey = try KeyMaterial.generate(.p256)
             let csr = try #require(try? Self.csr(key: newKey))
             let renewed: Certificate
@@ -278,9 +276,7 @@ struct EnrollmentTests {
     func oneConnectionForAnEnrollment() async throws {
         try await withServer { server in
             let (idevidKey, idevid) = try await server.idevid(hardwareSerial: "SN-ONE-CONN")
-            let client = try ESTClient(
-                baseURL: server.estURL, trustRoots: [server.hierarchy.root],
-                clientIdentity: .init(certificateChain: [idevid], privateKey: idevidKey))
+            let client = try server.estClient(presenting: idevid, key: idevidKey)
             let key = try KeyMaterial.generate(.p256)
             let prepared = Mutex(0)
             let (caCertificates, certificate) = try await client.cacertsThenSimpleEnroll {
@@ -297,9 +293,7 @@ struct EnrollmentTests {
             #expect(client.connectionsOpened == 2)
 
             // A renewal the same way, with the new LDevID as the client certificate.
-            let renewing = try ESTClient(
-                baseURL: server.estURL, trustRoots: [server.hierarchy.root],
-                clientIdentity: .init(certificateChain: [certificate], privateKey: key))
+            let renewing = try server.estClient(presenting: certificate, key: key)
             let next = try KeyMaterial.generate(.p256)
             let renewed = try await renewing.cacertsThenSimpleReenroll { try Self.csr(key: next) }
             #expect(renewed.certificate.publicKey == next.publicKey)
@@ -312,9 +306,7 @@ struct EnrollmentTests {
     func keptConnectionClosedMeanwhile() async throws {
         try await withServer(idleTimeoutSeconds: 1) { server in
             let (idevidKey, idevid) = try await server.idevid(hardwareSerial: "SN-IDLE-CONN")
-            let client = try ESTClient(
-                baseURL: server.estURL, trustRoots: [server.hierarchy.root],
-                clientIdentity: .init(certificateChain: [idevid], privateKey: idevidKey))
+            let client = try server.estClient(presenting: idevid, key: idevidKey)
             let key = try KeyMaterial.generate(.p256)
             let (_, certificate) = try await client.cacertsThenSimpleEnroll {
                 try await Task.sleep(for: .seconds(3))  // a slow secure element
@@ -330,9 +322,7 @@ struct EnrollmentTests {
     func refusedCacertsPreparesNothing() async throws {
         try await withServer { server in
             let (idevidKey, idevid) = try await server.idevid(hardwareSerial: "SN-NO-LABEL")
-            let client = try ESTClient(
-                baseURL: server.estURL, trustRoots: [server.hierarchy.root],
-                clientIdentity: .init(certificateChain: [idevid], privateKey: idevidKey), label: "no-such-tenant")
+            let client = try server.estClient(presenting: idevid, key: idevidKey, label: "no-such-tenant")
             let prepared = Mutex(0)
             await #expect {
                 _ = try await client.cacertsThenSimpleEnroll {
