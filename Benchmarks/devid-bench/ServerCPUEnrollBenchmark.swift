@@ -14,6 +14,9 @@ import X509
 #if canImport(Glibc)
 import Glibc
 #endif
+#if canImport(CoreFoundation)
+import CoreFoundation  // timespec's members, for clock_gettime
+#endif
 
 /// `devid-bench enroll-server-cpu`: EST `simpleenroll` against a `devid serve` running as its own process, reading
 /// that process's CPU time (utime + stime from `/proc/PID/stat`) before and after the timed run.
@@ -57,6 +60,14 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
                 + "BoringSSL's, which start with X25519MLKEM768. OpenSSL 3.0, curl and mbedTLS devices offer x25519."
         ))
     var groups: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Write the baseline's and the timed run's start and end (CLOCK_MONOTONIC seconds, the clock of "
+                + "`perf record -k CLOCK_MONOTONIC`) and server CPU to this JSON file, for `Benchmarks/cpu/perf-buckets`."
+        ))
+    var phasesFile: String?
 
     @Flag(name: .long, help: "Print one JSON document on stdout instead of the table.")
     var json = false
@@ -133,12 +144,19 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
         }
         let timed = Array(prepared.dropFirst(warmup).prefix(devices))
         var baselineReport: Baseline?
+        var phases: [Phase] = []
         if baseline > 0 {
             progress("baseline: \(baseline) × GET /.well-known/est/cacerts, a new mTLS connection each")
             let devices = Array(prepared.suffix(baseline))
             let cpuStart = try ProcessCPU.seconds(pid: pid)
+            let start = Phase.monotonicSeconds()
             let results = await EnrollmentRun.enrollAll(devices, clients: [client], concurrency: concurrency, cacertsOnly: true)
+            let end = Phase.monotonicSeconds()
             let cpu = try ProcessCPU.seconds(pid: pid) - cpuStart
+            phases.append(
+                Phase(
+                    name: "baseline", start: start, end: end, requests: baseline,
+                    serverCPUMillisecondsPerRequest: cpu * 1_000 / Double(baseline)))
             let ok = results.filter { (try? $0.get().status) == 200 }.count
             guard ok == baseline else {
                 let failure = results.first { (try? $0.get().status) != 200 }!
@@ -153,10 +171,21 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
         let cpuStart = try ProcessCPU.seconds(pid: pid)
         let ownStart = processCPUSeconds()
         let wallStart = clock.now
+        let start = Phase.monotonicSeconds()
         let results = await EnrollmentRun.enrollAll(timed, clients: [client], concurrency: concurrency)
+        let end = Phase.monotonicSeconds()
         let wall = (clock.now - wallStart).seconds
         let cpu = try ProcessCPU.seconds(pid: pid) - cpuStart
         let own = processCPUSeconds() - ownStart
+        phases.append(
+            Phase(
+                name: "enrollment", start: start, end: end, requests: devices,
+                serverCPUMillisecondsPerRequest: cpu * 1_000 / Double(devices)))
+        if let phasesFile {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(phases).write(to: URL(fileURLWithPath: phasesFile))
+        }
 
         var histogram = Histogram<UInt64>(
             lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
@@ -244,6 +273,22 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
     struct Baseline: Codable {
         var requests: Int
         var serverCPUMillisecondsPerRequest: Double
+    }
+
+    /// One timed part of the run, for sorting a perf profile's samples by the part they fall in.
+    struct Phase: Codable {
+        var name: String
+        /// CLOCK_MONOTONIC, in seconds: the clock `perf record -k CLOCK_MONOTONIC` stamps its samples with.
+        var start: Double
+        var end: Double
+        var requests: Int
+        var serverCPUMillisecondsPerRequest: Double
+
+        static func monotonicSeconds() -> Double {
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+        }
     }
 
     static func holdsLDevID(_ body: ByteBuffer, for device: PreparedDevice, tenant: TenantID) -> Bool {
