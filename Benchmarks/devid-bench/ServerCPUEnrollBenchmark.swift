@@ -162,7 +162,8 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
                 let failure = results.first { (try? $0.get().status) != 200 }!
                 throw BenchError("\(baseline - ok) baseline requests failed, the first: \(failure)")
             }
-            baselineReport = Baseline(requests: baseline, serverCPUMillisecondsPerRequest: cpu * 1_000 / Double(baseline))
+            baselineReport = Baseline(
+                requests: baseline, serverCPUMillisecondsPerRequest: phases[0].serverCPUMillisecondsPerRequest)
         }
         let load = ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "")
             .split(separator: " ").prefix(3).joined(separator: " ")
@@ -209,7 +210,8 @@ struct ServerCPUEnrollBenchmark: AsyncParsableCommand {
         let report = Report(
             loadAverageAtStart: load, devices: devices, concurrency: concurrency, wallSeconds: wall,
             enrollmentsPerSecond: Double(devices) / wall, serverCPUSeconds: cpu,
-            serverCPUMillisecondsPerEnrollment: cpu * 1_000 / Double(devices), clientCPUSeconds: own,
+            serverCPUMillisecondsPerEnrollment: phases[phases.count - 1].serverCPUMillisecondsPerRequest,
+            clientCPUSeconds: own,
             latency: LatencySummary(microseconds: histogram), responses200: ok, certificatesForCSRKey: matching,
             handshakes: counters.handshakes.load(ordering: .relaxed), tls13: counters.tls13.load(ordering: .relaxed),
             baseline: baselineReport, firstErrors: errors)
