@@ -241,8 +241,15 @@ struct IdentityHealthTests {
         for (path, message) in [
             ("/v1/health/anomalies?check=nope", "unknown check nope"),
             ("/v1/health/anomalies?nope=1", "unknown threshold nope"),
-            ("/v1/health/anomalies?ca_warning_days=-1", "threshold ca_warning_days must be a number >= 0"),
-            ("/v1/health/anomalies?ca_warning_days=abc", "threshold ca_warning_days must be a number >= 0"),
+            ("/v1/health/anomalies?ca_warning_days=-1", "threshold ca_warning_days must be a number from 0 to 1000000"),
+            ("/v1/health/anomalies?ca_warning_days=abc", "threshold ca_warning_days must be a number from 0 to 1000000"),
+            // Each of these next three trapped the server (an arithmetic overflow, an Int64 conversion) before
+            // they were refused: a reader token could take every listener down.
+            ("/v1/health/anomalies?stale_after_days=1e12", "threshold stale_after_days must be a number from 0 to"),
+            ("/v1/health/series?metric=enrollments&step=9999999999999999h", "step must be a whole number of hours"),
+            ("/v1/health/series?metric=enrollments&step=999999999999999d", "step must be a whole number of hours"),
+            ("/v1/health/series?metric=enrollments&to=1e16", "to must be in the years 1-9999"),
+            ("/v1/health/series?metric=enrollments&from=-1e17", "from must be in the years 1-9999"),
             ("/v1/health/series", "metric is required"),
             ("/v1/health/series?metric=cpu", "unknown metric cpu"),
             ("/v1/health/series?metric=enrollments&step=30m", "step must be a whole number of hours"),
@@ -257,6 +264,8 @@ struct IdentityHealthTests {
             #expect(reply.body.contains(message), "\(path): \(reply.body)")
             #expect(!reply.body.contains("\n"), "one line")
         }
+        // The server is still up after all of them.
+        #expect(try await fixture.send("GET", "/v1/health/anomalies", token: server.adminToken).status == 200)
         #expect(try await fixture.send("GET", "/v1/health/anomalies", token: nil).status == 401)
         #expect(try await fixture.send("GET", "/v1/health/series?metric=enrollments", token: "nope").status == 401)
         let factory = try await fixture.create("factory-1", role: .factory, tenants: ["acme"])

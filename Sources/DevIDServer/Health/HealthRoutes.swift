@@ -75,12 +75,27 @@ enum HealthRoutes {
 
     static var metricNames: String { HealthHistory.Metric.allCases.map(\.rawValue).joined(separator: ", ") }
 
-    /// RFC 3339 (`2026-12-01T00:00:00Z`), a date (`2026-12-01`, midnight UTC) or Unix seconds.
+    /// The times a query may name: years 1 to 9999. A number beyond them would overflow the registry's
+    /// milliseconds.
+    static let times = Date(timeIntervalSince1970: -62_135_596_800)...Date(timeIntervalSince1970: 253_402_300_799)
+
+    /// RFC 3339 (`2026-12-01T00:00:00Z`), a date (`2026-12-01`, midnight UTC) or Unix seconds, in years 1-9999.
     static func time(_ text: String, _ name: String) throws -> Date {
-        if let seconds = Double(text), seconds.isFinite { return Date(timeIntervalSince1970: seconds) }
-        if let date = try? Date(text, strategy: .iso8601) { return date }
-        if let date = try? Date(text + "T00:00:00Z", strategy: .iso8601) { return date }
-        throw HTTPError(.badRequest, message: "\(name) must be RFC 3339, a date (YYYY-MM-DD) or Unix seconds")
+        var parsed: Date?
+        if let seconds = Double(text), seconds.isFinite {
+            parsed = Date(timeIntervalSince1970: seconds)
+        } else if let date = try? Date(text, strategy: .iso8601) {
+            parsed = date
+        } else if let date = try? Date(text + "T00:00:00Z", strategy: .iso8601) {
+            parsed = date
+        }
+        guard let parsed else {
+            throw HTTPError(.badRequest, message: "\(name) must be RFC 3339, a date (YYYY-MM-DD) or Unix seconds")
+        }
+        guard times.contains(parsed) else {
+            throw HTTPError(.badRequest, message: "\(name) must be in the years 1-9999")
+        }
+        return parsed
     }
 
     /// `1h`, `6h`, `1d`, `7d` or seconds; a whole number of hours.
@@ -89,9 +104,9 @@ enum HealthRoutes {
         if let value = Int(text) {
             seconds = value
         } else if text.hasSuffix("h"), let hours = Int(text.dropLast()) {
-            seconds = hours * 3_600
+            seconds = hours.multipliedReportingOverflow(by: 3_600).overflow ? nil : hours * 3_600
         } else if text.hasSuffix("d"), let days = Int(text.dropLast()) {
-            seconds = days * 86_400
+            seconds = days.multipliedReportingOverflow(by: 86_400).overflow ? nil : days * 86_400
         }
         guard let seconds, seconds > 0, seconds % 3_600 == 0, seconds <= 366 * 86_400 else {
             throw HTTPError(.badRequest, message: "step must be a whole number of hours (1h, 6h, 1d or seconds)")

@@ -51,14 +51,19 @@ public struct HealthThresholds: Sendable, Hashable, Codable {
         ("event_window_hours", \.eventWindowHours),
     ]
 
-    /// `name` set to `text`; throws a one-line reason for an unknown name or a value that is not a number >= 0.
+    /// The largest value of any threshold: days, hours, counts and factors far beyond it mean nothing, and a number
+    /// of days near `Double`'s range would put the checks' times outside the registry's.
+    public static let maximum: Double = 1_000_000
+
+    /// `name` set to `text`; throws a one-line reason for an unknown name or a value that is not a number from 0
+    /// to ``maximum``.
     public mutating func set(_ name: String, _ text: String) throws(ThresholdError) {
         guard let entry = Self.names.first(where: { $0.name == name }) else {
             throw ThresholdError(
                 "unknown threshold \(name); known: \(Self.names.map(\.name).joined(separator: ", "))")
         }
-        guard let value = Double(text), value.isFinite, value >= 0 else {
-            throw ThresholdError("threshold \(name) must be a number >= 0")
+        guard let value = Double(text), value.isFinite, value >= 0, value <= Self.maximum else {
+            throw ThresholdError("threshold \(name) must be a number from 0 to 1000000")
         }
         self[keyPath: entry.keyPath] = value
     }
