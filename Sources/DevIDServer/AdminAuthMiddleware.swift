@@ -10,9 +10,10 @@ import Hummingbird
 ///
 /// Tokens come from the in-memory ``AdminTokenCache`` (no database read per request): the presented token is hashed
 /// with SHA-256 and compared in constant time with every cached hash. A revoked or expired token is `401`; a role
-/// that does not allow the route is `403`. So is a tenant the token is not limited to: handlers throw
-/// ``AdminAccessError`` (through `context.require(tenant:)`), and this middleware, the route edge, turns it into
-/// `403` with its one-line reason and audits it.
+/// that does not allow the route is `403`, and so is a route that changes what every tenant depends on
+/// (``AdminAccessTable/everyTenant``) for a token limited to tenants. So is a tenant the token is not limited to:
+/// handlers throw ``AdminAccessError`` (through `context.require(tenant:)`), and this middleware, the route edge,
+/// turns it into `403` with its one-line reason and audits it.
 struct AdminAuthMiddleware: RouterMiddleware {
     typealias Context = OpsRequestContext
     let tokens: AdminTokenCache<ContinuousClock>
@@ -65,6 +66,15 @@ struct AdminAuthMiddleware: RouterMiddleware {
             let reason = "role \(token.role) may not \(what)"
             await auditor.record(actor: context.actor, action: "admin.auth", outcome: .denied, reason: reason)
             throw HTTPError(.forbidden, message: reason)
+        }
+        if let scope = AdminAccessTable.everyTenant(method: request.method, endpoint: context.endpointPath) {
+            do throws(AdminAccessError) {
+                try context.requireAllTenants(scope)
+            } catch {
+                await auditor.record(
+                    actor: context.actor, action: "admin.auth", outcome: .denied, reason: "\(error.reason): \(what)")
+                throw HTTPError(.forbidden, message: error.reason)
+            }
         }
         await tokens.recordUse(id: token.id, at: now)
         await auditor.record(actor: context.actor, action: "admin.auth", outcome: .success, reason: what)

@@ -201,6 +201,20 @@ struct AdminRoleTests {
         let escalate = try await f.send(
             "POST", "/v1/admin/admin-tokens", token: limitedAdmin, body: #"{"name":"x","role":"admin"}"#)
         #expect(escalate.status == 403, "\(escalate.body)")
+        // Nor change what every tenant depends on: a CA ceremony (revoking an issuing CA revokes every tenant's
+        // LDevIDs) or the live settings. Each was allowed to a token limited to acme before.
+        let settings = try await f.send("GET", "/v1/admin/settings", token: f.server.adminToken).body
+        let issuing = try await f.send("GET", "/v1/admin/ca/issuing", token: f.server.adminToken).body
+        for key in AdminAccessTable.everyTenant.keys.sorted() {
+            let parts = key.split(separator: " ", maxSplits: 1).map(String.init)
+            let path = parts[1].replacingOccurrences(of: "{id}", with: "1")
+            let reply = try await f.send(parts[0], path, token: limitedAdmin, body: #"{"force":true}"#)
+            #expect(reply.status == 403, "\(key): \(reply.status) \(reply.body)")
+            #expect(reply.body.contains("admin token admin-acme is limited to tenants and may not ask for"), "\(reply.body)")
+            #expect(try await f.deniedAuth(containing: "may not ask for").contains { $0.reason.hasSuffix(path) })
+        }
+        #expect(try await f.send("GET", "/v1/admin/settings", token: f.server.adminToken).body == settings)
+        #expect(try await f.send("GET", "/v1/admin/ca/issuing", token: f.server.adminToken).body == issuing)
         let limitedBroker = try await f.create("broker-acme", role: .broker, tenants: ["acme"]).secret
         let decision = try await f.send(
             "POST", "/v1/authz/mqtt", token: limitedBroker, body: #"{"device":"beta-1","action":"connect"}"#)
@@ -405,6 +419,30 @@ struct AdminRoleTests {
         try await f.stop()
     }
 
+    @Test("a RabbitMQ path's token is never in a refusal or the audit trail, however the path spells its slashes")
+    func rabbitMQPathTokenRedacted() async throws {
+        let f = try await Fixture.start()
+        // An operator token in the path: it authenticates, its role may not ask for decisions (403). Before the
+        // redaction read the path as the router does, an empty segment moved the token past it, into the 403's
+        // reason and the audit event, where an auditor could read a live admin token.
+        let secret = try await f.create("ops-1", role: .operator).secret
+        for path in [
+            "/v1/authz/rabbitmq/\(secret)/user", "//v1/authz/rabbitmq/\(secret)/user",
+            "/v1/authz/rabbitmq//\(secret)/user", "/v1//authz/rabbitmq/\(secret)//user",
+        ] {
+            let reply = try await f.send("GET", path + "?username=x", token: nil)
+            #expect(reply.status == 403, "\(path): \(reply.status) \(reply.body)")
+            #expect(!reply.body.contains(secret), "\(path): \(reply.body)")
+            #expect(reply.body.contains("/v1/authz/rabbitmq/<token>/user"), "\(path): \(reply.body)")
+        }
+        let audit = try await f.server.state.store.auditEvents(AuditFilter(limit: 1000))
+        #expect(audit.contains { $0.reason.contains("rabbitmq/<token>/user") })
+        #expect(!audit.contains { $0.reason.contains(secret) })
+        #expect(AuthzAuthMiddleware.redactedPath("//v1/authz/rabbitmq/s3cret/user/") == "/v1/authz/rabbitmq/<token>/user/")
+        #expect(AuthzAuthMiddleware.redactedPath("/v1/admin/devices") == "/v1/admin/devices")
+        try await f.stop()
+    }
+
     @Test("the path in an audit reason is bounded")
     func boundedReason() async throws {
         let f = try await Fixture.start()
@@ -429,6 +467,11 @@ struct AdminRoleTests {
         for route in guarded {
             let key = AdminAccessTable.key(method: route.method, endpoint: route.path.description)
             #expect(AdminAccessTable.rules[key] != nil, "no role entry for \(key)")
+        }
+        // Every route kept from tenant-limited tokens is a registered one (a typo would leave it open).
+        let registered = Set(guarded.map { AdminAccessTable.key(method: $0.method, endpoint: $0.path.description) })
+        for key in AdminAccessTable.everyTenant.keys {
+            #expect(registered.contains(key), "\(key) is not a registered route")
         }
         // A route that is not listed is admin only.
         #expect(AdminAccessTable.roles(method: .get, endpoint: "/v1/admin/not-yet-written") == [.admin])

@@ -6,7 +6,8 @@ import HTTPTypes
 ///
 /// A route that is not listed is `admin` only. `AdminAccessTableTests` fails when a registered `/v1/admin` or
 /// `/v1/authz` route is missing here, so a new route gets a deliberate entry. An `admin` token may call every
-/// route. Tenant limits are checked by the handlers (``OpsRequestContext/require(tenant:)``), not here.
+/// route. Tenant limits are checked by the handlers (``OpsRequestContext/require(tenant:)``), except on the routes
+/// that change what every tenant depends on (``everyTenant``).
 enum AdminAccessTable {
     /// Reading: lists, details, the CA, the profile, the audit trail.
     static let readers: Set<AdminRole> = [.admin, .operator, .auditor]
@@ -85,6 +86,25 @@ enum AdminAccessTable {
         "GET /v1/health/series": readers,
         "GET /v1/health/anomalies": readers,
     ]
+
+    /// Routes that change what every tenant depends on, by what they change: a token limited to tenants is refused
+    /// them whatever its role (``AdminAuthMiddleware``), as `/revoke` refuses it a scope of every tenant. An issuing
+    /// CA revoked by a token of acme would revoke beta's LDevIDs too.
+    static let everyTenant: [String: String] = [
+        "POST /v1/admin/ca/issuing/register": "an issuing CA of every tenant",
+        "POST /v1/admin/ca/issuing/{id}/activate": "an issuing CA of every tenant",
+        "POST /v1/admin/ca/issuing/{id}/taint": "an issuing CA of every tenant",
+        "POST /v1/admin/ca/issuing/{id}/revoke": "an issuing CA of every tenant",
+        "POST /v1/admin/ca/issuing/{id}/emergency": "an issuing CA of every tenant",
+        "POST /v1/admin/ca/roots/{id}/activate": "a root CA of every tenant",
+        "POST /v1/admin/ca/roots/{id}/retire": "a root CA of every tenant",
+        "PUT /v1/admin/settings": "the settings of every tenant",
+    ]
+
+    /// What a route changes for every tenant, if it does (``everyTenant``).
+    static func everyTenant(method: HTTPRequest.Method, endpoint: String?) -> String? {
+        endpoint.flatMap { everyTenant[key(method: method, endpoint: $0)] }
+    }
 
     /// The roles allowed on a route; `admin` only for a route that is not listed (or not known).
     static func roles(method: HTTPRequest.Method, endpoint: String?) -> Set<AdminRole> {

@@ -149,12 +149,15 @@ struct AuthzAuthMiddleware: RouterMiddleware {
         return String(header[index...])
     }
 
-    /// The path as it may be logged: the token segment of a RabbitMQ path replaced.
+    /// The path as it may be logged: the token segment of a RabbitMQ path replaced. Its segments are read as
+    /// ``presentedToken(_:)`` and the router read them, empty ones skipped, so `//v1/authz/rabbitmq/<token>/user`
+    /// and `/v1/authz/rabbitmq//<token>/user` are redacted too.
     static func redactedPath(_ path: String) -> String {
-        var segments = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        if segments.count >= 6, segments[1] == "v1", segments[2] == "authz", segments[3] == "rabbitmq" {
-            segments[4] = "<token>"
+        var segments = path.split(separator: "/").map(String.init)
+        guard segments.count >= 5, segments[0] == "v1", segments[1] == "authz", segments[2] == "rabbitmq" else {
+            return path
         }
-        return segments.joined(separator: "/")
+        segments[3] = "<token>"
+        return "/" + segments.joined(separator: "/") + (path.hasSuffix("/") ? "/" : "")
     }
 }
