@@ -71,12 +71,17 @@ public struct AgentError: Error, Hashable, Sendable, CustomStringConvertible {
     public let serverCode: RefusalCode?
     /// Seconds the server asked the agent to wait (`Retry-After` on 202 and 503).
     public let retryAfter: Int?
+    /// For ``Code/tlsFailure``: the server ended the handshake with an alert about the client's certificate
+    /// (`bad_certificate`, `certificate_unknown`, `certificate_revoked`, `unknown_ca`, `access_denied`, ...): it
+    /// refused the certificate, as opposed to a connection that broke or a handshake that failed otherwise.
+    public let certificateAlert: Bool
     public let file: String
     public let line: UInt
 
     public init(
         _ code: Code, _ reason: String, status: Int? = nil, serverReason: String? = nil,
-        serverCode: RefusalCode? = nil, retryAfter: Int? = nil, file: String = #fileID, line: UInt = #line
+        serverCode: RefusalCode? = nil, retryAfter: Int? = nil, certificateAlert: Bool = false,
+        file: String = #fileID, line: UInt = #line
     ) {
         self.code = code
         self.reason = reason
@@ -84,6 +89,7 @@ public struct AgentError: Error, Hashable, Sendable, CustomStringConvertible {
         self.serverReason = serverReason.map(Self.oneLine)
         self.serverCode = serverCode
         self.retryAfter = retryAfter
+        self.certificateAlert = certificateAlert
         self.file = file
         self.line = line
     }

@@ -466,8 +466,10 @@ public final class ESTClient: Sendable {
         case .untrustedServer(let reason):
             return AgentError(.tlsFailure, "TLS with \(host) failed (\(operation)): \(reason)")
         case .tls(let underlying):
+            let description = String(describing: underlying)
             return AgentError(
-                .tlsFailure, "TLS with \(host) failed (\(operation)): \(tlsReason(String(describing: underlying)))")
+                .tlsFailure, "TLS with \(host) failed (\(operation)): \(tlsReason(description))",
+                certificateAlert: isCertificateAlert(description))
         case .closed(let underlying):
             return AgentError(
                 .connectionFailed,
@@ -523,7 +525,8 @@ public final class ESTClient: Sendable {
 
     /// A readable reason from a BoringSSL error stack, whose description carries reason names such as
     /// `...:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED at <source path>`.
-    static func tlsReason(_ description: String) -> String {
+    /// BoringSSL's reasons in an error's description (`SSLV3_ALERT_CERTIFICATE_UNKNOWN`, ...).
+    static func boringSSLReasons(_ description: String) -> [String] {
         var reasons: [String] = []
         var rest = Substring(description)
         while let marker = rest.range(of: "OPENSSL_internal:") {
@@ -531,6 +534,22 @@ public final class ESTClient: Sendable {
             if !name.isEmpty, !reasons.contains(String(name)) { reasons.append(String(name)) }
             rest = rest[marker.upperBound...]
         }
+        return reasons
+    }
+
+    /// Whether the peer ended the handshake with an alert about the client's certificate (BoringSSL reports a
+    /// received alert as `SSLV3_ALERT_<NAME>`, `TLSV1_ALERT_<NAME>` or `TLSV13_ALERT_<NAME>`): `bad_certificate`,
+    /// `unsupported_certificate`, `certificate_revoked`, `certificate_expired`, `certificate_unknown`,
+    /// `certificate_required`, `unknown_ca`, `access_denied`. DevID's server sends `certificate_unknown`.
+    static func isCertificateAlert(_ description: String) -> Bool {
+        boringSSLReasons(description).contains { reason in
+            reason.contains("_ALERT_")
+                && (reason.contains("CERTIFICATE") || reason.hasSuffix("UNKNOWN_CA") || reason.hasSuffix("ACCESS_DENIED"))
+        }
+    }
+
+    static func tlsReason(_ description: String) -> String {
+        let reasons = boringSSLReasons(description)
         if reasons.contains("CERTIFICATE_VERIFY_FAILED") {
             return "the server's certificate does not chain to the trust bundle (CERTIFICATE_VERIFY_FAILED)"
         }

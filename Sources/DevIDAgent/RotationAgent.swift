@@ -316,11 +316,15 @@ public actor RotationAgent {
                 beyondRepair = reason
             case .expired:
                 break  // decided below, at the server's time
-            case .handshakeFailed:
+            case .handshakeFailed(let certificateAlert):
                 // Did the server refuse the certificate, or is it away? Ask without a client certificate (which also
                 // gives its time); if that fails too, the server is away or not trusted: retry later.
                 try await serverTime(configuration: configuration)
                 if serverClock.now() < current.certificate.notValidAfter {
+                    // A failure that names no certificate (a timeout, a reset, a handshake cut short) while the
+                    // server answers strangers is most likely the server restarting or overloaded: give up a valid
+                    // identity only once it has lasted.
+                    guard certificateAlert || unexplainedFailureHasLasted(now: serverClock.now()) else { throw error }
                     beyondRepair = "the server refused the certificate in the TLS handshake"
                 }
             case .other:
@@ -640,6 +644,23 @@ public actor RotationAgent {
 
     // MARK: - Helpers
 
+    /// Consecutive failed steps (this one included) after which a check-in failure that names no certificate, while
+    /// the server answers without one, is taken for a refusal of the certificate.
+    static let unexplainedFailuresBeforeBootstrap = 3
+    /// ...and how long since the last check-in that worked.
+    static let unexplainedFailureDuration: TimeInterval = 3_600
+
+    /// Whether check-ins have failed below HTTP, without a certificate alert, for long enough to mean the server
+    /// refuses the certificate (a TLS 1.3 server's alert can be lost to a reset): ``unexplainedFailuresBeforeBootstrap``
+    /// steps in a row and ``unexplainedFailureDuration`` since the last check-in that worked. A server that restarts,
+    /// or times out under load, is waited for: every device bootstrapping at once would be a storm of first
+    /// enrollments when the server is weakest.
+    private func unexplainedFailureHasLasted(now: Date) -> Bool {
+        guard memory.failures + 1 >= Self.unexplainedFailuresBeforeBootstrap else { return false }
+        guard let last = memory.lastCheckIn else { return true }
+        return now.timeIntervalSince(last) >= Self.unexplainedFailureDuration
+    }
+
     /// How a refusal is handled.
     private enum Refusal {
         /// The identity cannot be renewed: bootstrap.
@@ -647,13 +668,14 @@ public actor RotationAgent {
         /// "credential has expired": decide at the server's time (late renewal or bootstrap).
         case expired
         /// The connection or the TLS handshake failed: the server may have refused the certificate, or be away.
-        case handshakeFailed
+        /// `certificateAlert`: the server ended the handshake with an alert about the certificate, so it refused it.
+        case handshakeFailed(certificateAlert: Bool)
         /// Anything else: an error, retried with backoff.
         case other
 
         init(_ error: AgentError) {
             if error.code == .tlsFailure || error.code == .connectionFailed {
-                self = .handshakeFailed
+                self = .handshakeFailed(certificateAlert: error.code == .tlsFailure && error.certificateAlert)
                 return
             }
             guard error.code == .refused(status: 403) else {

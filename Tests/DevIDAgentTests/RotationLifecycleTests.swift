@@ -268,6 +268,94 @@ struct RotationLifecycleTests {
     }
 }
 
+extension RotationLifecycleTests {
+    @Test("a check-in cut off while the server answers strangers: retried with the identity kept; bootstrap once it lasts")
+    func brokenCheckInIsNotARefusal() async throws {
+        try await withDevice(name: "SN-FLAKY-1", idevid: true) { device in
+            // One check-in that works, then every check-in through a relay that resets every other connection: the
+            // check-in's (reset: the connection broke, no certificate alert), then the anonymous time probe's
+            // (forwarded: the server answers). That is what a device meets while its server restarts or is
+            // overloaded. Before, the agent took it for a refusal of its certificate at the first failure and
+            // threw its valid LDevID away for a bootstrap with the IDevID.
+            #expect(await (try device.agent()).step().error == nil)
+            let port = try #require(URL(string: device.server.estURL)?.port)
+            let relay = try ResettingRelay(target: port)
+            defer { relay.stop() }
+            var configuration = try #require(try AgentConfiguration.load(stateDirectory: device.stateDir))
+            configuration.serverURL = "https://127.0.0.1:\(relay.port)"
+            let before = try device.current().certificate
+            for attempt in 0..<4 {
+                device.advance(60)
+                let wake = await (try device.agent(seed: UInt64(attempt), configuration: configuration)).step()
+                #expect(wake.reason == .retry, "attempt \(attempt): \(wake)")
+                #expect(wake.change == nil, "attempt \(attempt): \(wake)")
+                let code = wake.error?.code
+                #expect(code == .connectionFailed || code == .tlsFailure, "\(String(describing: wake.error))")
+                #expect(wake.error?.certificateAlert == false)
+                #expect(wake.error?.reason.contains("(cacerts)") == false, "no bootstrap: \(String(describing: wake.error))")
+                #expect(try device.current().certificate == before, "the identity is kept")
+            }
+            // An hour after the last check-in that worked, still failing: the agent takes it for a refusal and
+            // bootstraps (its enrollment, on the relay's next connection, is reset too).
+            device.advance(3_600)
+            let wake = await (try device.agent(seed: 9, configuration: configuration)).step()
+            #expect(wake.error?.reason.contains("(cacerts)") == true, "bootstrap tried: \(String(describing: wake.error))")
+            // Back on the server: the identity it never refused checks in.
+            #expect(await (try device.agent()).step().error == nil)
+            #expect(try device.current().certificate == before)
+        }
+    }
+}
+
+/// A TCP relay on loopback to `target` that resets every other connection it accepts (the first, the third, ...)
+/// and forwards the others: a Python process (the test process stays free of its threads).
+final class ResettingRelay: Sendable {
+    let port: Int
+    private let process: SpawnedProcess
+
+    static let script = """
+        import socket, struct, sys, threading
+        listen, target = int(sys.argv[1]), int(sys.argv[2])
+        server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", listen)); server.listen(64)
+        def pipe(a, b):
+            try:
+                while True:
+                    data = a.recv(65536)
+                    if not data: break
+                    b.sendall(data)
+            except OSError: pass
+            for s in (a, b):
+                try: s.shutdown(socket.SHUT_RDWR)
+                except OSError: pass
+        count = 0
+        while True:
+            client, _ = server.accept()
+            count += 1
+            if count % 2 == 1:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+        """
+
+    init(target: Int) throws {
+        port = try LoopbackPort.free()
+        process = try SpawnedProcess.start("/usr/bin/python3", ["-c", Self.script, String(port), String(target)])
+        // Listening once the port cannot be bound (a probe connection would count as one of its connections).
+        let deadline = Date().addingTimeInterval(10)
+        while LoopbackPort.canBind(port), Date() < deadline { usleep(20_000) }
+        try #require(!LoopbackPort.canBind(port), "the relay did not start")
+    }
+
+    func stop() {
+        process.signal(SIGKILL)
+        _ = process.waitUntilExit()
+    }
+}
+
 /// A `Clock` for ``RotationAgent/run(clock:onWake:)``: every sleep returns at once, after moving the device's and the
 /// server's wall clocks by the slept duration; it throws `CancellationError` once `limit` of virtual time has passed.
 final class VirtualClock: Clock, @unchecked Sendable {
