@@ -72,16 +72,21 @@ public struct Backoff: Sendable, Hashable, Codable {
         self.cap = cap
     }
 
+    /// The longest `Retry-After` honoured: a server that asks for more (a misconfigured approval wait, an overload
+    /// answer of years) would take its devices off line for that long.
+    public static let maximumRetryAfter: TimeInterval = 7 * 86_400
+
     /// The delay before retry number `attempt` (0 for the first retry): uniform in `[0, min(cap, base·2^attempt)]`,
-    /// but when the server asked for `retryAfter` (a `429`, `503` or `202`), never less: at least `retryAfter` plus a
-    /// jitter of up to a fifth of it, so devices told the same wait do not all come back in the same second.
+    /// but when the server asked for `retryAfter` (a `429`, `503` or `202`), never less: at least `retryAfter` (up to
+    /// ``maximumRetryAfter``, whatever the backoff's cap) plus a jitter of up to a fifth of it, so devices told the
+    /// same wait do not all come back in the same second.
     public func delay(attempt: Int, retryAfter: TimeInterval? = nil, using generator: inout some RandomNumberGenerator)
         -> TimeInterval
     {
         let ceiling = min(cap, base * pow(2, Double(min(attempt, 40))))
         let drawn = Double.random(in: 0...ceiling, using: &generator)
         if let retryAfter, retryAfter > 0 {
-            let floor = min(retryAfter, cap)
+            let floor = min(retryAfter, Self.maximumRetryAfter)
             return max(drawn, floor + Double.random(in: 0...(floor / 5), using: &generator))
         }
         return drawn

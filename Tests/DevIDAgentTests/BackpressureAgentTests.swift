@@ -77,4 +77,16 @@ struct BackpressureAgentTests {
         }
         #expect(delays.count > 1, "jittered")
     }
+
+    @Test("a Retry-After above the backoff's cap is still honoured, up to 7 days", arguments: [UInt64(1), 2, 3])
+    func retryAfterAboveCap(seed: UInt64) {
+        var random = SplitMix64(seed: seed)
+        let backoff = Backoff(base: 30, cap: 6 * 3_600)
+        // An operator's approval wait of a day: the old floor was min(Retry-After, cap), back after 6-7.2 hours.
+        let day = backoff.delay(attempt: 0, retryAfter: 86_400, using: &random)
+        #expect(day >= 86_400 && day <= 86_400 * 1.2, "\(day)")
+        // Years: at most a week (and a fifth), never sooner than a week.
+        let years = backoff.delay(attempt: 3, retryAfter: 3 * 365 * 86_400, using: &random)
+        #expect(years >= Backoff.maximumRetryAfter && years <= Backoff.maximumRetryAfter * 1.2, "\(years)")
+    }
 }
