@@ -53,10 +53,16 @@ public struct Enroller: Sendable {
     ///   - clock: the time the issued certificate is checked at. Pass a ``ServerClock`` (also as `serverClock`) so a
     ///     device with a wrong clock checks at the server's time, learnt from the `/cacerts` answer.
     ///   - serverClock: told the server's time from every response.
-    /// - Throws: ``AgentError`` (or `CancellationError`); nothing in `stateDirectory` has changed then.
+    ///   - configuration: the agent's settings (`agent.json`), with the server's URL as the enrollment used it. They
+    ///     are written once the issued certificate passed its checks, *before* the identity is installed: a crash in
+    ///     between leaves settings without an identity (enroll again), never an identity without its settings, which
+    ///     `devid agent run` would renew with a key in a file instead of the token, without the IDevID and the hook.
+    /// - Throws: ``AgentError`` (or `CancellationError`); nothing in `stateDirectory` has changed then, but for
+    ///   `agent.json` when the installation failed after it was written.
     public func enroll(
         server: String, trustBundle: [Certificate], stateDirectory: String, bootstrap: Bootstrap,
-        label: String? = nil, clock: any WallClock, serverClock: ServerClock? = nil
+        label: String? = nil, clock: any WallClock, serverClock: ServerClock? = nil,
+        configuration: AgentConfiguration? = nil
     ) async throws -> EnrolledIdentity {
         let directory = AgentStateDirectory(path: stateDirectory)
         let deviceID: DeviceID?
@@ -130,6 +136,10 @@ public struct Enroller: Sendable {
             enrolled = try EnrolledIdentity(
                 certificate: certificate, serverURL: client.baseURL, bootstrap: bootstrap.name, enrolledAt: now,
                 serverDate: serverDate)
+            if var configuration {
+                configuration.serverURL = client.baseURL
+                try configuration.save(stateDirectory: stateDirectory)
+            }
             try directory.install(
                 AgentStateDirectory.Installation(
                     keyPKCS8: key.pkcs8, certificate: certificate, chain: chain, trustBundle: trustBundle,

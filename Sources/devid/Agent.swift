@@ -95,28 +95,24 @@ struct Agent: AsyncParsableCommand {
                 bootstrap = .token(secret, deviceID: device)
             }
 
+            // The settings go into agent.json before the identity is installed (Enroller), with the URL it used.
+            var configuration = AgentConfiguration(
+                serverURL: server, label: label, idevidCertificate: idevidCert.map(AgentFiles.absolute),
+                idevidKey: idevidKey.map { PKCS11URI.isURI($0) ? $0 : AgentFiles.absolute($0) }, onRotate: onRotate)
+            configuration.keyURI = keyUri
             let identity: EnrolledIdentity
             let serverClock = ServerClock(local: SystemWallClock())
             do {
                 if let keyUri { _ = try PKCS11URI(keyUri) }
                 identity = try await Enroller(keyURI: keyUri).enroll(
                     server: server, trustBundle: trust, stateDirectory: stateDir, bootstrap: bootstrap,
-                    label: label, clock: serverClock, serverClock: serverClock)
+                    label: label, clock: serverClock, serverClock: serverClock, configuration: configuration)
             } catch let error as AgentError {
                 throw CLIError("enrollment failed: \(error)")
             } catch let error as PKCS11Error {
                 throw CLIError("--key-uri: \(error.reason)")
             }
             let directory = AgentStateDirectory(path: stateDir)
-            var configuration = AgentConfiguration(
-                serverURL: identity.serverURL, label: label, idevidCertificate: idevidCert.map(AgentFiles.absolute),
-                idevidKey: idevidKey.map { PKCS11URI.isURI($0) ? $0 : AgentFiles.absolute($0) }, onRotate: onRotate)
-            configuration.keyURI = keyUri
-            do {
-                try configuration.save(stateDirectory: stateDir)
-            } catch {
-                throw CLIError("enrolled, but \(AgentConfiguration.fileName) could not be written: \(error)")
-            }
             let files =
                 AgentStateDirectory.File.allCases.map { directory.path($0) }
                 + [directory.path + "/" + AgentConfiguration.fileName]

@@ -34,6 +34,33 @@ struct EnrollmentTests {
         }
     }
 
+    @Test("agent.json is written before the identity: an install that fails leaves the settings, never the reverse")
+    func settingsBeforeIdentity() async throws {
+        try await withServer { server in
+            let secret = try await server.claimToken(device: "sensor-settings")
+            let state = try TemporaryDirectory(prefix: "devid-agent-state")
+            defer { state.remove() }
+            let dir = state.file("agent")
+            // The install's commit point (cert.pem) cannot be written: a directory is in its place.
+            try FileManager.default.createDirectory(atPath: dir + "/cert.pem", withIntermediateDirectories: true)
+            var configuration = AgentConfiguration(serverURL: "https://example.invalid", label: "acme")
+            configuration.onRotate = "systemctl reload mosquitto"
+            configuration.keyURI = "pkcs11:token=devid;object=ldevid"
+            await #expect(throws: AgentError.self) {
+                try await Enroller().enroll(
+                    server: server.estURL + "/", trustBundle: [server.hierarchy.root], stateDirectory: dir,
+                    bootstrap: .token(secret, deviceID: nil), clock: server.clock, configuration: configuration)
+            }
+            // Before, the CLI wrote agent.json after the identity: a crash in between left an identity whose agent
+            // renewed with a key in a file instead of the token, without the hook.
+            let saved = try #require(try AgentConfiguration.load(stateDirectory: dir))
+            #expect(saved.serverURL == server.estURL, "the URL the enrollment used, normalized")
+            #expect(saved.keyURI == configuration.keyURI && saved.onRotate == configuration.onRotate)
+            #expect(saved.label == "acme")
+            #expect(try AgentStateDirectory(path: dir).identity() == nil)
+        }
+    }
+
     @Test("claim token as Basic with a device id: the CSR names the device and the certificate does too")
     func basicTokenWithDeviceID() async throws {
         try await withServer { server in
