@@ -125,6 +125,30 @@ struct CLIDocTests {
 }
 
 extension CLIDocTests {
+    /// Every `USAGE:` line of the page is the one `devid ... --help` prints, and the page's first block is the whole
+    /// of `devid --help`. The walk above runs the page's commands; these lines are what a reader copies options from.
+    @Test("docs/cli.md: every USAGE line and the root help are what the command prints")
+    func usageLines() async throws {
+        let page = try DocFile(Self.page)
+        let root = try #require(page.blocks.first)
+        let help = try await AgentCLITests.run(["--help"])
+        #expect(help.succeeded, "\(help.stderr)")
+        #expect(root.lines.joined(separator: "\n") == help.stdout.trimmingCharacters(in: .newlines), "devid --help")
+        var checked = 0
+        for block in page.blocks {
+            for line in block.lines where line.hasPrefix("USAGE: devid ") && block.line != root.line {
+                // The command's words: `devid ca import-key [--data-dir ...` → `ca import-key`.
+                let words = line.dropFirst("USAGE: devid ".count).split(separator: " ")
+                    .prefix { $0.first?.isLetter == true && $0.first?.isLowercase == true }.map(String.init)
+                let printed = try await AgentCLITests.run(words + ["--help"])
+                let usage = printed.stdout.split(separator: "\n").first { $0.hasPrefix("USAGE: ") }.map(String.init)
+                #expect(usage == line, "\(block): `devid \(words.joined(separator: " ")) --help` prints \(usage ?? "none")")
+                checked += 1
+            }
+        }
+        #expect(checked >= 47, "the page lost its usage lines: \(checked)")
+    }
+
     /// The page's catalogues of errors (blocks of `Error:` lines, no command), each line with the heading it is under.
     static func catalogued(_ page: DocFile) -> [(heading: String, line: String)] {
         page.blocks.filter { block in
