@@ -491,7 +491,7 @@ struct DocWalk {
             results.append(result)
             lastResult = result
             let shown = command.expected ?? []
-            let fails = shown.contains { $0.hasPrefix("Error:") }
+            let fails = shown.contains { $0.hasPrefix("Error:") } || refusals.contains { command.command.hasPrefix($0) }
             #expect(
                 (result.status != 0) == fails,
                 "\(block): `\(command.command)` exited \(result.status)\n\(result.output)", sourceLocation: sourceLocation)
@@ -503,6 +503,10 @@ struct DocWalk {
     }
 
     private(set) var lastResult: Result?
+
+    /// Commands (by prefix) that fail by design without an `Error:` line, as the page says in its prose (`openssl
+    /// verify` refusing a revoked certificate exits 2): their exit status must be non-zero.
+    var refusals: [String] = []
 
     /// Commands (by prefix) before which the walk pauses as long as a reader would at least: what relying parties
     /// see is published within a second of a revocation, and a reader of the previous output is slower than that.
