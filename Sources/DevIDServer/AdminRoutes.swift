@@ -217,7 +217,8 @@ enum AdminRoutes {
             try await store.revokeClaimToken(
                 id: id,
                 audit: auditor.event(
-                    actor: context.actor, action: "token.revoke", outcome: .success, reason: "revoked claim token \(id)"))
+                    actor: context.actor, action: "token.revoke", outcome: .success, reason: "revoked claim token \(id)",
+                    tenant: existing.tenant))
             guard let token = try await store.claimToken(id: id) else { throw HTTPError(.notFound) }
             return JSONBody(TokenView(token))
         }

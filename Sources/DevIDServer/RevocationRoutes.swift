@@ -110,13 +110,15 @@ enum RevocationRoutes {
                         actor: context.actor, action: "token.revoke", outcome: .success,
                         reason: "revoked claim token \(id) before revoking its enrollments", tenant: token.tenant))
             }
+            // The event names the scope's tenant, so that an auditor limited to it sees the revocation.
+            let scopeTenant = try await OpsRequestContext.tenant(of: scope, store: state.store)
             let radius = try await notFoundAs404 {
                 try await state.store.revoke(
                     scope, reason: reason, at: now,
                     audit: state.auditor.event(
                         actor: context.actor, action: "revoke", outcome: .success,
                         reason: "revoked \(scope) (\(reason.rawValue))",
-                        device: scope.device, serial: scope.serial))
+                        tenant: scopeTenant, device: scope.device, serial: scope.serial))
             }
             var tenant: TenantID?
             if case .tenant(let id) = scope { tenant = id }

@@ -322,6 +322,51 @@ struct AdminRoleTests {
         try await f.stop()
     }
 
+    @Test("a revoked or expired admin token on the policy decisions is 401, audited under its own id")
+    func revokedAndExpiredOnDecisions() async throws {
+        let f = try await Fixture.start()
+        let body = #"{"device":"acme-1","action":"connect"}"#
+        let revoked = try await f.create("broker-old", role: .broker)
+        #expect(try await f.send("POST", "/v1/authz/mqtt", token: revoked.secret, body: body).status == 200)
+        let revoke = try await f.send(
+            "POST", "/v1/admin/admin-tokens/broker-old/revoke", token: f.server.adminToken, body: "{}")
+        #expect(revoke.status == 200, "\(revoke.body)")
+        let expiring = try await f.create("broker-short", role: .broker, expiresIn: 60)
+        f.server.clock.advance(by: 61)
+        for (token, message) in [(revoked, "admin token is revoked"), (expiring, "admin token has expired")] {
+            let reply = try await f.send("POST", "/v1/authz/mqtt", token: token.secret, body: body)
+            #expect(reply.status == 401, "\(reply.body)")
+            #expect(reply.body.contains(message), "\(reply.body)")
+        }
+        // Before, both went into the anonymous aggregate ("invalid authz token"): a named holder's denial is its own.
+        let denied = try await f.server.state.store.auditEvents(
+            AuditFilter(action: "authz.auth", outcome: .denied, limit: 100))
+        #expect(denied.contains { $0.actor == "admin:\(revoked.id)" && $0.reason == "revoked admin token broker-old: POST /v1/authz/mqtt" })
+        #expect(denied.contains { $0.actor == "admin:\(expiring.id)" && $0.reason == "expired admin token broker-short: POST /v1/authz/mqtt" })
+        try await f.stop()
+    }
+
+    @Test("revocations of a tenant's devices and claim tokens name the tenant: its limited auditor sees them")
+    func revocationEventsNameTheTenant() async throws {
+        let f = try await Fixture.start()
+        let auditor = try await f.create("auditor-acme", role: .auditor, tenants: ["acme"]).secret
+        let revoke = try await f.send(
+            "POST", "/v1/admin/revoke", token: f.server.adminToken, body: #"{"device":"acme-1","reason":"keyCompromise"}"#)
+        #expect(revoke.status == 200, "\(revoke.body)")
+        let token = try #require(try f.items(try await f.send("GET", "/v1/admin/tokens?tenant=acme", token: f.server.adminToken)).first?["id"] as? String)
+        let tokenRevoke = try await f.send("POST", "/v1/admin/tokens/\(token)/revoke", token: f.server.adminToken, body: "{}")
+        #expect(tokenRevoke.status == 200, "\(tokenRevoke.body)")
+        let seen = try f.items(try await f.send("GET", "/v1/admin/audit?limit=1000", token: auditor))
+        let actions = Set(seen.compactMap { $0["action"] as? String })
+        #expect(actions.contains("revoke"), "\(actions)")
+        #expect(actions.contains("token.revoke"), "\(actions)")
+        // beta's auditor does not see acme's.
+        let betaAuditor = try await f.create("auditor-beta", role: .auditor, tenants: ["beta"]).secret
+        let beta = try f.items(try await f.send("GET", "/v1/admin/audit?limit=1000", token: betaAuditor))
+        #expect(!beta.contains { ($0["action"] as? String) == "revoke" })
+        try await f.stop()
+    }
+
     /// Its own test, in the suite's second phase (scripts/test, `latency`): beside every other suite on two cores a
     /// one-second refresh measures the load.
     @Test("a token revoked elsewhere (in the registry, by another process) is 401 within a second")

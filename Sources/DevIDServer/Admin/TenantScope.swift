@@ -9,23 +9,34 @@ extension OpsRequestContext {
     func require(scope: CredentialScope, store: any Store) async throws {
         guard tenantLimit != nil else { return }
         switch scope {
-        case .device(let id):
-            if let device = try await store.device(id) { try require(tenant: device.tenant) }
-        case .lot(let id):
-            if let lot = try await store.lot(id) { try require(tenant: lot.tenant) }
-        case .tenant(let tenant):
-            try require(tenant: tenant)
+        case .expiringBefore, .issuer:
+            try requireAllTenants("a scope of every tenant")
         case .serial(let serial):
             guard let credential = try await store.credential(serial: serial) else { return }
             guard let device = try await store.device(credential.deviceID) else {
                 return try requireAllTenants("a certificate of no tenant")
             }
             try require(tenant: device.tenant)
-        case .token(let id):
-            // A claim token belongs to one tenant, and so do the devices it enrolled.
-            if let token = try await store.claimToken(id: id) { try require(tenant: token.tenant) }
-        case .expiringBefore, .issuer:
-            try requireAllTenants("a scope of every tenant")
+        case .device, .lot, .tenant, .token:
+            if let tenant = try await Self.tenant(of: scope, store: store) { try require(tenant: tenant) }
+        }
+    }
+
+    /// The one tenant `scope` lies in: a device's, a lot's, a claim token's (and so the devices it enrolled), a
+    /// certificate's device's. Nil for an object the registry does not know and for a scope of every tenant.
+    static func tenant(of scope: CredentialScope, store: any Store) async throws -> TenantID? {
+        switch scope {
+        case .device(let id): try await store.device(id)?.tenant
+        case .lot(let id): try await store.lot(id)?.tenant
+        case .tenant(let tenant): tenant
+        case .token(let id): try await store.claimToken(id: id)?.tenant
+        case .serial(let serial):
+            if let credential = try await store.credential(serial: serial) {
+                try await store.device(credential.deviceID)?.tenant
+            } else {
+                nil
+            }
+        case .expiringBefore, .issuer: nil
         }
     }
 

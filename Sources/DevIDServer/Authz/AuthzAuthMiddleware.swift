@@ -70,8 +70,7 @@ struct AuthzAuthMiddleware: RouterMiddleware {
     ) async throws -> Response {
         guard let presented = Self.presentedToken(request) else {
             await failures.record(
-                action: "authz.auth",
-                reason: "missing authz token: \(request.method.rawValue) \(Self.redactedPath(request.uri.path))",
+                action: "authz.auth", reason: "missing authz token: \(Self.describe(request))",
                 source: context.remoteAddress)
             throw HTTPError(
                 .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"devid-authz\""],
@@ -81,36 +80,64 @@ struct AuthzAuthMiddleware: RouterMiddleware {
         var context = context
         if let token, token.digest.matches(TokenDigest(secret: presented)) {
             matched = true
-        } else if case .valid(let admin) = try await adminTokens.authenticate(presented, now: clock.now()) {
-            context.adminToken = admin
-            guard AdminAccessTable.allows(admin.role, method: request.method, endpoint: context.endpointPath) else {
-                let reason = AdminAuthMiddleware.printable(
-                    "role \(admin.role) may not \(request.method.rawValue) \(Self.redactedPath(request.uri.path))",
-                    limit: AdminAuthMiddleware.maximumPathInReason)
-                await auditor.record(actor: context.actor, action: "authz.auth", outcome: .denied, reason: reason)
-                throw HTTPError(.forbidden, message: reason)
-            }
-            // Decisions and their statistics cover every tenant: a token limited to tenants gets none.
-            guard admin.tenants == nil else {
+        } else {
+            switch try await adminTokens.authenticate(presented, now: clock.now()) {
+            case .valid(let admin):
+                try await authorize(admin, request: request, context: &context)
+                matched = true
+            case .revoked(let revoked):
+                // A token that names its holder is audited under its id, as on the admin API.
                 await auditor.record(
-                    actor: context.actor, action: "authz.auth", outcome: .denied,
-                    reason: "admin token \(admin.name) is limited to tenants; policy decisions cover every tenant")
-                throw HTTPError(
-                    .forbidden, message: "an admin token limited to tenants may not ask for policy decisions")
+                    actor: "admin:\(revoked.id)", action: "authz.auth", outcome: .denied,
+                    reason: AdminAuthMiddleware.printable(
+                        "revoked admin token \(revoked.name): \(Self.describe(request))",
+                        limit: AdminAuthMiddleware.maximumPathInReason))
+                throw AdminAuthMiddleware.invalidToken("admin token is revoked")
+            case .expired(let expired):
+                await auditor.record(
+                    actor: "admin:\(expired.id)", action: "authz.auth", outcome: .denied,
+                    reason: AdminAuthMiddleware.printable(
+                        "expired admin token \(expired.name): \(Self.describe(request))",
+                        limit: AdminAuthMiddleware.maximumPathInReason))
+                throw AdminAuthMiddleware.invalidToken("admin token has expired")
+            case .unknown:
+                break
             }
-            await adminTokens.recordUse(id: admin.id, at: clock.now())
-            matched = true
         }
         guard matched else {
             await failures.record(
-                action: "authz.auth",
-                reason: "invalid authz token: \(request.method.rawValue) \(Self.redactedPath(request.uri.path))",
+                action: "authz.auth", reason: "invalid authz token: \(Self.describe(request))",
                 source: context.remoteAddress)
             throw HTTPError(
                 .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"devid-authz\", error=\"invalid_token\""],
                 message: "invalid authz token")
         }
         return try await next(request, context)
+    }
+
+    /// A valid admin token on a decision route: its role must allow the route, and it may not be limited to tenants.
+    private func authorize(_ admin: AdminToken, request: Request, context: inout OpsRequestContext) async throws {
+        context.adminToken = admin
+        guard AdminAccessTable.allows(admin.role, method: request.method, endpoint: context.endpointPath) else {
+            let reason = AdminAuthMiddleware.printable(
+                "role \(admin.role) may not \(Self.describe(request))", limit: AdminAuthMiddleware.maximumPathInReason)
+            await auditor.record(actor: context.actor, action: "authz.auth", outcome: .denied, reason: reason)
+            throw HTTPError(.forbidden, message: reason)
+        }
+        // Decisions and their statistics cover every tenant: a token limited to tenants gets none.
+        guard admin.tenants == nil else {
+            await auditor.record(
+                actor: context.actor, action: "authz.auth", outcome: .denied,
+                reason: "admin token \(admin.name) is limited to tenants; policy decisions cover every tenant")
+            throw HTTPError(
+                .forbidden, message: "an admin token limited to tenants may not ask for policy decisions")
+        }
+        await adminTokens.recordUse(id: admin.id, at: clock.now())
+    }
+
+    /// `METHOD /path` for a refusal, the token of a RabbitMQ path redacted.
+    static func describe(_ request: Request) -> String {
+        "\(request.method.rawValue) \(redactedPath(request.uri.path))"
     }
 
     static func presentedToken(_ request: Request) -> String? {
