@@ -29,6 +29,24 @@ struct TLSScanTests {
         "cert_revocation": "Neither CRL nor OCSP URI provided"
     ]
 
+    /// The arguments of the `testssl` command docs/security.md ("TLS scan") tells the reader to run.
+    static func documentedArguments() throws -> [String] {
+        let page = try DocFile("docs/security.md")
+        let block = try #require(
+            page.blocks(in: "## TLS scan").first { $0.lines.first?.hasPrefix("testssl ") == true },
+            "docs/security.md lost its testssl command")
+        let command = try #require(DocCommand.commands(in: block).first?.command)
+        let words = command.replacingOccurrences(of: "\\\n", with: " ").split(whereSeparator: \.isWhitespace)
+        return words.dropFirst().map(String.init)
+    }
+
+    @Test("docs/security.md's testssl command is the one the scan runs, and names DevID's root, port and JSON file")
+    func documentedCommand() throws {
+        let arguments = try Self.documentedArguments()
+        #expect(arguments.contains("DATA/ca/root.crt") && arguments.contains("scan.json"), "\(arguments)")
+        #expect(arguments.last == "127.0.0.1:8443", "\(arguments)")
+    }
+
     @Test(
         "the mTLS listener offers TLS 1.2 and 1.3 only, strong AEAD ciphers, no insecure renegotiation, nothing HIGH",
         .enabled(if: testssl != nil, "testssl is not installed (Debian package testssl.sh; scripts/test installs it)"),
@@ -45,10 +63,18 @@ struct TLSScanTests {
         let target = String(endpoints.estURL.dropFirst("https://".count))
 
         let json = work.file("scan.json")
-        let arguments = [
-            "--quiet", "--warnings", "off", "--color", "0", "--add-ca", "\(dataDir)/ca/root.crt", "-p", "-P", "-S",
-            "-s", "-f", "-U", "--sneaky", "--jsonfile", json, target,
-        ]
+        // The command docs/security.md shows, with this server's data directory, port and JSON file.
+        let arguments = try Self.documentedArguments().map {
+            switch $0 {
+            case "DATA/ca/root.crt": "\(dataDir)/ca/root.crt"
+            case "scan.json": json
+            case "127.0.0.1:8443": target
+            default: $0
+            }
+        }
+        #expect(
+            ["-p", "-P", "-S", "-s", "-f", "-U", "--add-ca", "--jsonfile"].allSatisfy(arguments.contains),
+            "the page's scan covers protocols, ciphers, defaults, forward secrecy and vulnerabilities: \(arguments)")
         let started = ContinuousClock.now
         let output = try await Self.run(testssl, arguments, timeout: 480)
         print("TLSScanTests: testssl \(arguments.joined(separator: " ")) took \(ContinuousClock.now - started)")
