@@ -5,9 +5,7 @@ import Testing
 /// docs/configuration.md as executable documentation: its transcripts run in order in one shell (see [ReadmeTests]),
 /// the rotation policy's JSON is saved as the `devid.json` the page starts a server with, the two start-up errors
 /// it shows are produced, and every other block is a format or listed in [notRun] with the reason. A block that is
-/// none of these fails the test, so a new command cannot slip into the page unrun. (The Production section's
-/// passphrase commands sit in an indented block inside a list, which [DocFile] does not read: they need /run/secrets
-/// and a service user.)
+/// none of these fails the test, so a new command cannot slip into the page unrun.
 @Suite("docs/configuration.md", .serialized)
 struct ConfigurationDocTests {
     static let page = "docs/configuration.md"
@@ -21,6 +19,8 @@ struct ConfigurationDocTests {
             "the production file above; ConfigurationTests checks that the environment overrides the file",
         #"devid serve --data-dir "$(mktemp -d)/data" --est-port 0 --ops-port 0"#:
             "a server in the foreground for scripts: ServeCLITests start every server this way",
+        "(umask 077; head -c 32 /dev/urandom | base64 > /run/secrets/devid-ca-passphrase)":
+            "the production passphrase file: /run/secrets and the service's user (chown devid)",
     ]
 
     @Test("docs/configuration.md, every command in order", .timeLimit(.minutes(3)))

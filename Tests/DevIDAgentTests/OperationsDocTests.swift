@@ -6,7 +6,7 @@ import Testing
 /// `devid serve` started as the page says its examples were (`DEVID_LIMITS_SOURCE_PER_SECOND=0.2
 /// DEVID_LIMITS_SOURCE_BURST=2`), with the output compared by shape (see [ReadmeTests]). The blocks that show a
 /// situation a walk cannot bring about quickly are listed in [illustrations] with the test that covers them; a
-/// block that is none of these fails the test. (Blocks indented inside list items are not read by [DocFile].)
+/// block that is none of these fails the test.
 @Suite("docs/operations.md", .serialized)
 struct OperationsDocTests {
     static let page = "docs/operations.md"
@@ -18,6 +18,10 @@ struct OperationsDocTests {
         "$ sqlite3 devid-data/registry.sqlite \\":
             "the minute's summary rows: AnonymousFailureAuditTests checks their form and counts",
         #"$ curl -s http://127.0.0.1:8080/readyz"#: "a registry that does not answer: HealthTests",
+        "$ devid agent enroll --server https://127.0.0.1:8443 --trust-bundle root.crt --state-dir st2 --token devid_ct_... --device dev2":
+            "a registry on a full disk: DiskFullTests fills a 16 MB tmpfs and checks the 503, its reason and Retry-After",
+        "2026-12-06T00:19:34+0000 error devid: error=store storageFull: record issuance: disk full [DevIDServer] registry disk full: writes are refused (enrollments answer 503 with Retry-After) until space returns":
+            "the two log lines of a disk-full episode: DiskFullTests checks both",
     ]
 
     @Test("docs/operations.md, every command in order", .timeLimit(.minutes(3)))
@@ -78,6 +82,7 @@ struct OperationsDocTests {
         #expect(seen == Set(Self.illustrations.keys), "an illustration left the page")
         #expect(
             ran.map { String($0.command.prefix(40)) } == [
+                "head -c 3000000 /dev/zero > big.json", "curl -sS -X POST -H \"Authorization: Bear",
                 "curl -sS -i --cacert devid-data/ca/root.", #"curl -sS -i -H "Authorization: Bearer $D"#,
                 "curl -s http://127.0.0.1:8080/healthz", "curl -s http://127.0.0.1:8080/readyz",
             ], "the page lost or gained commands: \(ran.map(\.command))")

@@ -187,25 +187,34 @@ struct DocFile: Sendable {
         var blocks: [Block] = []
         var heading = ""
         var open: Block?
+        // A block indented inside a list item: its fence's indentation is taken off each of its lines.
+        var indent = 0
         for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = String(line)
             if var block = open {
-                if line.hasPrefix("```") {
+                if Self.isFence(line) {
                     blocks.append(block)
                     open = nil
                 } else {
-                    block.lines.append(line)
+                    let spaces = min(indent, line.prefix { $0 == " " }.count)
+                    block.lines.append(String(line.dropFirst(spaces)))
                     open = block
                 }
-            } else if line.hasPrefix("```") {
+            } else if Self.isFence(line) {
+                indent = line.prefix { $0 == " " }.count
                 open = Block(
-                    info: line.dropFirst(3).trimmingCharacters(in: .whitespaces), lines: [], heading: heading,
+                    info: line.dropFirst(indent + 3).trimmingCharacters(in: .whitespaces), lines: [], heading: heading,
                     line: index + 1)
             } else if line.hasPrefix("#") {
                 heading = line
             }
         }
         self.blocks = blocks
+    }
+
+    /// A fence line: three backticks at the start, or after up to 3 spaces or a list item's indentation.
+    static func isFence(_ line: some StringProtocol) -> Bool {
+        line.drop { $0 == " " }.hasPrefix("```")
     }
 
     /// The blocks directly under `heading` (not under its subsections).
@@ -217,7 +226,7 @@ struct DocFile: Sendable {
         var fenced = false
         var prose: [Substring] = []
         for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            if line.hasPrefix("```") {
+            if Self.isFence(line) {
                 fenced.toggle()
             } else if !fenced, line.hasPrefix("#") {
                 current = String(line)
