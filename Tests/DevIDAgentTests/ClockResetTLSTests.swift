@@ -94,6 +94,64 @@ struct ClockResetTLSTests {
         }
     }
 
+    @Test("a device at 1970 whose clock NTP then sets: the skew learnt at 1970 is dropped, not added to the right time")
+    func clockSetAfterSkewLearnt() async throws {
+        try await withServer { server in
+            let secret = try await server.claimToken(device: "sensor-ntp")
+            let local = ManualWallClock(Self.epoch)
+            let boot = ManualBoot()
+            let serverClock = ServerClock(local: local, bootClock: boot.clock)
+            let state = try TemporaryDirectory(prefix: "devid-agent-state")
+            defer { state.remove() }
+            // At 1970 the time probe teaches the device a skew of decades, and it enrolls.
+            _ = try await Enroller().enroll(
+                server: server.estURL, trustBundle: [server.hierarchy.root], stateDirectory: state.file("agent"),
+                bootstrap: .token(secret, deviceID: "sensor-ntp"), clock: serverClock, serverClock: serverClock)
+            let skew = try #require(serverClock.sample?.skew)
+            #expect(skew > 50 * 365 * day)
+            // Without a boot clock (a device whose clock is set the same way, before): the old skew thrown on the
+            // right time puts the corrected time decades ahead, where the server's certificate has expired.
+            let kept = ServerClock(local: local, known: serverClock.sample)
+
+            // NTP sets the device clock to the right time, one second later by the time since boot.
+            local.set(server.clock.now())
+            boot.advance(1)
+            #expect(abs(serverClock.now().timeIntervalSince(server.clock.now())) < 2, "the device clock alone counts")
+            #expect(serverClock.sample == nil)
+            let client = try ESTClient(baseURL: server.estURL, trustRoots: [server.hierarchy.root], serverClock: serverClock)
+            _ = try await client.cacerts()
+            try await client.shutdown()
+            #expect(abs(serverClock.now().timeIntervalSince(server.clock.now())) < 2, "measured anew")
+
+            let stale = try ESTClient(baseURL: server.estURL, trustRoots: [server.hierarchy.root], serverClock: kept)
+            let error = await #expect(throws: AgentError.self) { try await stale.cacerts() }
+            try await stale.shutdown()
+            #expect(error?.reason.contains("the server's certificate has expired at the agent's time") == true)
+        }
+    }
+
+    @Test("a skew is kept while the device clock runs with the time since boot, and across a reboot")
+    func skewKeptWhileTheClockRuns() {
+        let local = ManualWallClock(Self.epoch)
+        let boot = ManualBoot()
+        let clock = ServerClock(local: local, bootClock: boot.clock)
+        clock.observe(serverTime: Self.epoch.addingTimeInterval(1_000_000), wholeSeconds: false)
+        // A week on both clocks, with a minute of drift: the same skew.
+        local.advance(by: 7 * day + 60)
+        boot.advance(7 * day)
+        #expect(clock.sample?.skew == 1_000_000)
+        // A reboot (a new boot id) whose clock restarted at 1970 again: the skew still corrects it.
+        boot.reboot()
+        local.set(Self.epoch.addingTimeInterval(30))
+        #expect(clock.sample?.skew == 1_000_000)
+        // A step of more than two minutes against the time since boot, in the boot it was measured in: dropped.
+        let fresh = ServerClock(local: local, bootClock: boot.clock)
+        fresh.observe(serverTime: local.now().addingTimeInterval(3_600), wholeSeconds: false)
+        local.advance(by: 600)
+        boot.advance(1)
+        #expect(fresh.sample == nil && fresh.skew == 0)
+    }
+
     @Test(
         "a plausible device clock after the server certificate's expiry: refused, nothing sent; with its skew known, accepted"
     )
@@ -354,5 +412,19 @@ struct ServerTrustTests {
 
         #expect(
             await trust().evaluate([], mode: .strict(at: now)) == .untrusted(reason: "the server sent no certificate"))
+    }
+}
+
+/// A boot clock a test moves: its time since boot and its boot id.
+final class ManualBoot: @unchecked Sendable {
+    private let lock = NSLock()
+    private var reading = BootClock.Reading(bootID: "boot-1", uptime: 10)
+
+    var clock: BootClock { BootClock { [self] in lock.withLock { reading } } }
+
+    func advance(_ seconds: TimeInterval) { lock.withLock { reading.uptime += seconds } }
+
+    func reboot() {
+        lock.withLock { reading = BootClock.Reading(bootID: reading.bootID + "'", uptime: 5) }
     }
 }
