@@ -52,6 +52,12 @@ struct IDevIDTests {
                 audit: DeviceImportTests.importEvent())
             try await store.insertCredential(
                 Fixture.credential(1, device: "dev-2"), audit: Fixture.event("issue", device: "dev-2"))
+            // A revoked credential without a revocation time (a status set directly): never the newest. PostgreSQL
+            // sorts NULL first in a descending order; it took this one's reason and the import's time.
+            try await store.insertCredential(
+                Fixture.credential(7, device: "dev-2"), audit: Fixture.event("issue", device: "dev-2"))
+            try await store.updateCredentialStatus(
+                serial: Fixture.serial(7), status: .revoked, revokedAt: nil, reason: .affiliationChanged, audit: nil)
             _ = try await store.revoke(
                 .device(Fixture.deviceID("dev-2")), reason: .keyCompromise, at: Fixture.time(60),
                 audit: Fixture.event("revoke", at: 60))

@@ -3,6 +3,7 @@ import DevIDStore
 import DevIDTesting
 import Foundation
 import NIOSSL
+import PostgresNIO
 import Synchronization
 import Testing
 
@@ -55,6 +56,41 @@ struct PostgresStoreTests {
                 let elapsed = ContinuousClock.now - started
                 #expect(elapsed < .seconds(1), "round \(round): \(elapsed)")
             }
+        }
+    }
+
+    @Test("a row written below sequence 1 by someone with write access breaks the chain, as on SQLite")
+    func forgedRowBelowTheFirstIsCaught() async throws {
+        let sandbox = try PostgresSandbox()
+        await PostgresSandbox.limit.acquire()
+        do {
+            try await Self.forgeBelowTheFirst(sandbox)
+        } catch {
+            await PostgresSandbox.limit.release()
+            throw error
+        }
+        await PostgresSandbox.limit.release()
+    }
+
+    static func forgeBelowTheFirst(_ sandbox: PostgresSandbox) async throws {
+        try await sandbox.withDatabase { database in
+            let store = try await PostgresStore.open(database.location)
+            defer { store.close() }
+            try await Fixture.seed(store)
+            _ = try await store.appendAudit(Fixture.event("admin.auth", at: 2, reason: "ok"))
+            #expect(try await store.verifyAuditChain() == nil)
+            // A copy of entry 1 at sequence 0 with another reason: the check started after 0 and never read it.
+            let client = PostgresClient(configuration: database.configuration)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await client.run() }
+                defer { group.cancelAll() }
+                try await client.query(
+                    """
+                    INSERT INTO audit_events SELECT (jsonb_populate_record(a, jsonb_build_object(
+                        'sequence', 0, 'reason', 'nothing to see'))).* FROM audit_events a WHERE sequence = 1
+                    """)
+            }
+            #expect(try await store.verifyAuditChain() != nil, "the forged row at sequence 0 is found")
         }
     }
 

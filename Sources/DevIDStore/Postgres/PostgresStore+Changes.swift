@@ -232,7 +232,9 @@ extension PostgresStore {
         let key = auditKey
         return try await snapshot("verify audit chain") { session in
             var verifier = AuditChain.Verifier(key: key, anchor: anchor)
-            var after: Int64 = 0
+            // From the lowest sequence there is: a row written at 0 or below by someone with write access to the
+            // database is checked (and refused) like any other, as SQLite's check reads every row.
+            var after = Int64.min
             // Pages in sequence order, so a long trail is never held in memory at once.
             while true {
                 let page = try await session.fetch(

@@ -194,7 +194,7 @@ extension PostgresStore {
                 let newestRevoked = """
                     FROM credentials c WHERE c.device_id = devices.id AND c.status = ?
                         AND c.revocation_reason IS DISTINCT FROM ?
-                    ORDER BY c.revoked_at DESC, c.serial COLLATE "C" DESC LIMIT 1
+                    ORDER BY c.revoked_at DESC NULLS LAST, c.serial COLLATE "C" DESC LIMIT 1
                     """
                 let revoked = CredentialStatus.revoked.rawValue
                 let revokedState = DeviceState.revoked.rawValue
