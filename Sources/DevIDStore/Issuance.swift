@@ -27,8 +27,8 @@ public struct Issuance: Sendable {
     public var transition: (expected: DeviceState, next: DeviceState)?
     /// Consume one use of this claim token, checked at `now` (`.conflict` if used up, revoked or expired).
     public var consumeToken: String?
-    /// Mark these credentials of the same device `superseded` (they must currently be `active` or `superseded`,
-    /// else `.conflict`).
+    /// Mark these credentials of the same device `superseded` (they must currently be `active`, or `superseded`
+    /// together with their successor, else `.conflict`: see ``successorLeftOut(_:of:in:_:)``).
     public var supersede: [SerialNumber]
     /// The overlap deadline of the credentials in ``supersede``: when they are revoked at the latest.
     public var overlapDeadline: Date?
@@ -48,5 +48,21 @@ public struct Issuance: Sendable {
         self.overlapDeadline = overlapDeadline
         self.now = now
         self.audit = audit
+    }
+}
+
+extension Issuance {
+    /// The refusal for superseding, again, a credential that is already `superseded` by `successor` when the
+    /// successor is not superseded in the same issuance. The one issuance that supersedes a superseded credential
+    /// on purpose, a retry during the overlap while the successor was never seen, gives up the successor with it.
+    /// Any other is a decision taken on a registry read before a concurrent renewal committed: two
+    /// `simplereenroll`s with the same certificate at once both read it `active`, and without this the second left
+    /// the first one's LDevID `active` and orphaned (never superseded, so never revoked) beside its own.
+    static func successorLeftOut(
+        _ successor: SerialNumber?, of serial: SerialNumber, in issuance: Issuance, _ operation: String
+    ) -> StoreError? {
+        guard let successor, !issuance.supersede.contains(successor) else { return nil }
+        return StoreError(
+            .conflict, "\(operation): credential \(serial) was renewed meanwhile (by \(successor)); retry")
     }
 }

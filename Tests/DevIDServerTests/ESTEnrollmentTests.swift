@@ -420,6 +420,49 @@ struct ESTEnrollmentTests {
         try await f.server.stop()
     }
 
+    @Test("concurrent re-enrollments with one LDevID leave the device one active LDevID, every other superseded")
+    func concurrentReenrollmentsLeaveOneActive() async throws {
+        let f = try await ESTFixture()
+        let token = try await f.token()
+        let firstKey = try KeyMaterial.generate(.p256)
+        let first = try ESTFixture.certificate(
+            try await withClient(try f.server.client()) {
+                try await f.post(
+                    "simpleenroll", csr: try ESTFixture.csr(commonName: "dev-race", key: firstKey), client: $0,
+                    headers: [("Authorization", "Bearer \(token.secret)")])
+            })
+        // Eight renewals with the same certificate at once. Each read it `active` (or, after a winner committed,
+        // superseded by an unseen successor: the overlap's retry, which gives that successor up). Before, renewals
+        // decided on the first read all committed, and all but the last LDevID stayed `active`, orphaned: never
+        // superseded, so never revoked by the sweeper.
+        let client = try f.server.client(certificate: [first], key: firstKey)
+        let replies = try await withThrowingTaskGroup(of: Reply.self) { group in
+            for _ in 0..<8 {
+                group.addTask {
+                    try await f.post(
+                        "simplereenroll", csr: try ESTFixture.csr(commonName: "dev-race", key: try KeyMaterial.generate(.p256)),
+                        client: client)
+                }
+            }
+            return try await group.reduce(into: [Reply]()) { $0.append($1) }
+        }
+        try await client.shutdown()
+        #expect(replies.contains { $0.status == 200 })
+        // A loser is refused at the write (`conflict`), or at its read when it found the successor it would give
+        // up already superseded by a third (`successor_in_use`).
+        for reply in replies where reply.status != 200 {
+            #expect(
+                reply.status == 403 && ["conflict", "successor_in_use"].contains(reply.header("DevID-Refusal") ?? ""),
+                "\(reply.status) \(reply.header("DevID-Refusal") ?? "-") \(reply.body)")
+        }
+        let credentials = try await f.store.credentials(device: DeviceID(rawValue: "dev-race")!)
+        let active = credentials.filter { $0.status == .active }
+        #expect(active.count == 1, "\(credentials.map { "\($0.serial) \($0.status)" })")
+        #expect(credentials.count == 1 + replies.filter { $0.status == 200 }.count, "nothing stored for a refusal")
+        #expect(credentials.filter { $0.status == .superseded }.allSatisfy { $0.replacedBy != nil })
+        try await f.server.stop()
+    }
+
     @Test("a single-use token enrolls exactly once under concurrency")
     func singleUseUnderConcurrency() async throws {
         let f = try await ESTFixture()

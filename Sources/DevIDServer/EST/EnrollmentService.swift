@@ -637,8 +637,10 @@ struct EnrollmentService: Sendable {
             {
                 throw SerialCollision()
             }
-            // A concurrent request changed the device or spent the token between our checks and the write.
-            var refusal = LifecycleRefusal(.conflict, "the device or its claim token changed during enrollment; retry")
+            // A concurrent request changed the device, spent the token or renewed the credential between our checks
+            // and the write.
+            var refusal = LifecycleRefusal(
+                .conflict, "the device, its claim token or its credential changed during enrollment; retry")
             if let consumeToken, let token = try await store.claimToken(id: consumeToken),
                 let reason = ClaimTokens.refusal(token, now: now)
             {

@@ -238,6 +238,9 @@ public actor MemoryStore: Store {
             case .active:
                 existing.overlapDeadline = deadline
             case .superseded:
+                if let refusal = Issuance.successorLeftOut(existing.replacedBy, of: serial, in: issuance, operation) {
+                    throw refusal
+                }
                 existing.overlapDeadline = RotationRules.earlierDeadline(existing.overlapDeadline, deadline)
             case .revoked, .expired:
                 throw StoreError(.conflict, "\(operation): a credential to supersede is no longer active")

@@ -74,6 +74,11 @@ extension SQLiteStore {
                 case CredentialStatus.active.rawValue:
                     existing.overlapDeadline = deadline.map(StoreTime.milliseconds)
                 case CredentialStatus.superseded.rawValue:
+                    if let refusal = Issuance.successorLeftOut(
+                        existing.replacedBy.flatMap(SerialNumber.init(rawValue:)), of: serial, in: issuance, operation)
+                    {
+                        throw refusal
+                    }
                     existing.overlapDeadline = RotationRules.earlierDeadline(
                         existing.overlapDeadline.map { StoreTime.date(milliseconds: $0) }, deadline
                     ).map(StoreTime.milliseconds)
