@@ -485,6 +485,7 @@ struct AdminRoleTests {
         #expect(!audit.contains { $0.reason.contains(secret) })
         #expect(AuthzAuthMiddleware.redactedPath("//v1/authz/rabbitmq/s3cret/user/") == "/v1/authz/rabbitmq/<token>/user/")
         #expect(AuthzAuthMiddleware.redactedPath("/v1/admin/devices") == "/v1/admin/devices")
+        #expect(AuthzAuthMiddleware.redactedPath("/v1/authz/rabbitmq/s3cret") == "/v1/authz/rabbitmq/<token>")
         try await f.stop()
     }
 

@@ -181,7 +181,8 @@ struct AuthzAuthMiddleware: RouterMiddleware {
     /// and `/v1/authz/rabbitmq//<token>/user` are redacted too.
     static func redactedPath(_ path: String) -> String {
         var segments = path.split(separator: "/").map(String.init)
-        guard segments.count >= 5, segments[0] == "v1", segments[1] == "authz", segments[2] == "rabbitmq" else {
+        // From four segments on: a token sent without the route's last segment is no route, but still a token.
+        guard segments.count >= 4, segments[0] == "v1", segments[1] == "authz", segments[2] == "rabbitmq" else {
             return path
         }
         segments[3] = "<token>"
