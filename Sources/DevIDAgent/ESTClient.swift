@@ -543,8 +543,8 @@ public final class ESTClient: Sendable {
     /// `certificate_required`, `unknown_ca`, `access_denied`. DevID's server sends `certificate_unknown`.
     static func isCertificateAlert(_ description: String) -> Bool {
         boringSSLReasons(description).contains { reason in
-            reason.contains("_ALERT_")
-                && (reason.contains("CERTIFICATE") || reason.hasSuffix("UNKNOWN_CA") || reason.hasSuffix("ACCESS_DENIED"))
+            guard reason.contains("_ALERT_") else { return false }
+            return reason.contains("CERTIFICATE") || reason.hasSuffix("UNKNOWN_CA") || reason.hasSuffix("ACCESS_DENIED")
         }
     }
 

@@ -651,10 +651,10 @@ public actor RotationAgent {
     static let unexplainedFailureDuration: TimeInterval = 3_600
 
     /// Whether check-ins have failed below HTTP, without a certificate alert, for long enough to mean the server
-    /// refuses the certificate (a TLS 1.3 server's alert can be lost to a reset): ``unexplainedFailuresBeforeBootstrap``
-    /// steps in a row and ``unexplainedFailureDuration`` since the last check-in that worked. A server that restarts,
-    /// or times out under load, is waited for: every device bootstrapping at once would be a storm of first
-    /// enrollments when the server is weakest.
+    /// refuses the certificate (a TLS 1.3 server's alert can be lost to a reset):
+    /// ``unexplainedFailuresBeforeBootstrap`` steps in a row and ``unexplainedFailureDuration`` since the last
+    /// check-in that worked. A server that restarts, or times out under load, is waited for: every device
+    /// bootstrapping at once would be a storm of first enrollments when the server is weakest.
     private func unexplainedFailureHasLasted(now: Date) -> Bool {
         guard memory.failures + 1 >= Self.unexplainedFailuresBeforeBootstrap else { return false }
         guard let last = memory.lastCheckIn else { return true }

@@ -86,20 +86,9 @@ struct AuthzAuthMiddleware: RouterMiddleware {
                 try await authorize(admin, request: request, context: &context)
                 matched = true
             case .revoked(let revoked):
-                // A token that names its holder is audited under its id, as on the admin API.
-                await auditor.record(
-                    actor: "admin:\(revoked.id)", action: "authz.auth", outcome: .denied,
-                    reason: AdminAuthMiddleware.printable(
-                        "revoked admin token \(revoked.name): \(Self.describe(request))",
-                        limit: AdminAuthMiddleware.maximumPathInReason))
-                throw AdminAuthMiddleware.invalidToken("admin token is revoked")
+                throw await refuse(revoked, "revoked", "admin token is revoked", request)
             case .expired(let expired):
-                await auditor.record(
-                    actor: "admin:\(expired.id)", action: "authz.auth", outcome: .denied,
-                    reason: AdminAuthMiddleware.printable(
-                        "expired admin token \(expired.name): \(Self.describe(request))",
-                        limit: AdminAuthMiddleware.maximumPathInReason))
-                throw AdminAuthMiddleware.invalidToken("admin token has expired")
+                throw await refuse(expired, "expired", "admin token has expired", request)
             case .unknown:
                 break
             }
@@ -113,6 +102,19 @@ struct AuthzAuthMiddleware: RouterMiddleware {
                 message: "invalid authz token")
         }
         return try await next(request, context)
+    }
+
+    /// A revoked or expired admin token (`state`): it names its holder, so it is audited under its id, as on the
+    /// admin API, and answered 401.
+    private func refuse(
+        _ token: AdminToken, _ state: String, _ message: String, _ request: Request
+    ) async -> HTTPError {
+        await auditor.record(
+            actor: "admin:\(token.id)", action: "authz.auth", outcome: .denied,
+            reason: AdminAuthMiddleware.printable(
+                "\(state) admin token \(token.name): \(Self.describe(request))",
+                limit: AdminAuthMiddleware.maximumPathInReason))
+        return AdminAuthMiddleware.invalidToken(message)
     }
 
     /// A valid admin token on a decision route: its role must allow the route, and it may not be limited to tenants.
