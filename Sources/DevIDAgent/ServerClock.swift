@@ -98,8 +98,7 @@ public final class ServerClock: WallClock, Sendable {
     }
 }
 
-/// The time since the machine booted (`CLOCK_BOOTTIME`, which counts suspended time too), with the boot's id: a
-/// clock nobody sets, against which a set wall clock shows.
+/// The time since the machine booted, with the boot's id: a clock nobody sets, against which a set wall clock shows.
 public struct BootClock: Sendable {
     public struct Reading: Sendable, Hashable, Codable {
         /// Which boot (`/proc/sys/kernel/random/boot_id`).
@@ -121,16 +120,16 @@ public struct BootClock: Sendable {
 
     public func read() -> Reading? { reader() }
 
-    /// The machine's (the boot's id read once: it cannot change while a process runs); nil where either part cannot
-    /// be read.
+    /// The machine's: Foundation's `systemUptime` (the monotonic clock since boot), with the boot's id, read once (it
+    /// cannot change while a process runs); nil where the id cannot be read. A suspended machine's monotonic clock
+    /// stands still while its wall clock runs: the skew is then dropped as if the clock had been set, and measured
+    /// again at the next answer, which costs nothing.
     public static let system: BootClock = {
         let id = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
             .trimmingCharacters(in: .whitespacesAndNewlines)
         return BootClock {
             guard let id, !id.isEmpty else { return nil }
-            var time = timespec()
-            guard clock_gettime(CLOCK_BOOTTIME, &time) == 0 else { return nil }
-            return Reading(bootID: id, uptime: TimeInterval(time.tv_sec) + TimeInterval(time.tv_nsec) / 1e9)
+            return Reading(bootID: id, uptime: ProcessInfo.processInfo.systemUptime)
         }
     }()
 }
